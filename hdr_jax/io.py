@@ -1,0 +1,569 @@
+"""Image file I/O: LDR (PNG/JPEG/TIFF) and HDR (OpenEXR/Radiance) readers and atomic writers.
+
+Everything returns or accepts single images as float32 HxWx3 NumPy arrays (add the batch axis
+yourself). LDR values lie in [0, 1]; HDR values are linear RGB >= 0. Every failure raises
+`ImageIOError` with a one-line message that starts with the offending path, so a CLI can print
+it as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal, overload
+
+import cv2
+import numpy as np
+import OpenEXR
+from PIL import Image, ImageOps
+
+__all__ = [
+    "HDR_EXTENSIONS",
+    "ImageIOError",
+    "LDR_EXTENSIONS",
+    "LdrInfo",
+    "atomic_output",
+    "ldr_info",
+    "list_images",
+    "read_hdr",
+    "read_ldr",
+    "write_hdr",
+    "write_ldr",
+]
+
+PathLike = str | os.PathLike
+
+LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
+_KIND_EXTENSIONS = {"ldr": LDR_EXTENSIONS, "hdr": HDR_EXTENSIONS}
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF")
+_HALF_MAX = float(np.finfo(np.float16).max)  # 65504
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageIOError(Exception):
+    """Any image read/write failure. The message is one line and names the file."""
+
+    def __init__(self, message: str, path: PathLike | None = None):
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(path: PathLike, message: str, cause: BaseException | None = None) -> ImageIOError:
+    if cause is not None:
+        detail = _one_line(str(cause)) or type(cause).__name__
+        message = f"{message} ({type(cause).__name__}: {detail})"
+    return ImageIOError(_one_line(f"{os.fspath(path)}: {message}", limit=500), path)
+
+
+def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) -> Path:
+    """Fail early, with a specific message, on the usual ways a path is not a readable image."""
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise _error(p, "no such file")
+        if p.is_dir():
+            raise _error(p, "is a directory, not an image file")
+        if not p.is_file():
+            raise _error(p, "is not a regular file")
+        if p.stat().st_size == 0:
+            raise _error(p, "empty file (0 bytes)")
+    except OSError as e:
+        raise _error(p, "cannot access file", e) from e
+    ext = p.suffix.lower()
+    if ext not in extensions:
+        other = "read_hdr" if ext in HDR_EXTENSIONS else "read_ldr" if ext in LDR_EXTENSIONS else None
+        hint = f"; use {other}" if other else ""
+        raise _error(
+            p,
+            f"unsupported extension {p.suffix or '(none)'!r} for an {kind} image "
+            f"(expected one of {', '.join(extensions)}){hint}",
+        )
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# LDR reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LdrInfo:
+    """What an LDR file stores, before conversion to float RGB."""
+
+    format: str  # "PNG" | "JPEG" | "TIFF"
+    height: int  # after EXIF orientation, i.e. the shape read_ldr returns
+    width: int
+    channels: int  # stored channels incl. alpha; palette images count as RGB(A)
+    bit_depth: int  # bits per stored sample: 1, 2, 4, 8 or 16
+    orientation: int  # EXIF orientation tag, 1 = as stored
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    # Pillow reports 16-bit RGB(A) PNGs as 8-bit "RGB"/"RGBA", so read the IHDR chunk directly.
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
+def _pil_info(im: Image.Image, path: Path) -> LdrInfo:
+    fmt = im.format or "?"
+    if fmt == "PNG":
+        bits = _png_bit_depth(path) or 8
+    elif fmt == "TIFF":
+        sample_bits = im.tag_v2.get(258, (1,))
+        bits = int(max(sample_bits if isinstance(sample_bits, tuple) else (sample_bits,)))
+    else:
+        bits = int(getattr(im, "bits", 8))
+    if im.mode.startswith("I;16"):
+        bits = 16
+    if im.mode in ("P", "PA"):
+        channels = 4 if (im.mode == "PA" or "transparency" in im.info) else 3
+    else:
+        channels = len(im.getbands())
+    try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a corrupt EXIF block should not make the pixels unreadable
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
+    w, h = im.size
+    if orientation >= 5:
+        w, h = h, w
+    return LdrInfo(fmt, h, w, channels, bits, orientation)
+
+
+def _open_ldr(p: Path) -> Image.Image:
+    try:
+        return Image.open(p, formats=_PIL_FORMATS)
+    except Exception as e:
+        raise _error(p, "not a readable PNG/JPEG/TIFF image", e) from e
+
+
+def ldr_info(path: PathLike) -> LdrInfo:
+    """Header-only probe of an LDR file (bit depth, channels, oriented size)."""
+    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        try:
+            return _pil_info(im, p)
+        except Exception as e:
+            raise _error(p, "cannot parse image header", e) from e
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation -> upright, matching PIL.ImageOps.exif_transpose."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(a, k=-1)
+    if orientation == 7:
+        return a[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(a, k=1)
+    return a
+
+
+def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
+    """16-bit colour PNG/TIFF, which Pillow truncates to 8 bits. Returns RGB float in [0, 1]."""
+    raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise _error(p, f"OpenCV could not decode this {info.bit_depth}-bit {info.format} "
+                        "(corrupt or truncated?)")
+    if raw.dtype == np.uint16:
+        scale = 65535.0
+    elif raw.dtype == np.uint8:
+        scale = 255.0
+    else:
+        raise _error(p, f"unsupported sample type {raw.dtype} (expected 8- or 16-bit integers)")
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        raw = raw[..., 0]
+    if raw.ndim == 2:
+        rgb = np.repeat(raw[..., None], 3, axis=-1)
+    elif raw.shape[2] == 2:  # grey + alpha
+        rgb = np.repeat(raw[..., :1], 3, axis=-1)
+    elif raw.shape[2] in (3, 4):  # BGR(A)
+        rgb = raw[..., 2::-1]
+    else:
+        raise _error(p, f"unsupported channel count {raw.shape[2]}")
+    # IMREAD_UNCHANGED ignores EXIF orientation, so apply it like the Pillow path does.
+    rgb = _apply_orientation(rgb, info.orientation)
+    return rgb.astype(np.float32) / np.float32(scale)
+
+
+def _decode_pillow(im: Image.Image, p: Path) -> np.ndarray:
+    if im.mode in ("I", "F"):
+        raise _error(p, f"unsupported pixel mode {im.mode!r} (32-bit integer/float is not an LDR image)")
+    im = ImageOps.exif_transpose(im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # grey -> replicated, RGBA/LA -> alpha dropped, palette -> colours
+    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+
+
+@overload
+def read_ldr(path: PathLike, *, return_info: Literal[False] = ...) -> np.ndarray: ...
+@overload
+def read_ldr(path: PathLike, *, return_info: Literal[True]) -> tuple[np.ndarray, LdrInfo]: ...
+
+
+def read_ldr(path: PathLike, *, return_info: bool = False):
+    """Read a PNG/JPEG/TIFF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied.
+
+    8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
+    is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.
+    """
+    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        try:
+            info = _pil_info(im, p)
+            if info.bit_depth not in (1, 2, 4, 8, 16):
+                raise _error(p, f"unsupported bit depth {info.bit_depth}")
+            if info.bit_depth == 16:
+                rgb = _decode_cv2_unchanged(p, info)
+            else:
+                rgb = _decode_pillow(im, p)
+        except ImageIOError:
+            raise
+        except Exception as e:
+            raise _error(p, f"cannot decode {im.format or 'image'} data (corrupt or truncated?)", e) from e
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise _error(p, f"image has zero size {rgb.shape[:2]}")
+    rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    return (rgb, info) if return_info else rgb
+
+
+# --------------------------------------------------------------------------------------------
+# HDR reading
+# --------------------------------------------------------------------------------------------
+
+
+def _exr_pick_rgb(p: Path, channels: dict) -> np.ndarray | None:
+    """Choose RGB from one EXR part: interleaved RGB(A), separate R,G,B(,A), one layer's
+    <layer>.R/G/B, or luminance-only Y (replicated). Returns None if the part has none of these."""
+    pix = {name: ch.pixels for name, ch in channels.items()}
+    for name in ("RGB", "RGBA"):
+        if name in pix and np.ndim(pix[name]) == 3:
+            return _exr_check(p, channels, [name], pix[name][..., :3])
+    names: list[str] | None = None
+    if all(c in pix for c in "RGB"):
+        names = ["R", "G", "B"]
+    else:
+        layers = sorted({n.rsplit(".", 1)[0] for n in pix if "." in n})
+        with_rgb = [l for l in layers if all(f"{l}.{c}" in pix for c in "RGB")]
+        if len(with_rgb) == 1:
+            names = [f"{with_rgb[0]}.{c}" for c in "RGB"]
+        elif len(with_rgb) > 1:
+            raise _error(p, f"several RGB layers ({', '.join(with_rgb)}); cannot choose one")
+        elif "Y" in pix:
+            names = ["Y", "Y", "Y"]
+    if names is None:
+        return None
+    planes = [pix[n] for n in names]
+    if any(np.ndim(x) != 2 for x in planes) or len({x.shape for x in planes}) != 1:
+        raise _error(p, f"channels {', '.join(dict.fromkeys(names))} have mismatched shapes")
+    return _exr_check(p, channels, names, np.stack(planes, axis=-1))
+
+
+def _exr_check(p: Path, channels: dict, names: list[str], rgb: np.ndarray) -> np.ndarray:
+    for n in dict.fromkeys(names):
+        ch = channels[n]
+        if (ch.xSampling, ch.ySampling) != (1, 1):
+            raise _error(p, f"channel {n!r} is subsampled ({ch.xSampling}x{ch.ySampling}); not supported")
+    if rgb.dtype not in (np.float16, np.float32):
+        raise _error(p, f"channel type {rgb.dtype} is not HALF or FLOAT")
+    return rgb.astype(np.float32)
+
+
+def _read_exr(p: Path) -> np.ndarray:
+    try:
+        # separate_channels: the interleaved view fails on files mixing HALF and FLOAT channels.
+        with OpenEXR.File(os.fspath(p), separate_channels=True) as f:
+            available = []
+            for i in range(len(f.parts)):
+                chans = f.channels(i)
+                rgb = _exr_pick_rgb(p, chans)
+                if rgb is not None:
+                    return rgb
+                available += list(chans)
+    except ImageIOError:
+        raise
+    except Exception as e:
+        raise _error(p, "not a readable OpenEXR file (corrupt or truncated?)", e) from e
+    raise _error(p, f"no RGB or Y channels (found: {', '.join(available) or 'none'})")
+
+
+def _read_radiance(p: Path) -> np.ndarray:
+    try:
+        bgr = cv2.imread(os.fspath(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    except Exception as e:
+        raise _error(p, "not a readable Radiance RGBE file", e) from e
+    if bgr is None:
+        raise _error(p, "not a readable Radiance RGBE file (corrupt or truncated?)")
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.float32:
+        raise _error(p, f"Radiance decoder returned {bgr.dtype} {bgr.shape}, expected float32 HxWx3")
+    return bgr[..., ::-1]
+
+
+def read_hdr(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
+    """Read an OpenEXR or Radiance file as float32 HxWx3 linear RGB, clamped to >= 0.
+
+    Negative values (lossy EXR codecs produce small ones) are clamped to 0. NaN/Inf raise
+    ImageIOError unless allow_nonfinite, which maps NaN and -Inf to 0 and +Inf to the largest
+    finite value in the image.
+    """
+    p = _check_input_file(path, HDR_EXTENSIONS, "HDR")
+    rgb = _read_exr(p) if p.suffix.lower() == ".exr" else _read_radiance(p)
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise _error(p, f"image has zero size {rgb.shape[:2]}")
+    finite = np.isfinite(rgb)
+    if not finite.all():
+        bad = int(np.count_nonzero(~finite.all(axis=-1)))
+        if not allow_nonfinite:
+            raise _error(p, f"{bad} of {rgb.shape[0] * rgb.shape[1]} pixels are NaN or Inf")
+        top = float(rgb[finite].max()) if finite.any() else 0.0
+        rgb = np.nan_to_num(rgb, nan=0.0, posinf=top, neginf=0.0)
+    return np.ascontiguousarray(np.maximum(rgb, 0.0), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _reserve_temp(dst: Path) -> Path:
+    # The real suffix stays last so extension-driven encoders (cv2.imwrite) pick the right codec;
+    # O_EXCL with mode 0o666 reserves a unique name and keeps the user's umask for the result.
+    for _ in range(100):
+        tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise _error(dst, "cannot create a temporary file next to it", e) from e
+    raise _error(dst, "cannot find a free temporary file name")
+
+
+def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, dst)
+        return
+    try:
+        # link() fails if dst appeared since we checked, so there is no window to clobber it.
+        os.link(tmp, dst)
+    except FileExistsError as e:
+        raise _error(dst, "already exists (pass overwrite=True to replace it)") from e
+    except OSError:  # filesystem without hard links
+        if dst.exists():
+            raise _error(dst, "already exists (pass overwrite=True to replace it)") from None
+        os.replace(tmp, dst)
+        return
+    tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; move it into place only if the block succeeds.
+
+    Refuses (ImageIOError) if `path` exists and not overwrite. On any exception inside the block
+    the temporary file is removed and the exception propagates unchanged.
+    """
+    dst = Path(path)
+    if dst.is_dir():
+        raise _error(dst, "is a directory")
+    if dst.exists() and not overwrite:
+        raise _error(dst, "already exists (pass overwrite=True to replace it)")
+    if not dst.parent.is_dir():
+        raise _error(dst, f"output directory {os.fspath(dst.parent)!r} does not exist")
+    tmp = _reserve_temp(dst)
+    try:
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    try:
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise _error(dst, "writer produced no data")
+        _commit(tmp, dst, overwrite)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise _error(dst, "cannot move the finished file into place", e) from e
+        raise
+
+
+def _as_image(path: PathLike, image, *, allow_grey: bool) -> np.ndarray:
+    """HxW, HxWx1 or HxWx3 real array -> float32 (HxW kept 2-D only when allow_grey)."""
+    try:
+        a = np.asarray(image)
+    except Exception as e:
+        raise _error(path, "image is not convertible to an array", e) from e
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise _error(path, f"image dtype {a.dtype} is not a real number type")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise _error(path, f"image shape {a.shape} is not HxW, HxWx1 or HxWx3")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise _error(path, f"image has zero size {a.shape[:2]}")
+    with np.errstate(over="ignore"):
+        a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        bad = np.count_nonzero(~np.isfinite(a) if a.ndim == 2 else ~np.isfinite(a).all(axis=-1))
+        raise _error(path, f"{bad} pixels are NaN or Inf (or overflow float32); refusing to write")
+    if a.ndim == 2 and not allow_grey:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    return a
+
+
+def _ext(path: PathLike, allowed: tuple[str, ...], kind: str) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in allowed:
+        raise _error(path, f"unsupported extension {Path(path).suffix or '(none)'!r} for an {kind} image "
+                           f"(expected one of {', '.join(allowed)})")
+    return ext
+
+
+def write_ldr(
+    path: PathLike,
+    image,
+    *,
+    overwrite: bool = False,
+    quality: int = 95,
+    bit_depth: int = 8,
+) -> None:
+    """Write float [0, 1] HxWx3 (or HxW grey) as PNG/JPEG/TIFF, chosen by extension.
+
+    Values are clipped to [0, 1] and rounded to 8 bits, or to 16 bits (PNG/TIFF only) with
+    bit_depth=16. `quality` applies to JPEG. Atomic; refuses to overwrite unless asked.
+    """
+    ext = _ext(path, LDR_EXTENSIONS, "LDR")
+    if bit_depth not in (8, 16):
+        raise _error(path, f"bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and ext in (".jpg", ".jpeg"):
+        raise _error(path, "JPEG cannot store 16-bit samples; use .png or .tif")
+    if ext in (".jpg", ".jpeg") and not 1 <= int(quality) <= 100:
+        raise _error(path, f"JPEG quality must be in [1, 100], got {quality}")
+    a = _as_image(path, image, allow_grey=True)
+    peak = 65535 if bit_depth == 16 else 255
+    q = np.rint(np.clip(a, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            if bit_depth == 16:
+                # Pillow cannot write 16-bit RGB; OpenCV can (and wants BGR).
+                ok = cv2.imwrite(os.fspath(tmp), q if q.ndim == 2 else q[..., ::-1])
+                if not ok:
+                    raise _error(path, "OpenCV failed to encode the image")
+            else:
+                fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
+                kwargs = {"quality": int(quality)} if fmt == "JPEG" else {}
+                Image.fromarray(q).save(tmp, format=fmt, **kwargs)
+        except ImageIOError:
+            raise
+        except Exception as e:
+            raise _error(path, "cannot encode image", e) from e
+
+
+def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = False) -> None:
+    """Write linear RGB as OpenEXR (.exr: FLOAT, or HALF if half; ZIP compression) or Radiance
+    (.hdr/.pic: RGBE, `half` ignored).
+
+    HxW / HxWx1 input is written as grey RGB. NaN/Inf raise ImageIOError; negative values are
+    clamped to 0 (the same convention read_hdr applies). Atomic; refuses to overwrite unless asked.
+    """
+    ext = _ext(path, HDR_EXTENSIONS, "HDR")
+    rgb = np.maximum(_as_image(path, image, allow_grey=False), 0.0)
+    if ext == ".exr" and half:
+        top = float(rgb.max())
+        if top > _HALF_MAX:
+            raise _error(path, f"max value {top:.6g} exceeds the half-float range ({_HALF_MAX:g}); "
+                               "write with half=False")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            if ext == ".exr":
+                dtype = np.float16 if half else np.float32
+                planes = {c: np.ascontiguousarray(rgb[..., i], dtype=dtype) for i, c in enumerate("RGB")}
+                header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+                with OpenEXR.File(header, planes) as f:
+                    f.write(os.fspath(tmp))
+            else:
+                if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(rgb[..., ::-1])):
+                    raise _error(path, "OpenCV failed to encode the Radiance image")
+        except ImageIOError:
+            raise
+        except Exception as e:
+            raise _error(path, "cannot encode image", e) from e
+
+
+# --------------------------------------------------------------------------------------------
+# Input discovery
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(paths: PathLike | Iterable[PathLike], kinds: Iterable[str] = ("ldr",)) -> list[Path]:
+    """Expand CLI arguments into image files.
+
+    Each argument is a file (kept if its extension matches `kinds`), a directory (its matching
+    files, non-recursive, sorted, hidden files skipped) or a glob pattern (sorted matches;
+    `**` recurses). Every argument must yield at least one image; duplicates are dropped.
+    """
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    unknown = [k for k in kinds if k not in _KIND_EXTENSIONS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be drawn from {sorted(_KIND_EXTENSIONS)}, got {kinds!r}")
+    exts = tuple(e for k in kinds for e in _KIND_EXTENSIONS[k])
+    label = "/".join(k.upper() for k in kinds)
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise ImageIOError("no input paths given")
+
+    def wanted(p: Path) -> bool:
+        return p.suffix.lower() in exts and not p.name.startswith(".") and p.is_file()
+
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for item in items:
+        raw = os.fspath(item)
+        p = Path(os.path.expanduser(raw))
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if wanted(c))
+            if not found:
+                raise _error(p, f"directory contains no {label} images ({', '.join(exts)})")
+        elif p.is_file():
+            if p.suffix.lower() not in exts:
+                raise _error(p, f"unsupported extension {p.suffix or '(none)'!r} for an {label} image "
+                                f"(expected one of {', '.join(exts)})")
+            found = [p]
+        elif glob.has_magic(raw):
+            found = sorted(Path(m) for m in glob.glob(os.path.expanduser(raw), recursive=True))
+            found = [m for m in found if wanted(m)]
+            if not found:
+                raise _error(raw, f"pattern matches no {label} images")
+        else:
+            raise _error(p, "no such file or directory")
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out

@@ -1,0 +1,594 @@
+"""Tests for hdr_jax.io: round trips against independent encoders/decoders (Pillow, OpenCV,
+the OpenEXR bindings used directly), error paths, atomic writes and input discovery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenEXR
+import pytest
+from PIL import Image
+
+from hdr_jax import io as hio
+from hdr_jax.io import ImageIOError
+
+HDRI_DIR = Path("/work/shared/data/hdri")
+rng = np.random.default_rng(0)
+
+
+def _ramp(h: int = 6, w: int = 10) -> np.ndarray:
+    """Smooth, asymmetric RGB image in [0, 1]; no two orientations of it coincide."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([x / (w - 1), y / (h - 1), (x + 2 * y) / (w - 1 + 2 * (h - 1))], axis=-1)
+
+
+def _write_exr(path: Path, channels: dict, compression=OpenEXR.ZIP_COMPRESSION) -> None:
+    header = {"compression": compression, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, channels).write(os.fspath(path))
+
+
+def _assert_one_line_error(excinfo, path: Path) -> None:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.strip() == msg
+    assert path.name in msg, msg
+
+
+def _dir_names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# HDR: OpenEXR and Radiance
+# --------------------------------------------------------------------------------------------
+
+
+def test_exr_roundtrip_float(tmp_path):
+    x = (rng.random((5, 7, 3)) * 100).astype(np.float32)
+    p = tmp_path / "f.exr"
+    hio.write_hdr(p, x)
+    np.testing.assert_array_equal(hio.read_hdr(p), x)  # FLOAT + ZIP is lossless
+    with OpenEXR.File(os.fspath(p), separate_channels=True) as f:
+        assert f.header()["compression"] == OpenEXR.ZIP_COMPRESSION
+        ch = f.channels()
+        assert sorted(ch) == ["B", "G", "R"]
+        np.testing.assert_array_equal(ch["G"].pixels, x[..., 1])
+
+
+def test_exr_roundtrip_half(tmp_path):
+    x = (rng.random((5, 7, 3)) * 1000).astype(np.float32)
+    p = tmp_path / "h.exr"
+    hio.write_hdr(p, x, half=True)
+    y = hio.read_hdr(p)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_array_equal(y, x.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(y, x, rtol=2**-11)  # half has an 11-bit significand
+    with OpenEXR.File(os.fspath(p), separate_channels=True) as f:
+        assert all(c.pixels.dtype == np.float16 for c in f.channels().values())
+
+
+def test_write_hdr_half_overflow_rejected(tmp_path):
+    with pytest.raises(ImageIOError, match="half"):
+        hio.write_hdr(tmp_path / "big.exr", np.full((2, 2, 3), 1e5, np.float32), half=True)
+    assert _dir_names(tmp_path) == []
+
+
+def test_write_hdr_grey_input_becomes_rgb(tmp_path):
+    g = rng.random((4, 5)).astype(np.float32)
+    hio.write_hdr(tmp_path / "g.exr", g)
+    np.testing.assert_array_equal(hio.read_hdr(tmp_path / "g.exr"), np.repeat(g[..., None], 3, -1))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["separate_float", "separate_mixed_types", "interleaved_rgb", "rgba_half", "separate_rgba", "layer",
+     "y_only"],
+)
+def test_exr_channel_layouts(tmp_path, layout):
+    """Files written directly with the bindings, in the layouts other tools produce."""
+    x = (rng.random((4, 6, 3)) * 8).astype(np.float32)
+    a = rng.random((4, 6)).astype(np.float32)
+    r, g, b = (np.ascontiguousarray(x[..., i]) for i in range(3))
+    expected = x
+    if layout == "separate_float":
+        ch = {"B": b, "G": g, "R": r}
+    elif layout == "separate_mixed_types":
+        ch = {"R": r.astype(np.float16), "G": g, "B": b}
+        expected = np.stack([r.astype(np.float16).astype(np.float32), g, b], -1)
+    elif layout == "interleaved_rgb":
+        ch = {"RGB": x}
+    elif layout == "rgba_half":
+        ch = {"RGBA": np.concatenate([x, a[..., None]], -1).astype(np.float16)}
+        expected = x.astype(np.float16).astype(np.float32)
+    elif layout == "separate_rgba":
+        ch = {"R": r, "G": g, "B": b, "A": a, "Z": a * 100}
+    elif layout == "layer":
+        ch = {"diffuse.R": r, "diffuse.G": g, "diffuse.B": b, "depth.Z": a}
+    else:  # luminance only -> grey RGB
+        ch = {"Y": r}
+        expected = np.repeat(r[..., None], 3, -1)
+    p = tmp_path / f"{layout}.exr"
+    _write_exr(p, ch)
+    y = hio.read_hdr(p)
+    assert y.dtype == np.float32 and y.shape == (4, 6, 3)
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_exr_without_colour_channels_rejected(tmp_path):
+    p = tmp_path / "depth.exr"
+    _write_exr(p, {"Z": np.ones((3, 3), np.float32)})
+    with pytest.raises(ImageIOError, match="no RGB or Y") as ei:
+        hio.read_hdr(p)
+    _assert_one_line_error(ei, p)
+
+
+def test_exr_uint_channels_rejected(tmp_path):
+    p = tmp_path / "uint.exr"
+    _write_exr(p, {c: np.ones((3, 3), np.uint32) for c in "RGB"})
+    with pytest.raises(ImageIOError, match="uint32"):
+        hio.read_hdr(p)
+
+
+def test_exr_negative_values_clamped(tmp_path):
+    x = np.array([[[-0.5, 0.25, 2.0], [1e-3, -1e-4, 0.0]]], np.float32)
+    p = tmp_path / "neg.exr"
+    _write_exr(p, {c: np.ascontiguousarray(x[..., i]) for i, c in enumerate("RGB")})
+    np.testing.assert_array_equal(hio.read_hdr(p), np.maximum(x, 0))
+
+
+def test_exr_nonfinite(tmp_path):
+    x = np.ones((3, 4, 3), np.float32)
+    x[0, 0, 0] = np.nan
+    x[1, 2, :] = np.nan  # one pixel, three bad channels
+    x[2, 3, 1] = np.inf
+    x[2, 0, 2] = 5.0
+    p = tmp_path / "nan.exr"
+    _write_exr(p, {c: np.ascontiguousarray(x[..., i]) for i, c in enumerate("RGB")})
+    with pytest.raises(ImageIOError, match=r"3 of 12 pixels") as ei:
+        hio.read_hdr(p)
+    _assert_one_line_error(ei, p)
+    y = hio.read_hdr(p, allow_nonfinite=True)
+    expected = x.copy()
+    expected[0, 0, 0] = 0.0
+    expected[1, 2, :] = 0.0
+    expected[2, 3, 1] = 5.0  # +Inf -> largest finite value
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_generated_exr_like_real_data(tmp_path):
+    """The real panoramas are HALF or FLOAT, separate B,G,R, DWAB (lossy) or ZIP compressed, with
+    slightly negative pixels. Exercise the reader on a file of that kind without the data set."""
+    h, w = 16, 32
+    x = np.exp(rng.normal(0, 2, (h, w, 3))).astype(np.float32)
+    x[0, :4] = -1e-3
+    p = tmp_path / "pano.exr"
+    _write_exr(p, {c: np.ascontiguousarray(x[..., i]).astype(np.float16) for i, c in enumerate("RGB")},
+               compression=OpenEXR.DWAB_COMPRESSION)
+    with OpenEXR.File(os.fspath(p), separate_channels=True) as f:  # independent decode
+        ref = np.stack([f.channels()[c].pixels for c in "RGB"], -1).astype(np.float32)
+    y = hio.read_hdr(p)
+    assert y.shape == (h, w, 3) and y.dtype == np.float32
+    assert np.isfinite(y).all() and (y >= 0).all()
+    np.testing.assert_array_equal(y, np.maximum(ref, 0))
+    assert (y[0, :4] == 0).all()
+
+
+def test_real_hdri_files():
+    files = sorted(HDRI_DIR.glob("*.exr")) if HDRI_DIR.is_dir() else []
+    if not files:
+        pytest.skip(f"{HDRI_DIR} not available")
+    for f in files:
+        y = hio.read_hdr(f)
+        assert y.dtype == np.float32 and y.ndim == 3 and y.shape[2] == 3, f
+        assert y.shape[1] == 2 * y.shape[0], f  # equirectangular
+        assert np.isfinite(y).all() and (y >= 0).all(), f
+        assert y.max() > 1.0, f  # genuinely high dynamic range
+
+
+def test_radiance_roundtrip(tmp_path):
+    x = np.exp(rng.normal(0, 2, (5, 7, 3))).astype(np.float32)
+    x[0, 0] = [4.0, 0.0, 0.0]  # pure red: catches a BGR/RGB swap
+    p = tmp_path / "r.hdr"
+    hio.write_hdr(p, x)
+    y = hio.read_hdr(p)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    # RGBE shares one 8-bit exponent per pixel: error ~1% of the pixel's largest channel.
+    tol = 0.01 * x.max(axis=-1, keepdims=True)
+    assert (np.abs(y - x) <= tol).all()
+    np.testing.assert_allclose(y[0, 0], [4.0, 0.0, 0.0], rtol=0.01)
+
+
+def test_radiance_written_by_opencv_is_rgb(tmp_path):
+    rgb = np.zeros((2, 3, 3), np.float32)
+    rgb[..., 0], rgb[..., 2] = 3.0, 0.5
+    p = tmp_path / "cv.hdr"
+    assert cv2.imwrite(os.fspath(p), rgb[..., ::-1].copy())
+    np.testing.assert_allclose(hio.read_hdr(p), rgb, rtol=0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# LDR
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_ldr_8bit_roundtrip(tmp_path, ext):
+    x = _ramp()
+    p = tmp_path / f"a{ext}"
+    hio.write_ldr(p, x)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_array_equal(y, np.rint(x * 255) / np.float32(255))
+    assert (info.bit_depth, info.channels, info.height, info.width) == (8, 3, 6, 10)
+    np.testing.assert_array_equal(np.asarray(Image.open(p)), np.rint(x * 255).astype(np.uint8))
+
+
+def test_ldr_write_clips(tmp_path):
+    x = np.array([[[-0.5, 0.5, 1.5]]], np.float32)
+    hio.write_ldr(tmp_path / "c.png", x)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), [[[0, 128, 255]]])
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_ldr_16bit_roundtrip(tmp_path, ext):
+    x = _ramp()
+    p = tmp_path / f"a16{ext}"
+    hio.write_ldr(p, x, bit_depth=16)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert info.bit_depth == 16 and hio.ldr_info(p).bit_depth == 16
+    np.testing.assert_array_equal(y, (np.rint(x * 65535) / 65535).astype(np.float32))
+    # independent decode: OpenCV returns BGR uint16
+    ref = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
+    assert ref.dtype == np.uint16
+    np.testing.assert_array_equal(y, ref[..., ::-1] / np.float32(65535))
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_ldr_16bit_written_by_opencv(tmp_path, ext):
+    bgra = rng.integers(0, 65536, (4, 5, 4), dtype=np.uint16)
+    p = tmp_path / f"cv16{ext}"
+    assert cv2.imwrite(os.fspath(p), bgra)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert (info.bit_depth, info.channels) == (16, 4)
+    np.testing.assert_array_equal(y, bgra[..., 2::-1] / np.float32(65535))  # alpha dropped
+
+
+def test_ldr_16bit_grey(tmp_path):
+    g = rng.integers(0, 65536, (4, 5), dtype=np.uint16)
+    p = tmp_path / "g16.png"
+    Image.fromarray(g).save(p)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert (info.bit_depth, info.channels) == (16, 1)
+    np.testing.assert_array_equal(y, np.repeat(g[..., None], 3, -1) / np.float32(65535))
+
+
+def test_ldr_grey_write_and_read(tmp_path):
+    g = rng.random((4, 5)).astype(np.float32)
+    p = tmp_path / "g.png"
+    hio.write_ldr(p, g)
+    assert Image.open(p).mode == "L"
+    y, info = hio.read_ldr(p, return_info=True)
+    assert info.channels == 1
+    np.testing.assert_array_equal(y, np.repeat(np.rint(g * 255)[..., None], 3, -1) / np.float32(255))
+
+
+def test_ldr_rgba_alpha_dropped(tmp_path):
+    rgba = rng.integers(0, 256, (4, 5, 4), dtype=np.uint8)
+    rgba[0, 0, 3] = 0  # fully transparent pixel keeps its colour
+    p = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert info.channels == 4
+    np.testing.assert_array_equal(y, rgba[..., :3] / np.float32(255))
+
+
+def test_ldr_palette(tmp_path):
+    palette = np.array([[255, 0, 0], [0, 128, 255], [10, 20, 30]], np.uint8)
+    idx = rng.integers(0, 3, (4, 5), dtype=np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette(palette.ravel().tolist())
+    p = tmp_path / "pal.png"
+    im.save(p)
+    assert Image.open(p).mode == "P"
+    np.testing.assert_array_equal(hio.read_ldr(p), palette[idx] / np.float32(255))
+
+
+def test_ldr_one_bit(tmp_path):
+    bits = rng.random((4, 9)) > 0.5
+    p = tmp_path / "bw.png"
+    Image.fromarray(bits).save(p)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert info.bit_depth == 1
+    np.testing.assert_array_equal(y, np.repeat(bits[..., None], 3, -1).astype(np.float32))
+
+
+def test_ldr_jpeg(tmp_path):
+    x = _ramp(16, 24)
+    p = tmp_path / "a.jpg"
+    hio.write_ldr(p, x, quality=95)
+    y = hio.read_ldr(p)
+    assert y.shape == x.shape
+    assert np.abs(y - x).mean() < 0.01
+    np.testing.assert_array_equal(y, np.asarray(Image.open(p).convert("RGB")) / np.float32(255))
+    # lower quality -> smaller file: the kwarg reaches the encoder
+    noise = rng.random((16, 24, 3))
+    hio.write_ldr(tmp_path / "q20.jpeg", noise, quality=20)
+    hio.write_ldr(tmp_path / "q100.jpeg", noise, quality=100)
+    assert (tmp_path / "q20.jpeg").stat().st_size < 0.7 * (tmp_path / "q100.jpeg").stat().st_size
+
+
+def test_jpeg_exif_orientation(tmp_path):
+    x = np.zeros((16, 32, 3), np.uint8)
+    x[:, :16] = (255, 0, 0)  # left half red, right half blue
+    x[:, 16:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored image must be rotated 90 degrees clockwise for display
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(x).save(p, quality=95, exif=exif)
+    y, info = hio.read_ldr(p, return_info=True)
+    assert y.shape == (32, 16, 3) and (info.height, info.width, info.orientation) == (32, 16, 6)
+    stored = np.asarray(Image.open(p)) / np.float32(255)  # Pillow does not rotate on its own
+    np.testing.assert_array_equal(y, np.rot90(stored, k=-1))
+    # clockwise: the stored left (red) half ends up on top
+    assert y[:12, :, 0].mean() > 0.9 and y[:12, :, 2].mean() < 0.1
+    assert y[20:, :, 2].mean() > 0.9 and y[20:, :, 0].mean() < 0.1
+
+
+_PIL_TRANSPOSE = {
+    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_all_paths(tmp_path, orientation):
+    """8-bit (Pillow exif_transpose) and 16-bit (OpenCV decode + our own transpose) paths must
+    both match Pillow's transpose of the stored pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    g8 = rng.integers(0, 256, (3, 5), dtype=np.uint8)
+    g16 = g8.astype(np.uint16) * 257
+    for bits, arr in ((8, g8), (16, g16)):
+        im = Image.fromarray(arr)
+        p = tmp_path / f"o{bits}.png"
+        im.save(p, exif=exif)
+        op = _PIL_TRANSPOSE[orientation]
+        ref = np.asarray(im if op is None else im.transpose(op)).astype(np.float32) / (2**bits - 1)
+        y, info = hio.read_ldr(p, return_info=True)
+        assert info.bit_depth == bits and info.orientation == orientation
+        assert (info.height, info.width) == ref.shape
+        np.testing.assert_array_equal(y, np.repeat(ref[..., None], 3, -1))
+
+
+# --------------------------------------------------------------------------------------------
+# Failures: every one an ImageIOError with a one-line message naming the file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", [hio.read_ldr, hio.read_hdr])
+def test_missing_file(tmp_path, reader):
+    p = tmp_path / ("nope.png" if reader is hio.read_ldr else "nope.exr")
+    with pytest.raises(ImageIOError, match="no such file") as ei:
+        reader(p)
+    _assert_one_line_error(ei, p)
+
+
+@pytest.mark.parametrize("reader", [hio.read_ldr, hio.read_hdr])
+def test_directory(tmp_path, reader):
+    d = tmp_path / ("dir.png" if reader is hio.read_ldr else "dir.exr")
+    d.mkdir()
+    with pytest.raises(ImageIOError, match="directory") as ei:
+        reader(d)
+    _assert_one_line_error(ei, d)
+
+
+@pytest.mark.parametrize("name", ["e.png", "e.jpg", "e.exr", "e.hdr"])
+def test_empty_file(tmp_path, name):
+    p = tmp_path / name
+    p.touch()
+    reader = hio.read_hdr if p.suffix in hio.HDR_EXTENSIONS else hio.read_ldr
+    with pytest.raises(ImageIOError, match="empty") as ei:
+        reader(p)
+    _assert_one_line_error(ei, p)
+
+
+def _write_valid(p: Path) -> None:
+    if p.suffix in hio.HDR_EXTENSIONS:
+        hio.write_hdr(p, np.exp(rng.normal(0, 1, (32, 48, 3))))
+    elif p.name.endswith("16.png"):
+        hio.write_ldr(p, rng.random((32, 48, 3)), bit_depth=16)
+    else:
+        hio.write_ldr(p, rng.random((32, 48, 3)))
+
+
+@pytest.mark.parametrize("name", ["t.png", "t16.png", "t.jpg", "t.tif", "t.exr", "t.hdr"])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated(tmp_path, name, keep):
+    p = tmp_path / name
+    _write_valid(p)
+    data = p.read_bytes()
+    p.write_bytes(data[: int(len(data) * keep)])
+    reader = hio.read_hdr if p.suffix in hio.HDR_EXTENSIONS else hio.read_ldr
+    with pytest.raises(ImageIOError) as ei:
+        reader(p)
+    _assert_one_line_error(ei, p)
+
+
+@pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.exr", "r.hdr"])
+def test_random_bytes(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(np.random.default_rng(1).bytes(3000))
+    reader = hio.read_hdr if p.suffix in hio.HDR_EXTENSIONS else hio.read_ldr
+    with pytest.raises(ImageIOError) as ei:
+        reader(p)
+    _assert_one_line_error(ei, p)
+
+
+def test_unsupported_extension(tmp_path):
+    p = tmp_path / "a.bmp"
+    Image.new("RGB", (2, 2)).save(p)
+    with pytest.raises(ImageIOError, match="unsupported extension") as ei:
+        hio.read_ldr(p)
+    _assert_one_line_error(ei, p)
+    e = tmp_path / "a.exr"
+    hio.write_hdr(e, np.ones((2, 2, 3)))
+    with pytest.raises(ImageIOError, match="read_hdr"):
+        hio.read_ldr(e)
+    with pytest.raises(ImageIOError, match="unsupported extension"):
+        hio.write_ldr(tmp_path / "a.gif", np.ones((2, 2, 3)))
+    with pytest.raises(ImageIOError, match="unsupported extension"):
+        hio.write_hdr(tmp_path / "a.png", np.ones((2, 2, 3)))
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.ones((2, 2, 4)), "shape"),
+        (np.ones((2, 2, 2)), "shape"),
+        (np.ones((2,)), "shape"),
+        (np.ones((0, 3, 3)), "zero size"),
+        (np.ones((2, 2, 3), bool), "dtype"),
+        (np.array([[[np.nan, 0, 0]]]), "NaN"),
+        (np.array([[[1e300, 0, 0]]]), "NaN or Inf"),
+    ],
+)
+def test_write_rejects_bad_images(tmp_path, image, match):
+    for p, writer in ((tmp_path / "x.png", hio.write_ldr), (tmp_path / "x.exr", hio.write_hdr)):
+        with pytest.raises(ImageIOError, match=match) as ei:
+            writer(p, image)
+        _assert_one_line_error(ei, p)
+    assert _dir_names(tmp_path) == []
+
+
+def test_write_ldr_bad_options(tmp_path):
+    with pytest.raises(ImageIOError, match="16-bit"):
+        hio.write_ldr(tmp_path / "a.jpg", np.ones((2, 2, 3)), bit_depth=16)
+    with pytest.raises(ImageIOError, match="bit_depth"):
+        hio.write_ldr(tmp_path / "a.png", np.ones((2, 2, 3)), bit_depth=12)
+    with pytest.raises(ImageIOError, match="quality"):
+        hio.write_ldr(tmp_path / "a.jpg", np.ones((2, 2, 3)), quality=0)
+    assert _dir_names(tmp_path) == []
+
+
+def test_write_hdr_clamps_negatives(tmp_path):
+    x = np.array([[[-2.0, 0.5, 3.0]]], np.float32)
+    hio.write_hdr(tmp_path / "n.exr", x)
+    with OpenEXR.File(os.fspath(tmp_path / "n.exr"), separate_channels=True) as f:
+        assert f.channels()["R"].pixels[0, 0] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes and overwrite protection
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["o.png", "o.exr", "o.hdr"])
+def test_overwrite_protection(tmp_path, name):
+    p = tmp_path / name
+    writer = hio.write_hdr if p.suffix in hio.HDR_EXTENSIONS else hio.write_ldr
+    read = hio.read_hdr if p.suffix in hio.HDR_EXTENSIONS else hio.read_ldr
+    writer(p, np.full((2, 3, 3), 0.25))
+    before = p.read_bytes()
+    with pytest.raises(ImageIOError, match="already exists") as ei:
+        writer(p, np.full((2, 3, 3), 0.75))
+    _assert_one_line_error(ei, p)
+    assert p.read_bytes() == before
+    writer(p, np.full((2, 3, 3), 0.75), overwrite=True)
+    np.testing.assert_allclose(read(p), 0.75, atol=1 / 255)
+    assert _dir_names(tmp_path) == [name]
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    bad = np.ones((3, 3, 3), np.float32)
+    bad[1, 1, 1] = np.nan
+    with pytest.raises(ImageIOError, match="1 pixels are NaN"):
+        hio.write_hdr(tmp_path / "bad.exr", bad)
+    assert _dir_names(tmp_path) == []
+
+
+def test_atomic_output_cleans_up_on_exception(tmp_path):
+    target = tmp_path / "x.exr"
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        with hio.atomic_output(target) as tmp:
+            assert tmp.parent == tmp_path and tmp != target and tmp.suffix == ".exr"
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("encoder crashed")
+    assert _dir_names(tmp_path) == []
+
+
+def test_atomic_output_success_and_permissions(tmp_path):
+    target = tmp_path / "x.bin"
+    with hio.atomic_output(target) as tmp:
+        assert tmp.exists() and not target.exists()  # nothing visible until the block succeeds
+        tmp.write_bytes(b"payload")
+    assert target.read_bytes() == b"payload"
+    assert _dir_names(tmp_path) == ["x.bin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_atomic_output_never_clobbers_a_file_created_meanwhile(tmp_path):
+    target = tmp_path / "x.png"
+    with pytest.raises(ImageIOError, match="already exists"):
+        with hio.atomic_output(target) as tmp:
+            tmp.write_bytes(b"ours")
+            target.write_bytes(b"theirs")  # another process wins the race
+    assert target.read_bytes() == b"theirs"
+    assert _dir_names(tmp_path) == ["x.png"]
+
+
+def test_atomic_output_empty_result_rejected(tmp_path):
+    with pytest.raises(ImageIOError, match="no data"):
+        with hio.atomic_output(tmp_path / "x.png"):
+            pass
+    assert _dir_names(tmp_path) == []
+
+
+def test_atomic_output_bad_targets(tmp_path):
+    with pytest.raises(ImageIOError, match="does not exist") as ei:
+        with hio.atomic_output(tmp_path / "missing" / "x.png"):
+            pass
+    _assert_one_line_error(ei, tmp_path / "missing" / "x.png")
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(ImageIOError, match="directory"):
+        hio.write_ldr(tmp_path / "d.png", np.ones((2, 2, 3)), overwrite=True)
+
+
+# --------------------------------------------------------------------------------------------
+# list_images
+# --------------------------------------------------------------------------------------------
+
+
+def test_list_images(tmp_path):
+    for n in ["b.png", "a.JPG", "c.tif", "notes.txt", ".hidden.png", "h.exr"]:
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.png").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+
+    assert hio.list_images(tmp_path) == [tmp_path / n for n in ["a.JPG", "b.png", "c.tif"]]
+    assert hio.list_images([tmp_path], kinds=("hdr",)) == [tmp_path / "h.exr"]
+    assert hio.list_images(str(tmp_path), kinds=("ldr", "hdr"))[-1] == tmp_path / "h.exr"
+    # files, globs and directories mix; duplicates dropped, first occurrence order kept
+    got = hio.list_images([tmp_path / "c.tif", str(tmp_path / "*.png"), tmp_path])
+    assert got == [tmp_path / n for n in ["c.tif", "b.png", "a.JPG"]]
+    recursive = hio.list_images([str(tmp_path / "**" / "*.png")])
+    assert recursive == [tmp_path / "b.png", tmp_path / "sub" / "deep.png"]
+
+    for bad, match in [
+        (tmp_path / "empty", "no LDR images"),
+        (str(tmp_path / "*.webp"), "matches no LDR images"),
+        (tmp_path / "missing.png", "no such file"),
+        (tmp_path / "notes.txt", "unsupported extension"),
+    ]:
+        with pytest.raises(ImageIOError, match=match) as ei:
+            hio.list_images([tmp_path / "b.png", bad])
+        assert "\n" not in str(ei.value) and Path(bad).name in str(ei.value)
+    with pytest.raises(ImageIOError):
+        hio.list_images([])
+    with pytest.raises(ValueError):
+        hio.list_images(tmp_path, kinds=("raw",))
