@@ -1,0 +1,416 @@
+"""Camera response functions (CRFs), SPEC section 2.
+
+A CRF is a float32 array of 1024 samples of f on the grid ``GRID = k / 1023``: monotone
+non-decreasing, f(0) = 0, f(1) = 1. Sources:
+
+* a parametric set (gamma, sRGB, film-like S-curves) that needs no data file;
+* the EMoR model of Grossberg and Nayar (TPAMI 2004): f = f0 + sum_i c_i h_i;
+* the DoRF database (201 measured curves, ``dorfCurves.txt``) when a user has it.
+
+DrTMO (Endo et al. 2017, section 3.1.1) trains on 5 representative curves chosen by k-means over
+DoRF and interpolated by splines; :func:`select_representative_crfs` does the same on any set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+N_SAMPLES = 1024
+GRID: np.ndarray = np.linspace(0.0, 1.0, N_SAMPLES, dtype=np.float32)
+_GRID64 = np.linspace(0.0, 1.0, N_SAMPLES)
+
+Array = Any  # np.ndarray | jax.Array
+
+
+# --------------------------------------------------------------------------------------------
+# Parametric curves
+# --------------------------------------------------------------------------------------------
+
+
+def _finish(f: np.ndarray) -> np.ndarray:
+    """Pins the endpoints and removes round-off non-monotonicity."""
+    f = np.clip(np.asarray(f, np.float64), 0.0, 1.0)
+    f[0], f[-1] = 0.0, 1.0
+    return np.maximum.accumulate(f).astype(np.float32)
+
+
+def gamma_crf(g: float) -> np.ndarray:
+    """f(x) = x^(1/g): the encoding gamma of a display-referred camera (g = 2.2 is typical)."""
+    if not g > 0:
+        raise ValueError(f"gamma must be > 0, got {g}")
+    return _finish(_GRID64 ** (1.0 / g))
+
+
+def srgb_crf() -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1): 12.92 x below 0.0031308, else 1.055 x^(1/2.4) - 0.055."""
+    x = _GRID64
+    return _finish(np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1.0 / 2.4) - 0.055))
+
+
+def s_curve_crf(contrast: float, pivot: float = 0.5, gamma: float = 2.2) -> np.ndarray:
+    """A film-like S-shaped response.
+
+    y = x^(1/gamma) is passed through a logistic of slope ``contrast`` centred on ``pivot`` and
+    rescaled so that 0 -> 0 and 1 -> 1:  f = (s(y) - s(0)) / (s(1) - s(0)),
+    s(y) = 1 / (1 + exp(-contrast (y - pivot))). contrast -> 0 recovers the plain gamma curve; large
+    contrast gives a toe and a shoulder as in film characteristic curves.
+    """
+    if not contrast > 0:
+        raise ValueError(f"contrast must be > 0, got {contrast}")
+    if not 0.0 < pivot < 1.0:
+        raise ValueError(f"pivot must lie in (0, 1), got {pivot}")
+    y = gamma_crf(gamma).astype(np.float64)
+
+    def s(v):
+        return 1.0 / (1.0 + np.exp(-contrast * (v - pivot)))
+
+    return _finish((s(y) - s(0.0)) / (s(1.0) - s(0.0)))
+
+
+def parametric_crfs() -> dict[str, np.ndarray]:
+    """The default named set that needs no data file.
+
+    Names: ``gamma+G`` is x^(1/G); ``sRGB``; ``scurve+C@P`` is :func:`s_curve_crf` (C, P).
+    """
+    crfs = {f"gamma+{g}": gamma_crf(g) for g in (1.4, 1.8, 2.2, 2.6, 3.0)}
+    crfs["sRGB"] = srgb_crf()
+    for c, p in ((4.0, 0.5), (6.0, 0.45), (8.0, 0.55), (10.0, 0.5), (6.0, 0.65)):
+        crfs[f"scurve+{c:g}@{p:g}"] = s_curve_crf(c, p)
+    return crfs
+
+
+# --------------------------------------------------------------------------------------------
+# EMoR and DoRF files
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EMoR:
+    """Empirical Model of Response: f = f0 + sum_i c_i basis[i] (orthonormal basis over GRID).
+
+    ``g0`` / ``inv_basis`` hold the inverse model (invemor.txt) when it was available.
+    """
+
+    f0: np.ndarray  # (1024,)
+    basis: np.ndarray  # (n_basis, 1024), 25 in the published model
+    g0: np.ndarray | None = None
+    inv_basis: np.ndarray | None = None
+
+    def curve(self, coeffs: np.ndarray) -> np.ndarray:
+        """f0 + c @ basis[:len(c)] for coefficient vectors of shape (..., n)."""
+        coeffs = np.asarray(coeffs, np.float64)
+        n = coeffs.shape[-1]
+        if n > self.basis.shape[0]:
+            raise ValueError(f"{n} coefficients for a model with {self.basis.shape[0]} basis curves")
+        return (self.f0.astype(np.float64) + coeffs @ self.basis[:n].astype(np.float64)).astype(np.float32)
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _parse_blocks(path: Path) -> list[tuple[str, np.ndarray]]:
+    """Splits an EMoR-style text file into (header, values) blocks; a header line contains '='."""
+    blocks: list[tuple[str, list[float]]] = []
+    with open(path, encoding="ascii", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if "=" in line:
+                name, rest = line.split("=", 1)
+                blocks.append((name.strip(), []))
+                tokens = rest.split()
+            else:
+                tokens = line.split()
+                if tokens and not blocks:
+                    raise ValueError(f"{path}:{lineno}: values before the first 'name =' header")
+            for tok in tokens:
+                if not _FLOAT.match(tok):
+                    raise ValueError(f"{path}:{lineno}: not a number: {tok!r}")
+                blocks[-1][1].append(float(tok))
+    return [(name, np.asarray(vals)) for name, vals in blocks]
+
+
+def _read_model(path: Path, grid_name: str, mean_name: str,
+                basis_prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    blocks = _parse_blocks(path)
+    if len(blocks) < 3:
+        raise ValueError(f"{path}: expected '{grid_name} =', '{mean_name} =' and basis blocks, "
+                         f"got {len(blocks)} blocks")
+    expected = [grid_name, mean_name] + [f"{basis_prefix}({i})" for i in range(1, len(blocks) - 1)]
+    for (name, vals), want in zip(blocks, expected):
+        if name.replace(" ", "") != want:
+            raise ValueError(f"{path}: expected block '{want} =', got '{name} ='")
+        if vals.size != N_SAMPLES:
+            raise ValueError(f"{path}: block '{name}' has {vals.size} values, expected {N_SAMPLES}")
+    if not np.allclose(blocks[0][1], _GRID64, atol=1e-5):
+        raise ValueError(f"{path}: block '{grid_name}' is not the grid k/{N_SAMPLES - 1}")
+    mean = blocks[1][1].astype(np.float32)
+    basis = np.stack([v for _, v in blocks[2:]]).astype(np.float32)
+    return mean, basis
+
+
+def load_emor(path_or_dir: str | os.PathLike) -> EMoR:
+    """Parses ``emor.txt`` (and ``invemor.txt`` beside it, when present).
+
+    Format (data/crf/SOURCES.md): blocks of 1024 values on k/1023, each after a header line
+    (``E =``, ``f0 =``, ``h(1)=`` ... ``h(25)=``; inverse: ``B =``, ``g0 =``, ``hinv(i)=``).
+    """
+    p = Path(path_or_dir)
+    emor_file = p / "emor.txt" if p.is_dir() else p
+    if not emor_file.is_file():
+        raise FileNotFoundError(f"EMoR file not found: {emor_file}")
+    f0, basis = _read_model(emor_file, "E", "f0", "h")
+    g0 = inv_basis = None
+    inv_file = emor_file.with_name("invemor.txt")
+    if inv_file.is_file():
+        g0, inv_basis = _read_model(inv_file, "B", "g0", "hinv")
+    return EMoR(f0=f0, basis=basis, g0=g0, inv_basis=inv_basis)
+
+
+def sample_emor_crfs(
+    emor: EMoR,
+    n: int,
+    rng: np.random.Generator,
+    n_coeffs: int = 5,
+    scale: float = 2.0,
+    decay: float = 0.5,
+    tol: float = 1e-4,
+    max_draws: int = 100_000,
+) -> np.ndarray:
+    """Draws ``n`` random valid CRFs from the EMoR model, shape (n, 1024).
+
+    Coefficient distribution: c_i ~ N(0, (scale * decay^(i-1))^2) independently, i = 1..n_coeffs.
+    The basis is orthonormal over the 1024 samples; for reference, gamma curves x^(1/g) with
+    g = 1..3 have c_1 in [-2.2, 6.5] and c_2 in [-1.9, -0.4], so scale = 2 spans common cameras.
+    Rejection: a draw is kept when it is monotone up to ``tol`` per sample (the basis curves
+    vanish at 0 and 1, so f(0) = 0, f(1) = 1 already); kept curves are then clipped to [0, 1],
+    endpoint-pinned and made exactly monotone by a running maximum.
+    """
+    if n < 0 or n_coeffs < 1 or n_coeffs > emor.basis.shape[0]:
+        raise ValueError(f"need n >= 0 and 1 <= n_coeffs <= {emor.basis.shape[0]}, "
+                         f"got n={n}, n_coeffs={n_coeffs}")
+    sigma = scale * decay ** np.arange(n_coeffs)
+    kept: list[np.ndarray] = []
+    count = drawn = 0
+    while count < n:
+        if drawn >= max_draws:
+            raise RuntimeError(f"only {count}/{n} monotone EMoR curves in {drawn} draws; lower scale")
+        batch = max(64, 2 * (n - count))
+        f = emor.curve(rng.normal(size=(batch, n_coeffs)) * sigma).astype(np.float64)
+        drawn += batch
+        ok = np.diff(f, axis=1).min(axis=1) >= -tol
+        ok &= (f.min(axis=1) >= -tol) & (f.max(axis=1) <= 1 + tol)
+        kept.append(f[ok])
+        count += int(ok.sum())
+    out = np.concatenate(kept)[:n]
+    return np.stack([_finish(f) for f in out]) if n else np.zeros((0, N_SAMPLES), np.float32)
+
+
+def load_dorf(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Parses DoRF ``dorfCurves.txt`` into {name: curve on GRID}.
+
+    Per curve six lines: name, curve type, ``I =``, irradiance values, ``B =``, brightness values.
+    B(I) is resampled to GRID by linear interpolation and pinned/monotonised (:func:`_finish`);
+    a repeated name gets a ``#2``, ``#3``... suffix.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"DoRF file not found: {p}")
+    lines = [ln.strip() for ln in p.read_text(encoding="ascii", errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines or len(lines) % 6:
+        raise ValueError(f"{p}: expected 6 non-empty lines per curve, got {len(lines)} lines")
+    curves: dict[str, np.ndarray] = {}
+    for start in range(0, len(lines), 6):
+        name, _ctype, i_hdr, i_vals, b_hdr, b_vals = lines[start:start + 6]
+        where = f"{p}: curve {name!r} (line {start + 1})"
+        if i_hdr.replace(" ", "") != "I=" or b_hdr.replace(" ", "") != "B=":
+            raise ValueError(f"{where}: expected 'I =' and 'B =' header lines")
+        try:
+            irr = np.array(i_vals.split(), np.float64)
+            bri = np.array(b_vals.split(), np.float64)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if irr.size != bri.size or irr.size < 2:
+            raise ValueError(f"{where}: {irr.size} irradiance vs {bri.size} brightness values")
+        if np.any(np.diff(irr) < 0):
+            raise ValueError(f"{where}: irradiance values are not increasing")
+        key, k = name, 1
+        while key in curves:
+            k += 1
+            key = f"{name}#{k}"
+        curves[key] = _finish(np.interp(_GRID64, irr, bri))
+    return curves
+
+
+# --------------------------------------------------------------------------------------------
+# Representative curves (DrTMO 3.1.1: k-means, then spline interpolation)
+# --------------------------------------------------------------------------------------------
+
+
+def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator,
+            n_iter: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+    """One k-means++ seeded Lloyd run; returns (centroids, labels, inertia)."""
+    m = x.shape[0]
+    centres = [x[rng.integers(m)]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(m, 1.0 / m)
+        centres.append(x[rng.choice(m, p=p)])
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+    c = np.stack(centres)
+    labels = np.full(m, -1)
+    for _ in range(n_iter):
+        dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+        new = dist.argmin(1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            members = x[labels == j]
+            # An empty cluster restarts at the point worst served by its centre.
+            c[j] = members.mean(0) if len(members) else x[dist.min(1).argmax()]
+    dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    labels = dist.argmin(1)
+    return c, labels, float(dist.min(1).sum())
+
+
+def _spline_knots(n_knots: int) -> np.ndarray:
+    """Grid indices of the spline knots: half log-spaced (CRFs bend most near 0, where gamma-like
+    curves are steepest), half uniform."""
+    log_part = np.geomspace(1, N_SAMPLES - 1, n_knots // 2)
+    lin_part = np.linspace(0, N_SAMPLES - 1, n_knots - n_knots // 2)
+    return np.unique(np.round(np.concatenate([[0.0], log_part, lin_part])).astype(int))
+
+
+def smooth_crf(curve: np.ndarray, n_knots: int = 32) -> np.ndarray:
+    """Monotone cubic (PCHIP) interpolation of a curve through ``n_knots`` of its samples."""
+    idx = _spline_knots(n_knots)
+    c = np.maximum.accumulate(np.asarray(curve, np.float64))
+    return _finish(PchipInterpolator(_GRID64[idx], c[idx])(_GRID64))
+
+
+def select_representative_crfs(
+    curves: np.ndarray,
+    k: int,
+    seed: int = 0,
+    *,
+    use_centroid: bool = False,
+    n_knots: int = 32,
+    n_init: int = 4,
+    return_indices: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Picks ``k`` representative CRFs from (M, 1024) curves, shape (k, 1024).
+
+    k-means (k-means++ init + Lloyd, best of ``n_init``) in the 1024-sample Euclidean space; each
+    cluster is represented by its member nearest the centroid (default: a real, measured or
+    sampled curve, as DrTMO's curve names suggest) or by the centroid itself (``use_centroid``;
+    an average of monotone curves is monotone). The result is smoothed by monotone PCHIP spline
+    interpolation through ``n_knots`` samples (DrTMO 3.1.1). Clusters are ordered by the mean of
+    their curve (darkest response first). With ``return_indices`` also returns the (k,) index of
+    each nearest member.
+    """
+    x = np.asarray(curves, np.float64)
+    if x.ndim != 2 or x.shape[1] != N_SAMPLES:
+        raise ValueError(f"curves must have shape (M, {N_SAMPLES}), got {x.shape}")
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must lie in [1, {x.shape[0]}], got {k}")
+    rng = np.random.default_rng(seed)
+    best = min((_kmeans(x, k, rng) for _ in range(n_init)), key=lambda r: r[2])
+    centroids, labels, _ = best
+    nearest = np.empty(k, int)
+    for j in range(k):
+        members = np.flatnonzero(labels == j)
+        nearest[j] = members[((x[members] - centroids[j]) ** 2).sum(1).argmin()]
+    reps = centroids if use_centroid else x[nearest]
+    order = np.argsort(reps.mean(1), kind="stable")
+    out = np.stack([smooth_crf(reps[j], n_knots) for j in order])
+    return (out, nearest[order]) if return_indices else out
+
+
+def default_training_crfs(emor_path: str | os.PathLike | None = None, k: int = 5, seed: int = 0,
+                          n_samples: int = 400) -> dict[str, np.ndarray]:
+    """The ``k`` training CRFs (SPEC section 2), darkest response first.
+
+    With ``emor_path``: ``n_samples`` EMoR draws (:func:`sample_emor_crfs`, rng seeded by
+    ``seed``), reduced by :func:`select_representative_crfs`; named ``emor-j``. Without it:
+    representatives of :func:`parametric_crfs`, keeping their names.
+    """
+    if emor_path is not None:
+        emor = load_emor(emor_path)
+        pool = sample_emor_crfs(emor, n_samples, np.random.default_rng(seed))
+        reps = select_representative_crfs(pool, k, seed)
+        return {f"emor-{j}": c for j, c in enumerate(reps)}
+    params = parametric_crfs()
+    names = list(params)
+    reps, idx = select_representative_crfs(np.stack(list(params.values())), k, seed, return_indices=True)
+    return {names[i]: c for i, c in zip(idx, reps)}
+
+
+# --------------------------------------------------------------------------------------------
+# Application and inversion (NumPy or JAX, jit-safe)
+# --------------------------------------------------------------------------------------------
+
+
+def _xp(*arrays: Any):
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def _interp_grid(values: Array, x: Array) -> Array:
+    """Linear interpolation of samples on the uniform GRID: exactly np.interp, but a gather
+    instead of a search, and the same code runs in NumPy and under jit."""
+    xp = _xp(values, x)
+    values = xp.asarray(values, xp.float32)
+    t = xp.clip(xp.asarray(x, xp.float32), 0.0, 1.0) * (N_SAMPLES - 1)
+    i0 = xp.clip(xp.floor(t), 0, N_SAMPLES - 2).astype(xp.int32)
+    w = t - i0.astype(xp.float32)
+    return values[i0] * (1.0 - w) + values[i0 + 1] * w
+
+
+def apply_crf(curve: Array, x: Array) -> Array:
+    """Z = f(x) with x clipped to [0, 1] (SPEC section 2); NumPy in, NumPy out; JAX otherwise."""
+    return _interp_grid(curve, x)
+
+
+def invert_crf(curve: Array) -> Array:
+    """Samples of f^-1 on GRID (monotone, f^-1(0) = 0, f^-1(1) = 1).
+
+    Flat parts of f (toe, saturation) make f^-1 multivalued: a level on a flat run maps to the
+    end of the run (searchsorted side='right'), the endpoints are then pinned. The same code runs
+    on NumPy arrays and, under jit, on JAX arrays.
+    """
+    xp = _xp(curve)
+    f = xp.clip(xp.asarray(curve, xp.float32), 0.0, 1.0)
+    if f.shape != (N_SAMPLES,):
+        raise ValueError(f"a CRF has shape ({N_SAMPLES},), got {f.shape}")
+    # Tolerates round-off dips, which would break the sorted search.
+    f = np.maximum.accumulate(f) if xp is np else jax.lax.cummax(f)
+    grid = xp.asarray(GRID)
+    i = xp.clip(xp.searchsorted(f, grid, side="right"), 1, N_SAMPLES - 1)
+    f_lo, f_hi = f[i - 1], f[i]
+    x_lo = grid[i - 1]
+    df = f_hi - f_lo
+    safe = xp.where(df > 0, df, 1.0)
+    g = xp.where(df > 0, x_lo + (grid - f_lo) / safe * (1.0 / (N_SAMPLES - 1)), x_lo)
+    g = xp.clip(g, 0.0, 1.0)
+    g = xp.concatenate([xp.zeros(1, xp.float32), g[1:-1], xp.ones(1, xp.float32)])
+    return g.astype(xp.float32)
+
+
+def apply_inverse_crf(curve: Array, z: Array) -> Array:
+    """E = f^-1(Z) (linearisation of an LDR image), via :func:`invert_crf`."""
+    return _interp_grid(invert_crf(curve), z)
+
+
+def is_valid_crf(curve: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether ``curve`` is a (1024,) monotone non-decreasing curve with f(0)=0, f(1)=1."""
+    f = np.asarray(curve, np.float64)
+    return (f.shape == (N_SAMPLES,) and bool(np.all(np.isfinite(f)))
+            and abs(f[0]) <= tol and abs(f[-1] - 1) <= tol and bool(np.diff(f).min() >= -tol))
