@@ -1,0 +1,132 @@
+"""Small on-disk fixtures in the layouts the stage-2 builders read (for tests and smoke runs).
+
+:func:`write_fake_sice` writes a miniature SICE tree (exposures named out of brightness order,
+mixed-case extensions, a label a few pixels off, and broken sequences the builder must skip);
+:func:`write_fake_hdr_folder` writes a few tiny OpenEXR scenes, panoramas and ordinary images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hdr_jax import io as hio
+
+__all__ = ["fake_radiance", "render_exposure", "write_fake_hdr_folder", "write_fake_sice"]
+
+
+def fake_radiance(rng: np.random.Generator, h: int, w: int, stops: float = 10.0) -> np.ndarray:
+    """Linear RGB > 0 spanning about ``stops`` stops: a tilted log-ramp, blobs and fine texture.
+
+    The texture is asymmetric (no flip/rotation symmetry), so misaligned augmentations show.
+    """
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    y, x = y / max(h - 1, 1), x / max(w - 1, 1)
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(theta) * x + np.sin(theta) * y
+    ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-9)
+    log2e = stops * (ramp - 0.5)
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+        log2e += rng.uniform(-3, 3) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+    fx, fy = rng.uniform(4, 9, size=2)
+    log2e += 0.7 * np.sin(2 * np.pi * (fx * x + 0.3 * y * y)) * np.cos(2 * np.pi * fy * y * (1 + x))
+    tint = rng.uniform(0.6, 1.4, size=3)
+    rgb = (2.0 ** log2e)[..., None] * tint * (1 + 0.15 * rng.standard_normal((h, w, 3)))
+    return np.maximum(rgb, 1e-4).astype(np.float32)
+
+
+def render_exposure(e: np.ndarray, ev: float) -> np.ndarray:
+    """Gamma-2.2 camera exposed ``ev`` stops about the log-average key 0.18, float [0, 1]."""
+    lin = e * (0.18 / np.exp(np.mean(np.log(e)))) * 2.0**ev
+    return np.clip(lin, 0, 1) ** (1 / 2.2)
+
+
+def _tonemap(e: np.ndarray) -> np.ndarray:
+    lin = e * (0.18 / np.exp(np.mean(np.log(e))))
+    return (lin / (1 + lin)) ** (1 / 2.2)
+
+
+# (number, EVs in file-name order, label name or None, label size delta (dy, dx))
+_PART1 = (
+    (1, (0.0, -3.0, 2.5), "1.JPG", (0, 0)),
+    (2, (-1.0, 2.0, -3.5, 0.5), "2.PNG", (0, 0)),  # crc32('part1/2') % 10 == 0 -> test split
+    (3, (1.5, 0.0, -2.0, 3.0, -1.0), "3.jpg", (2, -2)),  # label 2 px off: resized
+    (4, (-2.0, 0.0, 2.0), None, (0, 0)),  # no label: skipped
+    (5, (0.0,), "5.JPG", (0, 0)),  # one exposure: skipped
+    (6, (-2.0, 2.0), "6.JPG", (20, 0)),  # label far off in size: skipped
+)
+_PART2 = (
+    (1, (2.0, -2.5, 0.0), "1.jpg", (0, 0)),
+    (2, (-3.0, 0.0, 1.0, 3.0), "2.JPG", (0, 0)),
+)
+
+
+def write_fake_sice(root: str | os.PathLike, *, size: tuple[int, int] = (48, 64), seed: int = 0) -> dict[str, Any]:
+    """Write Dataset_Part1 (6 sequences, 3 broken) and Dataset_Part2 (2 sequences) under ``root``.
+
+    Returns ``{'usable': {id: {'darkest', 'brightest', 'label': Path, 'num_exposures': int}},
+    'skipped': [id, ...]}`` with what a correct reader must pick.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    usable: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for part, seqs in (("Dataset_Part1", _PART1), ("Dataset_Part2", _PART2)):
+        label_dir = root / part / "Label"
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for number, evs, label_name, (dy, dx) in seqs:
+            seq_dir = root / part / str(number)
+            seq_dir.mkdir(parents=True, exist_ok=True)
+            e = fake_radiance(rng, h, w)
+            files = []
+            for j, ev in enumerate(evs, start=1):
+                path = seq_dir / f"{j}.JPG"
+                hio.write_ldr(path, render_exposure(e, ev), quality=95, overwrite=True)
+                files.append(path)
+            sid = f"part{part[-1]}/{number}"
+            label = None
+            if label_name is not None:
+                label = label_dir / label_name
+                tm = _tonemap(e)
+                if (dy, dx) != (0, 0):
+                    tm = cv2.resize(tm, (w + dx, h + dy), interpolation=cv2.INTER_LINEAR)
+                hio.write_ldr(label, tm, quality=95, overwrite=True)
+            if label is None or len(evs) < 2 or max(abs(dy), abs(dx)) > 4:
+                skipped.append(sid)
+            else:
+                usable[sid] = {
+                    "darkest": files[int(np.argmin(evs))],
+                    "brightest": files[int(np.argmax(evs))],
+                    "label": label,
+                    "num_exposures": len(evs),
+                }
+    return {"usable": usable, "skipped": skipped}
+
+
+def write_fake_hdr_folder(
+    root: str | os.PathLike,
+    scenes: dict[str, tuple[int, int]] | None = None,
+    *,
+    seed: int = 0,
+) -> list[Path]:
+    """Write tiny OpenEXR scenes ``{stem: (H, W)}`` into ``root``; 2:1 ones act as panoramas.
+
+    The default stems are chosen so that the synthetic builder's 20 % scene hash puts 'scene_a'
+    in 'test' and the other two in 'train'.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    scenes = scenes or {"scene_a": (32, 64), "scene_c": (40, 56), "scene_d": (48, 96)}
+    rng = np.random.default_rng(seed)
+    paths = []
+    for stem, (h, w) in scenes.items():
+        path = root / f"{stem}.exr"
+        hio.write_hdr(path, fake_radiance(rng, h, w, stops=12.0), overwrite=True)
+        paths.append(path)
+    return paths
