@@ -1,0 +1,338 @@
+"""Strided and transposed convolutions computed as stride-1 convolutions (SPEC section 9).
+
+XLA's CPU backend lowers a transposed convolution to a convolution over a zero-dilated input, and
+its parameter gradient very slowly. Both networks only need transposed convs whose kernel is a
+multiple of the stride, and strided convs, so both are computed here as a *stride-1* convolution
+plus a fixed rearrangement:
+
+* transposed conv, stride s, kernel k = m*s: a stride-1 conv with an m-tap kernel producing
+  prod(s) output phases as channels, then `depth_to_space` and a crop of the torch padding;
+* strided conv, stride s: `space_to_depth` of the padded input, then a stride-1 conv with a
+  ceil(k/s)-tap kernel over prod(s) * C_in channels.
+
+Parameters keep the *paper layout* and the paper semantics (PyTorch / Chainer), so published
+weights load with a transpose:
+
+* `StridedConv.kernel[t_1..t_n, i, o]` = torch `Conv{2,3}d.weight[o, i, t_1..t_n]`
+  (cross-correlation: ``y[o, Y] = sum_{i,t} x_pad[i, Y*s + t] * w[o, i, t]``, x_pad = x padded
+  by p on both sides);
+* `ConvTranspose.kernel[t_1..t_n, i, o]` = torch `ConvTranspose{2,3}d.weight[i, o, t_1..t_n]`
+  (= Chainer `Deconvolution{2,3}D.W`; scatter form: ``y_full[o, X*s + t] += x[i, X] * w[i, o, t]``,
+  then p cropped from both ends: out = (in - 1)*s - 2p + k).
+
+In `lax` terms (tested): ``conv_transpose(x, kernel, s, p)`` equals
+``lax.conv_transpose(x, flip(kernel, spatial axes), s, [(k - 1 - p, k - 1 - p)] per dim)``
+(transpose_kernel=False: lax correlates the s-dilated input with rhs, hence the flip), and equals
+``lax.conv_transpose(x, swapaxes(kernel, -1, -2), s, same padding, transpose_kernel=True)``.
+``strided_conv(x, kernel, s, p)`` equals ``lax.conv_general_dilated(x, kernel, s, [(p, p)] per dim)``.
+
+Kernels whose size is not a multiple of the stride are supported as well (zero taps are added
+for the computation only; the parameter keeps its paper shape).
+
+Channel order of `space_to_depth` / `depth_to_space`: the new channel axis is the row-major
+flattening of (b_1, ..., b_n, C), i.e. C varies fastest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+__all__ = [
+    "ConvTranspose",
+    "StridedConv",
+    "conv_transpose",
+    "depth_to_space",
+    "space_to_depth",
+    "strided_conv",
+    "torch_conv_transpose_weight_to_flax",
+    "torch_conv_weight_to_flax",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout helpers.
+
+
+def depth_to_space(x: Array, block: Sequence[int]) -> Array:
+    """(N, *S, prod(b)*C) -> (N, *(S*b), C); channel order (b_1, ..., b_n, C), C fastest."""
+    block = tuple(int(b) for b in block)
+    nd = len(block)
+    if x.ndim != nd + 2:
+        raise ValueError(
+            f"depth_to_space: expected a {nd + 2}-d channels-last array, got shape {x.shape}"
+        )
+    n, *spatial, c = x.shape
+    bprod = math.prod(block)
+    if c % bprod:
+        raise ValueError(f"depth_to_space: channels {c} not divisible by prod(block)={bprod}")
+    cout = c // bprod
+    x = x.reshape(n, *spatial, *block, cout)
+    # (N, S_1, b_1, S_2, b_2, ..., C)
+    perm = [0] + [a for d in range(nd) for a in (1 + d, 1 + nd + d)] + [1 + 2 * nd]
+    x = x.transpose(perm)
+    return x.reshape(n, *(s * b for s, b in zip(spatial, block)), cout)
+
+
+def space_to_depth(x: Array, block: Sequence[int]) -> Array:
+    """(N, *(S*b), C) -> (N, *S, prod(b)*C); inverse of `depth_to_space`."""
+    block = tuple(int(b) for b in block)
+    nd = len(block)
+    if x.ndim != nd + 2:
+        raise ValueError(
+            f"space_to_depth: expected a {nd + 2}-d channels-last array, got shape {x.shape}"
+        )
+    n, *spatial, c = x.shape
+    if any(s % b for s, b in zip(spatial, block)):
+        raise ValueError(
+            f"space_to_depth: spatial shape {tuple(spatial)} not divisible by block {block}"
+        )
+    outer = [s // b for s, b in zip(spatial, block)]
+    x = x.reshape(n, *(v for o, b in zip(outer, block) for v in (o, b)), c)
+    perm = [0] + [1 + 2 * d for d in range(nd)] + [2 + 2 * d for d in range(nd)] + [1 + 2 * nd]
+    x = x.transpose(perm)
+    return x.reshape(n, *outer, math.prod(block) * c)
+
+
+def torch_conv_weight_to_flax(w: Any) -> Any:
+    """torch Conv weight (out, in, *k) -> `StridedConv` kernel (*k, in, out)."""
+    nd = w.ndim - 2
+    return w.transpose(*range(2, 2 + nd), 1, 0)
+
+
+def torch_conv_transpose_weight_to_flax(w: Any) -> Any:
+    """torch ConvTranspose / Chainer Deconvolution weight (in, out, *k) -> `ConvTranspose` kernel (*k, in, out).
+
+    No spatial flip: the paper-layout kernel is the scatter-form kernel.
+    """
+    nd = w.ndim - 2
+    return w.transpose(*range(2, 2 + nd), 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions.
+
+
+def _dimension_numbers(nd: int) -> lax.ConvDimensionNumbers:
+    spatial = tuple(range(1, nd + 1))
+    return lax.ConvDimensionNumbers(
+        lhs_spec=(0, nd + 1) + spatial,
+        rhs_spec=(nd + 1, nd) + tuple(range(nd)),
+        out_spec=(0, nd + 1) + spatial,
+    )
+
+
+def _conv_stride1(
+    x: Array, kernel: Array, pads: Sequence[tuple[int, int]], precision: Any
+) -> Array:
+    """Stride-1 correlation; negative pads crop the input (kept out of the conv op itself)."""
+    nd = kernel.ndim - 2
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        idx = (slice(None),) + tuple(
+            slice(max(-lo, 0), x.shape[1 + d] - max(-hi, 0)) for d, (lo, hi) in enumerate(pads)
+        )
+        x = x[idx]
+        pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1,) * nd,
+        padding=[(int(lo), int(hi)) for lo, hi in pads],
+        dimension_numbers=_dimension_numbers(nd),
+        precision=precision,
+    )
+
+
+def _check_args(
+    name: str, x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[int]
+) -> int:
+    nd = kernel.ndim - 2
+    if nd < 1:
+        raise ValueError(f"{name}: kernel must have shape (*k, in, out), got {kernel.shape}")
+    if x.ndim != nd + 2:
+        raise ValueError(
+            f"{name}: input must be {nd + 2}-d (N, *spatial, C) for a {nd}-d kernel, got shape {x.shape}"
+        )
+    if len(strides) != nd or len(padding) != nd:
+        raise ValueError(
+            f"{name}: need {nd} strides and paddings, got strides={tuple(strides)} padding={tuple(padding)}"
+        )
+    if any(s < 1 for s in strides) or any(p < 0 for p in padding):
+        raise ValueError(
+            f"{name}: strides must be >= 1 and padding >= 0, got {tuple(strides)}, {tuple(padding)}"
+        )
+    if x.shape[-1] != kernel.shape[-2]:
+        raise ValueError(
+            f"{name}: input has {x.shape[-1]} channels but kernel expects {kernel.shape[-2]}"
+        )
+    return nd
+
+
+def _split_taps(kernel: Array, strides: Sequence[int]) -> tuple[Array, list[int]]:
+    """Zero-extend each spatial dim to m*s taps and reshape to (m_1, s_1, ..., m_n, s_n, in, out)."""
+    nd = kernel.ndim - 2
+    ks = kernel.shape[:nd]
+    m = [-(-k // s) for k, s in zip(ks, strides)]
+    extra = [mi * s - k for mi, s, k in zip(m, strides, ks)]
+    if any(extra):
+        kernel = jnp.pad(kernel, [(0, e) for e in extra] + [(0, 0), (0, 0)])
+    cin, cout = kernel.shape[-2:]
+    return kernel.reshape(*(v for mi, s in zip(m, strides) for v in (mi, s)), cin, cout), m
+
+
+def conv_transpose(
+    x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[int], precision: Any = None
+) -> Array:
+    """Torch-semantics transposed conv (no bias) as phase conv + depth-to-space (SPEC section 9).
+
+    Per spatial dim with stride s, kernel k, m = ceil(k/s) and full output index z = q*s + r:
+    ``y_full[q*s + r] = sum_{j<m} x[q - j] * w[j*s + r]``, a stride-1 correlation of x (padded)
+    with the flipped sub-kernel of phase r. Only the phases q that survive the crop of p are
+    computed.
+    """
+    nd = _check_args("conv_transpose", x, kernel, strides, padding)
+    split, m = _split_taps(kernel, strides)
+    cin, cout = kernel.shape[-2:]
+    split = jnp.flip(split, axis=tuple(2 * d for d in range(nd)))
+    perm = [2 * d for d in range(nd)] + [2 * nd] + [2 * d + 1 for d in range(nd)] + [2 * nd + 1]
+    phase_kernel = split.transpose(perm).reshape(*m, cin, math.prod(strides) * cout)
+
+    pads, crops = [], []
+    for d in range(nd):
+        n, k, s, p, md = x.shape[1 + d], kernel.shape[d], strides[d], padding[d], m[d]
+        out_len = (n - 1) * s + k - 2 * p
+        if out_len < 1:
+            raise ValueError(
+                f"conv_transpose: empty output along spatial dim {d} (in={n}, k={k}, s={s}, p={p})"
+            )
+        q_lo, q_hi = p // s, (p + out_len - 1) // s + 1
+        lo = md - 1 - q_lo
+        pads.append((lo, (q_hi - q_lo) + md - 1 - n - lo))
+        crops.append(slice(p - q_lo * s, p - q_lo * s + out_len))
+    y = _conv_stride1(x, phase_kernel, pads, precision)
+    y = depth_to_space(y, strides)
+    return y[(slice(None), *crops, slice(None))]
+
+
+def strided_conv(
+    x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[int], precision: Any = None
+) -> Array:
+    """Torch-semantics conv (no bias) with stride s, pad p, as space-to-depth + stride-1 conv.
+
+    Per dim: ``y[Y] = sum_{j<m, r<s} x_pad[(Y + j)*s + r] * w[j*s + r]`` with m = ceil(k/s):
+    a stride-1 correlation over space_to_depth(x_pad) with an m-tap kernel.
+    """
+    nd = _check_args("strided_conv", x, kernel, strides, padding)
+    split, m = _split_taps(kernel, strides)
+    cin, cout = kernel.shape[-2:]
+    perm = [2 * d for d in range(nd)] + [2 * d + 1 for d in range(nd)] + [2 * nd, 2 * nd + 1]
+    s2d_kernel = split.transpose(perm).reshape(*m, math.prod(strides) * cin, cout)
+
+    explicit, conv_pads = [], []
+    for d in range(nd):
+        n, k, s, p, md = x.shape[1 + d], kernel.shape[d], strides[d], padding[d], m[d]
+        out_len = (n + 2 * p - k) // s + 1
+        if n + 2 * p < k:
+            raise ValueError(
+                f"strided_conv: input too small along spatial dim {d} (in={n}, k={k}, p={p})"
+            )
+        if s == 1:  # no space-to-depth along this dim: let the conv pad
+            explicit.append((0, 0))
+            conv_pads.append((p, p))
+        else:
+            explicit.append((p, (out_len + md - 1) * s - n - p))
+            conv_pads.append((0, 0))
+    if any(lo or hi for lo, hi in explicit):
+        if any(hi < 0 for _, hi in explicit):
+            x = x[
+                (
+                    slice(None),
+                    *(slice(0, x.shape[1 + d] + min(hi, 0)) for d, (_, hi) in enumerate(explicit)),
+                )
+            ]
+        x = jnp.pad(x, [(0, 0)] + [(lo, max(hi, 0)) for lo, hi in explicit] + [(0, 0)])
+    x = space_to_depth(x, strides)
+    return _conv_stride1(x, s2d_kernel, conv_pads, precision)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules.
+
+
+def _as_tuple(name: str, v: Sequence[int] | int, nd: int) -> tuple[int, ...]:
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * nd
+    v = tuple(int(a) for a in v)
+    if len(v) != nd:
+        raise ValueError(f"{name} must have {nd} entries to match kernel_size, got {v}")
+    return v
+
+
+class _PaperConv(nn.Module):
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] | int = 1
+    padding: Sequence[int] | int = 0
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    def _apply_conv(self, x: Array, fn: Callable) -> Array:
+        ks = tuple(int(k) for k in self.kernel_size)
+        nd = len(ks)
+        strides, padding = (
+            _as_tuple("strides", self.strides, nd),
+            _as_tuple("padding", self.padding, nd),
+        )
+        if x.ndim != nd + 2:
+            raise ValueError(
+                f"{type(self).__name__}: input must be {nd + 2}-d (N, *spatial, C), got shape {x.shape}"
+            )
+        kernel = self.param(
+            "kernel", self.kernel_init, (*ks, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = fn(x, kernel, strides, padding, self.precision)
+        return y + bias if bias is not None else y
+
+
+class ConvTranspose(_PaperConv):
+    """Transposed conv with PyTorch/Chainer semantics: out = (in - 1)*s - 2p + k per spatial dim.
+
+    Computed as a stride-1 conv producing prod(s) phases + depth-to-space (SPEC section 9).
+    Params: 'kernel' (*kernel_size, in, features) = `torch_conv_transpose_weight_to_flax(w)`,
+    'bias' (features,). Works on NHWC (2-d kernel) and NDHWC (3-d kernel).
+    """
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        return self._apply_conv(x, conv_transpose)
+
+
+class StridedConv(_PaperConv):
+    """Conv with torch-style stride s and zero pad p, as space-to-depth + stride-1 conv (SPEC section 9).
+
+    out = floor((in + 2p - k)/s) + 1. Params: 'kernel' (*kernel_size, in, features) =
+    `torch_conv_weight_to_flax(w)`, 'bias' (features,). With stride 1 it is an ordinary conv.
+    """
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        return self._apply_conv(x, strided_conv)
