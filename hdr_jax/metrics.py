@@ -246,6 +246,8 @@ _MEF_SIGMA = 1.5
 _MEF_C = (0.03 * 255.0) ** 2
 _MEF_SCALE_WEIGHTS = np.array([0.0448, 0.2856, 0.3001]) / (0.0448 + 0.2856 + 0.3001)
 _MEF_P_CAP = 10.0
+#: Smallest image side mef_ssim accepts: the coarsest of 3 scales must still hold a window.
+MEF_SSIM_MIN_SIDE = _MEF_WINDOW * 2 ** (len(_MEF_SCALE_WEIGHTS) - 1) - 3
 # Clamping R here keeps tan() away from its pole (float32 pi/2 * 1 would overshoot it);
 # tan(pi/2 * R_cap) = 10, the same cap as the authors' code.
 _MEF_R_CAP = 2.0 / math.pi * math.atan(_MEF_P_CAP)

@@ -1,0 +1,115 @@
+"""Exported model weights: one msgpack file per network plus a manifest.json.
+
+A weights directory holds `manifest.json` ({name: {config, file, sha256, dtype, ...}}) and the
+files it names. Parameters may be stored in float16 to keep the bundled set small; they are cast
+back to float32 on load. The manifest's model config rebuilds the module, so a checkpoint can
+never be silently applied to a model of another shape: shapes are checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+DEFAULT_DIR = Path(__file__).parent / "weights"
+NETWORKS = ("drtmo_up", "drtmo_down", "cfnet_x2", "cfnet_x4")
+
+
+class WeightsError(ValueError):
+    """Missing, corrupt, or mismatching weights (one-line message)."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_network(
+    directory: str | os.PathLike,
+    name: str,
+    variables: dict,
+    model_config: dict,
+    *,
+    dtype: str = "float16",
+    info: dict | None = None,
+) -> Path:
+    """Writes `name.msgpack` atomically and records it in the manifest."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cast = jax.tree.map(lambda x: np.asarray(x, dtype), jax.device_get(variables))
+    path = directory / f"{name}.msgpack"
+    tmp = path.with_suffix(".msgpack.tmp")
+    tmp.write_bytes(flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(cast)))
+    os.replace(tmp, path)
+    manifest = read_manifest(directory, missing_ok=True)
+    manifest[name] = {
+        "file": path.name,
+        "sha256": _sha256(path),
+        "dtype": dtype,
+        "config": model_config,
+        **(info or {}),
+    }
+    tmp = directory / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / "manifest.json")
+    return path
+
+
+def read_manifest(directory: str | os.PathLike, *, missing_ok: bool = False) -> dict:
+    path = Path(directory) / "manifest.json"
+    if not path.exists():
+        if missing_ok:
+            return {}
+        raise WeightsError(f"{directory}: no manifest.json (not a weights directory)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path}: unreadable manifest ({type(e).__name__})") from e
+
+
+def load_network(
+    directory: str | os.PathLike, name: str, template: Any | None = None
+) -> tuple[dict, dict]:
+    """Returns (variables as float32 numpy, manifest entry). Verifies the SHA-256 and, given a
+    template pytree (e.g. from `jax.eval_shape(model.init, ...)`), every shape."""
+    directory = Path(directory)
+    entry = read_manifest(directory).get(name)
+    if entry is None:
+        raise WeightsError(f"{directory}: manifest has no network {name!r}")
+    path = directory / entry["file"]
+    if not path.exists():
+        raise WeightsError(f"{path}: weights file missing")
+    if _sha256(path) != entry["sha256"]:
+        raise WeightsError(
+            f"{path}: SHA-256 does not match the manifest (corrupt or replaced file)"
+        )
+    try:
+        state = flax.serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise WeightsError(f"{path}: not a weights file ({type(e).__name__})") from e
+    variables = jax.tree.map(lambda x: np.asarray(x, np.float32), state)
+    if template is not None:
+        t_flat = {
+            jax.tree_util.keystr(k): np.shape(v)
+            for k, v in jax.tree_util.tree_leaves_with_path(template)
+        }
+        v_flat = {
+            jax.tree_util.keystr(k): np.shape(v)
+            for k, v in jax.tree_util.tree_leaves_with_path(variables)
+        }
+        if t_flat != v_flat:
+            diff = sorted(set(t_flat.items()) ^ set(v_flat.items()))
+            raise WeightsError(
+                f"{path}: weights do not match the model config "
+                f"(first difference: {diff[0][0]} {diff[0][1]})"
+            )
+        variables = flax.serialization.from_state_dict(
+            jax.tree.map(np.asarray, template), variables
+        )
+    return variables, entry

@@ -1,0 +1,62 @@
+"""Training losses of both stages (pure functions of arrays)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from hdr_jax import metrics
+
+
+def masked_l1(
+    pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray, denominator: str = "all"
+) -> jnp.ndarray:
+    """DrTMO eq. 3/4: L1 between the masked prediction and the zero-padded target stack.
+
+    pred, target: (B, N, H, W, C) NDHWC brackets; mask: (B, N), 1 where the bracket has an image.
+    denominator='all' averages over the whole tensor as the public code does (padded slots stay in
+    the denominator, so inputs near the end of the bracket weigh less); 'valid' averages over the
+    valid slots only.
+    """
+    m = mask.astype(pred.dtype)[:, :, None, None, None]
+    err = jnp.abs(pred * m - target * m)
+    if denominator == "all":
+        return jnp.mean(err)
+    if denominator == "valid":
+        per_slot = pred[0, 0].size
+        return jnp.sum(err) / jnp.maximum(jnp.sum(m) * per_slot, 1.0)
+    raise ValueError(f"denominator must be 'all' or 'valid', got {denominator!r}")
+
+
+def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """1 - SSIM with CF-Net's settings (SPEC section 5): window 7, sigma 1.5, K=(0.01, 0.03),
+    data range 255 on images in [0, 255], valid filtering. Mean over the batch."""
+    s = metrics.ssim(
+        pred * 255.0,
+        target * 255.0,
+        data_range=255.0,
+        window=7,
+        sigma=1.5,
+        k1=0.01,
+        k2=0.03,
+        padding="VALID",
+    )
+    return 1.0 - jnp.mean(s)
+
+
+def cfnet_loss(
+    outputs: dict, batch: dict, *, srb_weight: float = 1.0, cfb_weight: float = 1.0
+) -> tuple[jnp.ndarray, dict]:
+    """CF-Net eq. 19: (1 - SSIM) of the SRB outputs against the HR over/under images plus
+    (1 - SSIM) of every CFB output of both branches against the fused ground truth."""
+    terms = {
+        "srb_over": ssim_loss(outputs["srb_over"], batch["over_hr"]),
+        "srb_under": ssim_loss(outputs["srb_under"], batch["under_hr"]),
+    }
+    num_steps = outputs["steps_over"].shape[0]
+    cfb = 0.0
+    for t in range(num_steps):
+        cfb = cfb + ssim_loss(outputs["steps_over"][t], batch["label_hr"])
+        cfb = cfb + ssim_loss(outputs["steps_under"][t], batch["label_hr"])
+    terms["cfb"] = cfb
+    total = srb_weight * (terms["srb_over"] + terms["srb_under"]) + cfb_weight * cfb
+    return total, terms

@@ -1,0 +1,111 @@
+"""Merging a generated exposure stack into an HDR radiance map (DrTMO inference, SPEC section 4).
+
+Stack layout: (D, H, W, 3) with D = 2N + 1 exposures ordered dark to bright,
+[d_N .. d_1, input, u_1 .. u_N], relative exposure times tau^i for i = -N..N (input at dt = 1).
+
+Output scale convention: radiance is expressed so that the *input* exposure (dt = 1) maps back to
+itself through the response, i.e. a mid-grey pixel of the input keeps its linearised value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from hdr_jax.camera import crf as crf_lib
+
+MONOTONICITY_THRESHOLD = 64.0 / 255.0
+
+
+def exposure_times(num_each_side: int, tau: float = math.sqrt(2.0)) -> np.ndarray:
+    return np.asarray([tau**i for i in range(-num_each_side, num_each_side + 1)], np.float32)
+
+
+def select_monotone(
+    stack: np.ndarray, input_index: int, threshold: float = MONOTONICITY_THRESHOLD
+) -> tuple[int, int]:
+    """DrTMO's selection: walk outward from the input and stop at the first generated image that
+    breaks monotonicity by more than `threshold` at any pixel (a brighter exposure darker than its
+    darker neighbour, or the reverse). Returns the kept index range [lo, hi] (inclusive)."""
+    hi = input_index
+    while hi + 1 < len(stack) and not np.any(stack[hi + 1] < stack[hi] - threshold):
+        hi += 1
+    lo = input_index
+    while lo - 1 >= 0 and not np.any(stack[lo - 1] > stack[lo] + threshold):
+        lo -= 1
+    return lo, hi
+
+
+def merge_debevec_linear(images: np.ndarray, times: Sequence[float]) -> np.ndarray:
+    """The public code's merge: OpenCV's Debevec merge with no response curve (linear response,
+    triangle weights averaged over channels, log-domain weighted mean)."""
+    ldr = [
+        cv2.cvtColor(np.clip(np.rint(im * 255.0), 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        for im in images
+    ]
+    hdr = cv2.createMergeDebevec().process(ldr, np.asarray(times, np.float32))
+    return cv2.cvtColor(hdr, cv2.COLOR_BGR2RGB).astype(np.float32)
+
+
+def _hat_weight(z: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Smooth weight on [low, high]: 0 at the ends (noise floor / clipping), 1 in the middle."""
+    t = np.clip((z - low) / (high - low), 0.0, 1.0)
+    return np.sin(np.pi * t) ** 2
+
+
+def merge_robust(
+    images: np.ndarray,
+    times: Sequence[float],
+    curve: np.ndarray | None = None,
+    *,
+    low: float = 0.02,
+    high: float = 0.97,
+) -> np.ndarray:
+    """Our default merge: linearise each exposure with the known inverse response, divide by its
+    exposure time, and average with weights that vanish near the noise floor and near clipping.
+
+    The weight of a pixel is the minimum over its channels, so a pixel with one clipped channel is
+    not used for any channel (that avoids the hue shifts of per-channel weights). Pixels that no
+    exposure sees well fall back to the darkest exposure (if bright) or the brightest (if dark),
+    which bounds the estimate instead of leaving holes.
+    """
+    images = np.asarray(images, np.float32)
+    times = np.asarray(times, np.float32)
+    curve = crf_lib.srgb_crf() if curve is None else curve
+    linear = crf_lib.apply_inverse_crf(curve, images)
+    radiance = linear / times[:, None, None, None]
+    w = _hat_weight(images, low, high).min(axis=-1, keepdims=True)
+    wsum = w.sum(axis=0)
+    merged = (w * radiance).sum(axis=0) / np.maximum(wsum, 1e-8)
+    darkest = radiance[int(np.argmin(times))]
+    brightest = radiance[int(np.argmax(times))]
+    mean_level = images.mean(axis=(0, -1))[..., None]
+    fallback = np.where(mean_level > 0.5, darkest, brightest)
+    # Blend towards the fallback where the total weight is small, continuously.
+    alpha = np.clip(wsum / 1e-2, 0.0, 1.0)
+    return np.maximum(alpha * merged + (1 - alpha) * fallback, 0.0).astype(np.float32)
+
+
+def merge_stack(
+    stack: np.ndarray,
+    *,
+    method: str = "robust",
+    tau: float = math.sqrt(2.0),
+    curve: np.ndarray | None = None,
+    select: bool = True,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Selects the monotone part of a (2N+1, H, W, 3) stack and merges it. Returns (hdr, (lo, hi))."""
+    n = (len(stack) - 1) // 2
+    lo, hi = select_monotone(stack, n) if select else (0, len(stack) - 1)
+    times = exposure_times(n, tau)[lo : hi + 1]
+    images = stack[lo : hi + 1]
+    if method == "robust":
+        hdr = merge_robust(images, times, curve)
+    elif method == "debevec":
+        hdr = merge_debevec_linear(images, times)
+    else:
+        raise ValueError(f"merge method must be 'robust' or 'debevec', got {method!r}")
+    return hdr, (lo, hi)

@@ -1,0 +1,44 @@
+"""Builds the Flax modules from the `model` section of a config (training configs and weight
+manifests share it, so exported weights always rebuild the module they were trained with)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from hdr_jax.models import cfnet, drtmo
+
+
+def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = m.get(key, default)
+    return default if value is None else value
+
+
+def make_drtmo(m: Mapping[str, Any]) -> drtmo.ExposureBracketNet:
+    preset = drtmo.width_preset(m["width"], depth=m.get("depth"))
+    return drtmo.ExposureBracketNet(
+        **preset,
+        num_exposures=_get(m, "num_exposures", 8),
+        use_skips=_get(m, "use_skips", True),
+        use_residual=_get(m, "use_residual", True),
+        decoder_3d=_get(m, "decoder_3d", True),
+        bn_use_running_average_at_inference=_get(m, "bn_use_running_average_at_inference", False),
+        dropout_rate=_get(m, "dropout_rate", 0.5),
+        dtype=jnp.dtype(_get(m, "dtype", "float32")),
+        remat=_get(m, "remat", False),
+    )
+
+
+def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
+    return cfnet.CFNet(
+        features=m["features"],
+        num_groups=m["num_groups"],
+        num_steps=m["num_steps"],
+        scale=m["scale"],
+        shared_step_weights=_get(m, "shared_step_weights", False),
+        coupled=_get(m, "coupled", True),
+        remat_policy=_get(m, "remat_policy", "none"),
+        dtype=jnp.dtype(_get(m, "dtype", "float32")),
+    )

@@ -1,0 +1,280 @@
+"""The two-stage system: photo -> exposure stack (DrTMO) -> HDR merge -> extreme pair -> CF-Net.
+
+Images are HWC float32 in [0, 1] at this level (one photo at a time); the networks see NHWC tiles.
+
+Memory strategy (any size, bounded memory): both stages run on overlapping tiles of a fixed size
+and the tile outputs are blended with a separable linear ramp over the overlap, so peak memory
+depends on the tile size only, never on the photo. Stage 1 tiles are padded (reflect) to a
+multiple of 2^depth. Batch norm runs with whatever statistics the exported model was configured
+for; the bundled weights use running averages, which makes tiles consistent with each other.
+
+HDR scale convention: the merge divides each linearised exposure by its relative exposure time
+(input = 1), so the HDR value of a well-exposed input pixel equals its linearised input value:
+input mid-grey is preserved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hdr_jax import bundle, merge
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.models import factory
+
+TAU = math.sqrt(2.0)
+# Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
+# exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
+UNDER_STEP = -6
+OVER_STEP = 4
+
+
+@dataclasses.dataclass
+class Network:
+    """A module with its variables and a jitted apply function."""
+
+    module: Any
+    variables: dict
+    entry: dict
+    apply: Callable
+
+
+def _load(directory: Path, name: str) -> Network:
+    entry = bundle.read_manifest(directory).get(name)
+    if entry is None:
+        raise bundle.WeightsError(f"{directory}: manifest has no network {name!r}")
+    cfg = entry["config"]
+    if name.startswith("drtmo"):
+        module = factory.make_drtmo(cfg)
+        size = 2**module.depth
+        x = jnp.zeros((1, size, size, 3), jnp.float32)
+        template = jax.eval_shape(
+            lambda: module.init(
+                {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x, train=False
+            )
+        )
+        variables, entry = bundle.load_network(directory, name, template)
+        apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
+    else:
+        module = factory.make_cfnet(cfg)
+        x = jnp.zeros((1, 16, 16, 3), jnp.float32)
+        template = jax.eval_shape(lambda: module.init(jax.random.key(0), x, x))
+        variables, entry = bundle.load_network(directory, name, template)
+        apply = jax.jit(lambda v, o, u: module.apply(v, o, u)["fused"])
+    return Network(module, variables, entry, apply)
+
+
+class Pipeline:
+    """The networks of both stages, loaded from a weights directory on first use."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory) if directory else bundle.DEFAULT_DIR
+        bundle.read_manifest(self.directory)  # fail early on a wrong directory
+        self._networks: dict[str, Network] = {}
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> Pipeline:
+        """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
+        pipe = cls(directory)
+        pipe.up, pipe.down  # noqa: B018
+        return pipe
+
+    def network(self, name: str) -> Network:
+        if name not in self._networks:
+            self._networks[name] = _load(self.directory, name)
+        return self._networks[name]
+
+    @property
+    def up(self) -> Network:
+        return self.network("drtmo_up")
+
+    @property
+    def down(self) -> Network:
+        return self.network("drtmo_down")
+
+    def cfnet(self, scale: int) -> Network:
+        return self.network(f"cfnet_x{scale}")
+
+
+# -- tiling -------------------------------------------------------------------------------------
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    """1-D blending weight: linear ramps of length `overlap` at both ends, never zero."""
+    w = np.ones(n, np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        w[:overlap] = np.minimum(w[:overlap], r)
+        w[-overlap:] = np.minimum(w[-overlap:], r[::-1])
+    return w
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    return sorted(set(starts))
+
+
+def tiled_apply(
+    fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    tile: int,
+    overlap: int,
+    out_scale: int = 1,
+    lead_shape: tuple[int, ...] = (),
+    out_channels: int = 3,
+) -> np.ndarray:
+    """Applies `fn` (HWC tile -> (*lead, s*h, s*w, C)) over overlapping tiles and blends.
+
+    Tiles smaller than `tile` only occur when the image itself is smaller; `fn` must accept them.
+    """
+    h, w = image.shape[:2]
+    s = out_scale
+    out = np.zeros(lead_shape + (h * s, w * s, out_channels), np.float32)
+    wsum = np.zeros((h * s, w * s, 1), np.float32)
+    for y in _starts(h, tile, overlap):
+        for x in _starts(w, tile, overlap):
+            th, tw = min(tile, h), min(tile, w)
+            patch = image[y : y + th, x : x + tw]
+            res = np.asarray(fn(patch), np.float32)
+            wy = _ramp(th * s, overlap * s if h > tile else 0)
+            wx = _ramp(tw * s, overlap * s if w > tile else 0)
+            wt = (wy[:, None] * wx[None, :])[..., None]
+            out[..., y * s : (y + th) * s, x * s : (x + tw) * s, :] += res * wt
+            wsum[y * s : (y + th) * s, x * s : (x + tw) * s] += wt
+    return out / wsum
+
+
+# -- stage 1 ------------------------------------------------------------------------------------
+
+
+def _pad_reflect(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    h, w = x.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
+    return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
+
+
+def generate_stack(
+    pipe: Pipeline, image: np.ndarray, *, tile: int = 512, overlap: int = 64
+) -> np.ndarray:
+    """Runs both exposure networks; returns the (17, H, W, 3) stack [d8..d1, input, u1..u8]."""
+    multiple = 2**pipe.up.module.depth
+    tile = max(multiple, tile // multiple * multiple)
+
+    def both(patch: np.ndarray) -> np.ndarray:
+        padded, (h, w) = _pad_reflect(patch, multiple)
+        x = jnp.asarray(padded[None])
+        up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, :h, :w]
+        down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, :h, :w]
+        return np.concatenate([down[::-1], patch[None], up], axis=0)
+
+    n = pipe.up.module.num_exposures
+    return tiled_apply(both, image, tile=tile, overlap=overlap, lead_shape=(2 * n + 1,))
+
+
+# -- stage 2 ------------------------------------------------------------------------------------
+
+
+def fuse_pair(
+    net: Network, under: np.ndarray, over: np.ndarray, *, tile: int = 128, overlap: int = 16
+) -> np.ndarray:
+    """CF-Net on an under/over pair of equal size (HWC, [0,1]); returns the fused (sH, sW, 3)."""
+    if under.shape != over.shape:
+        raise ValueError(f"under and over images differ in size: {under.shape} vs {over.shape}")
+    pair = np.concatenate([under, over], axis=-1)
+
+    def run(patch: np.ndarray) -> np.ndarray:
+        u, o = jnp.asarray(patch[None, ..., :3]), jnp.asarray(patch[None, ..., 3:])
+        return np.asarray(net.apply(net.variables, o, u))[0]
+
+    return tiled_apply(run, pair, tile=tile, overlap=overlap, out_scale=net.module.scale)
+
+
+def pick_pair(stack: np.ndarray, kept: tuple[int, int]) -> tuple[int, int]:
+    """Stack indices of the stage-2 under/over pair, within the monotone range kept by the merge."""
+    centre = (len(stack) - 1) // 2
+    lo, hi = kept
+    return max(lo, centre + UNDER_STEP), min(hi, centre + OVER_STEP)
+
+
+# -- preview ------------------------------------------------------------------------------------
+
+
+def tonemap_preview(
+    hdr: np.ndarray, key: float = 0.18, white_percentile: float = 99.5
+) -> np.ndarray:
+    """Global photographic tone mapping (Reinhard et al. 2002, eq. 4 with L_white) on luminance,
+    colour ratios kept, then the sRGB curve: a display-ready view of a linear HDR image."""
+    hdr = np.maximum(np.asarray(hdr, np.float32), 0.0)
+    lum = 0.2126 * hdr[..., 0] + 0.7152 * hdr[..., 1] + 0.0722 * hdr[..., 2]
+    log_mean = float(np.exp(np.mean(np.log(lum + 1e-6))))
+    scaled = key / max(log_mean, 1e-8) * lum
+    white = max(float(np.percentile(scaled, white_percentile)), 1e-6)
+    mapped = scaled * (1.0 + scaled / white**2) / (1.0 + scaled)
+    ratio = mapped / np.maximum(lum, 1e-8)
+    return crf_lib.apply_crf(crf_lib.srgb_crf(), np.clip(hdr * ratio[..., None], 0.0, 1.0))
+
+
+# -- the whole thing ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Result:
+    stack: np.ndarray  # (17, H, W, 3)
+    kept: tuple[int, int]  # index range used by the merge
+    hdr: np.ndarray  # (H, W, 3) linear radiance, input mid-grey preserved
+    pair: tuple[int, int]  # stack indices fed to stage 2
+    fused: np.ndarray | None  # (sH, sW, 3)
+    preview: np.ndarray  # (H, W, 3) display-referred
+    timings: dict
+
+
+def reconstruct(
+    pipe: Pipeline,
+    image: np.ndarray,
+    *,
+    scale: int | None = 2,
+    merge_method: str = "robust",
+    stage1_tile: int = 512,
+    stage2_tile: int = 128,
+) -> Result:
+    """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview."""
+    import time
+
+    t = {}
+    t0 = time.perf_counter()
+    stack = generate_stack(pipe, image, tile=stage1_tile)
+    t["stage1_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hdr, kept = merge.merge_stack(stack, method=merge_method, tau=TAU)
+    if merge_method == "debevec":
+        hdr = _match_input_scale(hdr, image)
+    t["merge_s"] = time.perf_counter() - t0
+    pair = pick_pair(stack, kept)
+    fused = None
+    if scale:
+        t0 = time.perf_counter()
+        fused = fuse_pair(pipe.cfnet(scale), stack[pair[0]], stack[pair[1]], tile=stage2_tile)
+        t["stage2_s"] = time.perf_counter() - t0
+    preview = tonemap_preview(hdr)
+    return Result(stack, kept, hdr, pair, fused, preview, t)
+
+
+def _match_input_scale(hdr: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Scales an HDR of arbitrary gain so well-exposed input pixels keep their linear value."""
+    lin = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image)
+    ok = (image > 0.05) & (image < 0.95) & (hdr > 0)
+    if not np.any(ok):
+        return hdr
+    return hdr * float(np.exp(np.median(np.log(lin[ok]) - np.log(hdr[ok]))))

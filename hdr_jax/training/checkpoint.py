@@ -1,0 +1,91 @@
+"""Orbax checkpointing of the train state together with the grain iterator state.
+
+Saving both in one step directory is what makes resumption exact: the restored run sees the same
+next batch and the same per-step RNG as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not match the model configuration it is restored into."""
+
+
+def make_manager(directory: str, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+
+def save(manager: ocp.CheckpointManager, state: Any, data_iterator: Any | None = None) -> None:
+    step = int(jax.device_get(state.step))
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    manager.save(step, args=ocp.args.Composite(**items))
+
+
+def restore(
+    manager: ocp.CheckpointManager,
+    template: Any,
+    data_iterator: Any | None = None,
+    step: int | None = None,
+) -> Any:
+    """Restores into `template` (shapes/dtypes) and, if given, `data_iterator` in place."""
+    step = manager.latest_step() if step is None else step
+    items = {"state": ocp.args.StandardRestore(template)}
+    if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointMismatchError(
+            f"checkpoint {manager.directory}/{step} does not match the configured model: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
+    _check_shapes(template, restored["state"], f"{manager.directory}/{step}")
+    return restored["state"]
+
+
+def _check_shapes(template: Any, restored: Any, where: str) -> None:
+    t_leaves = jax.tree_util.tree_leaves_with_path(template)
+    r_leaves = jax.tree.leaves(restored)
+    if len(t_leaves) != len(r_leaves):
+        raise CheckpointMismatchError(
+            f"checkpoint {where} has {len(r_leaves)} arrays, model expects {len(t_leaves)}"
+        )
+    for (path, t), r in zip(t_leaves, r_leaves):
+        if np.shape(t) != np.shape(r):
+            raise CheckpointMismatchError(
+                f"checkpoint {where}: {jax.tree_util.keystr(path)} has shape {np.shape(r)}, "
+                f"model expects {np.shape(t)}"
+            )
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Records the config; refuses to resume a workdir trained with a different model config."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("model") != current.get("model"):
+            raise CheckpointMismatchError(
+                f"{workdir} holds a run with a different model config; use a new --workdir"
+            )
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,156 @@
+"""The generic train-and-evaluate loop shared by both stages (cf. the Flax imagenet example).
+
+A *task* supplies the model-specific pieces as plain functions:
+
+    init_state(rng) -> TrainState
+    train_step(state, batch) -> (state, metrics)       # pure; jitted here with the state donated
+    eval_step(state, batch) -> dict of per-example metric arrays (shape (B,))   # pure; jitted here
+    train_iterator() -> grain iterator with get_state/set_state
+    eval_batches() -> iterable of batches (one finite pass)
+    previews(state, batch) -> dict[name, HxWx3 float image]   (optional)
+
+Determinism: the step RNG is derived from (state.rng, state.step) inside the task's train step, and
+the data iterator is checkpointed with the state, so kill + rerun reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+
+from hdr_jax import io as hdr_io
+from hdr_jax.training import checkpoint
+
+
+class Task(Protocol):
+    def init_state(self, rng: jax.Array) -> Any: ...
+    def train_step(self, state: Any, batch: dict) -> tuple[Any, dict]: ...
+    def eval_step(self, state: Any, batch: dict) -> dict: ...
+    def train_iterator(self) -> Any: ...
+    def eval_batches(self) -> Iterable[dict]: ...
+
+
+class MetricWriter:
+    """TensorBoard event files (tensorboardX) plus an append-only metrics.jsonl for scripts."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter  # imported lazily: only training needs it
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self._tb.add_scalar(f"{prefix}/{k}", v, step)
+        self._jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
+        self._jsonl.flush()
+
+    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        for k, v in images.items():
+            self._tb.add_image(k, np.clip(v, 0, 1), step, dataformats="HWC")
+
+    def close(self) -> None:
+        self._tb.close()
+        self._jsonl.close()
+
+
+def numeric(batch: dict) -> dict:
+    """The array entries of a batch (drops names/ids, which jit cannot take)."""
+    return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def evaluate(task: Task, state: Any, eval_step: Callable) -> dict[str, float]:
+    """Mean of per-example metrics over one pass of the evaluation data.
+
+    NaN entries mark undefined values (e.g. a bracket slot past the end) and are not counted.
+    """
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for batch in task.eval_batches():
+        for k, v in jax.device_get(eval_step(state, numeric(batch))).items():
+            v = np.asarray(v, np.float64).ravel()
+            v = v[~np.isnan(v)]
+            # An exact match has infinite PSNR, which would swamp the mean; cap it.
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.minimum(v, 100.0)))
+            counts[k] = counts.get(k, 0) + v.size
+    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+
+
+def train_and_evaluate(
+    task: Task, config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+) -> Any:
+    """Trains `task` for config.num_train_steps, resuming from the latest checkpoint in workdir."""
+    os.makedirs(workdir, exist_ok=True)
+    checkpoint.write_config(workdir, config)
+    manager = checkpoint.make_manager(
+        os.path.join(workdir, "checkpoints"), max_to_keep=config.get("max_checkpoints", 3)
+    )
+    state = task.init_state(jax.random.key(config.seed))
+    train_iter = task.train_iterator()
+    if manager.latest_step() is not None:
+        state = checkpoint.restore(manager, state, train_iter)
+        logging.info("Resumed from step %d", int(state.step))
+    start = int(jax.device_get(state.step))
+
+    train_step = jax.jit(task.train_step, donate_argnums=0)
+    eval_step = jax.jit(task.eval_step)
+    writer = MetricWriter(workdir)
+    total = config.num_train_steps
+    bar = tqdm.tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
+    acc: dict[str, list] = {}
+    t0 = time.perf_counter()
+    try:
+        for step in range(start + 1, total + 1):
+            batch = next(train_iter)
+            state, metrics = train_step(state, numeric(batch))
+            for k, v in metrics.items():
+                acc.setdefault(k, []).append(v)
+            bar.update(1)
+            if step % config.log_every == 0 or step == total:
+                summary = {k: float(np.mean(jax.device_get(v))) for k, v in acc.items()}
+                summary["steps_per_sec"] = len(next(iter(acc.values()))) / (
+                    time.perf_counter() - t0
+                )
+                writer.scalars(step, "train", summary)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items() if k != "steps_per_sec"})
+                acc, t0 = {}, time.perf_counter()
+            if step % config.checkpoint_every == 0 or step == total:
+                checkpoint.save(manager, state, train_iter)
+            if config.eval_every and (step % config.eval_every == 0 or step == total):
+                results = evaluate(task, state, eval_step)
+                writer.scalars(step, "eval", results)
+                text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
+                (bar.write if progress else logging.info)(f"step {step} eval: {text}")
+                if hasattr(task, "previews"):
+                    _write_previews(workdir, step, task, state, writer)
+                t0 = time.perf_counter()  # evaluation time is not training throughput
+    finally:
+        # Let an in-flight async save finish (or fail) before the interpreter tears down.
+        manager.wait_until_finished()
+        manager.close()
+        bar.close()
+        writer.close()
+    return state
+
+
+def _write_previews(workdir: str, step: int, task: Any, state: Any, writer: MetricWriter) -> None:
+    batch = next(iter(task.eval_batches()), None)
+    if batch is None:
+        return
+    images = task.previews(state, batch)
+    writer.images(step, images)
+    out = os.path.join(workdir, "previews")
+    os.makedirs(out, exist_ok=True)
+    for name, img in images.items():
+        hdr_io.write_ldr(
+            os.path.join(out, f"{name}_{step:07d}.png"), np.asarray(img), overwrite=True
+        )

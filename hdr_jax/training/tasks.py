@@ -1,0 +1,288 @@
+"""Model-specific training pieces for both stages: init, pure train/eval steps, data.
+
+Each task is a small object holding static things (model, optimiser, config); the steps are pure
+functions of (state, batch) that the loop jits with the state donated.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hdr_jax import losses, metrics
+from hdr_jax.models import factory
+from hdr_jax.training.state import TrainState, make_optimizer
+
+
+def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, **kwargs) -> Any:
+    """Builds (once) the tfds array_record dataset and returns the builder."""
+    import tensorflow_datasets as tfds
+
+    builder = builder_cls(
+        data_dir=os.path.abspath(data_config.data_dir),
+        config=data_config.builder_config,
+        file_format="array_record",
+        **kwargs,
+    )
+    manual_dir = os.path.abspath(data_config.manual_dir) if data_config.manual_dir else None
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+    return builder
+
+
+class CFNetTask:
+    """Stage 2: CF-Net with the eq. 19 loss."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
+        self.config = config
+        self.model = factory.make_cfnet(config.model)
+        self.tx = make_optimizer(config.optimizer)
+        self._builder = builder
+
+    # -- data ---------------------------------------------------------------------------------
+    @functools.cached_property
+    def builder(self):
+        if self._builder is None:
+            from hdr_jax.data import sice, synthetic_pairs
+
+            d = self.config.data
+            cls = sice.Sice if d.builder == "sice" else synthetic_pairs.SyntheticPairs
+            d = d.copy_and_resolve_references()
+            scale = self.config.model.scale
+            # Builder configs are per scale: 'x2', 'x4', 'tiny_x2', ...
+            d.builder_config = f"{d.builder_config}_x{scale}" if d.builder_config else f"x{scale}"
+            self._builder = prepare_builder(d, cls)
+        return self._builder
+
+    def _source(self, split: str):
+        return self.builder.as_data_source(split=split)
+
+    def train_iterator(self):
+        from hdr_jax.data import pair_pipeline
+
+        return pair_pipeline.make_train_iterator(
+            self._source("train"),
+            scale=self.config.model.scale,
+            patch_size=self.config.data.patch_size,
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+        )
+
+    def eval_batches(self) -> Iterable[dict]:
+        from hdr_jax.data import pair_pipeline
+
+        ds = pair_pipeline.make_dataset(
+            self._source("test"),
+            scale=self.config.model.scale,
+            patch_size=self.config.data.eval_patch_size,
+            train=False,
+            seed=self.config.seed,
+            batch_size=1,
+            eval_mode="center",
+        )
+        n = self.config.data.num_eval or len(ds)
+        for i, batch in enumerate(ds):
+            if i >= n:
+                break
+            yield batch
+
+    # -- steps --------------------------------------------------------------------------------
+    def init_state(self, rng: jax.Array) -> TrainState:
+        p = self.config.data.patch_size
+        x = jnp.zeros((1, p, p, 3), jnp.float32)
+        params = self.model.init(rng, x, x)["params"]
+        return TrainState(
+            step=jnp.int32(0),
+            params=params,
+            batch_stats={},
+            opt_state=self.tx.init(params),
+            rng=rng,
+        )
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        cfg = self.config.loss
+
+        def loss_fn(params):
+            out = self.model.apply({"params": params}, batch["over_lr"], batch["under_lr"])
+            loss, terms = losses.cfnet_loss(
+                out, batch, srb_weight=cfg.srb_weight, cfb_weight=cfg.cfb_weight
+            )
+            return loss, (terms, out["fused"])
+
+        (loss, (terms, fused)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        out = {
+            "loss": loss,
+            **{f"loss_{k}": v for k, v in terms.items()},
+            "psnr": jnp.mean(metrics.psnr(fused, batch["label_hr"])),
+        }
+        return new_state, out
+
+    def predict(self, params: Any, batch: dict) -> dict:
+        return self.model.apply({"params": params}, batch["over_lr"], batch["under_lr"])
+
+    def eval_step(self, state: TrainState, batch: dict) -> dict:
+        out = self.predict(state.params, batch)
+        fused, label = out["fused"], batch["label_hr"]
+        stack = jnp.stack([batch["under_hr"], batch["over_hr"]], axis=1)
+        result = {
+            "psnr": metrics.psnr(fused, label),
+            "ssim": metrics.ssim(fused, label),
+        }
+        if min(fused.shape[1:3]) >= metrics.MEF_SSIM_MIN_SIDE:  # 3 scales of an 11x11 window
+            result["mef_ssim"] = metrics.mef_ssim(fused, stack)
+        for t in range(out["steps_over"].shape[0]):
+            step_img = 0.5 * (out["steps_over"][t] + out["steps_under"][t])
+            result[f"psnr_step{t + 1}"] = metrics.psnr(step_img, label)
+        return result
+
+    def previews(self, state: TrainState, batch: dict) -> dict[str, np.ndarray]:
+        out = jax.device_get(self.predict(state.params, batch))
+        scale = self.config.model.scale
+        up = lambda x: np.repeat(np.repeat(np.asarray(x[0]), scale, 0), scale, 1)
+        row = np.concatenate(
+            [
+                up(batch["under_lr"]),
+                up(batch["over_lr"]),
+                out["fused"][0],
+                np.asarray(batch["label_hr"][0]),
+            ],
+            axis=1,
+        )
+        return {"under_over_fused_label": row}
+
+
+class DrTMOTask:
+    """Stage 1: one exposure network (up or down) with the masked L1 loss of eq. 3/4."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
+        self.config = config
+        self.model = factory.make_drtmo(config.model)
+        self.tx = make_optimizer(config.optimizer)
+        self._builder = builder
+
+    @functools.cached_property
+    def builder(self):
+        if self._builder is None:
+            from hdr_jax.data import hdr_brackets
+
+            d = self.config.data
+            self._builder = prepare_builder(
+                d, hdr_brackets.HdrBrackets, emor_dir=d.emor_dir or None
+            )
+        return self._builder
+
+    def _source(self, split: str):
+        return self.builder.as_data_source(split=split)
+
+    def train_iterator(self):
+        from hdr_jax.data import bracket_pipeline
+
+        return bracket_pipeline.make_train_iterator(
+            self._source("train"),
+            direction=self.config.direction,
+            num_exposures=self.config.model.num_exposures,
+            crop_size=self.config.data.crop_size,
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+        )
+
+    def eval_batches(self) -> Iterable[dict]:
+        from hdr_jax.data import bracket_pipeline
+
+        ds = bracket_pipeline.make_dataset(
+            self._source("validation"),
+            direction=self.config.direction,
+            num_exposures=self.config.model.num_exposures,
+            crop_size=None,
+            train=False,
+            seed=self.config.seed,
+            batch_size=1,
+        )
+        n = self.config.data.num_eval or len(ds)
+        for i, batch in enumerate(ds):
+            if i >= n:
+                break
+            yield batch
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        c = self.config.data.crop_size
+        variables = self.model.init(
+            {"params": rng, "dropout": rng}, jnp.zeros((1, c, c, 3), jnp.float32), train=False
+        )
+        params = variables["params"]
+        return TrainState(
+            step=jnp.int32(0),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=self.tx.init(params),
+            rng=rng,
+        )
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            pred, updates = self.model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["input"],
+                train=True,
+                rngs={"dropout": dropout_rng},
+                mutable=["batch_stats"],
+            )
+            loss = losses.masked_l1(
+                pred, batch["target"], batch["mask"], denominator=self.config.loss.denominator
+            )
+            return loss, (pred, updates["batch_stats"])
+
+        (loss, (_pred, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats
+        )
+        return new_state, {"loss": loss}
+
+    def predict(self, state: TrainState, x: jnp.ndarray) -> jnp.ndarray:
+        return self.model.apply(state.variables, x, train=False)
+
+    def eval_step(self, state: TrainState, batch: dict) -> dict:
+        """PSNR of every valid predicted exposure, reported per exposure step (+1..+N or -1..-N)."""
+        pred = self.predict(state, batch["input"])
+        mse = jnp.mean((pred - batch["target"]) ** 2, axis=(2, 3, 4))  # (B, N)
+        psnr = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+        mask = batch["mask"]
+        result = {"psnr": jnp.sum(psnr * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1)}
+        for k in range(self.config.model.num_exposures):
+            # NaN where slot k is padded; the loop averages with nan-aware counting below.
+            result[f"psnr_step{k + 1}"] = jnp.where(mask[:, k] > 0, psnr[:, k], jnp.nan)
+        return result
+
+    def previews(self, state: TrainState, batch: dict) -> dict[str, np.ndarray]:
+        pred = np.asarray(jax.device_get(self.predict(state, batch["input"])))[0]
+        target = np.asarray(batch["target"][0])
+        return {
+            "pred_over_true": np.concatenate(
+                [np.concatenate(list(pred), 1), np.concatenate(list(target), 1)], 0
+            )
+        }
+
+
+def make_task(config: ml_collections.ConfigDict, **kwargs) -> Any:
+    if config.task == "cfnet":
+        return CFNetTask(config, **kwargs)
+    if config.task == "drtmo":
+        return DrTMOTask(config, **kwargs)
+    raise ValueError(f"unknown task {config.task!r}")
