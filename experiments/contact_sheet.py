@@ -22,10 +22,16 @@ _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 _DEFAULT_HDR = _SHARED / "hdri" / "polyhaven_dawn.exr"
 _DEFAULT_EMOR = _SHARED / "crf"
 
-_HDR = flags.DEFINE_string("hdr", str(_DEFAULT_HDR) if _DEFAULT_HDR.is_file() else None,
-                           "Equirectangular HDR panorama (EXR/HDR).")
-_EMOR = flags.DEFINE_string("emor", str(_DEFAULT_EMOR) if (_DEFAULT_EMOR / "emor.txt").is_file() else None,
-                            "EMoR directory or emor.txt; empty: the parametric CRF set.")
+_HDR = flags.DEFINE_string(
+    "hdr",
+    str(_DEFAULT_HDR) if _DEFAULT_HDR.is_file() else None,
+    "Equirectangular HDR panorama (EXR/HDR).",
+)
+_EMOR = flags.DEFINE_string(
+    "emor",
+    str(_DEFAULT_EMOR) if (_DEFAULT_EMOR / "emor.txt").is_file() else None,
+    "EMoR directory or emor.txt; empty: the parametric CRF set.",
+)
 _OUT = flags.DEFINE_string("out", "docs/bracket_contact_sheet.png", "Output PNG.")
 _CROP = flags.DEFINE_string("crop", "80,10,120", "View as fov,elevation,azimuth in degrees.")
 _SIZE = flags.DEFINE_integer("size", 128, "Thumbnail side in pixels.")
@@ -45,7 +51,9 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _label_panel(name: str, curve: np.ndarray, height: int, font: ImageFont.ImageFont) -> Image.Image:
+def _label_panel(
+    name: str, curve: np.ndarray, height: int, font: ImageFont.ImageFont
+) -> Image.Image:
     """The row name above a plot of the tone curve f (x: exposure, y: pixel value)."""
     panel = Image.new("RGB", (_LABEL_W, height), "white")
     draw = ImageDraw.Draw(panel)
@@ -56,7 +64,9 @@ def _label_panel(name: str, curve: np.ndarray, height: int, font: ImageFont.Imag
     draw.line([(x0, y0 + side), (x0 + side, y0)], fill=(200, 200, 200))
     xs = np.linspace(0, 1, 128)
     ys = np.interp(xs, np.linspace(0, 1, curve.size), curve)
-    draw.line([(x0 + x * side, y0 + (1 - y) * side) for x, y in zip(xs, ys)], fill=(200, 30, 30), width=2)
+    draw.line(
+        [(x0 + x * side, y0 + (1 - y) * side) for x, y in zip(xs, ys)], fill=(200, 30, 30), width=2
+    )
     return panel
 
 
@@ -70,7 +80,12 @@ def contact_sheet(crop: np.ndarray, crfs: dict[str, np.ndarray], T: int, tau: fl
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     for j, dt in enumerate(exposure_times(T, tau)):
-        draw.text((_LABEL_W + j * (size + _GAP) + 4, 3), f"{math.log2(dt):+.1f} EV", fill="black", font=font)
+        draw.text(
+            (_LABEL_W + j * (size + _GAP) + 4, 3),
+            f"{math.log2(dt):+.1f} EV",
+            fill="black",
+            font=font,
+        )
     for i, (name, curve) in enumerate(crfs.items()):
         top = _HEADER_H + i * (size + _GAP)
         sheet.paste(_label_panel(name, curve, size, font), (0, top))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from hdr_jax.models import layers
 from hdr_jax.models.layers import (
     ConvTranspose,
     StridedConv,
@@ -253,3 +254,21 @@ def test_bad_inputs_raise():
         strided_conv(jnp.zeros((1, 2, 2, 3)), jnp.zeros((8, 8, 3, 4)), (4, 4), (1, 1))
     with pytest.raises(ValueError, match="divisible"):
         space_to_depth(jnp.zeros((1, 5, 4, 3)), (2, 2))
+
+
+@pytest.mark.parametrize(
+    "ks,strides,pads",
+    [((8, 8), (4, 4), (2, 2)), ((6, 6), (2, 2), (2, 2)), ((4, 4, 4), (2, 2, 2), (1, 1, 1)), ((3, 4, 4), (1, 2, 2), (1, 1, 1))],
+)
+def test_conv_impls_agree(ks, strides, pads):
+    """The im2col (matmul) and lax.conv paths of the stride-1 conv give the same layer."""
+    rng = np.random.default_rng(0)
+    nd = len(ks)
+    x = jnp.asarray(rng.standard_normal((2, *([5] * nd), 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*ks, 3, 4)), jnp.float32)
+    for fn in (layers.conv_transpose, layers.strided_conv):
+        a = fn(x, w, strides, pads, impl="im2col")
+        b = fn(x, w, strides, pads, impl="xla")
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="impl"):
+        layers.conv_transpose(x, w, strides, pads, impl="bogus")

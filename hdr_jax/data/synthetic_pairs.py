@@ -36,16 +36,19 @@ Features: those of 'sice' (:func:`hdr_jax.data.sice.pair_features`; 'sequence' i
 radiance at HR size, so that under = f(hdr * 2^ev_under); and 'ev_under', 'ev_over' (float32),
 'crf' (CRF name).
 
-Splits: by scene, ``crc32(stem) % 100 < test_percent`` (default 20) is 'test'. For the bundled
-panoramas this puts 7 of 26 scenes in 'test'.
+Splits: by scene, with the same rule as the stage-1 builder (`hdr_brackets.split_scenes` with
+``validation_fraction = test_percent / 100``), so both stages hold out the same scenes and the
+two-stage system can be evaluated on scenes neither network saw. For the bundled panoramas this
+puts 8 of 26 scenes in 'test'.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -54,17 +57,25 @@ import tensorflow_datasets as tfds
 from hdr_jax import io as hio
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure, panorama
-from hdr_jax.data.sice import LR_KERNELS, LocalCodePath, make_pair_example, pair_features, stable_hash, to_uint8
+from hdr_jax.data import hdr_brackets
+from hdr_jax.data.sice import (
+    LR_KERNELS,
+    LocalCodePath,
+    make_pair_example,
+    pair_features,
+    stable_hash,
+    to_uint8,
+)
 
 __all__ = [
     "SyntheticPairs",
     "SyntheticPairsConfig",
     "fuse_bracket",
     "is_panorama",
-    "is_test_scene",
     "key_normalise",
     "luminance",
     "scene_crops",
+    "split_test_scenes",
     "synthesize_pair",
 ]
 
@@ -108,9 +119,9 @@ def is_panorama(shape: tuple[int, ...]) -> bool:
     return abs(w - 2 * h) <= 0.01 * w
 
 
-def is_test_scene(stem: str, test_percent: int = 20) -> bool:
-    """Scene-level split rule: crc32(stem) % 100 < test_percent."""
-    return stable_hash(stem) % 100 < test_percent
+def split_test_scenes(stems: Sequence[str], test_percent: int = 20) -> list[str]:
+    """Held-out scenes: the stage-1 validation rule (see the module docstring)."""
+    return hdr_brackets.split_scenes(stems, validation_fraction=test_percent / 100)[1]
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -216,9 +227,10 @@ class SyntheticPairs(LocalCodePath, tfds.core.GeneratorBasedBuilder):
         stems = [f.stem for f in files]
         if len(set(stems)) != len(stems):
             raise ValueError(f"HDR file stems must be unique (they name scenes): {sorted(stems)}")
+        held_out = set(split_test_scenes(stems, cfg.test_percent))
         splits = {
-            "train": [f for f in files if not is_test_scene(f.stem, cfg.test_percent)],
-            "test": [f for f in files if is_test_scene(f.stem, cfg.test_percent)],
+            "train": [f for f in files if f.stem not in held_out],
+            "test": [f for f in files if f.stem in held_out],
         }
         for name, fs in splits.items():
             if not fs:  # tfds cannot write an empty split

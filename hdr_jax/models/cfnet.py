@@ -385,6 +385,7 @@ class CFNet(nn.Module):
             split_rngs={"params": not shared},
             in_axes=(nn.broadcast,) * 4,
             length=self.num_steps,
+            unroll=True,
         )(**self.step_config())
 
     def _check_inputs(self, over_lr: Array, under_lr: Array) -> None:

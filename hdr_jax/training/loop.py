@@ -122,6 +122,13 @@ def train_and_evaluate(
                 )
                 writer.scalars(step, "train", summary)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items() if k != "steps_per_sec"})
+                if not progress:
+                    _say(
+                        progress,
+                        bar,
+                        f"step {step} train: "
+                        + ", ".join(f"{k}={v:.4g}" for k, v in summary.items()),
+                    )
                 acc, t0 = {}, time.perf_counter()
             if step % config.checkpoint_every == 0 or step == total:
                 checkpoint.save(manager, state, train_iter)
@@ -129,7 +136,7 @@ def train_and_evaluate(
                 results = evaluate(task, state, eval_step)
                 writer.scalars(step, "eval", results)
                 text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
-                (bar.write if progress else logging.info)(f"step {step} eval: {text}")
+                _say(progress, bar, f"step {step} eval: {text}")
                 if hasattr(task, "previews"):
                     _write_previews(workdir, step, task, state, writer)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
@@ -140,6 +147,13 @@ def train_and_evaluate(
         bar.close()
         writer.close()
     return state
+
+
+def _say(progress: bool, bar: Any, text: str) -> None:
+    if progress:
+        bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def _write_previews(workdir: str, step: int, task: Any, state: Any, writer: MetricWriter) -> None:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Trains the bundled default weights on a CPU and exports them into hdr_jax/weights/.
+#
+#   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
+#
+# HDR_DIR: folder of HDR panoramas (default ../shared/data/hdri; see
+# experiments/fetch_hdri.sh to rebuild the same CC0 set on a fresh machine).
+# Each training resumes if interrupted: rerun the same command.
+set -euo pipefail
+HDR_DIR=${1:-../shared/data/hdri}
+WORK=${2:-workdirs/default}
+TFDS=$WORK/tfds
+run() {  # name config
+  python -m experiments.train --config "$2" --workdir "$WORK/$1" \
+    --config.data.manual_dir="$HDR_DIR" --config.data.data_dir="$TFDS" --noprogress 2>&1 | tee -a "$WORK/$1.log"
+}
+mkdir -p "$WORK"
+# Build the three datasets first, one at a time (two chains must not build the same one).
+for c in drtmo.py:up,cpu cfnet.py:x2,cpu cfnet.py:x4,cpu; do
+  python -m experiments.train --prepare_only --config "experiments/configs/$c" \
+    --config.data.manual_dir="$HDR_DIR" --config.data.data_dir="$TFDS"
+done
+if [ "${PARALLEL:-0}" = 1 ]; then
+  # Two chains side by side (2 CPU cores: about the same total time, earlier first results).
+  ( run drtmo_up experiments/configs/drtmo.py:up,cpu && run cfnet_x2 experiments/configs/cfnet.py:x2,cpu ) &
+  ( run drtmo_down experiments/configs/drtmo.py:down,cpu && run cfnet_x4 experiments/configs/cfnet.py:x4,cpu ) &
+  wait
+else
+  run drtmo_up experiments/configs/drtmo.py:up,cpu
+  run drtmo_down experiments/configs/drtmo.py:down,cpu
+  run cfnet_x2 experiments/configs/cfnet.py:x2,cpu
+  run cfnet_x4 experiments/configs/cfnet.py:x4,cpu
+fi
+python -m experiments.export_weights --workdir "$WORK" --out hdr_jax/weights
