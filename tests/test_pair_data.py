@@ -263,7 +263,7 @@ def test_synthetic_builder(synth_built, fake_hdr):
     alone = sp.SyntheticPairs.builder_configs["tiny_x2"]
     rng = np.random.default_rng([alone.seed, zlib.crc32(b"scene_a")])
     crops = sp.scene_crops(hio.read_hdr(fake_hdr / "scene_a.exr"), alone, rng)
-    first = test["scene_a/0"]
+    first = train["scene_a/0"]
     name = sorted(crfs)[int(rng.integers(len(crfs)))]
     ev_u, ev_o = float(rng.uniform(*alone.ev_under)), float(rng.uniform(*alone.ev_over))
     again = sp.synthesize_pair(crops[0], crfs[name], ev_u, ev_o, scale=2)
