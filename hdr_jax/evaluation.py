@@ -29,10 +29,13 @@ def bicubic_up(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def mertens(under: np.ndarray, over: np.ndarray) -> np.ndarray:
-    """OpenCV's Mertens fusion with its default weights (all three measures on, exponent 1)."""
-    fused = cv2.createMergeMertens().process(
-        [np.ascontiguousarray(under), np.ascontiguousarray(over)]
-    )
+    """OpenCV's Mertens fusion with its default weights (all three measures on, exponent 1).
+
+    Fed 8-bit images, as the inputs are: OpenCV scales float input by 1/255 internally, so
+    float images in [0, 1] would come out 255x too dark.
+    """
+    to8 = lambda x: np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)  # noqa: E731
+    fused = cv2.createMergeMertens().process([to8(under), to8(over)])
     return np.clip(fused, 0, 1).astype(np.float32)
 
 
