@@ -540,3 +540,22 @@ def test_padded_input_runs_through_model():
     v = random_variables(ExposureBracketNet(**SMALL), padded.shape)
     y = crop(jitted_apply(False, **model_kwargs)(v, padded))
     assert y.shape == (1, 8, 13, 10, 3)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_naive_residual_base_starts_at_the_naive_bracket(sign):
+    """With residual_base='naive' and a zero last layer the network predicts the naive exposure
+    change (sRGB inverse, x tau^(+-k), sRGB, clip): the data module's baseline, itself checked
+    against scikit-image in tests/test_bracket_data.py."""
+    from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
+
+    x = images(SMALL_SHAPE, seed=7)
+    v = random_variables(ExposureBracketNet(**SMALL), SMALL_SHAPE)
+    last = v["params"]["dec4"]["deconv"]
+    v["params"]["dec4"]["deconv"] = {k: jnp.zeros_like(a) for k, a in last.items()}
+    y = np.asarray(jitted_apply(False, **config(residual_base="naive", exposure_sign=sign))(v, x))
+    steps = sign * np.arange(1, y.shape[1] + 1)[None]
+    ref = np.clip(naive_bracket_baseline(np.asarray(x), steps), 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(y, ref, atol=2e-4)
+    with pytest.raises(ValueError, match="residual_base"):
+        jitted_apply(False, **config(residual_base="bogus"))(v, x)

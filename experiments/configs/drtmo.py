@@ -28,6 +28,9 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
             num_exposures=8,
             use_skips=True,
             use_residual=True,
+            # CPU default: start from the naive exposure change (see ExposureBracketNet).
+            residual_base="naive",
+            direction="up" if "up" in opts else "down",
             decoder_3d=True,
             # Running averages at inference make overlapping tiles of a large photo consistent
             # (the public code's batch statistics at batch 1 would differ tile by tile).
@@ -57,9 +60,9 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
 
     # CPU defaults (the bundled weights): about 20 minutes per network on 2 cores.
     config.batch_size = 4
-    config.num_train_steps = 600
+    config.num_train_steps = 300
     config.log_every = 20
-    config.eval_every = 200
+    config.eval_every = 150
     config.checkpoint_every = 50
     config.data.num_eval = 64
     config.max_checkpoints = 3
@@ -68,6 +71,7 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
         # The paper's depth 9 takes 512x512 crops; the 'default' builder stores 256x256 crops,
         # so one encoder layer fewer reaches the same 1x1 bottleneck.
         config.model.depth = 8
+        config.model.residual_base = "input"  # as the paper
         config.model.bn_use_running_average_at_inference = False  # as the public code
         config.batch_size = 1
         config.data.builder_config = "default"

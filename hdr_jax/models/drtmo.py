@@ -260,6 +260,9 @@ class ExposureBracketNet(nn.Module):
     num_exposures: int = 8
     use_skips: bool = True
     use_residual: bool = True
+    residual_base: str = "input"  # 'input' (paper) or 'naive' (see _residual_base)
+    exposure_sign: int = 1  # +1 up-exposure, -1 down-exposure (used by residual_base='naive')
+    tau: float = 2.0**0.5
     decoder_3d: bool = True
     bn_use_running_average_at_inference: bool = False
     dropout_rate: float = 0.5
@@ -360,8 +363,32 @@ class ExposureBracketNet(nn.Module):
         if not self.decoder_3d:
             h = h.reshape(n, height, width, self.num_exposures, 3).transpose(0, 3, 1, 2, 4)
         if self.use_residual:
-            h = h + x.astype(jnp.float32)[:, None]
+            h = h + self._residual_base(x.astype(jnp.float32))
         return jax.nn.sigmoid(h)
+
+    def _residual_base(self, x: Array) -> Array:
+        """What the last layer's output is added to before the sigmoid, (N, D, H, W, 3).
+
+        'input' (paper): the input image itself. 'naive': the logit of the naive exposure change
+        of the input (sRGB linearisation, times tau^(+-k), sRGB again, clipped), so that a zero
+        last layer predicts exactly the naive bracket and the network learns only the correction
+        (hallucinated highlights/shadows, the true response). Not in the paper: it lets small
+        CPU-trained networks start from, and improve on, the naive baseline.
+        """
+        if self.residual_base == "input":
+            return x[:, None]
+        if self.residual_base != "naive":
+            raise ValueError(
+                f"residual_base must be 'input' or 'naive', got {self.residual_base!r}"
+            )
+        steps = jnp.arange(1, self.num_exposures + 1, dtype=jnp.float32) * self.exposure_sign
+        gain = (self.tau**steps)[None, :, None, None, None]
+        lin = jnp.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)[:, None]
+        y = jnp.clip(lin * gain, 0.0, 1.0)
+        enc = jnp.where(y <= 0.0031308, 12.92 * y, 1.055 * y ** (1 / 2.4) - 0.055)
+        # Clipped values would have infinite logits; 1e-3 keeps them within reach of the net.
+        enc = jnp.clip(enc, 1e-3, 1.0 - 1e-3)
+        return jnp.log(enc) - jnp.log1p(-enc)
 
 
 class UpExposureNet(ExposureBracketNet):

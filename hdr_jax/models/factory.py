@@ -23,6 +23,8 @@ def make_drtmo(m: Mapping[str, Any]) -> drtmo.ExposureBracketNet:
         num_exposures=_get(m, "num_exposures", 8),
         use_skips=_get(m, "use_skips", True),
         use_residual=_get(m, "use_residual", True),
+        residual_base=_get(m, "residual_base", "input"),
+        exposure_sign=-1 if m.get("direction") == "down" else 1,
         decoder_3d=_get(m, "decoder_3d", True),
         bn_use_running_average_at_inference=_get(m, "bn_use_running_average_at_inference", False),
         dropout_rate=_get(m, "dropout_rate", 0.5),
