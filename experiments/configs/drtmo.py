@@ -60,9 +60,9 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
 
     # CPU defaults (the bundled weights): about 20 minutes per network on 2 cores.
     config.batch_size = 4
-    config.num_train_steps = 300
+    config.num_train_steps = 200
     config.log_every = 20
-    config.eval_every = 150
+    config.eval_every = 100
     config.checkpoint_every = 50
     config.data.num_eval = 64
     config.max_checkpoints = 3

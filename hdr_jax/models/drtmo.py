@@ -223,6 +223,7 @@ class _DecoderBlock(nn.Module):
     bn_mode: str
     dtype: Dtype
     param_dtype: Dtype
+    zero_init: bool = False
 
     @nn.compact
     def __call__(self, h: Array) -> Array:
@@ -233,7 +234,7 @@ class _DecoderBlock(nn.Module):
             padding=self.padding,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=_conv_init,
+            kernel_init=nn.initializers.zeros if self.zero_init else _conv_init,
             name="deconv",
         )(h)
         if self.last:
@@ -346,6 +347,9 @@ class ExposureBracketNet(nn.Module):
             h = dec_cls(
                 c,
                 last=last,
+                # With the naive residual base a zero last layer starts exactly at the naive
+                # bracket; N(0, 0.02) weights would add logit noise of std ~0.8 there.
+                zero_init=last and self.use_residual and self.residual_base == "naive",
                 dropout_rate=self.dropout_rate if k <= NUM_DROPOUT_LAYERS else 0.0,
                 train=train,
                 bn_mode=bn_mode,
