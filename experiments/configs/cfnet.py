@@ -63,9 +63,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.batch_size = 4
         config.data.patch_size = 32
         config.data.num_eval = 48
-        config.num_train_steps = 60 if config.model.scale == 4 else 300
+        config.num_train_steps = 60 if config.model.scale == 4 else 200
         config.log_every = 20
-        config.eval_every = 150 if config.model.scale == 2 else 60
+        config.eval_every = 100 if config.model.scale == 2 else 60
         config.checkpoint_every = 50
     if "tiny" in opts:
         config.model.update(features=8, num_groups=2, num_steps=2)

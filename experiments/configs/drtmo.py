@@ -67,7 +67,13 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
     config.data.num_eval = 64
     config.max_checkpoints = 3
 
+    # No dropout on the CPU default: with running-average batch norm at inference, dropout
+    # before the next layer's BN shifts the variance BN saw in training (measured: brackets fell
+    # below the naive start within 100 steps with dropout 0.5).
+    config.model.dropout_rate = 0.0
+
     if width in ("paper", "half"):
+        config.model.dropout_rate = 0.5  # as the paper
         # The paper's depth 9 takes 512x512 crops; the 'default' builder stores 256x256 crops,
         # so one encoder layer fewer reaches the same 1x1 bottleneck.
         config.model.depth = 8
