@@ -68,9 +68,12 @@ def read_manifest(directory: str | os.PathLike, *, missing_ok: bool = False) -> 
             return {}
         raise WeightsError(f"{directory}: no manifest.json (not a weights directory)")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path}: unreadable manifest ({type(e).__name__})") from e
+    if not isinstance(manifest, dict):
+        raise WeightsError(f"{path}: manifest is not a JSON object")
+    return manifest
 
 
 def load_network(
@@ -82,6 +85,8 @@ def load_network(
     entry = read_manifest(directory).get(name)
     if entry is None:
         raise WeightsError(f"{directory}: manifest has no network {name!r}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+        raise WeightsError(f"{directory}: manifest entry {name!r} lacks 'file' or 'sha256'")
     path = directory / entry["file"]
     if not path.exists():
         raise WeightsError(f"{path}: weights file missing")
@@ -93,6 +98,8 @@ def load_network(
         state = flax.serialization.msgpack_restore(path.read_bytes())
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise WeightsError(f"{path}: not a weights file ({type(e).__name__})") from e
+    if not isinstance(state, dict):  # valid msgpack, but not a variables dict
+        raise WeightsError(f"{path}: not a weights file (holds a {type(state).__name__})")
     variables = jax.tree.map(lambda x: np.asarray(x, np.float32), state)
     if template is not None:
         t_flat = {

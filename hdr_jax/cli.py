@@ -31,9 +31,18 @@ class CLIError(Exception):
     """An expected failure reported as one line."""
 
 
+def _warn(message: str) -> None:
+    # tqdm.write keeps the message on its own line while a progress bar is drawn on stderr.
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
 def _read_photo(path: Path) -> np.ndarray:
-    image, info = hdr_io.read_ldr(path, return_info=True)
-    h, w = image.shape[:2]
+    # Check the size from the header first: decoding a huge image just to reject it can take
+    # gigabytes (a 100 MP photo is 1.2 GB as float32).
+    info = hdr_io.ldr_info(path)
+    h, w = info.height, info.width
     if min(h, w) < MIN_SIDE:
         raise CLIError(
             f"{path}: image is {w}x{h}; the smallest side must be at least {MIN_SIDE} px"
@@ -42,10 +51,10 @@ def _read_photo(path: Path) -> np.ndarray:
         raise CLIError(
             f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
         )
+    image = hdr_io.read_ldr(path)
     if info.bit_depth > 8:
-        print(
-            f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)",
-            file=sys.stderr,
+        _warn(
+            f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
     return image
 
@@ -55,6 +64,14 @@ def _outputs_for(outdir: Path, stem: str, args: argparse.Namespace) -> dict[str,
     if args.scale:
         outs["fused"] = outdir / f"{stem}_fused.png"
     return outs
+
+
+def _make_outdir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. the path is an existing file, or not writable
+        raise CLIError(f"{path}: cannot create the output folder ({e.strerror or e})") from e
+    return path
 
 
 def _check_free(paths: list[Path], overwrite: bool) -> None:
@@ -74,9 +91,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
     photos = hdr_io.list_images(args.photos, kinds=("ldr",))
-    outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     pipe = pipeline.Pipeline.load(args.weights)
+    outdir = _make_outdir(Path(args.output))
     failures = 0
     try:
         from tqdm import tqdm
@@ -88,8 +104,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         try:
             _reconstruct_one(pipe, path, outdir, args)
         except (hdr_io.ImageIOError, CLIError) as e:
+            if len(photos) == 1:
+                raise  # one photo: its own error is the one line, not a summary
             failures += 1
-            print(f"error: {e}", file=sys.stderr)
+            _warn(f"error: {e}")
     if failures:
         raise CLIError(f"{failures} of {len(photos)} photos failed")
 
@@ -118,11 +136,14 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
     dr = np.log2(np.percentile(pos, 99.9) / np.percentile(pos, 0.1)) if pos.size else 0.0
     if not args.quiet:
         h, w = image.shape[:2]
-        print(
+        from tqdm import tqdm
+
+        tqdm.write(  # not print: keeps the line apart from a progress bar on the terminal
             f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
             f"{res.kept[1] - res.kept[0] + 1}/{len(res.stack)} kept)"
             + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
-            + f", {time.perf_counter() - t0:.1f} s"
+            + f", {time.perf_counter() - t0:.1f} s",
+            file=sys.stdout,
         )
 
 
@@ -130,9 +151,8 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     from hdr_jax import merge, pipeline
 
     path = Path(args.image)
-    outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     pipe = pipeline.Pipeline.load(args.weights)
+    outdir = _make_outdir(Path(args.output))
     n_side = pipe.up.module.num_exposures
     names = _stack_names(n_side)
     generated = [outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side]

@@ -139,9 +139,13 @@ def evaluate_sice_cli(*, data_dir, weights, scale, out_dir, tfds_dir, limit, ove
     builder = sice.Sice(
         config=f"x{scale}", data_dir=str(tfds_dir or out_dir / "tfds"), file_format="array_record"
     )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir))
-    )
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir))
+        )
+    except (AssertionError, ValueError, OSError) as e:  # tfds: empty dir; sice: no SICE layout
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise hdr_io.ImageIOError(f"{data_dir}: no usable SICE data ({first})") from e
     if "test" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{data_dir}: no sequence falls in the held-out test split")
     methods = {"CF-Net (ours)": model_method(weights, scale), **baseline_methods()}

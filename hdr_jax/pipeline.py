@@ -50,23 +50,31 @@ def _load(directory: Path, name: str) -> Network:
     entry = bundle.read_manifest(directory).get(name)
     if entry is None:
         raise bundle.WeightsError(f"{directory}: manifest has no network {name!r}")
-    cfg = entry["config"]
-    if name.startswith("drtmo"):
-        module = factory.make_drtmo(cfg)
-        size = 2**module.depth
-        x = jnp.zeros((1, size, size, 3), jnp.float32)
-        template = jax.eval_shape(
-            lambda: module.init(
-                {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x, train=False
+    try:
+        cfg = entry["config"]
+        if name.startswith("drtmo"):
+            module = factory.make_drtmo(cfg)
+            size = 2**module.depth
+            x = jnp.zeros((1, size, size, 3), jnp.float32)
+            template = jax.eval_shape(
+                lambda: module.init(
+                    {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x, train=False
+                )
             )
-        )
-        variables, entry = bundle.load_network(directory, name, template)
+        else:
+            module = factory.make_cfnet(cfg)
+            x = jnp.zeros((1, 16, 16, 3), jnp.float32)
+            template = jax.eval_shape(lambda: module.init(jax.random.key(0), x, x))
+    except (KeyError, TypeError, ValueError) as e:  # a hand-edited or foreign manifest
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        raise bundle.WeightsError(
+            f"{directory}: invalid model config for {name!r} in the manifest "
+            f"({type(e).__name__}: {detail})"
+        ) from e
+    variables, entry = bundle.load_network(directory, name, template)
+    if name.startswith("drtmo"):
         apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
     else:
-        module = factory.make_cfnet(cfg)
-        x = jnp.zeros((1, 16, 16, 3), jnp.float32)
-        template = jax.eval_shape(lambda: module.init(jax.random.key(0), x, x))
-        variables, entry = bundle.load_network(directory, name, template)
         apply = jax.jit(lambda v, o, u: module.apply(v, o, u)["fused"])
     return Network(module, variables, entry, apply)
 

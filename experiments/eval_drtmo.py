@@ -1,0 +1,261 @@
+"""Stage-1 (DrTMO) evaluation on the held-out scenes of the training data (issue 3).
+
+    python -m experiments.eval_drtmo [--weights DIR] [--hdr_dir DIR] [--data_dir DIR] \
+        [--out docs/results/drtmo] [--limit N] [--input_indices all|2,3,4,5,6] [--overwrite]
+
+Data: the 'validation' split of ``hdr_brackets`` config 'small' (128x128 views, parametric
+CRFs), the config the bundled networks were trained on (experiments/configs/drtmo.py); built in
+``--data_dir`` from ``--hdr_dir`` on first use. Tables:
+
+1. PSNR (RGB, [0, 1], capped at 100 dB) of every predicted exposure against the true one, per
+   exposure step (-8..-1 down, +1..+8 up), averaged over (record, input index j) pairs whose
+   target lies inside the 9-image bracket; with the naive re-exposure baseline (inverse sRGB,
+   x tau^step, sRGB, clip) and the same with the true CRF (an oracle).
+2. Merge comparison at j = T/2: PU21-PSNR of HDRs merged from our stack (Debevec with linear
+   response = public code; our robust merge with the sRGB or the true inverse CRF) and of the
+   linearised input, against the true radiance; protocol in :mod:`hdr_jax.hdr_eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+
+from hdr_jax import bundle, hdr_eval
+from hdr_jax import io as hdr_io
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
+_HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "workdirs/tfds_eval", "tfds data directory.")
+_OUT = flags.DEFINE_string("out", "docs/results/drtmo", "Output folder for results.json/.md.")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate only the first N validation records (0: all).")
+_INDICES = flags.DEFINE_string(
+    "input_indices", "all", "Input exposure indices j: 'all' (0..T) or a comma list, e.g. 2,3,4."
+)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
+
+TITLE = "Stage 1 (DrTMO) on the held-out scenes"
+
+
+def _load_validation(data_dir: str, hdr_dir: str):
+    import tensorflow_datasets as tfds
+
+    from hdr_jax.data import hdr_brackets
+
+    builder = hdr_brackets.HdrBrackets(
+        config="small", data_dir=os.path.abspath(data_dir), file_format="array_record"
+    )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(hdr_dir))
+    )
+    if "validation" not in builder.info.splits:
+        raise hdr_io.ImageIOError(f"{hdr_dir}: no held-out scene (validation split is empty)")
+    return builder.as_data_source(split="validation")
+
+
+def _nan_to_none(x):
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _weights_info(directory: Path) -> dict:
+    manifest = bundle.read_manifest(directory)
+    return {
+        name: {k: manifest[name].get(k) for k in ("steps", "sha256", "eval")}
+        for name in ("drtmo_up", "drtmo_down")
+        if name in manifest
+    }
+
+
+def summarise(records: list[dict], input_indices) -> dict:
+    """Aggregates :func:`hdr_eval.evaluate_bracket_record` outputs into the results dict."""
+    psnr = hdr_eval.Averager()
+    for r in records:
+        for step, _j, ours, naive_s, naive_t in r["psnr"]:
+            for name, v in (("ours", ours), ("naive_srgb", naive_s), ("naive_true_crf", naive_t)):
+                psnr.add((f"{step:+d}", name), v)
+                psnr.add(("all", name), v)
+    by_crf = hdr_eval.Averager()
+    for r in records:
+        for _step, _j, ours, naive_s, naive_t in r["psnr"]:
+            for name, v in (("ours", ours), ("naive_srgb", naive_s), ("naive_true_crf", naive_t)):
+                by_crf.add((r["crf"], name), v)
+    crfs = sorted({r["crf"] for r in records})
+    per_crf = {
+        c: {"n": by_crf.count((c, "ours"))}
+        | {m: by_crf.mean((c, m)) for m in ("ours", "naive_srgb", "naive_true_crf")}
+        for c in crfs
+    }
+    steps = [f"{s:+d}" for s in list(range(-8, 0)) + list(range(1, 9))]
+    per_step = {
+        s: {"n": psnr.count((s, "ours"))}
+        | {m: psnr.mean((s, m)) for m in ("ours", "naive_srgb", "naive_true_crf")}
+        for s in steps + ["all"]
+        if psnr.count((s, "ours"))
+    }
+    mrg = hdr_eval.Averager()
+    for r in records:
+        for name, d in r["merge"].items():
+            mrg.add((name, "pu21"), d["pu21"])
+            mrg.add((name, "pu21_clipped"), d["pu21_clipped"])
+    merge_rows = {
+        name: {
+            "pu21": mrg.mean((name, "pu21")),
+            "pu21_clipped": mrg.mean((name, "pu21_clipped")),
+            "n": mrg.count((name, "pu21")),
+            "n_clipped": mrg.count((name, "pu21_clipped")),
+        }
+        for name in hdr_eval.MERGE_ROWS
+    }
+    kept = np.asarray([r["kept"][1] - r["kept"][0] + 1 for r in records])
+    return {
+        "title": TITLE,
+        "protocol": {
+            "split": "hdr_brackets/small validation (held-out scenes)",
+            "scenes": sorted({r["scene"] for r in records}),
+            "records": len(records),
+            "input_indices": input_indices,
+            "psnr": "RGB on [0,1], per image, capped at 100 dB, mean over (record, j) pairs",
+            "merge_input_index": 4,
+            "pu21": "gain fitted on pixels not clipped in the input (any channel >= 254/255), "
+            "then 99.9th-percentile reference luminance -> 1000 cd/m^2, PU21 per RGB channel, "
+            "peak 256",
+        },
+        "psnr_per_step": per_step,
+        "psnr_per_crf": per_crf,
+        "merge": merge_rows,
+        "merge_images_kept": {
+            "mean": float(kept.mean()),
+            "min": int(kept.min()),
+            "max": int(kept.max()),
+        },
+        "mean_clipped_fraction_at_middle_input": float(
+            np.mean([r["clipped_fraction"] for r in records])
+        ),
+    }
+
+
+def to_markdown(res: dict) -> str:
+    p = res["protocol"]
+    idx = p["input_indices"]
+    idx = "all j = 0..8" if idx == "all" else "j = " + ", ".join(map(str, idx))
+    out = [
+        f"## {res['title']}",
+        "",
+        f"Data: {p['split']}; {p['records']} records (view x CRF) of {len(p['scenes'])} scenes "
+        f"({', '.join(p['scenes'])}); input exposures {idx}. Weights: "
+        + ", ".join(f"{k} ({v.get('steps')} steps)" for k, v in res.get("weights", {}).items())
+        + ".",
+        "",
+        "### Predicted exposures: PSNR (dB) per exposure step",
+        "",
+        (
+            "Step k: the target is tau^k times the input exposure (tau = sqrt 2, half a stop). "
+            f"{p['psnr']}. Naive: linearise, multiply by tau^k, re-encode, clip."
+        ),
+        "",
+    ]
+    rows = []
+    for step, d in res["psnr_per_step"].items():
+        label = "mean (all steps)" if step == "all" else step
+        rows.append((label, d["n"], d["ours"], d["naive_srgb"], d["naive_true_crf"]))
+    out.append(
+        hdr_eval.markdown_table(
+            ["step", "n", "ours", "naive (sRGB)", "naive (true CRF, oracle)"], rows
+        )
+    )
+    out += [
+        "Mean over all steps, per camera response of the input:",
+        "",
+        hdr_eval.markdown_table(
+            ["CRF", "n", "ours", "naive (sRGB)", "naive (true CRF, oracle)"],
+            [
+                (c, d["n"], d["ours"], d["naive_srgb"], d["naive_true_crf"])
+                for c, d in res["psnr_per_crf"].items()
+            ],
+        ),
+    ]
+    m = res["merge_images_kept"]
+    out += [
+        "### Merged HDR from the middle exposure (j = 4): PU21-PSNR (dB)",
+        "",
+        (
+            f"Protocol: {p['pu21']}. 'clipped': pixels clipped in the input "
+            f"(mean {100 * res['mean_clipped_fraction_at_middle_input']:.1f}% of the pixels; "
+            "records without any are left out of that column). The monotone selection kept "
+            f"{m['mean']:.1f} of 17 images on average (min {m['min']}, max {m['max']})."
+        ),
+        "",
+    ]
+    rows = [
+        (name, d["pu21"], d["pu21_clipped"], d["n"], d["n_clipped"])
+        for name, d in res["merge"].items()
+    ]
+    out.append(
+        hdr_eval.markdown_table(["HDR", "PU21-PSNR", "PU21-PSNR (clipped)", "n", "n clipped"], rows)
+    )
+    if "runtime_s" in res:
+        out.append(f"\nRuntime: {res['runtime_s']:.0f} s.\n")
+    return "\n".join(out)
+
+
+def write(out_dir: Path, res: dict, *, overwrite: bool) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = out_dir / "results.json", out_dir / "results.md"
+    texts = json.dumps(_nan_to_none(res), indent=2) + "\n", to_markdown(res)
+    for path, text in zip(paths, texts):
+        with hdr_io.atomic_output(path, overwrite=overwrite) as tmp:
+            Path(tmp).write_text(text)
+    return paths
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError("Too many command-line arguments.")
+    from hdr_jax import pipeline
+
+    t_start = time.perf_counter()
+    out_dir = Path(_OUT.value)
+    if not _OVERWRITE.value:
+        for p in (out_dir / "results.json", out_dir / "results.md"):
+            if p.exists():
+                sys.exit(f"{p}: exists (use --overwrite to replace it)")
+    indices = (
+        "all"
+        if _INDICES.value == "all"
+        else [int(v) for v in _INDICES.value.split(",") if v.strip()]
+    )
+    pipe = pipeline.Pipeline.load(_WEIGHTS.value)
+    source = _load_validation(_DATA_DIR.value, _HDR_DIR.value)
+    n = len(source) if not _LIMIT.value else min(_LIMIT.value, len(source))
+    records = []
+    for i in range(n):
+        rec = source[i]
+        r = hdr_eval.evaluate_bracket_record(pipe, rec, None if indices == "all" else indices)
+        for key in ("scene", "crf"):
+            v = rec[key]
+            r[key] = v.decode() if isinstance(v, bytes) else str(v)
+        records.append(r)
+        if (i + 1) % 20 == 0 or i + 1 == n:
+            logging.info("%d/%d records, %.0f s", i + 1, n, time.perf_counter() - t_start)
+    res = summarise(records, indices)
+    res["weights"] = _weights_info(pipe.directory)
+    res["runtime_s"] = time.perf_counter() - t_start
+    paths = write(out_dir, res, overwrite=_OVERWRITE.value)
+    print(to_markdown(res))
+    print(f"wrote {paths[0]} and {paths[1]}")
+
+
+if __name__ == "__main__":
+    app.run(main)

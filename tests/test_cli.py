@@ -1,0 +1,437 @@
+"""`hdr-jax` on bad input: exit status 1, one line on stderr, no traceback, nothing written.
+
+Expected failures all happen before any network runs, so most cases call `cli.main` in this
+process (fast; stderr captured at the file-descriptor level, and an uncaught exception fails the
+test just as a traceback would). A representative few, the usage errors and the successful runs
+go through a real `python -m hdr_jax.cli` subprocess. The weights are tiny random networks
+(conftest.tiny_weights) with the tiny training configs' shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import (
+    PHOTO_HW,
+    assert_one_line_error,
+    files_under,
+    make_photo,
+    run_cli,
+    stderr_lines,
+)
+from PIL import Image
+
+from hdr_jax import cli
+from hdr_jax import io as hio
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli_inputs")
+    photo = make_photo(1)
+    paths = {
+        "photo": d / "photo.png",
+        "grey": d / "ok" / "grey.png",
+        "deep": d / "ok" / "deep16.png",
+        "small": d / "small.png",
+        "huge": d / "huge.png",
+        "truncated": d / "truncated.jpg",
+        "noise": d / "noise.png",
+        "narrow": d / "narrow.png",
+        "no_images": d / "no_images",
+        "empty_dir": d / "empty",
+    }
+    hio.write_ldr(paths["photo"], photo)
+    paths["grey"].parent.mkdir()
+    hio.write_ldr(paths["grey"].parent / "photo8.png", photo)
+    Image.fromarray(np.round(photo.mean(-1) * 255).astype(np.uint8), mode="L").save(paths["grey"])
+    cv2.imwrite(str(paths["deep"]), np.round(photo[..., ::-1] * 65535).astype(np.uint16))
+    hio.write_ldr(paths["small"], make_photo(2, (16, 16)))
+    # 7000 x 6000 = 42 MP of zeros: about 120 kB as PNG.
+    Image.fromarray(np.zeros((6000, 7000), np.uint8), mode="L").save(paths["huge"])
+    hio.write_ldr(d / "full.jpg", make_photo(3, (96, 128)), quality=90)
+    data = (d / "full.jpg").read_bytes()
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    paths["noise"].write_bytes(np.random.default_rng(0).bytes(2000))
+    hio.write_ldr(paths["narrow"], make_photo(4, (PHOTO_HW[0] - 8, PHOTO_HW[1])))
+    paths["no_images"].mkdir()
+    paths["empty_dir"].mkdir()
+    (paths["no_images"] / "notes.txt").write_text("not an image\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bad_weights(tiny_weights, tmp_path_factory) -> dict[str, Path]:
+    """Broken copies of the tiny weights, one defect each."""
+    root = tmp_path_factory.mktemp("bad_weights")
+    out = {"no_manifest": root / "no_manifest"}
+    out["no_manifest"].mkdir()
+    (out["no_manifest"] / "drtmo_up.msgpack").write_bytes(
+        (tiny_weights / "drtmo_up.msgpack").read_bytes()
+    )
+
+    def variant(name: str, edit) -> None:
+        d = root / name
+        shutil.copytree(tiny_weights, d)
+        manifest = json.loads((d / "manifest.json").read_text())
+        edit(d, manifest)
+        (d / "manifest.json").write_text(json.dumps(manifest))
+        out[name] = d
+
+    def flip_byte(d, manifest):
+        p = d / "drtmo_up.msgpack"
+        data = bytearray(p.read_bytes())
+        data[-10] ^= 0xFF
+        p.write_bytes(bytes(data))
+
+    def wider_cfnet(d, manifest):
+        manifest["cfnet_x2"]["config"]["features"] = 16
+
+    def other_drtmo_width(d, manifest):
+        manifest["drtmo_up"]["config"]["width"] = "cpu"
+
+    def unknown_drtmo_width(d, manifest):
+        manifest["drtmo_up"]["config"]["width"] = "enormous"
+
+    def missing_file(d, manifest):
+        (d / "drtmo_down.msgpack").unlink()
+
+    variant("sha_mismatch", flip_byte)
+    variant("cfnet_config_mismatch", wider_cfnet)
+    variant("drtmo_config_mismatch", other_drtmo_width)
+    variant("drtmo_config_invalid", unknown_drtmo_width)
+    variant("missing_file", missing_file)
+    return out
+
+
+def _main(args, capfd) -> tuple[int, str]:
+    capfd.readouterr()
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return rc, capfd.readouterr().err
+
+
+# name -> (argv builder (inputs, weights, bad_weights, out_dir), substring of the message)
+BAD_INPUT_CASES = {
+    "missing_file": (
+        lambda i, w, b, o: [
+            "reconstruct",
+            i["photo"].with_name("absent.png"),
+            "-o",
+            o,
+            "--weights",
+            w,
+        ],
+        "no such file",
+    ),
+    "dir_without_images": (
+        lambda i, w, b, o: ["reconstruct", i["no_images"], "-o", o, "--weights", w],
+        "contains no LDR images",
+    ),
+    "glob_without_matches": (
+        lambda i, w, b, o: ["reconstruct", i["no_images"] / "*.jpg", "-o", o, "--weights", w],
+        "matches no",
+    ),
+    "truncated_jpeg": (
+        lambda i, w, b, o: ["reconstruct", i["truncated"], "-o", o, "--weights", w],
+        "truncated.jpg",
+    ),
+    "random_bytes_png": (
+        lambda i, w, b, o: ["reconstruct", i["noise"], "-o", o, "--weights", w],
+        "not a readable",
+    ),
+    "too_small": (
+        lambda i, w, b, o: ["reconstruct", i["small"], "-o", o, "--weights", w],
+        "at least 32 px",
+    ),
+    "too_large": (
+        lambda i, w, b, o: ["reconstruct", i["huge"], "-o", o, "--weights", w],
+        "the limit is 40 MP",
+    ),
+    "output_is_a_file": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", i["photo"], "--weights", w],
+        "cannot create the output folder",
+    ),
+    "weights_without_manifest": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", b["no_manifest"]],
+        "no manifest.json",
+    ),
+    "weights_dir_absent": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", o / "nowhere"],
+        "no manifest.json",
+    ),
+    "weights_sha_mismatch": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", b["sha_mismatch"]],
+        "SHA-256",
+    ),
+    "weights_file_missing": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", b["missing_file"]],
+        "weights file missing",
+    ),
+    "drtmo_config_mismatch": (
+        lambda i, w, b, o: [
+            "reconstruct",
+            i["photo"],
+            "-o",
+            o,
+            "--weights",
+            b["drtmo_config_mismatch"],
+        ],
+        "do not match the model config",
+    ),
+    "drtmo_config_invalid": (
+        lambda i, w, b, o: [
+            "brackets",
+            i["photo"],
+            "-o",
+            o,
+            "--weights",
+            b["drtmo_config_invalid"],
+        ],
+        "invalid model config",
+    ),
+    "cfnet_config_mismatch": (
+        lambda i, w, b, o: [
+            "fuse",
+            i["photo"],
+            i["photo"],
+            "-o",
+            o / "f.png",
+            "--weights",
+            b["cfnet_config_mismatch"],
+        ],
+        "do not match the model config",
+    ),
+    "fuse_no_x4_network": (
+        lambda i, w, b, o: [
+            "fuse",
+            i["photo"],
+            i["photo"],
+            "-o",
+            o / "f.png",
+            "--scale",
+            "4",
+            "--weights",
+            w,
+        ],
+        "no network 'cfnet_x4'",
+    ),
+    "fuse_sizes_differ": (
+        lambda i, w, b, o: ["fuse", i["photo"], i["narrow"], "-o", o / "f.png", "--weights", w],
+        "differ in size",
+    ),
+    "fuse_input_is_a_dir": (
+        lambda i, w, b, o: ["fuse", i["no_images"], i["photo"], "-o", o / "f.png", "--weights", w],
+        "is a directory",
+    ),
+    "brackets_bad_image": (
+        lambda i, w, b, o: ["brackets", i["noise"], "-o", o, "--weights", w],
+        "not a readable",
+    ),
+    "evaluate_missing_data": (
+        lambda i, w, b, o: [
+            "evaluate",
+            "sice",
+            "--data-dir",
+            o / "nowhere",
+            "--out",
+            o,
+            "--weights",
+            w,
+        ],
+        "SICE folder not found",
+    ),
+    "evaluate_no_sice_sequences": (
+        lambda i, w, b, o: [
+            "evaluate",
+            "sice",
+            "--data-dir",
+            i["no_images"],
+            "--out",
+            o,
+            "--weights",
+            w,
+            "--tfds-dir",
+            i["no_images"].parent / "tfds_cache",
+        ],
+        "no usable SICE",
+    ),
+    "evaluate_empty_data_dir": (
+        lambda i, w, b, o: [
+            "evaluate",
+            "sice",
+            "--data-dir",
+            i["empty_dir"],
+            "--out",
+            o,
+            "--weights",
+            w,
+            "--tfds-dir",
+            i["no_images"].parent / "tfds_cache",
+        ],
+        "no usable SICE",
+    ),
+    "evaluate_unknown_dataset": (
+        lambda i, w, b, o: ["evaluate", "kodak", "--data-dir", i["no_images"], "--out", o],
+        "unknown dataset",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT_CASES))
+def test_bad_input_is_one_line_and_writes_nothing(
+    case, inputs, tiny_weights, bad_weights, tmp_path, capfd
+):
+    build, message = BAD_INPUT_CASES[case]
+    out = tmp_path / "out"
+    rc, err = _main(build(inputs, tiny_weights, bad_weights, out), capfd)
+    assert_one_line_error(rc, err, contains=message)
+    assert files_under(out) == []
+    assert files_under(tmp_path) == []
+
+
+def test_existing_output_is_kept_without_overwrite(inputs, tiny_weights, tmp_path, capfd):
+    out = tmp_path / "out"
+    out.mkdir()
+    existing = out / "photo_preview.png"
+    existing.write_bytes(b"precious")
+    rc, err = _main(["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights], capfd)
+    assert_one_line_error(rc, err, contains="--overwrite")
+    assert files_under(out) == [existing] and existing.read_bytes() == b"precious"
+    (tmp_path / "f.png").write_bytes(b"precious")
+    args = [
+        "fuse",
+        inputs["photo"],
+        inputs["photo"],
+        "-o",
+        tmp_path / "f.png",
+        "--weights",
+        tiny_weights,
+    ]
+    rc, err = _main(args, capfd)
+    assert_one_line_error(rc, err, contains="--overwrite")
+    assert (tmp_path / "f.png").read_bytes() == b"precious"
+
+
+def test_batch_reports_each_failure_and_a_summary(inputs, tiny_weights, tmp_path, capfd):
+    # Several photos: a failing one is reported (one line each) and the rest would go on; the
+    # last line is the summary and the status is 1. Both photos here fail before any compute.
+    args = [
+        "reconstruct",
+        inputs["small"],
+        inputs["noise"],
+        "-o",
+        tmp_path,
+        "--weights",
+        tiny_weights,
+        "--quiet",
+    ]
+    rc, err = _main(args, capfd)
+    lines = stderr_lines(err)
+    assert rc == 1 and "Traceback" not in err
+    assert [ln.split(":")[0] for ln in lines] == ["error", "error", "hdr-jax"]
+    assert lines[-1] == "hdr-jax: error: 2 of 2 photos failed"
+    assert files_under(tmp_path) == []
+
+
+# -- real subprocesses ---------------------------------------------------------------------------
+
+
+def test_subprocess_errors(inputs, tiny_weights, bad_weights, cli_env, tmp_path):
+    out = tmp_path / "out"
+    for args, message in [
+        (["reconstruct", inputs["photo"].with_name("absent.png"), "-o", out], "no such file"),
+        (["reconstruct", inputs["noise"], "-o", out, "--weights", tiny_weights], "not a readable"),
+        (
+            [
+                "fuse",
+                inputs["photo"],
+                inputs["photo"],
+                "-o",
+                out / "f.png",
+                "--weights",
+                bad_weights["sha_mismatch"],
+            ],
+            "SHA-256",
+        ),
+    ]:
+        res = run_cli(args, cli_env)
+        assert_one_line_error(res.returncode, res.stderr, contains=message)
+        assert res.stdout == ""
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["reconstruct"],
+        ["reconstruct", "x.png"],
+        ["fuse", "a.png", "-o", "f.png"],
+        ["reconstruct", "x.png", "-o", "o", "--scale", "3"],
+    ],
+)
+def test_usage_errors_exit_2(args, cli_env, capfd):
+    rc, err = _main(args, capfd)
+    assert rc == 2 and "usage: hdr-jax" in err and "Traceback" not in err
+
+
+def test_usage_error_subprocess(cli_env):
+    res = run_cli([], cli_env)
+    assert res.returncode == 2 and "usage: hdr-jax" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_reconstruct_grey_and_16bit_then_overwrite(inputs, tiny_weights, cli_env, tmp_path):
+    out = tmp_path / "out"
+    res = run_cli(
+        ["reconstruct", inputs["grey"].parent, "-o", out, "--weights", tiny_weights], cli_env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    # The only stderr line besides progress is the note on the 16-bit input.
+    notes = [ln for ln in stderr_lines(res.stderr) if ln.startswith("note:")]
+    assert notes == ["note: deep16.png is 16-bit; it is treated as display-referred (sRGB)"]
+    h, w = PHOTO_HW
+    hdr = {}
+    for stem in ("grey", "deep16", "photo8"):
+        hdr[stem] = hio.read_hdr(out / f"{stem}.exr")
+        assert hdr[stem].shape == (h, w, 3) and np.all(np.isfinite(hdr[stem]))
+        assert hio.read_ldr(out / f"{stem}_preview.png").shape == (h, w, 3)
+        assert hio.read_ldr(out / f"{stem}_fused.png").shape == (2 * h, 2 * w, 3)
+    assert len(files_under(out)) == 9
+    # The 16-bit copy of photo8.png gives nearly the same HDR (a 16-bit file read as 8-bit
+    # values, or scaled by 1/255, would not).
+    rel = np.abs(hdr["deep16"] - hdr["photo8"]) / (hdr["photo8"] + 1e-3)
+    assert np.median(rel) < 0.02, np.median(rel)
+
+    # Rerun: refused without --overwrite (one line, nothing touched), done with it.
+    before = {p: p.read_bytes() for p in files_under(out)}
+    res = run_cli(["reconstruct", inputs["grey"], "-o", out, "--weights", tiny_weights], cli_env)
+    assert_one_line_error(res.returncode, res.stderr, contains="exists")
+    assert {p: p.read_bytes() for p in files_under(out)} == before
+    (out / "grey.exr").unlink()
+    res = run_cli(
+        [
+            "reconstruct",
+            inputs["grey"],
+            "-o",
+            out,
+            "--weights",
+            tiny_weights,
+            "--overwrite",
+            "--scale",
+            "0",
+        ],
+        cli_env,
+    )
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_allclose(hio.read_hdr(out / "grey.exr"), hdr["grey"], rtol=1e-6)
+    assert "grey.exr" in res.stdout and "_fused" not in res.stdout

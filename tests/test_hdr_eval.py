@@ -1,0 +1,308 @@
+"""Tests for hdr_jax.hdr_eval: input rendering with a target clipped fraction, the PU21 protocol
+(against a NumPy re-implementation), aggregation, and both per-item evaluators end to end on
+tiny random networks and generated data."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hdr_jax import bundle, hdr_eval, pipeline
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera import exposure
+from hdr_jax.data import hdr_brackets, testing
+from hdr_jax.models import factory
+
+
+def _srgb_iec(x: np.ndarray) -> np.ndarray:
+    x = np.clip(np.asarray(x, np.float64), 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+def _radiance(seed: int = 0, h: int = 48, w: int = 64) -> np.ndarray:
+    return testing.fake_radiance(np.random.default_rng(seed), h, w, stops=12.0)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def test_clipped_mask_matches_loop():
+    rng = np.random.default_rng(0)
+    img = rng.integers(240, 256, size=(9, 7, 3)).astype(np.float32) / 255.0
+    want = np.zeros((9, 7), bool)
+    for i in range(9):
+        for j in range(7):
+            want[i, j] = any(round(float(v) * 255) >= 254 for v in img[i, j])
+    np.testing.assert_array_equal(hdr_eval.clipped_mask(img), want)
+    assert want.any() and not want.all()
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.2])
+def test_clipping_exposure_hits_target(fraction):
+    e = _radiance(1)
+    a = hdr_eval.clipping_exposure(e, fraction)
+    # Independent rendering: the IEC sRGB formula, 8-bit rounding, any channel >= 254.
+    levels = np.rint(_srgb_iec(e * a) * 255.0)
+    measured = np.mean(np.any(levels >= 254, axis=-1))
+    assert abs(measured - fraction) <= 0.005
+    # And the library's own renderer agrees with its mask.
+    ldr = hdr_eval.render_srgb8(e, a)
+    assert abs(hdr_eval.clipped_mask(ldr).mean() - fraction) <= 0.005
+
+
+def test_clipping_exposure_is_scale_covariant():
+    e = _radiance(2)
+    a1 = hdr_eval.clipping_exposure(e)
+    a2 = hdr_eval.clipping_exposure(e * 1000.0)
+    assert a2 * 1000.0 == pytest.approx(a1, rel=1e-3)
+
+
+def test_clipping_exposure_errors():
+    with pytest.raises(ValueError, match="positive"):
+        hdr_eval.clipping_exposure(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="fraction"):
+        hdr_eval.clipping_exposure(_radiance(), 1.5)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        hdr_eval.clipping_exposure(np.ones((8, 8), np.float32))
+    bad = _radiance()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        hdr_eval.clipping_exposure(bad)
+
+
+def test_render_and_linearise_match_the_srgb_formula():
+    e = _radiance(3)
+    ldr = hdr_eval.render_srgb8(e, 0.5)
+    np.testing.assert_allclose(ldr * 255.0, np.rint(ldr * 255.0), atol=1e-4)  # 8-bit levels
+    np.testing.assert_allclose(ldr, _srgb_iec(e * 0.5), atol=0.5 / 255 + 2e-3)
+    lin = hdr_eval.linearise_srgb(ldr)
+    ok = (ldr > 0.2) & (ldr < 0.9)
+    np.testing.assert_allclose(lin[ok], (e * 0.5)[ok], rtol=0.03)
+
+
+def test_jpeg_roundtrip():
+    ldr = hdr_eval.render_srgb8(_radiance(4), 0.2)
+    out = hdr_eval.jpeg_roundtrip(ldr, 90)
+    assert out.shape == ldr.shape and out.dtype == np.float32
+    assert not np.array_equal(out, ldr)
+    assert 10 * math.log10(1 / np.mean((out - ldr) ** 2)) > 30
+    with pytest.raises(ValueError, match="quality"):
+        hdr_eval.jpeg_roundtrip(ldr, 0)
+
+
+def test_render_view_lr_is_box_average_of_hr():
+    pano = _radiance(5, 32, 64)
+    lr, hr = hdr_eval.render_view(pano, (80.0, 10.0, 30.0), 12, 2)
+    assert lr.shape == (12, 12, 3) and hr.shape == (24, 24, 3)
+    want = cv2.resize(hr, (12, 12), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(lr, want, rtol=1e-5, atol=1e-6)
+
+
+def test_heldout_scenes_and_views_follow_the_training_split(tmp_path):
+    scenes = {f"s{i}": (16, 32) for i in range(6)} | {"photo": (20, 24)}
+    testing.write_fake_hdr_folder(tmp_path, scenes)
+    held = hdr_eval.heldout_scenes(tmp_path)
+    want = hdr_brackets.split_scenes(list(scenes))[1]
+    assert [p.stem for p in held] == want and want
+    views = list(hdr_eval.heldout_views(tmp_path, size=8, scale=2))
+    per_scene = {s: 1 if s == "photo" else len(hdr_eval.HELDOUT_VIEWS) for s in want}
+    assert len(views) == sum(per_scene.values())
+    for _scene, view, lr, hr in views:
+        assert lr.shape == (8, 8, 3) and hr.shape == (16, 16, 3)
+        np.testing.assert_allclose(lr, hr.reshape(8, 2, 8, 2, 3).mean((1, 3)), rtol=1e-5)
+        assert view is None or view in hdr_eval.HELDOUT_VIEWS
+    with pytest.raises(ValueError, match="held-out"):
+        list(hdr_eval.heldout_views(tmp_path, size=8, scale=2, scenes=["nope"]))
+
+
+# -- PU21 protocol ------------------------------------------------------------------------------
+
+
+def _pu21_numpy(y: np.ndarray) -> np.ndarray:
+    p1, p2, p3, p4, p5, p6, p7 = (
+        0.353487901, 0.3734658629, 8.277049286e-05, 0.9062562627,
+        0.09150303166, 0.9099517204, 596.3148142,
+    )  # fmt: skip
+    y = np.clip(np.asarray(y, np.float64), 0.005, 10000.0)
+    return np.maximum(p7 * (((p1 + p2 * y**p4) / (1 + p3 * y**p4)) ** p5 - p6), 0.0)
+
+
+def _protocol_numpy(pred, ref, clipped):
+    w = np.array([0.2126, 0.7152, 0.0722])
+    lp, lr = pred.astype(np.float64) @ w, ref.astype(np.float64) @ w
+    ok = ~clipped & (lp > 0) & (lr > 0)
+    gain = np.exp(np.median(np.log(lr[ok]) - np.log(lp[ok])))
+    s = 1000.0 / np.percentile(lr, 99.9)
+    d2 = (_pu21_numpy(pred * gain * s) - _pu21_numpy(ref * s)) ** 2
+    overall = 10 * np.log10(256.0**2 / d2.mean())
+    on_clipped = 10 * np.log10(256.0**2 / d2[clipped].mean())
+    return overall, on_clipped, gain
+
+
+def _hdr_case(seed=6):
+    rng = np.random.default_rng(seed)
+    ref = _radiance(seed)
+    clipped = hdr_eval.clipped_mask(hdr_eval.render_srgb8(ref, hdr_eval.clipping_exposure(ref)))
+    pred = ref * np.exp(0.3 * rng.standard_normal(ref.shape)).astype(np.float32) * 0.37
+    pred[clipped] *= 0.2  # much worse where the input clipped
+    return pred.astype(np.float32), ref, clipped
+
+
+def test_pu21_protocol_matches_numpy_reference():
+    pred, ref, clipped = _hdr_case()
+    got = hdr_eval.pu21_protocol(pred, ref, clipped)
+    overall, on_clipped, gain = _protocol_numpy(pred, ref, clipped)
+    assert got["gain"] == pytest.approx(gain, rel=1e-4)
+    assert got["pu21"] == pytest.approx(overall, abs=0.02)
+    assert got["pu21_clipped"] == pytest.approx(on_clipped, abs=0.02)
+    assert got["pu21_clipped"] < got["pu21"] - 3
+
+
+def test_pu21_protocol_perfect_prediction_and_invariances():
+    pred, ref, clipped = _hdr_case(7)
+    perfect = hdr_eval.pu21_protocol(ref, ref, clipped)
+    assert perfect["pu21"] == np.inf and perfect["pu21_clipped"] == np.inf
+    assert hdr_eval.pu21_protocol(ref * 3.0, ref, clipped)["pu21"] > 80
+    base = hdr_eval.pu21_protocol(pred, ref, clipped)
+    gained = hdr_eval.pu21_protocol(pred * 13.7, ref, clipped)
+    both = hdr_eval.pu21_protocol(pred * 0.01, ref * 0.01, clipped)
+    for other in (gained, both):
+        assert other["pu21"] == pytest.approx(base["pu21"], abs=1e-3)
+        assert other["pu21_clipped"] == pytest.approx(base["pu21_clipped"], abs=1e-3)
+
+
+def test_pu21_protocol_gain_ignores_clipped_pixels():
+    _, ref, clipped = _hdr_case(8)
+    pred = ref * 2.0
+    pred[clipped] = 0.0  # no effect on the gain: fitted on unclipped pixels only
+    r = hdr_eval.pu21_protocol(pred, ref, clipped)
+    assert r["gain"] == pytest.approx(0.5, rel=1e-5)
+    # Unclipped pixels are exact, so the overall MSE is the clipped MSE times their fraction.
+    frac = clipped.mean()
+    assert r["pu21"] == pytest.approx(r["pu21_clipped"] - 10 * math.log10(frac), abs=0.01)
+
+
+def test_pu21_protocol_edge_cases():
+    _, ref, _ = _hdr_case(9)
+    none = np.zeros(ref.shape[:2], bool)
+    assert math.isnan(hdr_eval.pu21_protocol(ref * 0.9, ref, none)["pu21_clipped"])
+    with pytest.raises(ValueError, match="every pixel"):
+        hdr_eval.pu21_protocol(ref, ref, ~none)
+    with pytest.raises(ValueError, match="mask"):
+        hdr_eval.pu21_protocol(ref, ref, none[1:])
+    with pytest.raises(ValueError, match="black"):
+        hdr_eval.pu21_protocol(ref, ref * 0, none)
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def test_bracket_psnr_is_capped():
+    a = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    b = a.copy()
+    b[1] += 0.1
+    got = hdr_eval.bracket_psnr(a, b)
+    assert got[0] == hdr_eval.MAX_PSNR_DB
+    assert got[1] == pytest.approx(20.0, abs=1e-3)
+
+
+def test_averager_and_markdown():
+    avg = hdr_eval.Averager()
+    for v in (1.0, float("nan"), 3.0):
+        avg.add(("a", "x"), v)
+    avg.add("b", 5.0)
+    assert avg.mean(("a", "x")) == 2.0 and avg.count(("a", "x")) == 2
+    assert avg.mean("b") == 5.0 and math.isnan(avg.mean("missing"))
+    table = hdr_eval.markdown_table(["m", "v"], [["x", 1.234], ["y", float("nan")]])
+    assert table.splitlines() == ["| m | v |", "| --- | --- |", "| x | 1.23 |", "| y | – |"]
+
+
+# -- end to end on tiny random networks ---------------------------------------------------------
+
+
+def _random_variables(init, seed: int) -> dict:
+    """Variables shaped like ``init()`` without running it (compiling the init costs more than
+    the tests): N(0, 0.02) weights as the models' own init, zero biases/means, unit scales/vars."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name or "scale" in name:
+            return np.ones(leaf.shape, np.float32)
+        if "bias" in name or "mean" in name:
+            return np.zeros(leaf.shape, np.float32)
+        return (0.02 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(init))
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    drtmo_cfg = {
+        "width": "tiny",
+        "depth": 5,
+        "num_exposures": 8,
+        "bn_use_running_average_at_inference": True,
+    }
+    x = jnp.zeros((1, 32, 32, 3))
+    m = factory.make_drtmo(drtmo_cfg)
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(0)}
+    for i, name in enumerate(("drtmo_up", "drtmo_down")):
+        v = _random_variables(lambda: m.init(rngs, x, train=False), i)
+        bundle.save_network(d, name, v, drtmo_cfg)
+    cf_cfg = {"features": 8, "num_groups": 2, "num_steps": 2, "scale": 2}
+    m2 = factory.make_cfnet(cf_cfg)
+    y = x[:, :16, :16]
+    v = _random_variables(lambda: m2.init(jax.random.key(0), y, y), 2)
+    bundle.save_network(d, "cfnet_x2", v, cf_cfg)
+    return pipeline.Pipeline.load(d)
+
+
+def test_evaluate_bracket_record(tiny_pipe):
+    e = exposure.normalise_radiance(_radiance(10, 32, 32))
+    curve = crf_lib.srgb_crf()
+    bracket = exposure.simulate_bracket(e, curve, normalise=False)
+    record = {"bracket": np.rint(bracket * 255).astype(np.uint8), "hdr": e.astype(np.float16),
+              "crf_curve": curve}  # fmt: skip
+    r = hdr_eval.evaluate_bracket_record(tiny_pipe, record)
+    # Every (j, step) with a target inside the 9-image bracket: 2 * sum_j (8 - j) = 72.
+    assert len(r["psnr"]) == 72
+    assert {s for s, *_ in r["psnr"]} == set(range(-8, 0)) | set(range(1, 9))
+    for step, j, ours, naive_s, naive_t in r["psnr"]:
+        assert 0 <= j + step <= 8
+        assert np.isfinite(ours) and 0 < naive_s <= hdr_eval.MAX_PSNR_DB
+        assert naive_s == pytest.approx(naive_t, abs=0.5)  # the true CRF is sRGB here
+    assert set(r["merge"]) == set(hdr_eval.MERGE_ROWS)
+    lin_s, lin_t = (r["merge"][k]["pu21"] for k in hdr_eval.MERGE_ROWS[:2])
+    assert lin_s == pytest.approx(lin_t, abs=0.1)
+    sub = hdr_eval.evaluate_bracket_record(tiny_pipe, record, input_indices=[2, 6])
+    assert {j for _, j, *_ in sub["psnr"]} == {2, 6} and len(sub["psnr"]) == 16
+    with pytest.raises(ValueError, match="input indices"):
+        hdr_eval.evaluate_bracket_record(tiny_pipe, record, input_indices=[9])
+
+
+def test_evaluate_view(tiny_pipe):
+    pano = _radiance(11, 64, 128)
+    lr, hr = hdr_eval.render_view(pano, hdr_eval.HELDOUT_VIEWS[0], 32, 2)
+    r = hdr_eval.evaluate_view(tiny_pipe, lr, hr, jpeg_quality=90)
+    assert abs(r.info["clipped_fraction"] - hdr_eval.CLIP_FRACTION) <= 0.005
+    assert set(r.hdr_scores) == set(hdr_eval.HDR_ROWS)
+    assert set(r.fused_scores) == set(hdr_eval.FUSED_ROWS)
+    for s in r.hdr_scores.values():
+        assert np.isfinite(s["pu21"]) and np.isfinite(s["pu21_clipped"])
+    for s in r.fused_scores.values():
+        assert 0 < s["ssim"] <= 1 and 0 < s["mef_ssim"] <= 1 and np.isfinite(s["psnr"])
+    # The oracle row does not depend on the networks: Mertens of the true pair is close to the
+    # Mertens label of the dense true bracket (a 1/255 scaling bug would give ~5 dB).
+    assert r.fused_scores[hdr_eval.FUSED_ROWS[2]]["psnr"] > 15
+    assert r.images["fused"].shape == hr.shape and r.images["input"].shape == lr.shape
+    lo, hi = r.info["kept"]
+    assert lo <= 8 + r.info["pair_steps"][0] <= 8 + r.info["pair_steps"][1] <= hi
+    with pytest.raises(ValueError, match="not 2x"):
+        hdr_eval.evaluate_view(tiny_pipe, lr, hr[:-2])

@@ -1,0 +1,364 @@
+"""Training end to end: exact resumption after a kill, config guards, and train -> export ->
+restore -> infer through the `hdr-jax` commands.
+
+Data are generated (hdr_jax.data.testing): a folder of tiny OpenEXR scenes for DrTMO and the
+synthetic CF-Net pairs, and a miniature SICE tree. Models are the tiny training configs.
+
+Resumption is compared for exact (bitwise) equality: the train step is deterministic on CPU and
+a resumed run replays the same batches and per-step RNG, so any difference is a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import PHOTO_HW, REPO_ROOT, files_under, make_photo, run_cli
+
+from experiments.configs import cfnet as cfnet_config
+from hdr_jax import io as hio
+from hdr_jax import pipeline
+from hdr_jax.data import testing
+from hdr_jax.training import checkpoint, loop, tasks
+
+pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
+
+SUBPROCESS_TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train_data")
+    testing.write_fake_hdr_folder(root / "hdr")
+    testing.write_fake_sice(root / "sice")
+    return {"hdr": root / "hdr", "sice": root / "sice", "tfds": root / "tfds"}
+
+
+def _restore(workdir: Path, step: int | None = None):
+    """The train state saved in `workdir` (latest or `step`), restored as the exporter does."""
+    with open(workdir / "config.json") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    task = tasks.make_task(config, builder=object())
+    template = jax.eval_shape(task.init_state, jax.random.key(0))
+    manager = checkpoint.make_manager(str(workdir / "checkpoints"))
+    try:
+        return checkpoint.restore(manager, template, step=step)
+    finally:
+        manager.close()
+
+
+def _arrays(state) -> list[np.ndarray]:
+    """Every leaf of a train state as NumPy (PRNG keys as their raw key data)."""
+    out = []
+    for x in jax.tree.leaves(state):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(np.asarray(x))
+    return out
+
+
+def assert_states_equal(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(_arrays(a), _arrays(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def assert_params_differ(a, b) -> None:
+    assert any(not np.array_equal(x, y) for x, y in zip(_arrays(a.params), _arrays(b.params)))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _latest_step(workdir: Path) -> int | None:
+    manager = checkpoint.make_manager(str(workdir / "checkpoints"))
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
+# -- DrTMO: a real `experiments.train` process, killed with SIGKILL and rerun --------------------
+
+# Runs experiments.train, but once step 4 has been computed (its batch drawn from the iterator,
+# the state advanced in memory) and before checkpoint 4 is written, it makes sure checkpoint 3
+# is committed, says so, and hangs: the test then kills it with SIGKILL at a known point.
+_HANG_AT_STEP_4 = """
+import sys, time
+from absl import app
+from hdr_jax.training import checkpoint
+_save = checkpoint.save
+def save(manager, state, data_iterator=None):
+    if int(state.step) == 4:
+        manager.wait_until_finished()
+        print("READY-TO-KILL", flush=True)
+        time.sleep(3600)
+    _save(manager, state, data_iterator)
+checkpoint.save = save
+from experiments import train
+sys.argv = ["experiments.train"] + sys.argv[1:]
+app.run(train.main)
+"""
+
+
+def _drtmo_args(data: dict[str, Path], workdir: Path) -> list[str]:
+    return [
+        "--config=experiments/configs/drtmo.py:up,tiny",
+        f"--config.data.manual_dir={data['hdr']}",
+        f"--config.data.data_dir={data['tfds']}",
+        "--config.num_train_steps=6",
+        "--config.checkpoint_every=1",
+        "--config.eval_every=0",
+        "--noprogress",
+        f"--workdir={workdir}",
+    ]
+
+
+def _train_subprocess(args: list[str], env: dict[str, str]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def drtmo_uninterrupted(data, cli_env, tmp_path_factory) -> Path:
+    """Workdir of an uninterrupted 6-step run of drtmo.py:up,tiny (also builds its dataset)."""
+    workdir = tmp_path_factory.mktemp("drtmo_a")
+    _train_subprocess(_drtmo_args(data, workdir), cli_env)
+    return workdir
+
+
+def test_drtmo_sigkill_and_resume_equals_uninterrupted(
+    data, cli_env, drtmo_uninterrupted, tmp_path
+):
+    workdir = tmp_path / "drtmo_b"
+    args = _drtmo_args(data, workdir)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HANG_AT_STEP_4, *args],
+        env=cli_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(SUBPROCESS_TIMEOUT, proc.kill)
+    watchdog.start()
+    output = []
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if line.strip() == "READY-TO-KILL":
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(output)[-3000:]
+    assert _latest_step(workdir) == 3
+
+    _train_subprocess(args, cli_env)  # the same command again: resumes at step 3
+    assert _latest_step(workdir) == 6
+    resumed, uninterrupted = _restore(workdir), _restore(drtmo_uninterrupted)
+    assert int(resumed.step) == 6
+    assert_states_equal(resumed, uninterrupted)
+    assert_params_differ(uninterrupted, _restore(drtmo_uninterrupted, step=4))
+
+
+# -- CF-Net: train_and_evaluate in this process, 3 steps then 6 --------------------------------
+
+
+def _cfnet_config(data: dict[str, Path], steps: int, **data_overrides):
+    config = cfnet_config.get_config("x2,tiny")
+    config.data.manual_dir = str(data["hdr"])
+    config.data.data_dir = str(data["tfds"])
+    config.data.update(data_overrides)
+    config.num_train_steps = steps
+    config.checkpoint_every = 1
+    config.eval_every = 0
+    return config
+
+
+def _train(config, workdir: Path):
+    return loop.train_and_evaluate(tasks.make_task(config), config, str(workdir), progress=False)
+
+
+@pytest.fixture(scope="module")
+def cfnet_uninterrupted(data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cfnet_a")
+    return workdir, _train(_cfnet_config(data, 6), workdir)
+
+
+def test_cfnet_resume_equals_uninterrupted(data, cfnet_uninterrupted, tmp_path):
+    _, state_a = cfnet_uninterrupted
+    state_3 = _train(_cfnet_config(data, 3), tmp_path)
+    assert int(state_3.step) == 3
+    state_b = _train(_cfnet_config(data, 6), tmp_path)  # new task, new iterator: resumes at 3
+    assert int(state_b.step) == 6
+    assert_states_equal(state_b, state_a)
+    assert_states_equal(_restore(tmp_path), state_a)  # and that is what the checkpoint holds
+    assert_params_differ(state_a, state_3)
+    # Each run logged its own steps once: 2 and 3 (first run), then 4 and 6 (the resumed run).
+    logged = [r["step"] for r in _jsonl(tmp_path / "metrics.jsonl")]
+    assert logged == [2, 3, 4, 6]
+
+
+def test_workdir_refuses_another_model_config(data, cfnet_uninterrupted):
+    workdir, _ = cfnet_uninterrupted
+    config = _cfnet_config(data, 8)
+    config.model.features = 12
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="different model config") as e:
+        _train(config, workdir)
+    assert "\n" not in str(e.value)
+    assert _latest_step(workdir) == 6  # nothing was trained or written
+
+    # Without the config record, restoring into the other model's shapes still fails cleanly.
+    template = jax.eval_shape(
+        tasks.make_task(config, builder=object()).init_state, jax.random.key(0)
+    )
+    manager = checkpoint.make_manager(str(workdir / "checkpoints"))
+    try:
+        with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+            checkpoint.restore(manager, template)
+    finally:
+        manager.close()
+    assert "\n" not in str(e.value)
+
+
+# -- train on SICE -> export -> restore -> hdr-jax fuse / evaluate / reconstruct ------------------
+
+
+@pytest.fixture(scope="module")
+def trained_weights(data, drtmo_uninterrupted, tmp_path_factory) -> dict:
+    from experiments.export_weights import export_one
+
+    workdir = tmp_path_factory.mktemp("cfnet_sice")
+    # SICE has per-scale builder configs only ('x2'), not the synthetic pairs' 'tiny_x2'.
+    config = _cfnet_config(
+        data, 4, builder="sice", builder_config=None, manual_dir=str(data["sice"])
+    )
+    config.eval_every = 4
+    config.checkpoint_every = 2
+    _train(config, workdir)
+    weights = tmp_path_factory.mktemp("trained") / "weights"
+    export_one(str(workdir), "cfnet_x2", str(weights), "float16")
+    # One tiny DrTMO run serves as both stage-1 networks: the pipeline only needs their shapes.
+    export_one(str(drtmo_uninterrupted), "drtmo_up", str(weights), "float16")
+    export_one(str(drtmo_uninterrupted), "drtmo_down", str(weights), "float16")
+    return {"weights": weights, "workdir": workdir}
+
+
+def test_sice_training_logs_eval_and_previews(trained_weights):
+    workdir = trained_weights["workdir"]
+    records = _jsonl(workdir / "metrics.jsonl")
+    evals = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [4]
+    assert all(math.isfinite(evals[0][k]) for k in ("psnr", "ssim", "psnr_step1", "psnr_step2"))
+    assert [p.name for p in files_under(workdir / "previews")] == [
+        "under_over_fused_label_0000004.png"
+    ]
+
+
+def test_exported_weights_restore_into_the_pipeline(trained_weights, data, cli_env, tmp_path):
+    weights, workdir = trained_weights["weights"], trained_weights["workdir"]
+    manifest = json.loads((weights / "manifest.json").read_text())
+    assert set(manifest) == {"cfnet_x2", "drtmo_up", "drtmo_down"}
+    assert manifest["cfnet_x2"]["steps"] == 4 and manifest["drtmo_up"]["steps"] == 6
+    assert manifest["cfnet_x2"]["training_data"]["builder"] == "sice"
+    assert math.isfinite(manifest["cfnet_x2"]["eval"]["psnr"])
+
+    # The pipeline's CF-Net holds the checkpoint's parameters, rounded to float16.
+    state = _restore(workdir)
+    net = pipeline.Pipeline(weights).cfnet(2)
+    expected = jax.tree.map(
+        lambda x: np.asarray(x).astype(np.float16).astype(np.float32), state.params
+    )
+    assert_states_equal(net.variables["params"], expected)
+
+    # fuse_pair equals the training code's forward pass (same argument order, single tile).
+    seq = sorted((data["sice"] / "Dataset_Part1" / "1").iterdir())
+    by_brightness = sorted(seq, key=lambda p: hio.read_ldr(p).mean())
+    under_path, over_path = by_brightness[0], by_brightness[-1]
+    under, over = hio.read_ldr(under_path), hio.read_ldr(over_path)
+    fused = pipeline.fuse_pair(net, under, over)
+    task = tasks.make_task(_cfnet_config(data, 1), builder=object())
+    # (Traced like the pipeline's own apply, so the compiled executable is shared.)
+    predict = jax.jit(
+        lambda v, o, u: task.predict(v["params"], {"over_lr": o, "under_lr": u})["fused"]
+    )
+    direct = predict({"params": expected}, over[None], under[None])[0]
+    assert fused.shape == (2 * under.shape[0], 2 * under.shape[1], 3)
+    np.testing.assert_allclose(fused, np.asarray(direct), atol=1e-5)
+
+    # `hdr-jax fuse` writes the same image (8-bit).
+    out = tmp_path / "fused.png"
+    res = run_cli(["fuse", under_path, over_path, "-o", out, "--weights", weights], cli_env)
+    assert res.returncode == 0, res.stderr
+    assert np.max(np.abs(hio.read_ldr(out) - np.clip(fused, 0, 1))) <= 0.5 / 255 + 1e-6
+
+
+def test_cli_evaluate_sice(trained_weights, data, cli_env, tmp_path):
+    out = tmp_path / "eval"
+    args = ["evaluate", "sice", "--data-dir", data["sice"], "--weights", trained_weights["weights"]]
+    res = run_cli([*args, "--out", out, "--tfds-dir", data["tfds"]], cli_env)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((out / "results.json").read_text())
+    rows = ["CF-Net (ours)", "Mertens + bicubic", "bicubic (under)", "bicubic (over)"]
+    assert list(results) == rows
+    for name in rows:
+        assert results[name]["n"] == 1  # the fake tree has one held-out sequence
+        for metric in ("psnr", "ssim", "mef_ssim"):
+            assert math.isfinite(results[name][metric]), (name, metric)
+        assert 0 < results[name]["ssim"] <= 1
+    assert results["bicubic (under)"]["psnr"] != results["bicubic (over)"]["psnr"]
+    md = (out / "results.md").read_text()
+    assert all(f"| {name} |" in md for name in rows)
+    # A second run refuses to replace the results.
+    res = run_cli([*args, "--out", out, "--tfds-dir", data["tfds"]], cli_env)
+    assert res.returncode == 1 and "exists" in res.stderr
+
+
+def test_cli_reconstruct_with_stack(trained_weights, cli_env, tmp_path):
+    photo = tmp_path / "in" / "scene.png"
+    photo.parent.mkdir()
+    hio.write_ldr(photo, make_photo(7))
+    out = tmp_path / "out"
+    res = run_cli(
+        ["reconstruct", photo, "-o", out, "--stack", "--weights", trained_weights["weights"]],
+        cli_env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    h, w = PHOTO_HW
+    hdr = hio.read_hdr(out / "scene.exr")
+    assert hdr.shape == (h, w, 3) and np.all(np.isfinite(hdr)) and np.all(hdr >= 0)
+    assert hdr.max() > 0
+    assert hio.read_ldr(out / "scene_fused.png").shape == (2 * h, 2 * w, 3)
+    preview = hio.read_ldr(out / "scene_preview.png")
+    assert preview.shape == (h, w, 3) and preview.max() > preview.min()
+    evs = [f"{k / 2:+.1f}" for k in range(-8, 9)]
+    stack = [out / f"scene_ev{ev}.png" for ev in evs]
+    assert sorted(files_under(out)) == sorted(
+        stack + [out / "scene.exr", out / "scene_fused.png", out / "scene_preview.png"]
+    )
+    # The centre of the stack is the input itself.
+    np.testing.assert_array_equal(hio.read_ldr(out / "scene_ev+0.0.png"), hio.read_ldr(photo))
