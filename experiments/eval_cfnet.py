@@ -21,7 +21,9 @@ _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "HDR folder (sy
 _SICE_DIR = flags.DEFINE_string("sice_dir", None, "Evaluate on SICE instead (its test split).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "workdirs/default/tfds", "tfds data directory.")
 _OUT = flags.DEFINE_string("out", "docs/results/cfnet", "Output folder for results.json/.md.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "At most this many test images (0: all).")
+_LIMIT = flags.DEFINE_integer(
+    "limit", 0, "At most N test images, spread evenly over the split (0: all)."
+)
 
 
 def main(argv):

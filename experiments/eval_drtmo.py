@@ -27,14 +27,16 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from hdr_jax import bundle, hdr_eval
+from hdr_jax import bundle, evaluation, hdr_eval
 from hdr_jax import io as hdr_io
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "workdirs/tfds_eval", "tfds data directory.")
 _OUT = flags.DEFINE_string("out", "docs/results/drtmo", "Output folder for results.json/.md.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate only the first N validation records (0: all).")
+_LIMIT = flags.DEFINE_integer(
+    "limit", 0, "Evaluate N validation records spread evenly over the split (0: all)."
+)
 _INDICES = flags.DEFINE_string(
     "input_indices", "all", "Input exposure indices j: 'all' (0..T) or a comma list, e.g. 2,3,4."
 )
@@ -238,17 +240,18 @@ def main(argv):
     )
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     source = _load_validation(_DATA_DIR.value, _HDR_DIR.value)
-    n = len(source) if not _LIMIT.value else min(_LIMIT.value, len(source))
+    keep = evaluation.spread_indices(len(source), _LIMIT.value)
+    n = len(keep)
     records = []
-    for i in range(n):
+    for count, i in enumerate(keep):
         rec = source[i]
         r = hdr_eval.evaluate_bracket_record(pipe, rec, None if indices == "all" else indices)
         for key in ("scene", "crf"):
             v = rec[key]
             r[key] = v.decode() if isinstance(v, bytes) else str(v)
         records.append(r)
-        if (i + 1) % 20 == 0 or i + 1 == n:
-            logging.info("%d/%d records, %.0f s", i + 1, n, time.perf_counter() - t_start)
+        if (count + 1) % 20 == 0 or count + 1 == n:
+            logging.info("%d/%d records, %.0f s", count + 1, n, time.perf_counter() - t_start)
     res = summarise(records, indices)
     res["weights"] = _weights_info(pipe.directory)
     res["runtime_s"] = time.perf_counter() - t_start

@@ -4,21 +4,26 @@
     python -m experiments.train --config experiments/configs/cfnet.py:x2 --workdir DIR
 
 Rerunning the same command resumes from the latest checkpoint in DIR.
+
+    --memory_budget=4GiB   (or --config.memory_budget=4GiB) picks remat / bf16 settings whose
+                           compiled training step fits, or stops with a one-line error before
+                           compiling the real step (hdr_jax/memory.py).
 """
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hdr_jax.training import tasks
-from hdr_jax.training import loop
+from hdr_jax import memory
+from hdr_jax.training import loop, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, previews.")
 _PREPARE_ONLY = flags.DEFINE_bool(
     "prepare_only", False, "Only build the tfds dataset the config names, then exit."
 )
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_MEMORY_BUDGET = flags.DEFINE_string(
+    "memory_budget", None, "e.g. 4GiB; overrides config.memory_budget ('' = no budget)."
+)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 
 
@@ -31,13 +36,19 @@ def main(argv):
         # Orbax and tfds log every file operation at INFO; keep the console to progress + eval.
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
+    if _MEMORY_BUDGET.value is not None:
+        with config.unlocked():
+            config.memory_budget = _MEMORY_BUDGET.value
+    if not _PREPARE_ONLY.value:
+        try:  # compile-only: fails before the real step is compiled
+            config, _ = memory.apply_training_budget(config)
+        except memory.MemoryBudgetError as e:
+            raise SystemExit(f"experiments.train: error: {e}") from None
     task = tasks.make_task(config)
     if _PREPARE_ONLY.value:
         task.builder  # noqa: B018  (building is a side effect of first access)
         return
-    loop.train_and_evaluate(
-        task, config, _WORKDIR.value, progress=_PROGRESS.value
-    )
+    loop.train_and_evaluate(task, config, _WORKDIR.value, progress=_PROGRESS.value)
 
 
 if __name__ == "__main__":

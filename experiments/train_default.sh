@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# Trains the bundled default weights on a CPU and exports them into hdr_jax/weights/.
+# Trains the bundled default weights and exports them into hdr_jax/weights/.
+#
+# The configs' 'cpu' variants are the recipe (DrTMO: 6000 steps of batch 8; CF-Net: 1000 steps
+# of batch 8 with the MEF-SSIM term). On 2 CPU cores that is roughly 3-4 h per DrTMO network and
+# 1 h per CF-Net. The committed weights came from these configs on a lent H100, the four runs side
+# by side for 7 minutes (see the manifest's 'trained_on'); the CF-Net runs there were stopped at
+# their step-1000 checkpoint, which is what num_train_steps now says.
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #

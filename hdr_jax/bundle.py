@@ -1,7 +1,8 @@
 """Exported model weights: one msgpack file per network plus a manifest.json.
 
 A weights directory holds `manifest.json` ({name: {config, file, sha256, dtype, ...}}) and the
-files it names. Parameters may be stored in float16 to keep the bundled set small; they are cast
+files it names: `name.msgpack`, or `name.msgpack.zlib` (zlib-compressed, ~8% smaller for float16
+weights). Parameters may be stored in float16 to keep the bundled set small; they are cast
 back to float32 on load. The manifest's model config rebuilds the module, so a checkpoint can
 never be silently applied to a model of another shape: shapes are checked on load.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +40,22 @@ def save_network(
     *,
     dtype: str = "float16",
     info: dict | None = None,
+    compress: bool = False,
 ) -> Path:
-    """Writes `name.msgpack` atomically and records it in the manifest."""
+    """Writes `name.msgpack` (`name.msgpack.zlib` with `compress`) atomically and records it in
+    the manifest."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cast = jax.tree.map(lambda x: np.asarray(x, dtype), jax.device_get(variables))
-    path = directory / f"{name}.msgpack"
-    tmp = path.with_suffix(".msgpack.tmp")
-    tmp.write_bytes(flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(cast)))
+    data = flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(cast))
+    path = directory / (f"{name}.msgpack.zlib" if compress else f"{name}.msgpack")
+    tmp = directory / f"{path.name}.tmp"
+    tmp.write_bytes(zlib.compress(data, 9) if compress else data)
     os.replace(tmp, path)
+    # A network saved in the other format before would be left behind, unreferenced.
+    stale = directory / (f"{name}.msgpack" if compress else f"{name}.msgpack.zlib")
+    if stale.exists():
+        stale.unlink()
     manifest = read_manifest(directory, missing_ok=True)
     manifest[name] = {
         "file": path.name,
@@ -85,7 +94,11 @@ def load_network(
     entry = read_manifest(directory).get(name)
     if entry is None:
         raise WeightsError(f"{directory}: manifest has no network {name!r}")
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("file"), str)
+        or "sha256" not in entry
+    ):
         raise WeightsError(f"{directory}: manifest entry {name!r} lacks 'file' or 'sha256'")
     path = directory / entry["file"]
     if not path.exists():
@@ -95,7 +108,10 @@ def load_network(
             f"{path}: SHA-256 does not match the manifest (corrupt or replaced file)"
         )
     try:
-        state = flax.serialization.msgpack_restore(path.read_bytes())
+        data = path.read_bytes()
+        if path.suffix == ".zlib":
+            data = zlib.decompress(data)
+        state = flax.serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise WeightsError(f"{path}: not a weights file ({type(e).__name__})") from e
     if not isinstance(state, dict):  # valid msgpack, but not a variables dict

@@ -1,6 +1,7 @@
 """`hdr-jax`: the command-line interface.
 
   hdr-jax reconstruct PHOTO... -o OUTDIR [--scale 2|4] [--stack] [--weights DIR] [--overwrite]
+                      [--memory-budget 4GiB]   (also for brackets and fuse: picks the tile sizes)
   hdr-jax brackets IMAGE -o OUTDIR
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
   hdr-jax evaluate sice --data-dir DIR [--weights DIR] [--scale 2|4] [--out DIR]
@@ -87,6 +88,40 @@ def _stack_names(n_side: int) -> list[str]:
     return [f"ev{(i - n_side) / 2:+.1f}" for i in range(2 * n_side + 1)]
 
 
+def _budget(text: str) -> str:
+    from hdr_jax import memory
+
+    try:
+        memory.parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _tiles(pipe, args: argparse.Namespace, hw: tuple[int, int], *, stage1: bool, scale) -> dict:
+    """{'stage1_tile': .., 'stage2_tile': ..} for the stages run, fitting --memory-budget
+    ({} without one: the pipeline's default tiles)."""
+    if not args.memory_budget:
+        return {}
+    from hdr_jax import memory
+
+    try:
+        tiles = memory.choose_pipeline_tiles(
+            pipe, args.memory_budget, hw, stage1=stage1, scale=scale
+        )
+    except memory.MemoryBudgetError as e:
+        raise CLIError(f"--memory-budget: {e}") from None
+    if not getattr(args, "quiet", False):
+        chosen = ", ".join(
+            f"stage {i} tile {tiles[f'stage{i}']['tile']} (peak "
+            f"{memory.format_bytes(tiles[f'stage{i}']['peak_bytes'])})"
+            for i in (1, 2)
+            if tiles[f"stage{i}_tile"]
+        )
+        _warn(f"memory budget {args.memory_budget}: {chosen}")
+    return {k: tiles[k] for k in ("stage1_tile", "stage2_tile") if tiles[k]}
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
@@ -123,8 +158,15 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
     )
     _check_free(list(outs.values()) + stack_paths, args.overwrite)
     image = _read_photo(path)
+    tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
-    res = pipeline.reconstruct(pipe, image, scale=args.scale, merge_method=args.merge)
+    res = pipeline.reconstruct(
+        pipe,
+        image,
+        scale=args.scale,
+        merge_method=args.merge,
+        **tiles,
+    )
     hdr_io.write_hdr(outs["hdr"], res.hdr, overwrite=args.overwrite)
     hdr_io.write_ldr(outs["preview"], res.preview, overwrite=args.overwrite)
     if res.fused is not None:
@@ -159,7 +201,10 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     hdr_path = outdir / f"{path.stem}.exr"
     _check_free(generated + [hdr_path], args.overwrite)
     image = _read_photo(path)
-    stack = pipeline.generate_stack(pipe, image)
+    tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
+    stack = pipeline.generate_stack(
+        pipe, image, **({"tile": tiles["stage1_tile"]} if tiles else {})
+    )
     hdr, kept = merge.merge_stack(stack, method=args.merge, tau=pipeline.TAU)
     for i, nm in enumerate(names):
         if i != n_side:
@@ -181,7 +226,10 @@ def cmd_fuse(args: argparse.Namespace) -> None:
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
         )
     pipe = pipeline.Pipeline.load(args.weights)
-    fused = pipeline.fuse_pair(pipe.cfnet(args.scale), under, over)
+    tiles = _tiles(pipe, args, under.shape[:2], stage1=False, scale=args.scale)
+    fused = pipeline.fuse_pair(
+        pipe.cfnet(args.scale), under, over, **({"tile": tiles["stage2_tile"]} if tiles else {})
+    )
     hdr_io.write_ldr(out, fused, overwrite=args.overwrite)
     print(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})")
 
@@ -217,6 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "--overwrite", action="store_true", help="replace existing output files"
             )
 
+    def budget_option(sp):
+        sp.add_argument(
+            "--memory-budget",
+            type=_budget,
+            default=None,  # argparse would run a string default through `type`
+            metavar="SIZE",
+            help="e.g. 4GiB: tile sizes chosen so that each compiled network call fits",
+        )
+
     r = sub.add_parser("reconstruct", help="photo(s) -> HDR (.exr), fused x2/x4 image, preview")
     r.add_argument("photos", nargs="+", help="image files, folders or glob patterns")
     r.add_argument("-o", "--output", required=True, help="output folder")
@@ -224,16 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=int, choices=(0, 2, 4), default=2, help="stage-2 scale (0: skip stage 2)"
     )
     r.add_argument("--stack", action="store_true", help="also write the 17 exposures")
-    r.add_argument("--merge", choices=("robust", "debevec"), default="robust")
+    r.add_argument("--merge", choices=("anchored", "robust", "debevec"), default="anchored")
     r.add_argument("--quiet", action="store_true")
     common(r)
+    budget_option(r)
     r.set_defaults(func=cmd_reconstruct)
 
     b = sub.add_parser("brackets", help="photo -> 16 generated exposures + merged HDR")
     b.add_argument("image")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--merge", choices=("robust", "debevec"), default="robust")
+    b.add_argument("--merge", choices=("anchored", "robust", "debevec"), default="anchored")
     common(b)
+    budget_option(b)
     b.set_defaults(func=cmd_brackets)
 
     f = sub.add_parser("fuse", help="under + over exposure -> fused, super-resolved image")
@@ -242,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--scale", type=int, choices=(2, 4), default=2)
     common(f)
+    budget_option(f)
     f.set_defaults(func=cmd_fuse)
 
     e = sub.add_parser("evaluate", help="evaluate stage 2 on the held-out split of a dataset")

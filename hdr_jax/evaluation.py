@@ -101,16 +101,25 @@ def write_results(
     return paths
 
 
+def spread_indices(n: int, limit: int = 0) -> list[int]:
+    """`limit` indices spread evenly over range(n) (all of them when limit is 0 or >= n): a
+    limited evaluation still covers every held-out scene instead of the first few."""
+    if not limit or limit >= n:
+        return list(range(n))
+    return sorted({int(round(v)) for v in np.linspace(0, n - 1, limit)})
+
+
 def iterate_split(source, *, scale: int, limit: int = 0) -> Iterable[dict]:
-    """Full images of a tfds pair split as HWC float32 dicts."""
+    """Full images of a tfds pair split as HWC float32 dicts (`limit`: spread_indices)."""
     from hdr_jax.data import pair_pipeline
 
+    if limit and limit < len(source):
+        keep = spread_indices(len(source), limit)
+        source = [source[i] for i in keep]
     ds = pair_pipeline.make_dataset(
         source, scale=scale, train=False, seed=0, batch_size=1, eval_mode="full"
     )
-    for i, batch in enumerate(ds):
-        if limit and i >= limit:
-            break
+    for batch in ds:
         yield {
             k: np.asarray(batch[k][0], np.float32)
             for k in ("under_lr", "over_lr", "under_hr", "over_hr", "label_hr")

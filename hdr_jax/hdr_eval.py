@@ -405,9 +405,10 @@ def evaluate_bracket_record(
 
 #: Row names of the two-stage HDR table and the fused-image table, in table order.
 HDR_ROWS = (
-    "ours (DrTMO stack + robust merge)",
+    "ours (DrTMO stack + input-anchored merge, default)",
     "linearised LDR input (inverse sRGB)",
     "ours + Debevec merge, linear response (public code)",
+    "ours + robust merge of the whole stack",
 )
 FUSED_ROWS = (
     "ours (CF-Net on the stack's pair)",
@@ -464,7 +465,8 @@ def evaluate_view(
     ldr = jpeg_roundtrip(clean, jpeg_quality) if jpeg_quality else clean
     res = pipeline.reconstruct(pipe, ldr, scale=scale)
     debevec, _ = merge.merge_stack(res.stack, method="debevec", tau=pipeline.TAU)
-    hdr_preds = dict(zip(HDR_ROWS, (res.hdr, linearise_srgb(ldr), debevec)))
+    robust, _ = merge.merge_stack(res.stack, method="robust", tau=pipeline.TAU)
+    hdr_preds = dict(zip(HDR_ROWS, (res.hdr, linearise_srgb(ldr), debevec, robust)))
     hdr_scores = {name: pu21_protocol(p, lr, clipped) for name, p in hdr_preds.items()}
 
     centre = (len(res.stack) - 1) // 2

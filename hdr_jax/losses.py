@@ -44,19 +44,36 @@ def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
 
 
 def cfnet_loss(
-    outputs: dict, batch: dict, *, srb_weight: float = 1.0, cfb_weight: float = 1.0
+    outputs: dict,
+    batch: dict,
+    *,
+    srb_weight: float = 1.0,
+    cfb_weight: float = 1.0,
+    mef_weight: float = 0.0,
 ) -> tuple[jnp.ndarray, dict]:
     """CF-Net eq. 19: (1 - SSIM) of the SRB outputs against the HR over/under images plus
-    (1 - SSIM) of every CFB output of both branches against the fused ground truth."""
+    (1 - SSIM) of every CFB output of both branches against the fused ground truth.
+
+    ``mef_weight`` > 0 adds (1 - MEF-SSIM) of every CFB output against the HR pair (under, over),
+    not in the paper (MEF-SSIM as a training loss follows Ma et al., MEF-Net, TIP 2019): a fused
+    ground truth rendered from the true HDR is itself no MEF-SSIM optimum of the two extremes.
+    """
     terms = {
         "srb_over": ssim_loss(outputs["srb_over"], batch["over_hr"]),
         "srb_under": ssim_loss(outputs["srb_under"], batch["under_hr"]),
     }
     num_steps = outputs["steps_over"].shape[0]
     cfb = 0.0
+    mef = 0.0
+    pair = jnp.stack([batch["under_hr"], batch["over_hr"]], axis=1)  # (B, 2, H, W, 3)
     for t in range(num_steps):
-        cfb = cfb + ssim_loss(outputs["steps_over"][t], batch["label_hr"])
-        cfb = cfb + ssim_loss(outputs["steps_under"][t], batch["label_hr"])
+        for out in (outputs["steps_over"][t], outputs["steps_under"][t]):
+            cfb = cfb + ssim_loss(out, batch["label_hr"])
+            if mef_weight:
+                mef = mef + 1.0 - jnp.mean(metrics.mef_ssim_filtered(out, pair))
     terms["cfb"] = cfb
     total = srb_weight * (terms["srb_over"] + terms["srb_under"]) + cfb_weight * cfb
+    if mef_weight:
+        terms["mef"] = mef
+        total = total + mef_weight * mef
     return total, terms

@@ -89,6 +89,45 @@ def merge_robust(
     return np.maximum(alpha * merged + (1 - alpha) * fallback, 0.0).astype(np.float32)
 
 
+def merge_anchored(
+    images: np.ndarray,
+    times: Sequence[float],
+    input_index: int,
+    curve: np.ndarray | None = None,
+    *,
+    low: float = 0.9,
+    high: float = 254.0 / 255.0,
+) -> np.ndarray:
+    """Input-anchored merge (the pipeline's default): the linearised input photo wherever it is
+    not clipped, generated exposures only where it is.
+
+    The input is the one exposure that was measured; every other image of the stack is a network
+    prediction made from it. So unclipped pixels keep the input's linear value, and a pixel
+    whose brightest input channel rises from `low` to `high` (clipping) blends smoothly
+    (smoothstep) to the radiance of the least-darkened generated exposure in which that pixel
+    is below `low` (the smallest extrapolation from the photo), never below the input's own
+    value. Pixels still bright in the darkest exposure use the darkest one.
+    """
+    images = np.asarray(images, np.float32)
+    times = np.asarray(times, np.float32)
+    curve = crf_lib.srgb_crf() if curve is None else curve
+    down = images[: input_index + 1][::-1]  # input first, then darker and darker
+    lin_input = crf_lib.apply_inverse_crf(curve, down[0])
+    ok = down.max(axis=-1) < low  # (k, H, W)
+    first = np.where(ok.any(axis=0), np.argmax(ok, axis=0), len(down) - 1)
+    z = np.take_along_axis(down, first[None, ..., None], axis=0)[0]
+    t = times[: input_index + 1][::-1][first][..., None]
+    estimate = np.maximum(crf_lib.apply_inverse_crf(curve, z) / t, lin_input)
+    u = np.clip((down[0].max(axis=-1, keepdims=True) - low) / (high - low), 0.0, 1.0)
+    w = u * u * (3.0 - 2.0 * u)
+    return ((1.0 - w) * lin_input + w * estimate).astype(np.float32)
+
+
+#: Pixels merged at a time by merge_stack (bounds its temporary memory).
+MERGE_BLOCK_PIXELS = 1 << 20
+MERGE_METHODS = ("anchored", "robust", "debevec")
+
+
 def merge_stack(
     stack: np.ndarray,
     *,
@@ -101,11 +140,19 @@ def merge_stack(
     n = (len(stack) - 1) // 2
     lo, hi = select_monotone(stack, n) if select else (0, len(stack) - 1)
     times = exposure_times(n, tau)[lo : hi + 1]
-    images = stack[lo : hi + 1]
-    if method == "robust":
-        hdr = merge_robust(images, times, curve)
-    elif method == "debevec":
-        hdr = merge_debevec_linear(images, times)
-    else:
-        raise ValueError(f"merge method must be 'robust' or 'debevec', got {method!r}")
+    if method not in MERGE_METHODS:
+        raise ValueError(f"merge method must be one of {MERGE_METHODS}, got {method!r}")
+    # Both merges are per pixel, so row blocks give the same result with bounded temporaries
+    # (the float32 intermediates of a whole 12-MP stack would take several GB).
+    h, w = stack.shape[1:3]
+    rows = max(1, MERGE_BLOCK_PIXELS // max(w, 1))
+    hdr = np.empty((h, w, 3), np.float32)
+    for r in range(0, h, rows):
+        images = stack[lo : hi + 1, r : r + rows]
+        if method == "robust":
+            hdr[r : r + rows] = merge_robust(images, times, curve)
+        elif method == "anchored":
+            hdr[r : r + rows] = merge_anchored(images, times, n - lo, curve)
+        else:
+            hdr[r : r + rows] = merge_debevec_linear(images, times)
     return hdr, (lo, hi)

@@ -114,6 +114,10 @@ class Pipeline:
 # -- tiling -------------------------------------------------------------------------------------
 
 
+#: Mirrored border (pixels) around each stage-1 tile, cropped from the networks' outputs.
+STAGE1_MARGIN = 16
+
+
 def _ramp(n: int, overlap: int) -> np.ndarray:
     """1-D blending weight: linear ramps of length `overlap` at both ends, never zero."""
     w = np.ones(n, np.float32)
@@ -160,17 +164,22 @@ def tiled_apply(
             wt = (wy[:, None] * wx[None, :])[..., None]
             out[..., y * s : (y + th) * s, x * s : (x + tw) * s, :] += res * wt
             wsum[y * s : (y + th) * s, x * s : (x + tw) * s] += wt
-    return out / wsum
+    out /= wsum  # in place: the stack of a large photo is the biggest array of the pipeline
+    return out
 
 
 # -- stage 1 ------------------------------------------------------------------------------------
 
 
-def _pad_reflect(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _pad_reflect(
+    x: np.ndarray, multiple: int, margin: int = 0
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mirror-pads HWC `x` by `margin` on every side and then up to a multiple of `multiple`."""
     h, w = x.shape[:2]
-    ph, pw = -h % multiple, -w % multiple
-    mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
-    return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
+    ph, pw = -(h + 2 * margin) % multiple, -(w + 2 * margin) % multiple
+    pads = ((margin, margin + ph), (margin, margin + pw), (0, 0))
+    mode = "reflect" if min(h, w) > max(p for pair in pads[:2] for p in pair) else "edge"
+    return np.pad(x, pads, mode=mode), (h, w)
 
 
 def generate_stack(
@@ -179,12 +188,15 @@ def generate_stack(
     """Runs both exposure networks; returns the (17, H, W, 3) stack [d8..d1, input, u1..u8]."""
     multiple = 2**pipe.up.module.depth
     tile = max(multiple, tile // multiple * multiple)
+    # Mirrored context around every tile: zero padding at a tile's border would otherwise show
+    # as a bright or dark seam along the photo's edges (interior seams are blended away).
+    m = STAGE1_MARGIN
 
     def both(patch: np.ndarray) -> np.ndarray:
-        padded, (h, w) = _pad_reflect(patch, multiple)
+        padded, (h, w) = _pad_reflect(patch, multiple, m)
         x = jnp.asarray(padded[None])
-        up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, :h, :w]
-        down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, :h, :w]
+        up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, m : m + h, m : m + w]
+        down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, m : m + h, m : m + w]
         return np.concatenate([down[::-1], patch[None], up], axis=0)
 
     n = pipe.up.module.num_exposures
@@ -253,7 +265,7 @@ def reconstruct(
     image: np.ndarray,
     *,
     scale: int | None = 2,
-    merge_method: str = "robust",
+    merge_method: str = "anchored",
     stage1_tile: int = 512,
     stage2_tile: int = 128,
 ) -> Result:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from pathlib import Path
 
 import flax.serialization
@@ -76,6 +77,29 @@ def test_round_trip_float32_with_template(tmp_path):
     loaded, _ = bundle.load_network(tmp_path, "a", _template(v))
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(v)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_compressed_round_trip_replaces_and_rejects_garbage(saved):
+    directory, v = saved  # net.msgpack exists from the fixture
+    plain = (directory / "net.msgpack").read_bytes()
+    bundle.save_network(directory, "net", v, CONFIG, compress=True)
+    packed = directory / "net.msgpack.zlib"
+    assert packed.exists() and not (directory / "net.msgpack").exists()  # no stale file left
+    assert zlib.decompress(packed.read_bytes()) == plain and packed.stat().st_size < len(plain)
+    loaded, entry = bundle.load_network(directory, "net")
+    assert entry["file"] == "net.msgpack.zlib"
+    expected = jax.tree.map(lambda x: x.astype(np.float16).astype(np.float32), v)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    # A truncated stream with a matching checksum is a one-line error, not a zlib traceback.
+    data = packed.read_bytes()[:-20]
+    packed.write_bytes(data)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["net"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bundle.WeightsError, match="not a weights file") as e:
+        bundle.load_network(directory, "net")
+    _one_line_error(e)
 
 
 def test_sha_mismatch(saved):

@@ -78,6 +78,44 @@ def test_merge_stack_uses_only_the_selected_exposures():
         merge.merge_stack(stack, method="average")
 
 
+@pytest.mark.parametrize("method", ["robust", "debevec"])
+def test_merge_stack_row_blocks_equal_one_block(monkeypatch, method):
+    e = testing.fake_radiance(np.random.default_rng(4), 23, 10, stops=6.0)
+    stack = exposure.simulate_bracket(e, crf_lib.srgb_crf(), T=6, normalise=True)
+    whole, kept = merge.merge_stack(stack, method=method)
+    monkeypatch.setattr(merge, "MERGE_BLOCK_PIXELS", 35)  # 3 rows of 10 per block, ragged end
+    blocks, kept_blocks = merge.merge_stack(stack, method=method)
+    assert kept_blocks == kept and blocks.dtype == np.float32
+    np.testing.assert_array_equal(blocks, whole)
+
+
+def test_anchored_merge_keeps_the_input_and_fills_clipped_pixels():
+    e = testing.fake_radiance(np.random.default_rng(5), 12, 14, stops=8.0)
+    stack = exposure.simulate_bracket(e, crf_lib.srgb_crf(), T=8, normalise=True)  # exact
+    n = (len(stack) - 1) // 2
+    times = merge.exposure_times(n)
+    hdr = merge.merge_anchored(stack, times, n)
+    lin = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), stack[n])
+    dark = stack[n].max(-1) < 0.9
+    clipped = stack[n].max(-1) >= 254 / 255
+    assert dark.any() and clipped.any()
+    np.testing.assert_array_equal(hdr[dark], lin[dark])  # measured pixels stay untouched
+    # Clipped pixels take the least-darkened exposure that sees them: the true radiance of a
+    # simulated (exact) stack, and never less than the clipped input value.
+    ok = stack[:n][::-1].max(-1) < 0.9  # d1, d2, ...
+    first = np.argmax(ok, axis=0)
+    seen = clipped & ok.any(0)
+    idx = n - 1 - first
+    z = np.take_along_axis(stack, idx[None, ..., None], axis=0)[0]
+    want = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), z) / times[idx][..., None]
+    np.testing.assert_allclose(hdr[seen], np.maximum(want, lin)[seen], rtol=1e-5)
+    assert np.all(hdr[clipped] >= lin[clipped] - 1e-6)
+    # The stack's input index is the kept range's centre in merge_stack.
+    whole, kept = merge.merge_stack(stack, method="anchored")
+    assert kept == (0, 2 * n)
+    np.testing.assert_allclose(whole, hdr, rtol=1e-6)
+
+
 # -- Debevec merge (OpenCV, linear response) -----------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import os
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import signal
@@ -284,6 +285,24 @@ def test_mef_ssim_batch_and_chunks(mef_case):
     # One unbatched image through the row-chunked path (lax.map, ragged last block).
     single = [float(M.mef_ssim(fused[i], stacks[i], max_chunk_elems=40_000)) for i in range(2)]
     np.testing.assert_allclose(single, batched, atol=1e-6)
+
+
+def test_mef_ssim_filtered_matches_patch_version_and_has_gradients(mef_case):
+    fused, stacks = mef_case  # 3 sources, clipped and flat patches, odd sizes
+    want = np.asarray(M.mef_ssim(fused, stacks))
+    got = np.asarray(jax.jit(M.mef_ssim_filtered)(fused, stacks))
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    # Fewer scales for small training patches: one scale equals the finest scale score.
+    _, per_scale = M.mef_ssim(fused, stacks, return_per_scale=True)
+    one = M.mef_ssim_filtered(fused, stacks, num_scales=1)
+    np.testing.assert_allclose(np.asarray(one), np.asarray(per_scale[:, 0]), atol=2e-4)
+    with pytest.raises(ValueError, match="allows 1..3 scales"):
+        M.mef_ssim_filtered(fused, stacks, num_scales=4)
+    grad = jax.grad(lambda f: jnp.sum(M.mef_ssim_filtered(f, stacks)))(jnp.asarray(fused))
+    assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).max()) > 0
+    # Moving the fused image towards the better-scoring sources' structure raises the score.
+    step = np.asarray(M.mef_ssim_filtered(fused + 20.0 * np.asarray(grad), stacks))
+    assert np.all(step > got), (step, got)
 
 
 def test_mef_ssim_identical_stack_is_one(mef_case):

@@ -362,3 +362,38 @@ def test_cli_reconstruct_with_stack(trained_weights, cli_env, tmp_path):
     )
     # The centre of the stack is the input itself.
     np.testing.assert_array_equal(hio.read_ldr(out / "scene_ev+0.0.png"), hio.read_ldr(photo))
+
+
+def test_init_weights_starts_from_exported_networks(tiny_weights):
+    from experiments.configs import drtmo as drtmo_config
+    from hdr_jax import bundle
+
+    for config, name in (
+        (drtmo_config.get_config("down,tiny"), "drtmo_down"),
+        (cfnet_config.get_config("x2,tiny"), "cfnet_x2"),
+    ):
+        fresh = tasks.make_task(config, builder=object()).init_state(jax.random.key(0))
+        config.init_weights = str(tiny_weights)
+        task = tasks.make_task(config, builder=object())
+        state = task.init_state(jax.random.key(0))
+        stored, _ = bundle.load_network(tiny_weights, name)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(stored["params"])):
+            np.testing.assert_array_equal(np.asarray(a), b)
+        assert not all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(state.params))
+        )
+        if name.startswith("drtmo"):  # batch-norm statistics come along
+            for a, b in zip(
+                jax.tree.leaves(state.batch_stats), jax.tree.leaves(stored["batch_stats"])
+            ):
+                np.testing.assert_array_equal(np.asarray(a), b)
+        # Export and the memory analysis trace init_state abstractly: that path loads too.
+        shapes = jax.eval_shape(task.init_state, jax.random.key(0))
+        assert jax.tree.structure(shapes.params) == jax.tree.structure(state.params)
+
+    config = cfnet_config.get_config("x2,tiny")
+    config.model.features = 12  # not the stored network's width
+    config.init_weights = str(tiny_weights)
+    with pytest.raises(bundle.WeightsError, match="do not match the model config"):
+        tasks.make_task(config, builder=object()).init_state(jax.random.key(0))

@@ -366,8 +366,8 @@ class CFNet(nn.Module):
         srb_cls, step_cls = SuperResolutionBlock, FeedbackStep
         if self.remat_policy != "none":
             policy = _remat_policy(self.remat_policy)
-            srb_cls = nn.remat(SuperResolutionBlock, policy=policy, prevent_cse=False)
-            step_cls = nn.remat(FeedbackStep, policy=policy, prevent_cse=False)
+            srb_cls = nn.remat(SuperResolutionBlock, policy=policy)
+            step_cls = nn.remat(FeedbackStep, policy=policy)
 
         self.feb_over = FeatureExtractionBlock(self.features, first_act=True, **kw)
         self.feb_under = FeatureExtractionBlock(

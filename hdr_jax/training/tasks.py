@@ -38,6 +38,20 @@ def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, *
     return builder
 
 
+def initial_variables(config: ml_collections.ConfigDict, name: str, variables: dict) -> dict:
+    """`variables`, or, with `config.init_weights` set to a weights directory (see
+    hdr_jax.bundle), that directory's network `name` (shape-checked): fine-tuning starts from
+    exported weights (a fresh optimiser state; resuming a workdir restores its own checkpoint)."""
+    directory = config.get("init_weights", "")
+    if not directory:
+        return variables
+    from hdr_jax import bundle
+
+    template = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype), variables)
+    loaded, _ = bundle.load_network(directory, name, template)
+    return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype), variables, loaded)
+
+
 class CFNetTask:
     """Stage 2: CF-Net with the eq. 19 loss."""
 
@@ -98,7 +112,9 @@ class CFNetTask:
     def init_state(self, rng: jax.Array) -> TrainState:
         p = self.config.data.patch_size
         x = jnp.zeros((1, p, p, 3), jnp.float32)
-        params = self.model.init(rng, x, x)["params"]
+        variables = {"params": self.model.init(rng, x, x)["params"]}
+        name = f"cfnet_x{self.config.model.scale}"
+        params = initial_variables(self.config, name, variables)["params"]
         return TrainState(
             step=jnp.int32(0),
             params=params,
@@ -113,7 +129,11 @@ class CFNetTask:
         def loss_fn(params):
             out = self.model.apply({"params": params}, batch["over_lr"], batch["under_lr"])
             loss, terms = losses.cfnet_loss(
-                out, batch, srb_weight=cfg.srb_weight, cfb_weight=cfg.cfb_weight
+                out,
+                batch,
+                srb_weight=cfg.srb_weight,
+                cfb_weight=cfg.cfb_weight,
+                mef_weight=cfg.get("mef_weight", 0.0),
             )
             return loss, (terms, out["fused"])
 
@@ -220,6 +240,7 @@ class DrTMOTask:
         variables = self.model.init(
             {"params": rng, "dropout": rng}, jnp.zeros((1, c, c, 3), jnp.float32), train=False
         )
+        variables = initial_variables(self.config, f"drtmo_{self.config.direction}", variables)
         params = variables["params"]
         return TrainState(
             step=jnp.int32(0),
