@@ -572,27 +572,46 @@ def run_ablations(
 
 # -- command line -------------------------------------------------------------------------------
 
-_SUITE = flags.DEFINE_enum("suite", None, ["drtmo", "cfnet", "all"], "Which grid to run.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the report.")
-_QUICK = flags.DEFINE_bool("quick", False, "Test-sized models and data, 2 steps per run.")
-_HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR images.")
-_TFDS_DIR = flags.DEFINE_string("tfds_dir", "", "tfds data directory (default: WORKDIR/tfds).")
-_VARIANTS = flags.DEFINE_list("variants", [], "Only these variants (default: the whole grid).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every run.")
-_STEPS = flags.DEFINE_integer("steps", 0, "Training steps per run (0: the grid's default).")
-_PROGRESS = flags.DEFINE_bool("progress", False, "Progress bars instead of log lines.")
-_REPORT_ONLY = flags.DEFINE_bool(
-    "report_only", False, "Train nothing: rebuild the report from the runs under --workdir."
-)
-_REPORT_DIR = flags.DEFINE_string(
-    "report_dir", "", "Where to write the report (default --workdir); its discussion.md is kept."
-)
-_CACHE = flags.DEFINE_bool(
-    "compilation_cache",
-    True,
-    "Persistent XLA compilation cache in WORKDIR/xla_cache (up and down nets share executables; "
-    "a rerun compiles nothing).",
-)
+
+def _define_flags() -> None:
+    """Defines the command-line flags (only when run as a program: the test suite imports this
+    module next to other absl entry points that also define --workdir)."""
+    global \
+        _SUITE, \
+        _WORKDIR, \
+        _QUICK, \
+        _HDR_DIR, \
+        _TFDS_DIR, \
+        _VARIANTS, \
+        _SEED, \
+        _STEPS, \
+        _PROGRESS, \
+        _REPORT_ONLY, \
+        _REPORT_DIR, \
+        _CACHE
+    _SUITE = flags.DEFINE_enum("suite", None, ["drtmo", "cfnet", "all"], "Which grid to run.")
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the report.")
+    _QUICK = flags.DEFINE_bool("quick", False, "Test-sized models and data, 2 steps per run.")
+    _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR images.")
+    _TFDS_DIR = flags.DEFINE_string("tfds_dir", "", "tfds data directory (default: WORKDIR/tfds).")
+    _VARIANTS = flags.DEFINE_list("variants", [], "Only these variants (default: the whole grid).")
+    _SEED = flags.DEFINE_integer("seed", 0, "Seed of every run.")
+    _STEPS = flags.DEFINE_integer("steps", 0, "Training steps per run (0: the grid's default).")
+    _PROGRESS = flags.DEFINE_bool("progress", False, "Progress bars instead of log lines.")
+    _REPORT_ONLY = flags.DEFINE_bool(
+        "report_only", False, "Train nothing: rebuild the report from the runs under --workdir."
+    )
+    _REPORT_DIR = flags.DEFINE_string(
+        "report_dir",
+        "",
+        "Where to write the report (default --workdir); its discussion.md is kept.",
+    )
+    _CACHE = flags.DEFINE_bool(
+        "compilation_cache",
+        True,
+        "Persistent XLA compilation cache in WORKDIR/xla_cache (up and down nets share executables; "
+        "a rerun compiles nothing).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -639,4 +658,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
