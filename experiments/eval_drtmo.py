@@ -18,7 +18,6 @@ CRFs), the config the bundled networks were trained on (experiments/configs/drtm
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -59,16 +58,6 @@ def _load_validation(data_dir: str, hdr_dir: str):
     if "validation" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{hdr_dir}: no held-out scene (validation split is empty)")
     return builder.as_data_source(split="validation")
-
-
-def _nan_to_none(x):
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def _weights_info(directory: Path) -> dict:
@@ -212,16 +201,6 @@ def to_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
-def write(out_dir: Path, res: dict, *, overwrite: bool) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = out_dir / "results.json", out_dir / "results.md"
-    texts = json.dumps(_nan_to_none(res), indent=2) + "\n", to_markdown(res)
-    for path, text in zip(paths, texts):
-        with hdr_io.atomic_output(path, overwrite=overwrite) as tmp:
-            Path(tmp).write_text(text)
-    return paths
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
@@ -230,9 +209,8 @@ def main(argv):
     t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
     if not _OVERWRITE.value:
-        for p in (out_dir / "results.json", out_dir / "results.md"):
-            if p.exists():
-                sys.exit(f"{p}: exists (use --overwrite to replace it)")
+        for p in hdr_eval.existing_results(out_dir):
+            sys.exit(f"{p}: exists (use --overwrite to replace it)")
     indices = (
         "all"
         if _INDICES.value == "all"
@@ -255,7 +233,7 @@ def main(argv):
     res = summarise(records, indices)
     res["weights"] = _weights_info(pipe.directory)
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = write(out_dir, res, overwrite=_OVERWRITE.value)
+    paths = hdr_eval.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
     print(to_markdown(res))
     print(f"wrote {paths[0]} and {paths[1]}")
 

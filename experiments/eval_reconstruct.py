@@ -18,7 +18,6 @@ under/over pair at the exposures the pipeline picked. Protocols in :mod:`hdr_jax
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from hdr_jax import bundle, hdr_eval
-from hdr_jax import io as hdr_io
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -41,16 +39,6 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result file
 TITLE = "Two-stage system on the held-out scenes"
 _HDR_METRICS = ("pu21", "pu21_clipped")
 _FUSED_METRICS = ("psnr", "ssim", "mef_ssim")
-
-
-def _nan_to_none(x):
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def summarise(per_view: list[dict], variants: list[str]) -> dict:
@@ -147,16 +135,6 @@ def to_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
-def write(out_dir: Path, res: dict, *, overwrite: bool) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = out_dir / "results.json", out_dir / "results.md"
-    texts = json.dumps(_nan_to_none(res), indent=2) + "\n", to_markdown(res)
-    for path, text in zip(paths, texts):
-        with hdr_io.atomic_output(path, overwrite=overwrite) as tmp:
-            Path(tmp).write_text(text)
-    return paths
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
@@ -165,9 +143,8 @@ def main(argv):
     t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
     if not _OVERWRITE.value:
-        for p in (out_dir / "results.json", out_dir / "results.md"):
-            if p.exists():
-                sys.exit(f"{p}: exists (use --overwrite to replace it)")
+        for p in hdr_eval.existing_results(out_dir):
+            sys.exit(f"{p}: exists (use --overwrite to replace it)")
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     pipe.cfnet(_SCALE.value)  # fail on missing stage-2 weights before any work
     variants = {"PNG": None}
@@ -221,7 +198,7 @@ def main(argv):
         if k in manifest
     }
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = write(out_dir, res, overwrite=_OVERWRITE.value)
+    paths = hdr_eval.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
     print(to_markdown(res))
     print(f"wrote {paths[0]} and {paths[1]}")
 

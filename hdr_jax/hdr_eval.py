@@ -22,6 +22,7 @@ Inputs of the two-stage evaluation are sRGB 8-bit renderings of a linear view, e
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -503,3 +504,37 @@ def evaluate_view(
         "label": label,
     }
     return ViewResult(hdr_scores, fused_scores, info, images)
+
+
+# -- result files -------------------------------------------------------------------------------
+
+RESULT_FILES = ("results.json", "results.md")
+
+
+def nan_to_none(x: Any) -> Any:
+    """A results tree with NaN/inf floats as None (strict JSON)."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def existing_results(out_dir: str | Path) -> list[Path]:
+    """The result files already in `out_dir` (checked before a long evaluation starts)."""
+    return [p for p in (Path(out_dir) / n for n in RESULT_FILES) if p.exists()]
+
+
+def write_results(
+    out_dir: str | Path, res: dict, markdown: str, *, overwrite: bool
+) -> tuple[Path, Path]:
+    """Writes results.json (NaN as null) and results.md atomically into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = tuple(out_dir / n for n in RESULT_FILES)
+    for path, text in zip(paths, (json.dumps(nan_to_none(res), indent=2) + "\n", markdown)):
+        with hdr_io.atomic_output(path, overwrite=overwrite) as tmp:
+            Path(tmp).write_text(text)
+    return paths
