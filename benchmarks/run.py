@@ -8,9 +8,11 @@ Per configuration: parameter count; forward GFLOP (XLA cost analysis of the lowe
 compiled peak memory (XLA memory analysis, argument + output - alias + temp; the train state is
 donated as in `training.loop`, so its outputs alias its inputs) of the training step and of
 inference; and, for the timed subset, the median wall time after warm-up and the achieved
-GFLOP/s (the compiled step's FLOPs, recomputation included, over its time). Variants: 'none'
-(float32, no remat), 'remat' (CF-Net: each SRB / feedback step; DrTMO: each layer), 'remat-save'
-(remat keeping the projection outputs / the conv outputs), 'bf16' (bf16 compute, float32 params).
+GFLOP/s (the compiled step's FLOPs, recomputation included, over its time). Variants: the
+stride-1 conv as 'im2col' + matmul or as lax.conv ('xla'); '+remat' (CF-Net: every SRB and
+feedback step, the steps as a rolled loop; DrTMO: every layer); '+bf16' (bf16 compute and bf16
+Adam moments; parameters stay float32). The memory targets use `memory.choose_training_settings`,
+whose last resort adds gradient accumulation (`microbatches`).
 
 Compile-only numbers use `memory.ANALYSIS_OPTIONS` (same buffer assignment, faster compile);
 timed ones the default options. A float32 matmul measured in the same run is the machine's
@@ -66,18 +68,51 @@ MD_BEGIN, MD_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 # SPEC section 8 (PyTorch 2 threads, batch 1, T = 3) and the issue's targets.
 TORCH_TRAIN_S = {2: 3.0, 4: 10.4}
+_BF16_ADAM = {"optimizer": {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}}
+_F32_ADAM = {"optimizer": {"mu_dtype": "", "nu_dtype": ""}}
+
+
+def _cf(impl: str, remat: str = "none", dtype: str = "float32") -> dict:
+    opt = _BF16_ADAM if dtype == "bfloat16" else _F32_ADAM
+    return {"model": {"remat_policy": remat, "dtype": dtype, "conv_impl": impl}, **opt}
+
+
+def _dr(impl: str, remat: bool = False, dtype: str = "float32") -> dict:
+    opt = _BF16_ADAM if dtype == "bfloat16" else _F32_ADAM
+    return {"model": {"remat": remat, "dtype": dtype, "conv_impl": impl}, **opt}
+
+
+# Stride-1 conv as im2col + matmul or as lax.conv ('xla'); remat of every feedback step (CF-Net:
+# a rolled loop) or of every layer (DrTMO); bf16 compute with bf16 Adam moments.
 CFNET_VARIANTS = {
-    "none": {"model": {"remat_policy": "none", "dtype": "float32"}},
-    "remat": {"model": {"remat_policy": "step", "dtype": "float32"}},
-    "remat-save": {"model": {"remat_policy": "projections", "dtype": "float32"}},
-    "bf16": {"model": {"remat_policy": "none", "dtype": "bfloat16"}},
+    "im2col": _cf("im2col"),
+    "xla": _cf("xla"),
+    "xla+remat": _cf("xla", "step"),
+    "xla+remat+bf16": _cf("xla", "step", "bfloat16"),
 }
 DRTMO_VARIANTS = {
-    "none": {"model": {"remat": False, "dtype": "float32"}},
-    "remat": {"model": {"remat": True, "dtype": "float32"}},
-    "remat-save": {"model": {"remat": "dots_saveable", "dtype": "float32"}},
-    "bf16": {"model": {"remat": False, "dtype": "bfloat16"}},
+    "im2col": _dr("im2col"),
+    "xla": _dr("xla"),
+    "xla+remat": _dr("xla", True),
+    "xla+bf16": _dr("xla", False, "bfloat16"),
 }
+# The variant the CF-Net training config uses by default (timed at x4 too).
+CFNET_DEFAULT = cfnet_configs.get_config("").model.conv_impl
+
+
+def _inference_variant(net: str, name: str) -> tuple[str, dict]:
+    """Inference settings of a training variant: remat and the optimiser do not matter there,
+    the conv implementation and compute dtype do."""
+    model = (CFNET_VARIANTS if net == "cfnet" else DRTMO_VARIANTS)[name]["model"]
+    key = f"{model['conv_impl']}+{model['dtype']}"
+    remat = {"remat_policy": "none"} if net == "cfnet" else {"remat": False}
+    return key, {"model": {**model, **remat}}
+
+
+def _rolled(net: str, name: str) -> bool:
+    """CF-Net with remat runs its feedback steps as a rolled loop, whose body XLA's cost analysis
+    counts once: no FLOP count for those rows."""
+    return net == "cfnet" and CFNET_VARIANTS[name]["model"]["remat_policy"] != "none"
 
 
 # -- the grid -------------------------------------------------------------------------------------
@@ -111,9 +146,9 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                 "size": 8,
                 "batch": 1,
                 "depth": 2,
-                "train": ["none"],
-                "infer": ["none"],
-                "timed": ["none"] if timing else [],
+                "train": ["xla", "xla+remat"],
+                "infer": ["xla"],
+                "timed": ["xla"] if timing else [],
             }
         )
         rows.append(
@@ -124,22 +159,22 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                 "size": 8,
                 "batch": 1,
                 "depth": 3,
-                "train": ["none"],
-                "infer": ["none"],
-                "timed": ["none"] if timing else [],
+                "train": ["im2col"],
+                "infer": ["im2col"],
+                "timed": ["im2col"] if timing else [],
             }
         )
         return rows
-    # Default coverage (< 15 min on one core; XLA:CPU needs ~20-40 s per CF-Net training compile
-    # and a paper-width x4 step takes tens of seconds): every variant at the memory target's
-    # shape (x4, LR 128, batch 4) and at x2 LR 64, fewer elsewhere; 'none' and 'remat' timed at
-    # x2, 'none' at x4; forward GFLOP and parameters everywhere (lowering only).
+    # Default coverage (< 15 min on 2 cores; XLA:CPU needs ~20-40 s per CF-Net training compile
+    # and a paper-width x4 step takes tens of seconds): every variant at the memory targets'
+    # shapes and at x2 LR 64, fewer elsewhere; both conv implementations timed at x2 LR 64 and
+    # the training default at x4; forward GFLOP and parameters everywhere (lowering only).
     full = grid == "full"
     cf_train = {
-        2: {(64, 1, 3): all_v, (128, 4, 3): ["none", "remat"], (64, 1, 4): ["none"]},
-        4: {(64, 1, 3): ["none", "remat", "bf16"], (128, 4, 3): all_v},
+        2: {(64, 1, 3): all_v, (128, 4, 3): ["xla", "xla+remat+bf16"], (64, 1, 4): ["xla"]},
+        4: {(64, 1, 3): ["im2col", "xla", "xla+remat+bf16"], (128, 4, 3): all_v},
     }
-    cf_timed = {2: ["none", "remat"], 4: ["none"]}
+    cf_timed = {2: ["im2col", "xla"], 4: [CFNET_DEFAULT]}
     for scale in (2, 4):
         for size in (64, 128):
             for batch in (1, 4):
@@ -147,9 +182,7 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                     key = (size, batch, steps)
                     timed = []
                     if timing and key == (64, 1, 3):
-                        timed = (
-                            (all_v if scale == 2 else ["none", "bf16"]) if full else cf_timed[scale]
-                        )
+                        timed = ["im2col", "xla"] if full else cf_timed[scale]
                     train = all_v if full else cf_train[scale].get(key, [])
                     rows.append(
                         {
@@ -161,20 +194,20 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                             "batch": batch,
                             "depth": steps,
                             "train": train,
-                            "infer": ["none", "bf16"] if full else ["none"][: len(train)],
+                            "infer": train,
                             "timed": timed,
                         }
                     )
     dr_all = list(DRTMO_VARIANTS)
     for width, size, depth, train in (
         ("cpu", 256, 7, dr_all),
-        ("cpu", 512, 7, ["none", "remat", "bf16"]),
-        ("paper", 256, 8, ["none", "remat", "bf16"]),
+        ("cpu", 512, 7, ["xla", "xla+bf16"]),
+        ("paper", 256, 8, ["xla", "xla+bf16"]),
         ("paper", 512, 9, dr_all),
     ):
         timed = []
         if timing and (width, size) == ("cpu", 256):
-            timed = dr_all if full else ["none", "remat"]
+            timed = ["im2col", "xla"]
         rows.append(
             {
                 "net": "drtmo",
@@ -184,7 +217,7 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                 "batch": 1,
                 "depth": depth,
                 "train": dr_all if full else train,
-                "infer": ["none", "bf16"],
+                "infer": dr_all if full else train,
                 "timed": timed,
             }
         )
@@ -327,7 +360,8 @@ def measure_row(row: dict, reps: int, log: Callable[[str], None]) -> list[dict]:
                     train_times=r["times"],
                     train_compile_s=r["compile_s"],
                 )
-                rec["train_gflops"] = r["flops"] / r["seconds"] / 1e9
+                if not _rolled(row["net"], name):
+                    rec["train_gflops"] = r["flops"] / r["seconds"] / 1e9
             else:
                 r = dict(
                     zip(
@@ -338,19 +372,20 @@ def measure_row(row: dict, reps: int, log: Callable[[str], None]) -> list[dict]:
                     )
                 )
             rec["train_memory"] = r["memory"].as_dict()
-            rec["train_gflop"] = r["flops"] / 1e9
-        # remat does not change inference: the remat rows reuse the 'none' numbers
-        infer_name = "bf16" if name == "bf16" else "none"
-        if infer_name in row["infer"]:
-            if infer_name not in inferred:
-                if row["timed"]:  # inference is timed wherever training is
-                    inferred[infer_name] = time_inference(row, variants[infer_name], reps)
+            if not _rolled(row["net"], name):
+                rec["train_gflop"] = r["flops"] / 1e9
+        # inference depends on the conv implementation and dtype only: shared between variants
+        infer_key, infer_settings = _inference_variant(row["net"], name)
+        if name in row["infer"]:
+            if infer_key not in inferred:
+                if name in row["timed"]:  # inference is timed wherever training is
+                    inferred[infer_key] = time_inference(row, infer_settings, reps)
                 else:
                     stats, flops = memory.inference_analysis(
-                        row["config"], row["batch"], row["size"], variants[infer_name]
+                        row["config"], row["batch"], row["size"], infer_settings
                     )
-                    inferred[infer_name] = {"memory": stats, "flops": flops}
-            r = inferred[infer_name]
+                    inferred[infer_key] = {"memory": stats, "flops": flops}
+            r = inferred[infer_key]
             if "seconds" in r:
                 rec["infer_seconds"] = r["seconds"]
             rec["infer_memory"] = r["memory"].as_dict()
@@ -532,11 +567,16 @@ def check_targets(
         settings[name] = {k: v for k, v in choice.items()}
 
     def timed(model: str) -> dict | None:
-        for r in results:
-            key = (r["net"], r["model"], r["variant"], "train_seconds" in r)
-            if key == ("cfnet", model, "none", True):
-                return r
-        return None
+        """The fastest timed float32 step without remat (either conv implementation)."""
+        rows = [
+            r
+            for r in results
+            if (r["net"], r["model"]) == ("cfnet", model)
+            and "train_seconds" in r
+            and not _rolled("cfnet", r["variant"])
+            and CFNET_VARIANTS[r["variant"]]["model"]["dtype"] == "float32"
+        ]
+        return min(rows, key=lambda r: r["train_seconds"]) if rows else None
 
     for scale, factor in ((2, 1.0), (4, 2.0)):
         r = timed(f"x{scale}")
@@ -547,7 +587,7 @@ def check_targets(
         if r is None:
             add(name, None, "not timed")
         else:
-            add(name, r["train_seconds"] <= goal, f"{r['train_seconds']:.2f} s")
+            add(name, r["train_seconds"] <= goal, f"{r['train_seconds']:.2f} s ({r['variant']})")
     for scale in (2, 4):
         r = timed(f"x{scale}")
         name = f"CF-Net x{scale} training GFLOP/s >= half the matmul's ({matmul['gflops']:.0f})"
@@ -555,24 +595,26 @@ def check_targets(
             add(name, None, "not timed")
         else:
             ratio = r["train_gflops"] / matmul["gflops"]
-            add(name, ratio >= 0.5, f"{r['train_gflops']:.1f} GFLOP/s = {ratio:.2f} x matmul")
-    # Remat must actually recompute: with prevent_cse=False on an unrolled scan, XLA's CSE
-    # merges the recomputation back into the forward pass (same FLOPs, same memory).
-    for net in ("cfnet", "drtmo"):
-        flops = {}
-        for r in results:
-            if r["net"] == net and "train_gflop" in r:
-                flops.setdefault((r["model"], r["size"], r["batch"], r["depth"]), {})[
-                    r["variant"]
-                ] = r["train_gflop"]
-        pairs = [(k, v) for k, v in flops.items() if "none" in v and "remat" in v]
-        if pairs:
-            key, v = pairs[0]
             add(
-                f"{net} remat recomputes ({key[0]} {key[1]}², batch {key[2]})",
-                v["remat"] > 1.01 * v["none"],
-                f"train GFLOP {v['none']:.1f} (none) vs {v['remat']:.1f} (remat)",
+                name,
+                ratio >= 0.5,
+                f"{r['train_gflops']:.1f} GFLOP/s = {ratio:.2f} x matmul ({r['variant']})",
             )
+    # Remat must lower the peak: XLA:CPU schedules an unrolled loop's recomputation early (no
+    # saving), so remat runs the feedback steps as a rolled loop.
+    peaks = {}
+    for r in results:
+        if r["net"] == "cfnet" and "train_memory" in r:
+            key = (r["model"], r["size"], r["batch"], r["depth"])
+            peaks.setdefault(key, {})[r["variant"]] = r["train_memory"]["peak"]
+    pairs = [(k, v) for k, v in peaks.items() if "xla" in v and "xla+remat" in v]
+    if pairs:
+        key, v = pairs[0]
+        add(
+            f"cfnet remat lowers the training peak ({key[0]} {key[1]}², batch {key[2]})",
+            v["xla+remat"] < 0.9 * v["xla"],
+            f"{v['xla'] / GiB:.2f} GiB (xla) vs {v['xla+remat'] / GiB:.2f} GiB (xla+remat)",
+        )
     if pipe:
         first = pipe["first"]
         stages = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in first.items() if k != "total_s")

@@ -184,6 +184,8 @@ def _apply_settings(config: ml_collections.ConfigDict, settings: Mapping[str, An
         for section in ("model", "optimizer"):
             for k, v in (settings.get(section) or {}).items():
                 config[section][k] = v
+        if settings.get("microbatches"):
+            config.microbatches = int(settings["microbatches"])
     return config
 
 
@@ -345,39 +347,52 @@ def param_bytes(config: Any) -> int:
 # -- choosing settings --------------------------------------------------------------------------
 
 
-def training_candidates(config: Any) -> list[tuple[str, dict]]:
-    """Settings from the cheapest (fastest, most exact) to the most memory-saving.
+def training_candidates(config: Any, batch_size: int | None = None) -> list[tuple[str, dict]]:
+    """Settings from the cheapest (fastest, most exact) to the most memory-saving, as measured by
+    `benchmarks/run.py` (docs/benchmarks.md). Parameters stay float32 throughout.
 
-    CF-Net: no remat; remat of every SRB / feedback step keeping the projection outputs
-    ('projections'); remat saving nothing inside a step ('step'); and the last plus bf16 compute
-    and a bf16 first Adam moment. DrTMO: no remat; per-layer remat saving the conv outputs
-    (matmuls: 'dots_saveable'); per-layer remat saving nothing; plus a bf16 first moment; plus
-    bf16 compute. Parameters stay float32 throughout.
+    CF-Net: the 'xla' stride-1 conv everywhere (no per-tap input copies); remat of every SRB /
+    feedback step in a rolled loop ('step'); plus bf16 compute and bf16 Adam moments; then
+    gradient accumulation over 2, 4, ... slices of the batch (`microbatches`, the divisors of
+    `batch_size`). DrTMO (batch norm: no microbatches): 'xla' conv; plus bf16 Adam moments;
+    plus bf16 compute (per-layer remat measured no smaller). The memory savers cost CPU time
+    (XLA:CPU: 'xla' 2-tap and 3-d conv gradients, rolled loops; docs/benchmarks.md), not GPU
+    time, which is where budgets matter.
     """
     task = _experiment_config(config).task
-    f32 = {"optimizer": {"mu_dtype": ""}}
-    bf16_mu = {"optimizer": {"mu_dtype": "bfloat16"}}
+    f32 = {"optimizer": {"mu_dtype": "", "nu_dtype": ""}}
+    bf16 = {"optimizer": {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}}
     if task == "cfnet":
 
-        def cf(remat: str, dtype: str = "float32", opt: dict = f32) -> dict:
-            return {"model": {"remat_policy": remat, "dtype": dtype}, **opt}
+        def cf(remat: str, dtype: str = "float32", opt: dict = f32, **extra) -> dict:
+            return {
+                "model": {"remat_policy": remat, "dtype": dtype, "conv_impl": "xla"},
+                **opt,
+                **extra,
+            }
 
-        return [
-            ("none", cf("none")),
-            ("remat:projections", cf("projections")),
-            ("remat:step", cf("step")),
-            ("remat:step+bf16", cf("step", "bfloat16", bf16_mu)),
+        cands = [
+            ("xla", cf("none")),
+            ("xla+remat:step", cf("step")),
+            ("xla+remat:step+bf16", cf("step", "bfloat16", bf16)),
         ]
+        for m in range(2, int(batch_size or 0) + 1):
+            if batch_size % m == 0:
+                cands.append(
+                    (
+                        f"xla+remat:step+bf16+microbatches:{m}",
+                        cf("step", "bfloat16", bf16, microbatches=m),
+                    )
+                )
+        return cands
 
-    def dr(remat: bool | str, dtype: str = "float32", opt: dict = f32) -> dict:
-        return {"model": {"remat": remat, "dtype": dtype}, **opt}
+    def dr(dtype: str = "float32", opt: dict = f32) -> dict:
+        return {"model": {"remat": False, "dtype": dtype, "conv_impl": "xla"}, **opt}
 
     return [
-        ("none", dr(False)),
-        ("remat:dots_saveable", dr("dots_saveable")),
-        ("remat:layer", dr(True)),
-        ("remat:layer+mu_bf16", dr(True, "float32", bf16_mu)),
-        ("remat:layer+bf16", dr(True, "bfloat16", bf16_mu)),
+        ("xla", dr()),
+        ("xla+adam_bf16", dr("float32", bf16)),
+        ("xla+bf16", dr("bfloat16", bf16)),
     ]
 
 
@@ -404,7 +419,7 @@ def choose_training_settings(
     `MemoryBudgetError` when nothing fits.
     """
     limit = parse_bytes(budget)
-    cands = list(candidates) if candidates is not None else training_candidates(config)
+    cands = list(candidates) if candidates is not None else training_candidates(config, batch_size)
     if not cands:
         raise ValueError("no candidate settings to try")
     tried: dict[int, int] = {}
@@ -427,6 +442,7 @@ def choose_training_settings(
             "name": name,
             "model": dict(settings.get("model") or {}),
             "optimizer": dict(settings.get("optimizer") or {}),
+            "microbatches": int(settings.get("microbatches") or 0),
             "peak_bytes": tried[pick],
             "budget_bytes": limit,
             "tried": [(cands[k][0], tried[k]) for k in sorted(tried)],
@@ -515,7 +531,8 @@ def apply_training_budget(
     task is built.
 
     The config as given is tried first and kept when it fits; otherwise the cheapest of
-    `training_candidates` that fits is applied (model remat/dtype, optimizer `mu_dtype`) to a
+    `training_candidates` that fits is applied (model conv/remat/dtype, optimizer moment dtypes,
+    `microbatches`) to a
     copy of the config (not type-safe: DrTMO's `remat` may become a policy name). Raises
     `MemoryBudgetError` (one line) when nothing fits, before the real step is compiled.
     Returns (config, choice); choice is None when no budget is set.
@@ -529,9 +546,9 @@ def apply_training_budget(
         raise MemoryBudgetError(f"memory_budget: {e}") from None
     task = config.task
     patch = config.data.patch_size if task == "cfnet" else config.data.crop_size
-    cands = [("as configured", {})] + training_candidates(config)
+    cands = [("as configured", {})] + training_candidates(config, config.batch_size)
     choice = choose_training_settings(config, config.batch_size, patch, budget, candidates=cands)
-    if choice["model"] or choice["optimizer"]:
+    if choice["model"] or choice["optimizer"] or choice["microbatches"]:
         config = _apply_settings(
             ml_collections.ConfigDict(config.to_dict(), type_safe=False), choice
         )

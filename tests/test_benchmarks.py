@@ -111,7 +111,7 @@ CF_MODEL = {"features": 8, "num_groups": 2, "num_steps": 2, "scale": 2}
 
 def _fake_train_peaks(monkeypatch, peaks: dict[str, int]) -> list[str]:
     calls = []
-    names = {repr(s): n for n, s in memory.training_candidates(CF_MODEL)}
+    names = {repr(s): n for n, s in memory.training_candidates(CF_MODEL, 4)}
 
     def fake(config, batch_size, patch, settings, compiler_options):
         name = names[repr(settings)]
@@ -123,25 +123,34 @@ def _fake_train_peaks(monkeypatch, peaks: dict[str, int]) -> list[str]:
 
 
 def test_choose_training_settings_takes_the_cheapest_fit(monkeypatch):
-    names = [n for n, _ in memory.training_candidates(CF_MODEL)]
-    assert names[0] == "none"
+    names = [n for n, _ in memory.training_candidates(CF_MODEL, 4)]
+    assert names == [
+        "xla",
+        "xla+remat:step",
+        "xla+remat:step+bf16",
+        "xla+remat:step+bf16+microbatches:2",
+        "xla+remat:step+bf16+microbatches:4",
+    ]
+    assert [n for n, _ in memory.training_candidates(CF_MODEL, 3)][-1].endswith("microbatches:3")
     gib = 2**30
-    peaks = dict(zip(names, [9 * gib, 5 * gib, 3 * gib, 2 * gib]))
+    peaks = dict(zip(names, [9 * gib, 5 * gib, 4.5 * gib, 3 * gib, 2 * gib]))
     calls = _fake_train_peaks(monkeypatch, peaks)
     choice = memory.choose_training_settings(CF_MODEL, 4, 64, "4GiB")
-    assert choice["name"] == names[2]
-    assert choice["model"]["remat_policy"] == "step"
+    assert choice["name"] == names[3]
+    assert choice["model"] == {"remat_policy": "step", "dtype": "bfloat16", "conv_impl": "xla"}
+    assert choice["optimizer"] == {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}
+    assert choice["microbatches"] == 2
     assert choice["peak_bytes"] == 3 * gib and choice["budget_bytes"] == 4 * gib
     # cheapest first, then the most saving (hopeless budgets fail fast), then in order
-    assert calls == [names[0], names[-1], names[1], names[2]]
+    assert calls == [names[0], names[-1], names[1], names[2], names[3]]
 
     calls.clear()
-    assert memory.choose_training_settings(CF_MODEL, 4, 64, "10GiB")["name"] == "none"
-    assert calls == ["none"]
+    assert memory.choose_training_settings(CF_MODEL, 4, 64, "10GiB")["name"] == "xla"
+    assert calls == ["xla"]
 
 
 def test_choose_training_settings_raises_before_running(monkeypatch):
-    names = [n for n, _ in memory.training_candidates(CF_MODEL)]
+    names = [n for n, _ in memory.training_candidates(CF_MODEL, 4)]
     calls = _fake_train_peaks(monkeypatch, dict.fromkeys(names, 5 * 2**30))
     with pytest.raises(memory.MemoryBudgetError, match=r"no training setting fits 4\.00 GiB"):
         memory.choose_training_settings(CF_MODEL, 4, 64, "4GiB")
@@ -189,7 +198,7 @@ def test_quick_benchmark(tmp_path):
     doc = bench.run(quick=True, reps=2, out=str(out), log=lines.append)
 
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["quick"] and len(saved["results"]) == 2
+    assert saved["quick"] and len(saved["results"]) == 3
     md = (tmp_path / "bench.md").read_text()
     assert md.startswith("# Benchmarks\n\nHand-written notes.\n")  # kept
     assert md.count(bench.MD_BEGIN) == 1 and "| net | model |" in md
@@ -202,6 +211,9 @@ def test_quick_benchmark(tmp_path):
         assert tm["argument"] >= 3 * F32 * params
         assert tm["alias"] >= 3 * F32 * params
         assert tm["peak"] == tm["argument"] + tm["output"] - tm["alias"] + tm["temp"]
+        if r["variant"] == "xla+remat":  # compiled only; a rolled loop has no FLOP count
+            assert "train_seconds" not in r and "train_gflop" not in r
+            continue
         assert r["train_seconds"] > 0 and r["infer_seconds"] > 0
         # the training step does at least forward + backward (~3x forward)
         assert r["train_gflop"] >= 2.0 * r["forward_gflop"] > 0
@@ -211,6 +223,9 @@ def test_quick_benchmark(tmp_path):
     mm = doc["matmul"]
     np.testing.assert_allclose(mm["gflops"], 2 * mm["n"] ** 3 / mm["seconds"] / 1e9)
     assert {t["status"] for t in doc["targets"][:2]} == {"PASS"}  # tiny models fit 4 GiB
+    assert any(
+        t["target"].startswith("cfnet remat lowers the training peak") for t in doc["targets"]
+    )
     assert any(line.startswith("PASS") for line in lines)
     assert {p["layer"] for p in doc["profile"]} >= {"up projection (LR->HR)"}
     assert doc["pipeline"] is None  # --quick skips it (compiling both stages takes ~40 s)
@@ -253,8 +268,7 @@ def _drtmo_tiny():
 
 def test_training_budget_applies_the_chosen_settings(monkeypatch):
     """Off by default; the config as given is kept when it fits; otherwise the chosen overrides
-    land in the returned config (DrTMO's bool `remat` becomes a policy name) and the task built
-    from it uses them."""
+    land in the returned config and the task built from it uses them."""
     from hdr_jax.training import tasks
 
     config = _drtmo_tiny()
@@ -262,8 +276,8 @@ def test_training_budget_applies_the_chosen_settings(monkeypatch):
     assert memory.apply_training_budget(config) == (config, None)
 
     names = [n for n, _ in memory.training_candidates(config)]
-    peaks = {"as configured": 9, "none": 9, "remat:dots_saveable": 5, "remat:layer": 4}
-    peaks.update({n: 3 for n in names[3:]})
+    assert names == ["xla", "xla+adam_bf16", "xla+bf16"]
+    peaks = {"as configured": 9, "xla": 6, "xla+adam_bf16": 5, "xla+bf16": 3}
 
     def fake(cfg, batch_size, patch, settings, compiler_options):
         assert (batch_size, patch) == (config.batch_size, config.data.crop_size)
@@ -280,12 +294,12 @@ def test_training_budget_applies_the_chosen_settings(monkeypatch):
     config.memory_budget = "5GiB"
     lines = []
     chosen, choice = memory.apply_training_budget(config, log=lines.append)
-    assert choice["name"] == "remat:dots_saveable" and choice["peak_bytes"] == 5 * 2**30
-    assert chosen.model.remat == "dots_saveable" and chosen.optimizer.mu_dtype == ""
-    assert config.model.remat is False  # the caller's config is untouched
-    assert len(lines) == 1 and "'remat:dots_saveable', compiled peak 5.00 GiB" in lines[0]
+    assert choice["name"] == "xla+adam_bf16" and choice["peak_bytes"] == 5 * 2**30
+    assert chosen.model.conv_impl == "xla" and chosen.optimizer.nu_dtype == "bfloat16"
+    assert config.model.conv_impl == "im2col"  # the caller's config is untouched
+    assert len(lines) == 1 and "'xla+adam_bf16', compiled peak 5.00 GiB" in lines[0]
     task = tasks.make_task(chosen, builder=object())
-    assert task.model.remat == "dots_saveable"
+    assert task.model.conv_impl == "xla"
 
     config.memory_budget = "2GiB"
     with pytest.raises(memory.MemoryBudgetError, match=r"no training setting fits 2\.00 GiB"):
@@ -387,21 +401,23 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
     peaks = dict(fit["stage2"]["tried"])
     stage1_peak = fit["stage1"]["peak_bytes"]
     assert peaks[64] > peaks[32] and stage1_peak > 0
-    budget = max(stage1_peak, peaks[32], peaks.get(48, 0)) + 1
+    # stage 2 alone (`fuse`): a budget between the tiles' peaks picks the largest that fits
+    budget = max(peaks[32], peaks.get(48, 0)) + 1
     want = 32 if peaks.get(48, budget + 1) > budget else 48
     assert peaks[64] > budget, "the budget must rule out the 64 tile"
-
-    rc, err = main("reconstruct", photo_png, "-o", out, "--memory-budget", budget, *common)
-    assert rc == 0, err
-    assert f"stage 2 tile {want}" in err and "stage 1 tile 64" in err
-    assert used == [("generate_stack", 64), ("fuse_pair", want)]
-    assert len(files_under(out)) == 3
+    rc, err = main(
+        "fuse", photo_png, photo_png, "-o", tmp_path / "f.png", "--memory-budget", budget, *common
+    )
+    assert rc == 0 and used == [("fuse_pair", want)], err
+    assert f"stage 2 tile {want}" in err
 
     used.clear()
-    rc, err = main(
-        "fuse", photo_png, photo_png, "-o", out / "f.png", "--memory-budget", "1GiB", *common
-    )
-    assert rc == 0 and used == [("fuse_pair", 64)], err
+    budget = max(stage1_peak, peaks[64]) + 1
+    rc, err = main("reconstruct", photo_png, "-o", out, "--memory-budget", budget, *common)
+    assert rc == 0, err
+    assert "stage 2 tile 64" in err and "stage 1 tile 64" in err
+    assert used == [("generate_stack", 64), ("fuse_pair", 64)]
+    assert len(files_under(out)) == 3
 
     bad = tmp_path / "bad"
     rc, err = main("brackets", photo_png, "-o", bad, "--memory-budget", "64KiB", *common)

@@ -207,7 +207,8 @@ def test_uncoupled_ablation():
 
 def test_init_separate_step_params_and_remat_policies():
     """Real init: per-step params stacked on a leading T axis and drawn independently; every
-    remat policy gives the same loss and gradients."""
+    remat policy, rolled or unrolled loop and conv implementation gives the same loss and
+    gradients."""
     base = CFNet(**SMALLEST)
     over, under = _inputs(4)
     # 'unsafe_rbg' only to keep the test's init compile short; flax splits it like any key
@@ -230,8 +231,14 @@ def test_init_separate_step_params_and_remat_policies():
 
     ref_loss, ref_grads = loss_and_grads(base)
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(ref_grads["params"]["steps"]))
-    for policy in ("step", "projections"):
-        loss, grads = loss_and_grads(CFNet(**SMALLEST, remat_policy=policy))
+    variants = [
+        {"remat_policy": "step"},  # rolled loop (the default under remat)
+        {"remat_policy": "projections", "unroll_steps": True},
+        {"conv_impl": "xla"},
+        {"remat_policy": "step", "conv_impl": "xla", "unroll_steps": True},
+    ]
+    for kw in variants:
+        loss, grads = loss_and_grads(CFNet(**SMALLEST, **kw))
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), grads, ref_grads

@@ -258,7 +258,12 @@ def test_bad_inputs_raise():
 
 @pytest.mark.parametrize(
     "ks,strides,pads",
-    [((8, 8), (4, 4), (2, 2)), ((6, 6), (2, 2), (2, 2)), ((4, 4, 4), (2, 2, 2), (1, 1, 1)), ((3, 4, 4), (1, 2, 2), (1, 1, 1))],
+    [
+        ((8, 8), (4, 4), (2, 2)),
+        ((6, 6), (2, 2), (2, 2)),
+        ((4, 4, 4), (2, 2, 2), (1, 1, 1)),
+        ((3, 4, 4), (1, 2, 2), (1, 1, 1)),
+    ],
 )
 def test_conv_impls_agree(ks, strides, pads):
     """The im2col (matmul) and lax.conv paths of the stride-1 conv give the same layer."""
@@ -268,7 +273,8 @@ def test_conv_impls_agree(ks, strides, pads):
     w = jnp.asarray(rng.standard_normal((*ks, 3, 4)), jnp.float32)
     for fn in (layers.conv_transpose, layers.strided_conv):
         a = fn(x, w, strides, pads, impl="im2col")
-        b = fn(x, w, strides, pads, impl="xla")
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        for impl in ("xla", "auto"):
+            b = fn(x, w, strides, pads, impl=impl)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="impl"):
         layers.conv_transpose(x, w, strides, pads, impl="bogus")

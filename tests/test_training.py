@@ -397,3 +397,64 @@ def test_init_weights_starts_from_exported_networks(tiny_weights):
     config.init_weights = str(tiny_weights)
     with pytest.raises(bundle.WeightsError, match="do not match the model config"):
         tasks.make_task(config, builder=object()).init_state(jax.random.key(0))
+
+
+def test_cfnet_microbatches_give_the_full_batch_step():
+    """config.microbatches=2 (gradient accumulation in a rolled loop) makes the same update as
+    one pass over the whole batch, up to float rounding; a batch it cannot split is an error."""
+    config = cfnet_config.get_config("tiny")
+    config.batch_size = 4
+    rng = np.random.default_rng(0)
+    p, hr = config.data.patch_size, config.data.patch_size * config.model.scale
+    batch = {
+        "over_lr": rng.uniform(0.4, 1.0, (4, p, p, 3)),
+        "under_lr": rng.uniform(0.0, 0.6, (4, p, p, 3)),
+        **{k: rng.uniform(0.0, 1.0, (4, hr, hr, 3)) for k in ("over_hr", "under_hr", "label_hr")},
+    }
+    batch = {k: jnp.asarray(v, jnp.float32) for k, v in batch.items()}
+    results = []
+    for m in (1, 2):
+        config.microbatches = m
+        task = tasks.make_task(config, builder=object())
+        state = task.init_state(jax.random.key(0))
+        results.append(jax.jit(task.train_step)(state, batch))
+    (s1, m1), (s2, m2) = results
+    np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m1["psnr"], m2["psnr"], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s1.params, s2.params
+    )
+    assert_params_differ(s1, task.init_state(jax.random.key(0)))
+    config.microbatches = 3
+    task = tasks.make_task(config, builder=object())
+    with pytest.raises(ValueError, match="divisible by microbatches"):
+        jax.eval_shape(task.train_step, task.init_state(jax.random.key(0)), batch)
+
+
+def test_low_precision_adam_matches_optax_and_stores_bf16():
+    """scale_by_adam_low_precision with float32 storage is optax.adam; with bf16 moments the
+    state is bf16 and a few steps stay close to float32 Adam."""
+    from hdr_jax.training import state as state_lib
+
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)}
+    grads = [{"w": jnp.asarray(rng.standard_normal((7, 5)), jnp.float32)} for _ in range(5)]
+
+    def run(cfg):
+        tx = state_lib.make_optimizer(ml_collections.ConfigDict(cfg))
+        p, s = params, tx.init(params)
+        for g in grads:
+            u, s = tx.update(g, s, p)
+            p = jax.tree.map(jnp.add, p, u)
+        return p, s
+
+    base = {"learning_rate": 1e-2, "b1": 0.5, "b2": 0.999}
+    ref, _ = run(base)
+    same, _ = run({**base, "nu_dtype": "float32"})
+    np.testing.assert_allclose(same["w"], ref["w"], rtol=1e-6, atol=1e-7)
+    low, s = run({**base, "mu_dtype": "bfloat16", "nu_dtype": "bfloat16"})
+    moments = s[0]
+    assert moments.mu["w"].dtype == jnp.bfloat16 and moments.nu["w"].dtype == jnp.bfloat16
+    assert int(moments.count) == len(grads)
+    step = np.abs(np.asarray(ref["w"] - params["w"]))
+    np.testing.assert_allclose(low["w"], ref["w"], atol=0.02 * step.max())

@@ -29,6 +29,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             coupled=True,
             remat_policy="none",
             dtype="float32",
+            # 'auto': lax.conv for 3x3 / 3-tap convs, im2col for 2-tap (x4) phase convs, where
+            # XLA:CPU's conv gradient is pathological (hdr_jax/models/layers.py)
+            conv_impl="auto",
+            unroll_steps=None,  # None: rolled loop exactly when remat is on
         )
     )
 
@@ -49,10 +53,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # mef_weight: optional (1 - MEF-SSIM) term against the HR pair (0 = the paper's eq. 19).
     config.loss = ml_collections.ConfigDict(dict(srb_weight=1.0, cfb_weight=1.0, mef_weight=0.0))
     config.optimizer = ml_collections.ConfigDict(
-        dict(learning_rate=1e-4, b1=0.9, b2=0.999, decay_every=0, decay_rate=0.5, mu_dtype="")
+        dict(
+            learning_rate=1e-4,
+            b1=0.9,
+            b2=0.999,
+            decay_every=0,
+            decay_rate=0.5,
+            mu_dtype="",
+            nu_dtype="",
+        )
     )
 
     config.batch_size = 4
+    # Gradient accumulation: the batch runs as this many equal slices in a rolled loop (same
+    # gradient, activation memory of one slice; see hdr_jax.memory for when it is chosen).
+    config.microbatches = 1
     config.num_train_steps = 20_000
     config.log_every = 50
     config.eval_every = 1000

@@ -40,6 +40,9 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
             dropout_rate=0.5,
             dtype="float32",
             remat=False,
+            # im2col: XLA:CPU's 3-d conv gradients are 6-8x slower as lax.conv; 'xla' is the
+            # memory saver (hdr_jax/memory.py picks it under --memory_budget)
+            conv_impl="im2col",
         )
     )
 
@@ -57,7 +60,15 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict(dict(denominator="all"))
     config.optimizer = ml_collections.ConfigDict(
-        dict(learning_rate=2e-4, b1=0.5, b2=0.999, decay_every=0, decay_rate=0.5, mu_dtype="")
+        dict(
+            learning_rate=2e-4,
+            b1=0.5,
+            b2=0.999,
+            decay_every=0,
+            decay_rate=0.5,
+            mu_dtype="",
+            nu_dtype="",
+        )
     )
 
     # The recipe of the bundled weights (README "Bundled weights"): 6000 steps of batch 8. They

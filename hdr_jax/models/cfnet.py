@@ -117,6 +117,7 @@ class ConvBlock(nn.Module):
     tag: str | None = None  # checkpoint name of the conv output (for remat policies)
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -132,6 +133,7 @@ class ConvBlock(nn.Module):
             (pad, pad),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            impl=self.conv_impl,
             kernel_init=nn.initializers.variance_scaling(
                 1.0 / 3.0,
                 "fan_in",
@@ -154,10 +156,11 @@ class FeatureExtractionBlock(nn.Module):
     first_act: bool = True  # False reproduces the public code's under-exposed branch
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         x = ConvBlock(4 * self.features, 3, act=self.first_act, name="conv_in", **kw)(x)
         return ConvBlock(self.features, 1, name="feat_in", **kw)(x)
 
@@ -177,11 +180,12 @@ class ProjectionGroups(nn.Module):
     reguide_after: int = 3
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, x: Array, guide: Array | None = None) -> Array:
         k, s, p = PROJECTION_GEOMETRY[self.scale]
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         lr, hr = [x], []
         for g in range(self.num_groups):
             h = jnp.concatenate(lr, axis=-1)
@@ -214,10 +218,11 @@ class SuperResolutionBlock(nn.Module):
     scale: int = 2
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, f_in: Array) -> Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         x = ConvBlock(self.features, 1, name="compress_in", **kw)(f_in)
         return ProjectionGroups(self.features, self.num_groups, self.scale, name="groups", **kw)(x)
 
@@ -236,10 +241,11 @@ class CoupledFeedbackBlock(nn.Module):
     reguide_after: int = 3
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, f_in: Array, g_own: Array, g_other: Array) -> Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         inputs = [f_in, g_own, g_other] if self.coupled else [f_in, g_own]
         x = ConvBlock(self.features, 1, name="compress_in", **kw)(jnp.concatenate(inputs, axis=-1))
         groups = ProjectionGroups(
@@ -256,11 +262,12 @@ class Reconstruction(nn.Module):
     scale: int = 2
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(self, g: Array) -> Array:
         k, s, p = PROJECTION_GEOMETRY[self.scale]
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         x = ConvBlock(self.features, k, s, p, transpose=True, name="deconv", **kw)(g)
         return ConvBlock(self.out_channels, 3, act=False, name="conv_out", **kw)(x)
 
@@ -285,6 +292,7 @@ class FeedbackStep(nn.Module):
     reguide_after: int = 3
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
 
     @nn.compact
     def __call__(
@@ -296,7 +304,7 @@ class FeedbackStep(nn.Module):
         up_under: Array,
     ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
         g_over, g_under = carry
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         cfb = dict(
             features=self.features,
             num_groups=self.num_groups,
@@ -335,6 +343,13 @@ class CFNet(nn.Module):
     reguide_after: int = 3
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32
+    conv_impl: str = "im2col"  # stride-1 conv implementation (layers.CONV_IMPLS)
+    # Feedback steps as a rolled loop (None: rolled exactly when remat is on). XLA:CPU schedules
+    # the recomputation of an unrolled loop early, which keeps every step's activations alive
+    # and undoes remat (measured: same peak as no remat); a rolled loop recomputes step t inside
+    # backward iteration t. Rolled loops run ~5x slower on XLA:CPU (docs/benchmarks.md), so
+    # no-remat training stays unrolled.
+    unroll_steps: bool | None = None
 
     def step_config(self) -> dict[str, Any]:
         """Constructor kwargs of the `FeedbackStep` that is scanned."""
@@ -347,6 +362,7 @@ class CFNet(nn.Module):
             "reguide_after": self.reguide_after,
             "dtype": self.dtype,
             "param_dtype": self.param_dtype,
+            "conv_impl": self.conv_impl,
         }
 
     def setup(self) -> None:
@@ -360,7 +376,7 @@ class CFNet(nn.Module):
             raise ValueError(
                 f"CFNet: remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}"
             )
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         rec = dict(features=self.features, out_channels=self.in_channels, scale=self.scale, **kw)
 
         srb_cls, step_cls = SuperResolutionBlock, FeedbackStep
@@ -385,7 +401,7 @@ class CFNet(nn.Module):
             split_rngs={"params": not shared},
             in_axes=(nn.broadcast,) * 4,
             length=self.num_steps,
-            unroll=True,
+            unroll=self.remat_policy == "none" if self.unroll_steps is None else self.unroll_steps,
         )(**self.step_config())
 
     def _check_inputs(self, over_lr: Array, under_lr: Array) -> None:

@@ -30,6 +30,7 @@ def make_drtmo(m: Mapping[str, Any]) -> drtmo.ExposureBracketNet:
         dropout_rate=_get(m, "dropout_rate", 0.5),
         dtype=jnp.dtype(_get(m, "dtype", "float32")),
         remat=_get(m, "remat", False),
+        conv_impl=_get(m, "conv_impl", "im2col"),
     )
 
 
@@ -43,4 +44,6 @@ def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
         coupled=_get(m, "coupled", True),
         remat_policy=_get(m, "remat_policy", "none"),
         dtype=jnp.dtype(_get(m, "dtype", "float32")),
+        conv_impl=_get(m, "conv_impl", "auto"),  # older manifests: same maths, see layers.py
+        unroll_steps=m.get("unroll_steps"),
     )

@@ -132,12 +132,17 @@ def _dimension_numbers(nd: int) -> lax.ConvDimensionNumbers:
     )
 
 
-#: Stride-1 conv implementations. 'im2col' (default) gathers the few kernel taps into channels and
-#: does one matmul: XLA:CPU differentiates a lax convolution with 2-tap kernels and many output
-#: channels (every phase conv of a k = 2s transposed conv) 10-100x slower than the matmul it is
+#: Stride-1 conv implementations. 'im2col' gathers the few kernel taps into channels and does one
+#: matmul: XLA:CPU differentiates a lax convolution with 2-tap kernels and many output channels
+#: (every phase conv of a k = 2s transposed conv) 10-100x slower than the matmul it is
 #: (measured: k8 s4 transposed conv 64x64x64, param+input gradient 4.6 s vs 0.09 s; 3D (4,4,4)
-#: s2 1.6 s vs 0.04 s). 'xla' keeps lax.conv_general_dilated (less memory: no tap copies).
-CONV_IMPLS = ("im2col", "xla")
+#: s2 1.6 s vs 0.04 s), but its patches hold prod(k) copies of the input, which the backward
+#: pass keeps. 'xla' keeps lax.conv_general_dilated (least memory). 'auto': xla for 2-d kernels
+#: with more than 2 taps per dim (3x3 convs and the 3-tap phase convs of x2 CF-Net: as fast on
+#: XLA:CPU, measured x2 training step 11.8 s vs 12.7 s, half the memory), im2col otherwise
+#: (2-tap phase convs; every 3-d conv: DrTMO's training step is 1.9 s with im2col, 12.5 s with
+#: xla on its (3, 2, 2)-tap phase convs, 15.0 s all xla).
+CONV_IMPLS = ("im2col", "xla", "auto")
 
 
 def _conv_stride1(
@@ -151,6 +156,8 @@ def _conv_stride1(
         )
         x = x[idx]
         pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    if impl == "auto":
+        impl = "xla" if nd == 2 and max(kernel.shape[:nd]) > 2 else "im2col"
     if impl == "xla":
         return lax.conv_general_dilated(
             x,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -50,6 +50,33 @@ def initial_variables(config: ml_collections.ConfigDict, name: str, variables: d
     template = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype), variables)
     loaded, _ = bundle.load_network(directory, name, template)
     return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype), variables, loaded)
+
+
+def accumulate_gradients(
+    grad_fn: Callable, params: Any, batch: dict, microbatches: int
+) -> tuple[tuple[jax.Array, Any], Any]:
+    """``grad_fn(params, batch)`` (a `jax.value_and_grad` with aux) averaged over `microbatches`
+    equal slices of the batch, run one after another in a rolled `lax.scan`, so the step's
+    activation memory is that of one slice. For a loss that is a mean over the batch (CF-Net's)
+    this is the full-batch gradient up to float rounding."""
+    microbatches = int(microbatches)
+    if microbatches <= 1:
+        return grad_fn(params, batch)
+    size = jax.tree.leaves(batch)[0].shape[0]
+    if size % microbatches:
+        raise ValueError(f"batch size {size} is not divisible by microbatches={microbatches}")
+    slices = jax.tree.map(
+        lambda x: x.reshape(microbatches, size // microbatches, *x.shape[1:]), batch
+    )
+
+    def body(acc, mb):
+        out = grad_fn(params, mb)
+        return jax.tree.map(jnp.add, acc, out), None
+
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], slices))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(body, zeros, slices)
+    return jax.tree.map(lambda x: x / microbatches, total)
 
 
 class CFNetTask:
@@ -126,7 +153,7 @@ class CFNetTask:
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         cfg = self.config.loss
 
-        def loss_fn(params):
+        def loss_fn(params, batch):
             out = self.model.apply({"params": params}, batch["over_lr"], batch["under_lr"])
             loss, terms = losses.cfnet_loss(
                 out,
@@ -135,17 +162,18 @@ class CFNetTask:
                 cfb_weight=cfg.cfb_weight,
                 mef_weight=cfg.get("mef_weight", 0.0),
             )
-            return loss, (terms, out["fused"])
+            terms["psnr"] = jnp.mean(metrics.psnr(out["fused"], batch["label_hr"]))
+            return loss, terms
 
-        (loss, (terms, fused)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, terms), grads = accumulate_gradients(
+            grad_fn, state.params, batch, self.config.get("microbatches", 1)
+        )
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = jax.tree.map(lambda p, u: p + u, state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        out = {
-            "loss": loss,
-            **{f"loss_{k}": v for k, v in terms.items()},
-            "psnr": jnp.mean(metrics.psnr(fused, batch["label_hr"])),
-        }
+        psnr = terms.pop("psnr")
+        out = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, "psnr": psnr}
         return new_state, out
 
     def predict(self, params: Any, batch: dict) -> dict:
