@@ -174,6 +174,7 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
         2: {(64, 1, 3): all_v, (128, 4, 3): ["xla", "xla+remat+bf16"], (64, 1, 4): ["xla"]},
         4: {(64, 1, 3): ["im2col", "xla", "xla+remat+bf16"], (128, 4, 3): all_v},
     }
+    assert CFNET_DEFAULT in CFNET_VARIANTS, CFNET_DEFAULT
     cf_timed = {2: ["im2col", "xla"], 4: [CFNET_DEFAULT]}
     for scale in (2, 4):
         for size in (64, 128):

@@ -354,7 +354,8 @@ def training_candidates(config: Any, batch_size: int | None = None) -> list[tupl
     CF-Net: the 'xla' stride-1 conv everywhere (no per-tap input copies); remat of every SRB /
     feedback step in a rolled loop ('step'); plus bf16 compute and bf16 Adam moments; then
     gradient accumulation over 2, 4, ... slices of the batch (`microbatches`, the divisors of
-    `batch_size`). DrTMO (batch norm: no microbatches): 'xla' conv; plus bf16 Adam moments;
+    `batch_size`); the bf16 settings also split the dense 1x1 transitions (`split_concat`).
+    DrTMO (batch norm: no microbatches): 'xla' conv; plus bf16 Adam moments;
     plus bf16 compute (per-layer remat measured no smaller). The memory savers cost CPU time
     (XLA:CPU: 'xla' 2-tap and 3-d conv gradients, rolled loops; docs/benchmarks.md), not GPU
     time, which is where budgets matter.
@@ -365,8 +366,11 @@ def training_candidates(config: Any, batch_size: int | None = None) -> list[tupl
     if task == "cfnet":
 
         def cf(remat: str, dtype: str = "float32", opt: dict = f32, **extra) -> dict:
+            # split_concat: measured to help with bf16 only (hdr_jax/models/cfnet.py)
+            split = dtype == "bfloat16"
+            model = {"remat_policy": remat, "dtype": dtype, "conv_impl": "xla"}
             return {
-                "model": {"remat_policy": remat, "dtype": dtype, "conv_impl": "xla"},
+                "model": {**model, "split_concat": split},
                 **opt,
                 **extra,
             }

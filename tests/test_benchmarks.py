@@ -137,7 +137,12 @@ def test_choose_training_settings_takes_the_cheapest_fit(monkeypatch):
     calls = _fake_train_peaks(monkeypatch, peaks)
     choice = memory.choose_training_settings(CF_MODEL, 4, 64, "4GiB")
     assert choice["name"] == names[3]
-    assert choice["model"] == {"remat_policy": "step", "dtype": "bfloat16", "conv_impl": "xla"}
+    assert choice["model"] == {
+        "remat_policy": "step",
+        "dtype": "bfloat16",
+        "conv_impl": "xla",
+        "split_concat": True,
+    }
     assert choice["optimizer"] == {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}
     assert choice["microbatches"] == 2
     assert choice["peak_bytes"] == 3 * gib and choice["budget_bytes"] == 4 * gib

@@ -235,6 +235,7 @@ def test_init_separate_step_params_and_remat_policies():
         {"remat_policy": "step"},  # rolled loop (the default under remat)
         {"remat_policy": "projections", "unroll_steps": True},
         {"conv_impl": "xla"},
+        {"split_concat": True},  # dense 1x1 transitions as per-part matmuls
         {"remat_policy": "step", "conv_impl": "xla", "unroll_steps": True},
     ]
     for kw in variants:

@@ -278,3 +278,22 @@ def test_conv_impls_agree(ks, strides, pads):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="impl"):
         layers.conv_transpose(x, w, strides, pads, impl="bogus")
+
+
+def test_concat_conv1x1_equals_conv_of_concatenation():
+    """ConcatConv1x1 over parts == StridedConv 1x1 over their concatenation (same parameters,
+    same init), values and gradients."""
+    rng = np.random.default_rng(1)
+    parts = [jnp.asarray(rng.standard_normal((2, 5, 6, c)), jnp.float32) for c in (3, 4, 2)]
+    cat = jnp.concatenate(parts, axis=-1)
+    split_mod, ref_mod = layers.ConcatConv1x1(5), layers.StridedConv(5, (1, 1))
+    v = ref_mod.init(jax.random.key(0), cat)
+    jax.tree.map(np.testing.assert_array_equal, split_mod.init(jax.random.key(0), parts), v)
+    v = jax.tree.map(lambda a: a + 0.1 * jnp.arange(a.size).reshape(a.shape) / a.size, v)
+    np.testing.assert_allclose(split_mod.apply(v, parts), ref_mod.apply(v, cat), atol=1e-5)
+    g1 = jax.grad(lambda v, p: jnp.sum(split_mod.apply(v, p) ** 2), argnums=(0, 1))(v, parts)
+    g2 = jax.grad(lambda v, c: jnp.sum(ref_mod.apply(v, c) ** 2), argnums=(0, 1))(v, cat)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g1[0], g2[0])
+    np.testing.assert_allclose(jnp.concatenate(g1[1], axis=-1), g2[1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="one shape"):
+        split_mod.apply(v, [parts[0], parts[1][:, :4]])

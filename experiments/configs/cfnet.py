@@ -29,9 +29,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             coupled=True,
             remat_policy="none",
             dtype="float32",
-            # 'auto': lax.conv for 3x3 / 3-tap convs, im2col for 2-tap (x4) phase convs, where
-            # XLA:CPU's conv gradient is pathological (hdr_jax/models/layers.py)
-            conv_impl="auto",
+            # im2col trains fastest on XLA:CPU (x2 step 7.0 s vs 8.7 s as lax.conv); 'xla' (half
+            # the memory) is what --memory_budget picks first (docs/benchmarks.md)
+            conv_impl="im2col",
+            split_concat=False,  # dense 1x1 transitions without concat copies (memory setting)
             unroll_steps=None,  # None: rolled loop exactly when remat is on
         )
     )

@@ -46,4 +46,5 @@ def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
         dtype=jnp.dtype(_get(m, "dtype", "float32")),
         conv_impl=_get(m, "conv_impl", "auto"),  # older manifests: same maths, see layers.py
         unroll_steps=m.get("unroll_steps"),
+        split_concat=_get(m, "split_concat", False),
     )

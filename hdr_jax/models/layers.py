@@ -49,6 +49,7 @@ from jax import lax
 Array = jax.Array
 
 __all__ = [
+    "ConcatConv1x1",
     "ConvTranspose",
     "StridedConv",
     "conv_transpose",
@@ -379,3 +380,41 @@ class StridedConv(_PaperConv):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         return self._apply_conv(x, strided_conv)
+
+
+class ConcatConv1x1(nn.Module):
+    """1x1 conv (with bias) over the channel concatenation of `xs`, without concatenating.
+
+    ``sum_i xs[i] @ kernel[0, 0, c_i:c_{i+1}] + bias`` equals ``StridedConv(features, (1, 1))`` on
+    ``concatenate(xs, -1)`` with the same 'kernel' (1, 1, sum c_i, features) and 'bias'. The
+    concatenation is a fresh copy of every part, which the backward pass keeps as the matmul's
+    residual; the per-part matmuls read (and keep) the parts themselves.
+    """
+
+    features: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, xs: Sequence[Array]) -> Array:
+        xs = list(xs)
+        if not xs or any(x.shape[:-1] != xs[0].shape[:-1] for x in xs):
+            raise ValueError(
+                "ConcatConv1x1: need arrays of one shape but the channels, got "
+                f"{[x.shape for x in xs]}"
+            )
+        channels = [x.shape[-1] for x in xs]
+        kernel = self.param(
+            "kernel", self.kernel_init, (1, 1, sum(channels), self.features), self.param_dtype
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        *xs, kernel, bias = nn.dtypes.promote_dtype(*xs, kernel, bias, dtype=self.dtype)
+        offsets = np.cumsum([0] + channels)
+        y = sum(
+            jnp.einsum("...c,co->...o", x, kernel[0, 0, lo:hi], precision=self.precision)
+            for x, lo, hi in zip(xs, offsets[:-1], offsets[1:])
+        )
+        return y + bias
