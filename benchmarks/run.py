@@ -9,7 +9,8 @@ compiled peak memory (XLA memory analysis, argument + output - alias + temp; the
 donated as in `training.loop`, so its outputs alias its inputs) of the training step and of
 inference; and, for the timed subset, the median wall time after warm-up and the achieved
 GFLOP/s (the compiled step's FLOPs, recomputation included, over its time). Variants: the
-stride-1 conv as 'im2col' + matmul or as lax.conv ('xla'); '+remat' (CF-Net: every SRB and
+stride-1 conv as 'im2col' + matmul, as lax.conv ('xla'), or 'auto' (lax.conv for 2-d kernels of
+more than 2 taps, im2col otherwise; CF-Net's training default); '+remat' (CF-Net: every SRB and
 feedback step, the steps as a rolled loop; DrTMO: every layer); '+bf16' (bf16 compute and bf16
 Adam moments; parameters stay float32). The memory targets use `memory.choose_training_settings`,
 whose last resort adds gradient accumulation (`microbatches`).
@@ -86,6 +87,7 @@ def _dr(impl: str, remat: bool = False, dtype: str = "float32") -> dict:
 # a rolled loop) or of every layer (DrTMO); bf16 compute with bf16 Adam moments.
 CFNET_VARIANTS = {
     "im2col": _cf("im2col"),
+    "auto": _cf("auto"),
     "xla": _cf("xla"),
     "xla+remat": _cf("xla", "step"),
     "xla+remat+bf16": _cf("xla", "step", "bfloat16"),
@@ -171,11 +173,14 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
     # the training default at x4; forward GFLOP and parameters everywhere (lowering only).
     full = grid == "full"
     cf_train = {
-        2: {(64, 1, 3): all_v, (128, 4, 3): ["xla", "xla+remat+bf16"], (64, 1, 4): ["xla"]},
-        4: {(64, 1, 3): ["im2col", "xla", "xla+remat+bf16"], (128, 4, 3): all_v},
+        2: {(64, 1, 3): all_v, (128, 4, 3): ["xla", "xla+remat+bf16"], (64, 1, 4): ["auto"]},
+        4: {
+            (64, 1, 3): ["im2col", "auto", "xla", "xla+remat+bf16"],
+            (128, 4, 3): ["im2col", "xla", "xla+remat", "xla+remat+bf16"],
+        },
     }
     assert CFNET_DEFAULT in CFNET_VARIANTS, CFNET_DEFAULT
-    cf_timed = {2: ["im2col", "xla"], 4: [CFNET_DEFAULT]}
+    cf_timed = {2: ["im2col", "auto", "xla"], 4: [CFNET_DEFAULT]}
     for scale in (2, 4):
         for size in (64, 128):
             for batch in (1, 4):
@@ -183,7 +188,7 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                     key = (size, batch, steps)
                     timed = []
                     if timing and key == (64, 1, 3):
-                        timed = ["im2col", "xla"] if full else cf_timed[scale]
+                        timed = ["im2col", "auto", "xla"] if full else cf_timed[scale]
                     train = all_v if full else cf_train[scale].get(key, [])
                     rows.append(
                         {

@@ -29,9 +29,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             coupled=True,
             remat_policy="none",
             dtype="float32",
-            # im2col trains fastest on XLA:CPU (x2 step 7.0 s vs 8.7 s as lax.conv); 'xla' (half
-            # the memory) is what --memory_budget picks first (docs/benchmarks.md)
-            conv_impl="im2col",
+            # 'auto' (hdr_jax/models/layers.py): lax.conv for the 3x3 and 3-tap convs, im2col for
+            # the 2-tap phase convs of x4 and 1x1s; fastest measured on XLA:CPU (x2 step 6.75 s,
+            # im2col 6.83 s, all lax.conv 8.61 s); 'xla' is what --memory_budget picks first
+            conv_impl="auto",
             split_concat=False,  # dense 1x1 transitions without concat copies (memory setting)
             unroll_steps=None,  # None: rolled loop exactly when remat is on
         )
