@@ -11,7 +11,8 @@ inference; and, for the timed subset, the median wall time after warm-up and the
 GFLOP/s (the compiled step's FLOPs, recomputation included, over its time). Variants: the
 stride-1 conv as 'im2col' + matmul, as lax.conv ('xla'), or 'auto' (lax.conv for 2-d kernels of
 more than 2 taps, im2col otherwise; CF-Net's training default); '+remat' (CF-Net: every SRB and
-feedback step, the steps as a rolled loop; DrTMO: every layer); '+bf16' (bf16 compute and bf16
+feedback step, the steps as a rolled loop; DrTMO: every layer); '+remat-save' (remat keeping the
+projection outputs / the matmul outputs); '+bf16' (bf16 compute and bf16
 Adam moments; parameters stay float32). The memory targets use `memory.choose_training_settings`,
 whose last resort adds gradient accumulation (`microbatches`).
 
@@ -90,12 +91,14 @@ CFNET_VARIANTS = {
     "auto": _cf("auto"),
     "xla": _cf("xla"),
     "xla+remat": _cf("xla", "step"),
+    "xla+remat-save": _cf("xla", "projections"),  # keeps the projection outputs
     "xla+remat+bf16": _cf("xla", "step", "bfloat16"),
 }
 DRTMO_VARIANTS = {
     "im2col": _dr("im2col"),
     "xla": _dr("xla"),
     "xla+remat": _dr("xla", True),
+    "xla+remat-save": _dr("xla", "dots_saveable"),  # keeps the matmul outputs
     "xla+bf16": _dr("xla", False, "bfloat16"),
 }
 # The variant the CF-Net training config uses by default (timed at x4 too).
@@ -178,9 +181,10 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
             (64, 1, 3): ["im2col", "auto", "xla", "xla+remat+bf16"],
             (128, 4, 3): ["im2col", "xla", "xla+remat", "xla+remat+bf16"],
         },
+        # 'xla+remat-save' (in all_v) only at x2 LR 64: a rolled-loop compile per extra shape
     }
     assert CFNET_DEFAULT in CFNET_VARIANTS, CFNET_DEFAULT
-    cf_timed = {2: ["im2col", "auto", "xla"], 4: [CFNET_DEFAULT]}
+    cf_timed = {2: ["im2col", "auto"], 4: [CFNET_DEFAULT]}
     for scale in (2, 4):
         for size in (64, 128):
             for batch in (1, 4):
@@ -205,11 +209,12 @@ def plan(quick: bool, grid: str, timing: bool) -> list[dict]:
                         }
                     )
     dr_all = list(DRTMO_VARIANTS)
+    dr_main = ["im2col", "xla", "xla+remat", "xla+bf16"]
     for width, size, depth, train in (
         ("cpu", 256, 7, dr_all),
         ("cpu", 512, 7, ["xla", "xla+bf16"]),
         ("paper", 256, 8, ["xla", "xla+bf16"]),
-        ("paper", 512, 9, dr_all),
+        ("paper", 512, 9, dr_main),
     ):
         timed = []
         if timing and (width, size) == ("cpu", 256):
