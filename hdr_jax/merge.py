@@ -95,18 +95,19 @@ def merge_anchored(
     input_index: int,
     curve: np.ndarray | None = None,
     *,
-    low: float = 0.9,
+    low: float = 250.0 / 255.0,
     high: float = 254.0 / 255.0,
 ) -> np.ndarray:
-    """Input-anchored merge (the pipeline's default): the linearised input photo wherever it is
-    not clipped, generated exposures only where it is.
+    """Input-anchored merge (the pipeline's default): the linearised input photo in every channel
+    it measured, generated exposures only in the channels it clipped.
 
     The input is the one exposure that was measured; every other image of the stack is a network
-    prediction made from it. So unclipped pixels keep the input's linear value, and a pixel
-    whose brightest input channel rises from `low` to `high` (clipping) blends smoothly
-    (smoothstep) to the radiance of the least-darkened generated exposure in which that pixel
-    is below `low` (the smallest extrapolation from the photo), never below the input's own
-    value. Pixels still bright in the darkest exposure use the darkest one.
+    prediction made from it. So every input channel below `high` keeps its linear value. A
+    clipped channel takes the radiance of the least-darkened generated exposure in which the
+    pixel's brightest channel is below `low` (the smallest extrapolation from the photo; the
+    darkest exposure if none is), rescaled so that the pixel's unclipped channels match the
+    input: the network supplies the colour ratios, the photo the level. The result is never
+    below the input's own value; a pixel clipped in all channels takes the generated radiance.
     """
     images = np.asarray(images, np.float32)
     times = np.asarray(times, np.float32)
@@ -118,9 +119,18 @@ def merge_anchored(
     z = np.take_along_axis(down, first[None, ..., None], axis=0)[0]
     t = times[: input_index + 1][::-1][first][..., None]
     estimate = np.maximum(crf_lib.apply_inverse_crf(curve, z) / t, lin_input)
-    u = np.clip((down[0].max(axis=-1, keepdims=True) - low) / (high - low), 0.0, 1.0)
-    w = u * u * (3.0 - 2.0 * u)
-    return ((1.0 - w) * lin_input + w * estimate).astype(np.float32)
+    clipped = down[0] >= high
+    # Level of the estimate relative to the photo: the mean ratio over the pixel's measured
+    # channels (<= 1, as the estimate is never below the input); 1 where none is measured.
+    ratio = lin_input / np.maximum(estimate, 1e-12)
+    measured = (~clipped).sum(axis=-1, keepdims=True)
+    level = np.where(
+        measured > 0,
+        np.where(clipped, 0.0, ratio).sum(axis=-1, keepdims=True) / np.maximum(measured, 1),
+        1.0,
+    )
+    filled = np.maximum(estimate * level, lin_input)
+    return np.where(clipped, filled, lin_input).astype(np.float32)
 
 
 #: Pixels merged at a time by merge_stack (bounds its temporary memory).

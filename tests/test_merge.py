@@ -96,24 +96,50 @@ def test_anchored_merge_keeps_the_input_and_fills_clipped_pixels():
     times = merge.exposure_times(n)
     hdr = merge.merge_anchored(stack, times, n)
     lin = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), stack[n])
-    dark = stack[n].max(-1) < 0.9
-    clipped = stack[n].max(-1) >= 254 / 255
-    assert dark.any() and clipped.any()
-    np.testing.assert_array_equal(hdr[dark], lin[dark])  # measured pixels stay untouched
-    # Clipped pixels take the least-darkened exposure that sees them: the true radiance of a
-    # simulated (exact) stack, and never less than the clipped input value.
-    ok = stack[:n][::-1].max(-1) < 0.9  # d1, d2, ...
+    measured = stack[n] < 254 / 255
+    clipped = ~measured
+    assert measured.all(-1).any() and (clipped.any(-1) & measured.any(-1)).any()
+    assert clipped.all(-1).any()
+    np.testing.assert_array_equal(hdr[measured], lin[measured])  # measured channels untouched
+    # Clipped channels take the least-darkened exposure that sees the pixel: the true radiance
+    # of a simulated (exact) stack (the rescaling to the measured channels is then 1), never
+    # less than the clipped input value.
+    ok = stack[:n][::-1].max(-1) < 250 / 255  # d1, d2, ...
     first = np.argmax(ok, axis=0)
-    seen = clipped & ok.any(0)
+    seen = (clipped & ok.any(0)[..., None]).any(-1)
+    assert seen.any()
     idx = n - 1 - first
     z = np.take_along_axis(stack, idx[None, ..., None], axis=0)[0]
     want = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), z) / times[idx][..., None]
-    np.testing.assert_allclose(hdr[seen], np.maximum(want, lin)[seen], rtol=1e-5)
+    want = np.where(clipped, np.maximum(want, lin), lin)
+    np.testing.assert_allclose(hdr[seen], want[seen], rtol=5e-3)  # CRF table round trips
     assert np.all(hdr[clipped] >= lin[clipped] - 1e-6)
     # The stack's input index is the kept range's centre in merge_stack.
     whole, kept = merge.merge_stack(stack, method="anchored")
     assert kept == (0, 2 * n)
     np.testing.assert_allclose(whole, hdr, rtol=1e-6)
+
+
+def test_anchored_merge_takes_colour_from_the_network_and_level_from_the_photo():
+    srgb = crf_lib.srgb_crf()
+    times = np.array([0.5, 2**-0.5, 1.0], np.float32)  # d2, d1, input
+    truth = np.array([[[1.2, 0.5, 0.25], [1.2, 1.05, 1.1]]], np.float32)  # (1, 2, 3) linear
+    # The "network" over-estimates every exposure by 1.5x; d1 still clips in pixel 0.
+    gen = [np.clip(1.5 * truth * t, 0.0, 1.0) for t in times[:2]]
+    images = np.stack([crf_lib.apply_crf(srgb, x) for x in gen + [np.clip(truth, 0.0, 1.0)]])
+    hdr = merge.merge_anchored(images, times, 2)
+    lin = crf_lib.apply_inverse_crf(srgb, images[2])
+    estimate = crf_lib.apply_inverse_crf(srgb, images[0]) / times[0]  # d2: first one seen
+    # Pixel 0 (red clipped): green and blue are measured and kept; red is the network's estimate
+    # rescaled by the measured channels' ratio (2/3 here), which undoes the 1.5x error.
+    np.testing.assert_array_equal(hdr[0, 0, 1:], lin[0, 0, 1:])
+    level = np.mean(lin[0, 0, 1:] / estimate[0, 0, 1:])
+    assert level == pytest.approx(1 / 1.5, rel=2e-3)
+    assert hdr[0, 0, 0] == pytest.approx(estimate[0, 0, 0] * level, rel=1e-5)
+    assert hdr[0, 0, 0] == pytest.approx(1.2, rel=2e-3)
+    # Pixel 1 (all clipped): nothing measured to rescale with; the estimate as generated.
+    np.testing.assert_allclose(hdr[0, 1], estimate[0, 1], rtol=1e-5)
+    np.testing.assert_allclose(hdr[0, 1], 1.5 * truth[0, 1], rtol=2e-3)
 
 
 # -- Debevec merge (OpenCV, linear response) -----------------------------------------------------
