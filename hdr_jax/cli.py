@@ -250,6 +250,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+MERGE_CHOICES = ("anchored", "robust", "debevec")
+MERGE_HELP = (
+    "how the stack becomes the HDR: 'anchored' (default) keeps every input channel that is not "
+    "clipped and fills clipped channels from the generated darker exposures; 'robust' merges the "
+    "whole generated stack; 'debevec' is the public code's merge (linear response)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hdr-jax", description="Single-image HDR reconstruction (DrTMO + CF-Net) in JAX."
@@ -281,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=int, choices=(0, 2, 4), default=2, help="stage-2 scale (0: skip stage 2)"
     )
     r.add_argument("--stack", action="store_true", help="also write the 17 exposures")
-    r.add_argument("--merge", choices=("anchored", "robust", "debevec"), default="anchored")
+    r.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     r.add_argument("--quiet", action="store_true")
     common(r)
     budget_option(r)
@@ -290,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("brackets", help="photo -> 16 generated exposures + merged HDR")
     b.add_argument("image")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--merge", choices=("anchored", "robust", "debevec"), default="anchored")
+    b.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     common(b)
     budget_option(b)
     b.set_defaults(func=cmd_brackets)

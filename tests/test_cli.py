@@ -435,3 +435,10 @@ def test_reconstruct_grey_and_16bit_then_overwrite(inputs, tiny_weights, cli_env
     assert res.returncode == 0, res.stderr
     np.testing.assert_allclose(hio.read_hdr(out / "grey.exr"), hdr["grey"], rtol=1e-6)
     assert "grey.exr" in res.stdout and "_fused" not in res.stdout
+
+
+def test_merge_choices_are_the_merge_modules_methods():
+    from hdr_jax import cli, merge
+
+    assert cli.MERGE_CHOICES == merge.MERGE_METHODS
+    assert cli.build_parser().parse_args(["reconstruct", "x.jpg", "-o", "o"]).merge == "anchored"
