@@ -27,6 +27,44 @@ def masked_l1(
     raise ValueError(f"denominator must be 'all' or 'valid', got {denominator!r}")
 
 
+def masked_log_mse(
+    pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-10
+) -> jnp.ndarray:
+    """Minus the mean PSNR (dB, peak 1) of the valid predicted exposures: 10 log10(MSE + eps)
+    per (example, slot), averaged over the slots where ``mask`` is 1.
+
+    Not in the paper (its loss is eq. 3/4, :func:`masked_l1`): this is the stage-1 evaluation
+    metric itself, a mean of per-image PSNRs. It weighs each image's squared error by 1 / MSE, so
+    images that an exposure change reproduces almost exactly (the naive bracket of an sRGB
+    input) dominate, where L1 lets corrections learned for other responses degrade them.
+    """
+    m = mask.astype(jnp.float32)
+    mse = jnp.mean(
+        jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), axis=(2, 3, 4)
+    )
+    per_slot = 10.0 * jnp.log10(mse + eps)
+    return jnp.sum(per_slot * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+DRTMO_LOSSES = ("l1", "log_mse")
+
+
+def drtmo_loss(
+    pred: jnp.ndarray,
+    target: jnp.ndarray,
+    mask: jnp.ndarray,
+    *,
+    kind: str = "l1",
+    denominator: str = "all",
+) -> jnp.ndarray:
+    """The stage-1 training loss selected by ``config.loss.kind``: 'l1' (eq. 3/4) or 'log_mse'."""
+    if kind == "l1":
+        return masked_l1(pred, target, mask, denominator)
+    if kind == "log_mse":
+        return masked_log_mse(pred, target, mask)
+    raise ValueError(f"loss kind must be one of {DRTMO_LOSSES}, got {kind!r}")
+
+
 def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     """1 - SSIM with CF-Net's settings (SPEC section 5): window 7, sigma 1.5, K=(0.01, 0.03),
     data range 255 on images in [0, 255], valid filtering. Mean over the batch."""

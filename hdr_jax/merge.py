@@ -18,6 +18,9 @@ import numpy as np
 from hdr_jax.camera import crf as crf_lib
 
 MONOTONICITY_THRESHOLD = 64.0 / 255.0
+#: merge_anchored's (low, high): estimate from the first exposure whose brightest channel is
+#: below low; an input channel at or above high is clipped.
+ANCHORED_THRESHOLDS = (250.0 / 255.0, 254.0 / 255.0)
 
 
 def exposure_times(num_each_side: int, tau: float = math.sqrt(2.0)) -> np.ndarray:
@@ -89,26 +92,16 @@ def merge_robust(
     return np.maximum(alpha * merged + (1 - alpha) * fallback, 0.0).astype(np.float32)
 
 
-def merge_anchored(
+def _anchored_parts(
     images: np.ndarray,
     times: Sequence[float],
     input_index: int,
-    curve: np.ndarray | None = None,
-    *,
-    low: float = 250.0 / 255.0,
-    high: float = 254.0 / 255.0,
-) -> np.ndarray:
-    """Input-anchored merge (the pipeline's default): the linearised input photo in every channel
-    it measured, generated exposures only in the channels it clipped.
-
-    The input is the one exposure that was measured; every other image of the stack is a network
-    prediction made from it. So every input channel below `high` keeps its linear value. A
-    clipped channel takes the radiance of the least-darkened generated exposure in which the
-    pixel's brightest channel is below `low` (the smallest extrapolation from the photo; the
-    darkest exposure if none is), rescaled so that the pixel's unclipped channels match the
-    input: the network supplies the colour ratios, the photo the level. The result is never
-    below the input's own value; a pixel clipped in all channels takes the generated radiance.
-    """
+    curve: np.ndarray | None,
+    low: float,
+    high: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel pieces of :func:`merge_anchored`: (linear input, estimate, clipped channels,
+    level (H, W, 1), informative (H, W))."""
     images = np.asarray(images, np.float32)
     times = np.asarray(times, np.float32)
     curve = crf_lib.srgb_crf() if curve is None else curve
@@ -128,7 +121,57 @@ def merge_anchored(
         measured > 0,
         np.where(clipped, 0.0, ratio).sum(axis=-1, keepdims=True) / np.maximum(measured, 1),
         1.0,
+    ).astype(np.float32)
+    # Pixels whose level says something about the network: a measured channel to compare with,
+    # and an estimate that came from a generated exposure (brightest channel >= low).
+    informative = (measured[..., 0] > 0) & (first > 0)
+    return lin_input, estimate, clipped, level, informative
+
+
+def fill_levels(
+    level: np.ndarray, informative: np.ndarray, fully_clipped: np.ndarray
+) -> np.ndarray:
+    """The level of each fully clipped pixel taken from the nearest informative pixel (Euclidean);
+    1 where the image has no informative pixel. level: (H, W, 1); masks: (H, W)."""
+    if not fully_clipped.any() or not informative.any():
+        return level
+    from scipy import ndimage
+
+    iy, ix = ndimage.distance_transform_edt(
+        ~informative, return_distances=False, return_indices=True
     )
+    return np.where(fully_clipped[..., None], level[iy, ix], level).astype(np.float32)
+
+
+def merge_anchored(
+    images: np.ndarray,
+    times: Sequence[float],
+    input_index: int,
+    curve: np.ndarray | None = None,
+    *,
+    low: float = ANCHORED_THRESHOLDS[0],
+    high: float = ANCHORED_THRESHOLDS[1],
+    level: np.ndarray | None = None,
+) -> np.ndarray:
+    """Input-anchored merge (the pipeline's default): the linearised input photo in every channel
+    it measured, generated exposures only in the channels it clipped.
+
+    The input is the one exposure that was measured; every other image of the stack is a network
+    prediction made from it. So every input channel below `high` keeps its linear value. A
+    clipped channel takes the radiance of the least-darkened generated exposure in which the
+    pixel's brightest channel is below `low` (the smallest extrapolation from the photo; the
+    darkest exposure if none is), times a level: the mean ratio photo / estimate over the
+    pixel's measured channels, so the network supplies the colour ratios and the photo the
+    level. A pixel clipped in every channel has nothing to compare with and takes the level of
+    the nearest bright pixel that does (:func:`fill_levels`): where the network over-estimates a
+    highlight's surroundings it is not trusted inside it either. Never below the input's value.
+    ``level`` (H, W, 1): precomputed levels (merge_stack fills them over the whole image).
+    """
+    lin_input, estimate, clipped, own_level, informative = _anchored_parts(
+        images, times, input_index, curve, low, high
+    )
+    if level is None:
+        level = fill_levels(own_level, informative, clipped.all(axis=-1))
     filled = np.maximum(estimate * level, lin_input)
     return np.where(clipped, filled, lin_input).astype(np.float32)
 
@@ -157,12 +200,27 @@ def merge_stack(
     h, w = stack.shape[1:3]
     rows = max(1, MERGE_BLOCK_PIXELS // max(w, 1))
     hdr = np.empty((h, w, 3), np.float32)
+    level = None
+    if method == "anchored":
+        # The levels of fully clipped pixels come from their nearest informative pixel anywhere
+        # in the image, so they are gathered over all blocks first.
+        level = np.empty((h, w, 1), np.float32)
+        informative = np.empty((h, w), bool)
+        fully_clipped = np.empty((h, w), bool)
+        for r in range(0, h, rows):
+            _, _, c, level[r : r + rows], informative[r : r + rows] = _anchored_parts(
+                stack[lo : hi + 1, r : r + rows], times, n - lo, curve, *ANCHORED_THRESHOLDS
+            )
+            fully_clipped[r : r + rows] = c.all(axis=-1)
+        level = fill_levels(level, informative, fully_clipped)
     for r in range(0, h, rows):
         images = stack[lo : hi + 1, r : r + rows]
         if method == "robust":
             hdr[r : r + rows] = merge_robust(images, times, curve)
         elif method == "anchored":
-            hdr[r : r + rows] = merge_anchored(images, times, n - lo, curve)
+            hdr[r : r + rows] = merge_anchored(
+                images, times, n - lo, curve, level=level[r : r + rows]
+            )
         else:
             hdr[r : r + rows] = merge_debevec_linear(images, times)
     return hdr, (lo, hi)

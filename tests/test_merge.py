@@ -89,6 +89,42 @@ def test_merge_stack_row_blocks_equal_one_block(monkeypatch, method):
     np.testing.assert_array_equal(blocks, whole)
 
 
+def test_anchored_merge_stack_row_blocks_equal_one_block(monkeypatch):
+    e = testing.fake_radiance(np.random.default_rng(4), 23, 10, stops=8.0)
+    stack = exposure.simulate_bracket(e, crf_lib.srgb_crf(), T=6, normalise=True)
+    # A "network" that over-estimates the darker exposures by a factor varying over the image:
+    # levels differ from pixel to pixel and are carried into fully clipped pixels across blocks.
+    gain = np.linspace(1.0, 1.4, 23, dtype=np.float32)[:, None, None]
+    stack[:3] = np.clip(stack[:3] * gain, 0.0, 1.0)
+    n = 3
+    assert (stack[n] >= 254 / 255).all(-1).any()
+    whole, kept = merge.merge_stack(stack, method="anchored")
+    assert kept == (0, 6)
+    np.testing.assert_allclose(whole, merge.merge_anchored(stack, merge.exposure_times(3), n))
+    monkeypatch.setattr(merge, "MERGE_BLOCK_PIXELS", 35)  # 3 rows of 10 per block, ragged end
+    blocks, kept_blocks = merge.merge_stack(stack, method="anchored")
+    assert kept_blocks == kept and blocks.dtype == np.float32
+    np.testing.assert_array_equal(blocks, whole)
+
+
+def test_fill_levels_takes_the_nearest_informative_pixel():
+    rng = np.random.default_rng(7)
+    level = rng.uniform(0.2, 1.0, (9, 11, 1)).astype(np.float32)
+    informative = rng.random((9, 11)) < 0.15
+    full = ~informative & (rng.random((9, 11)) < 0.5)
+    got = merge.fill_levels(level, informative, full)
+    src = np.argwhere(informative)
+    for y, x in np.ndindex(9, 11):
+        if not full[y, x]:
+            assert got[y, x, 0] == level[y, x, 0]
+            continue
+        d2 = ((src - (y, x)) ** 2).sum(1)
+        nearest = src[d2 == d2.min()]  # ties: any of them
+        assert got[y, x, 0] in {level[a, b, 0] for a, b in nearest}
+    # Nothing informative: levels unchanged (1 for fully clipped pixels by construction).
+    np.testing.assert_array_equal(merge.fill_levels(level, np.zeros((9, 11), bool), full), level)
+
+
 def test_anchored_merge_keeps_the_input_and_fills_clipped_pixels():
     e = testing.fake_radiance(np.random.default_rng(5), 12, 14, stops=8.0)
     stack = exposure.simulate_bracket(e, crf_lib.srgb_crf(), T=8, normalise=True)  # exact
@@ -137,9 +173,13 @@ def test_anchored_merge_takes_colour_from_the_network_and_level_from_the_photo()
     assert level == pytest.approx(1 / 1.5, rel=2e-3)
     assert hdr[0, 0, 0] == pytest.approx(estimate[0, 0, 0] * level, rel=1e-5)
     assert hdr[0, 0, 0] == pytest.approx(1.2, rel=2e-3)
-    # Pixel 1 (all clipped): nothing measured to rescale with; the estimate as generated.
-    np.testing.assert_allclose(hdr[0, 1], estimate[0, 1], rtol=1e-5)
-    np.testing.assert_allclose(hdr[0, 1], 1.5 * truth[0, 1], rtol=2e-3)
+    # Pixel 1 (all clipped): nothing measured in it, so it takes the level of its nearest
+    # informative neighbour, pixel 0, and the network's over-estimate is undone there too.
+    np.testing.assert_allclose(hdr[0, 1], estimate[0, 1] * level, rtol=1e-5)
+    np.testing.assert_allclose(hdr[0, 1], truth[0, 1], rtol=2e-3)
+    # Alone (no informative pixel in the image), it keeps the estimate as generated.
+    alone = merge.merge_anchored(images[:, :, 1:], times, 2)
+    np.testing.assert_allclose(alone[0, 0], 1.5 * truth[0, 1], rtol=2e-3)
 
 
 # -- Debevec merge (OpenCV, linear response) -----------------------------------------------------

@@ -58,7 +58,9 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
         )
     )
 
-    config.loss = ml_collections.ConfigDict(dict(denominator="all"))
+    # kind: 'l1' (eq. 3/4, the paper) or 'log_mse' (minus the mean per-image PSNR, the
+    # evaluation metric; losses.masked_log_mse). denominator: of 'l1' (losses.masked_l1).
+    config.loss = ml_collections.ConfigDict(dict(kind="l1", denominator="all"))
     config.optimizer = ml_collections.ConfigDict(
         dict(
             learning_rate=2e-4,

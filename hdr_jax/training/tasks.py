@@ -289,8 +289,12 @@ class DrTMOTask:
                 rngs={"dropout": dropout_rng},
                 mutable=["batch_stats"],
             )
-            loss = losses.masked_l1(
-                pred, batch["target"], batch["mask"], denominator=self.config.loss.denominator
+            loss = losses.drtmo_loss(
+                pred,
+                batch["target"],
+                batch["mask"],
+                kind=self.config.loss.get("kind", "l1"),
+                denominator=self.config.loss.denominator,
             )
             return loss, (pred, updates["batch_stats"])
 
