@@ -32,6 +32,14 @@ from hdr_jax import io as hdr_io
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "workdirs/tfds_eval", "tfds data directory.")
+_BUILDER_CONFIG = flags.DEFINE_enum(
+    "builder_config",
+    "small",
+    ["small", "small_emor"],
+    "hdr_brackets config: 'small' (parametric CRFs, what the bundled networks trained on) or "
+    "'small_emor' (CRFs drawn from the EMoR model, needs --emor_dir).",
+)
+_EMOR_DIR = flags.DEFINE_string("emor_dir", None, "EMoR data folder (for small_emor).")
 _OUT = flags.DEFINE_string("out", "docs/results/drtmo", "Output folder for results.json/.md.")
 _LIMIT = flags.DEFINE_integer(
     "limit", 0, "Evaluate N validation records spread evenly over the split (0: all)."
@@ -44,13 +52,18 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result file
 TITLE = "Stage 1 (DrTMO) on the held-out scenes"
 
 
-def _load_validation(data_dir: str, hdr_dir: str):
+def _load_validation(
+    data_dir: str, hdr_dir: str, config: str = "small", emor_dir: str | None = None
+):
     import tensorflow_datasets as tfds
 
     from hdr_jax.data import hdr_brackets
 
     builder = hdr_brackets.HdrBrackets(
-        config="small", data_dir=os.path.abspath(data_dir), file_format="array_record"
+        config=config,
+        data_dir=os.path.abspath(data_dir),
+        file_format="array_record",
+        emor_dir=emor_dir,
     )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(hdr_dir))
@@ -113,7 +126,7 @@ def summarise(records: list[dict], input_indices) -> dict:
     return {
         "title": TITLE,
         "protocol": {
-            "split": "hdr_brackets/small validation (held-out scenes)",
+            "split": f"hdr_brackets/{_BUILDER_CONFIG.value} validation (held-out scenes)",
             "scenes": sorted({r["scene"] for r in records}),
             "records": len(records),
             "input_indices": input_indices,
@@ -217,7 +230,9 @@ def main(argv):
         else [int(v) for v in _INDICES.value.split(",") if v.strip()]
     )
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
-    source = _load_validation(_DATA_DIR.value, _HDR_DIR.value)
+    source = _load_validation(
+        _DATA_DIR.value, _HDR_DIR.value, _BUILDER_CONFIG.value, _EMOR_DIR.value
+    )
     keep = evaluation.spread_indices(len(source), _LIMIT.value)
     n = len(keep)
     records = []

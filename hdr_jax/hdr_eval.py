@@ -321,6 +321,8 @@ MERGE_ROWS = (
     "ours + Debevec merge, linear response (public code)",
     "ours + robust merge, sRGB inverse CRF (default)",
     "ours + robust merge, true inverse CRF (reference)",
+    "ours + input-anchored merge, sRGB (the pipeline's default)",
+    "ours + input-anchored merge, true inverse CRF (reference)",
 )
 
 
@@ -378,6 +380,8 @@ def evaluate_bracket_record(
     debevec, kept = merge.merge_stack(stack, method="debevec", tau=pipeline.TAU)
     robust, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU)
     robust_true, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU, curve=curve)
+    anchored, _ = merge.merge_stack(stack, method="anchored", tau=pipeline.TAU)
+    anchored_true, _ = merge.merge_stack(stack, method="anchored", tau=pipeline.TAU, curve=curve)
     candidates = dict(
         zip(
             MERGE_ROWS,
@@ -387,6 +391,8 @@ def evaluate_bracket_record(
                 debevec,
                 robust,
                 robust_true,
+                anchored,
+                anchored_true,
             ),
         )
     )
