@@ -486,8 +486,7 @@ def drtmo_hdr_eval(
     Returns ``{'per_example': {row: {'pu21': (n,), 'pu21_clipped': (n,)}}, 'kept': (n,),
     'clipped_fraction': (n,)}`` with a row per ``hdr_eval.MERGE_ROWS`` entry; 'kept' counts the
     stack images the monotone selection keeps (1 = the input alone)."""
-    from hdr_jax import hdr_eval, merge, pipeline
-    from hdr_jax.camera import crf as crf_lib
+    from hdr_jax import hdr_eval
 
     def forward(task_state: tuple[Any, Any]):
         task, state = task_state
@@ -507,17 +506,8 @@ def drtmo_hdr_eval(
         curve = np.asarray(record["crf_curve"], np.float32)
         ref = np.asarray(record["hdr"], np.float32)
         clipped = hdr_eval.clipped_mask(x)
-        debevec, (lo, hi) = merge.merge_stack(stack, method="debevec", tau=pipeline.TAU)
-        robust, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU)
-        robust_true, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU, curve=curve)
-        candidates = (
-            hdr_eval.linearise_srgb(x),
-            crf_lib.apply_inverse_crf(curve, x),
-            debevec,
-            robust,
-            robust_true,
-        )
-        for row, hdr in zip(hdr_eval.MERGE_ROWS, candidates):
+        candidates, (lo, hi) = hdr_eval.merge_candidates(stack, x, curve)
+        for row, hdr in candidates.items():
             if clipped.all():
                 scores = {"pu21": float("nan"), "pu21_clipped": float("nan")}
             else:
@@ -534,8 +524,9 @@ def drtmo_hdr_eval(
 
 
 def hdr_row(rows: Iterable[str], *, ours: bool) -> str | None:
-    """hdr_eval's row name of our default merge (robust, sRGB inverse CRF) or of the linearised
-    input (inverse sRGB)."""
+    """hdr_eval's row name of the merge the ablations compare networks by (robust, sRGB inverse
+    CRF: it uses the whole generated stack, where the pipeline's anchored merge mostly keeps the
+    input) or of the linearised input (inverse sRGB)."""
     for r in rows:
         if ours and r.startswith("ours") and "robust" in r and "sRGB" in r:
             return r

@@ -319,11 +319,32 @@ MERGE_ROWS = (
     "linearised LDR input (inverse sRGB)",
     "linearised LDR input (true inverse CRF)",
     "ours + Debevec merge, linear response (public code)",
-    "ours + robust merge, sRGB inverse CRF (default)",
+    "ours + robust merge, sRGB inverse CRF",
     "ours + robust merge, true inverse CRF (reference)",
     "ours + input-anchored merge, sRGB (the pipeline's default)",
     "ours + input-anchored merge, true inverse CRF (reference)",
 )
+
+
+def merge_candidates(
+    stack: np.ndarray, image: np.ndarray, curve: np.ndarray
+) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+    """The HDRs of the stage-1 merge comparison, one per :data:`MERGE_ROWS` entry, from a
+    (2N+1, H, W, 3) stack around the input ``image`` whose true response is ``curve``; and the
+    index range the monotone selection kept."""
+    from hdr_jax import pipeline
+
+    debevec, kept = merge.merge_stack(stack, method="debevec", tau=pipeline.TAU)
+    hdrs = (
+        linearise_srgb(image),
+        crf_lib.apply_inverse_crf(curve, image),
+        debevec,
+        merge.merge_stack(stack, method="robust", tau=pipeline.TAU)[0],
+        merge.merge_stack(stack, method="robust", tau=pipeline.TAU, curve=curve)[0],
+        merge.merge_stack(stack, method="anchored", tau=pipeline.TAU)[0],
+        merge.merge_stack(stack, method="anchored", tau=pipeline.TAU, curve=curve)[0],
+    )
+    return dict(zip(MERGE_ROWS, hdrs, strict=True)), kept
 
 
 def evaluate_bracket_record(
@@ -377,25 +398,7 @@ def evaluate_bracket_record(
     stack = np.concatenate([preds["down"][b][::-1], x[b : b + 1], preds["up"][b]], axis=0)
     ref = np.asarray(record["hdr"], np.float32)
     clipped = clipped_mask(x[b])
-    debevec, kept = merge.merge_stack(stack, method="debevec", tau=pipeline.TAU)
-    robust, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU)
-    robust_true, _ = merge.merge_stack(stack, method="robust", tau=pipeline.TAU, curve=curve)
-    anchored, _ = merge.merge_stack(stack, method="anchored", tau=pipeline.TAU)
-    anchored_true, _ = merge.merge_stack(stack, method="anchored", tau=pipeline.TAU, curve=curve)
-    candidates = dict(
-        zip(
-            MERGE_ROWS,
-            (
-                linearise_srgb(x[b]),
-                crf_lib.apply_inverse_crf(curve, x[b]),
-                debevec,
-                robust,
-                robust_true,
-                anchored,
-                anchored_true,
-            ),
-        )
-    )
+    candidates, kept = merge_candidates(stack, x[b], curve)
     if clipped.all():
         merged = {name: {"pu21": float("nan"), "pu21_clipped": float("nan")} for name in MERGE_ROWS}
     else:
