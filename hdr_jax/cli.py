@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hdr_jax import io as hdr_io
+from hdr_jax import merge
 
 # Limits on input size: below, the networks see almost nothing; above, a photo is more likely a
 # mistake (or a panorama stitch) than a camera frame, and the user should downscale first.
@@ -190,7 +191,7 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
 
 
 def cmd_brackets(args: argparse.Namespace) -> None:
-    from hdr_jax import merge, pipeline
+    from hdr_jax import pipeline
 
     path = Path(args.image)
     pipe = pipeline.Pipeline.load(args.weights)
@@ -250,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
-MERGE_CHOICES = ("anchored", "robust", "debevec")
+MERGE_CHOICES = merge.MERGE_METHODS
 MERGE_HELP = (
     "how the stack becomes the HDR: 'anchored' (default) keeps every input channel that is not "
     "clipped and fills clipped channels from the generated darker exposures; 'robust' merges the "

@@ -366,11 +366,15 @@ def training_candidates(config: Any, batch_size: int | None = None) -> list[tupl
     if task == "cfnet":
 
         def cf(remat: str, dtype: str = "float32", opt: dict = f32, **extra) -> dict:
-            # split_concat: measured to help with bf16 only (hdr_jax/models/cfnet.py)
-            split = dtype == "bfloat16"
-            model = {"remat_policy": remat, "dtype": dtype, "conv_impl": "xla"}
+            model = {
+                "remat_policy": remat,
+                "dtype": dtype,
+                "conv_impl": "xla",
+                # measured to help with bf16 only (hdr_jax/models/cfnet.py)
+                "split_concat": dtype == "bfloat16",
+            }
             return {
-                "model": {**model, "split_concat": split},
+                "model": model,
                 **opt,
                 **extra,
             }

@@ -92,19 +92,18 @@ def merge_robust(
     return np.maximum(alpha * merged + (1 - alpha) * fallback, 0.0).astype(np.float32)
 
 
-def _anchored_parts(
+def _anchored_block(
     images: np.ndarray,
     times: Sequence[float],
     input_index: int,
-    curve: np.ndarray | None,
+    curve: np.ndarray,
     low: float,
     high: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel pieces of :func:`merge_anchored`: (linear input, estimate, clipped channels,
-    level (H, W, 1), informative (H, W))."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`merge_anchored` of one block with every fully clipped pixel still at its own
+    estimate (level 1). Returns (hdr, level (H, W, 1), informative (H, W), fully clipped (H, W))."""
     images = np.asarray(images, np.float32)
     times = np.asarray(times, np.float32)
-    curve = crf_lib.srgb_crf() if curve is None else curve
     down = images[: input_index + 1][::-1]  # input first, then darker and darker
     lin_input = crf_lib.apply_inverse_crf(curve, down[0])
     ok = down.max(axis=-1) < low  # (k, H, W)
@@ -125,7 +124,8 @@ def _anchored_parts(
     # Pixels whose level says something about the network: a measured channel to compare with,
     # and an estimate that came from a generated exposure (brightest channel >= low).
     informative = (measured[..., 0] > 0) & (first > 0)
-    return lin_input, estimate, clipped, level, informative
+    hdr = np.where(clipped, np.maximum(estimate * level, lin_input), lin_input)
+    return hdr.astype(np.float32), level, informative, clipped.all(axis=-1)
 
 
 def fill_levels(
@@ -143,6 +143,28 @@ def fill_levels(
     return np.where(fully_clipped[..., None], level[iy, ix], level).astype(np.float32)
 
 
+def _spread_levels(
+    hdr: np.ndarray,
+    level: np.ndarray,
+    informative: np.ndarray,
+    fully_clipped: np.ndarray,
+    image: np.ndarray,
+    curve: np.ndarray,
+) -> np.ndarray:
+    """Scales the fully clipped pixels of `hdr` (at their own estimate) by :func:`fill_levels`,
+    never below the linearised input `image`; in place, in row blocks (bounded temporaries)."""
+    if not fully_clipped.any() or not informative.any():
+        return hdr
+    level = fill_levels(level, informative, fully_clipped)
+    rows = max(1, MERGE_BLOCK_PIXELS // max(hdr.shape[1], 1))
+    for r in range(0, len(hdr), rows):
+        sel, out = fully_clipped[r : r + rows], hdr[r : r + rows]
+        if sel.any():
+            lin = crf_lib.apply_inverse_crf(curve, np.asarray(image[r : r + rows], np.float32)[sel])
+            out[sel] = np.maximum(out[sel] * level[r : r + rows][sel], lin)
+    return hdr
+
+
 def merge_anchored(
     images: np.ndarray,
     times: Sequence[float],
@@ -151,7 +173,6 @@ def merge_anchored(
     *,
     low: float = ANCHORED_THRESHOLDS[0],
     high: float = ANCHORED_THRESHOLDS[1],
-    level: np.ndarray | None = None,
 ) -> np.ndarray:
     """Input-anchored merge (the pipeline's default): the linearised input photo in every channel
     it measured, generated exposures only in the channels it clipped.
@@ -165,15 +186,11 @@ def merge_anchored(
     level. A pixel clipped in every channel has nothing to compare with and takes the level of
     the nearest bright pixel that does (:func:`fill_levels`): where the network over-estimates a
     highlight's surroundings it is not trusted inside it either. Never below the input's value.
-    ``level`` (H, W, 1): precomputed levels (merge_stack fills them over the whole image).
     """
-    lin_input, estimate, clipped, own_level, informative = _anchored_parts(
-        images, times, input_index, curve, low, high
-    )
-    if level is None:
-        level = fill_levels(own_level, informative, clipped.all(axis=-1))
-    filled = np.maximum(estimate * level, lin_input)
-    return np.where(clipped, filled, lin_input).astype(np.float32)
+    curve = crf_lib.srgb_crf() if curve is None else curve
+    hdr, level, informative, fully = _anchored_block(images, times, input_index, curve, low, high)
+    image = np.asarray(images)[input_index]
+    return _spread_levels(hdr, level, informative, fully, image, curve)
 
 
 #: Pixels merged at a time by merge_stack (bounds its temporary memory).
@@ -195,32 +212,29 @@ def merge_stack(
     times = exposure_times(n, tau)[lo : hi + 1]
     if method not in MERGE_METHODS:
         raise ValueError(f"merge method must be one of {MERGE_METHODS}, got {method!r}")
-    # Both merges are per pixel, so row blocks give the same result with bounded temporaries
-    # (the float32 intermediates of a whole 12-MP stack would take several GB).
+    # The merges are per pixel (the anchored one then spreads levels over the whole image), so
+    # row blocks give the same result with bounded temporaries (the float32 intermediates of a
+    # whole 12-MP stack would take several GB).
     h, w = stack.shape[1:3]
     rows = max(1, MERGE_BLOCK_PIXELS // max(w, 1))
     hdr = np.empty((h, w, 3), np.float32)
-    level = None
     if method == "anchored":
-        # The levels of fully clipped pixels come from their nearest informative pixel anywhere
-        # in the image, so they are gathered over all blocks first.
+        curve = crf_lib.srgb_crf() if curve is None else curve
+        # Fully clipped pixels take the level of their nearest informative pixel anywhere in the
+        # image, so the blocks' levels are gathered and spread once all blocks are merged.
         level = np.empty((h, w, 1), np.float32)
         informative = np.empty((h, w), bool)
         fully_clipped = np.empty((h, w), bool)
         for r in range(0, h, rows):
-            _, _, c, level[r : r + rows], informative[r : r + rows] = _anchored_parts(
-                stack[lo : hi + 1, r : r + rows], times, n - lo, curve, *ANCHORED_THRESHOLDS
+            block = slice(r, r + rows)
+            hdr[block], level[block], informative[block], fully_clipped[block] = _anchored_block(
+                stack[lo : hi + 1, block], times, n - lo, curve, *ANCHORED_THRESHOLDS
             )
-            fully_clipped[r : r + rows] = c.all(axis=-1)
-        level = fill_levels(level, informative, fully_clipped)
+        return _spread_levels(hdr, level, informative, fully_clipped, stack[n], curve), (lo, hi)
     for r in range(0, h, rows):
         images = stack[lo : hi + 1, r : r + rows]
         if method == "robust":
             hdr[r : r + rows] = merge_robust(images, times, curve)
-        elif method == "anchored":
-            hdr[r : r + rows] = merge_anchored(
-                images, times, n - lo, curve, level=level[r : r + rows]
-            )
         else:
             hdr[r : r + rows] = merge_debevec_linear(images, times)
     return hdr, (lo, hi)
