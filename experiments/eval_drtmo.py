@@ -50,6 +50,9 @@ _INDICES = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
 TITLE = "Stage 1 (DrTMO) on the held-out scenes"
+#: Per-prediction PSNR columns (hdr_eval.evaluate_bracket_record's row order after step, j).
+PSNR_COLUMNS = ("ours", "naive_srgb", "naive_true_crf", "network")
+_HEADER = ["ours", "naive (sRGB)", "naive (true CRF, oracle)", "DrTMO network alone"]
 
 
 def _load_validation(
@@ -77,7 +80,7 @@ def _weights_info(directory: Path) -> dict:
     manifest = bundle.read_manifest(directory)
     return {
         name: {k: manifest[name].get(k) for k in ("steps", "sha256", "eval")}
-        for name in ("drtmo_up", "drtmo_down")
+        for name in ("drtmo_up", "drtmo_down", "response")
         if name in manifest
     }
 
@@ -85,26 +88,21 @@ def _weights_info(directory: Path) -> dict:
 def summarise(records: list[dict], input_indices) -> dict:
     """Aggregates :func:`hdr_eval.evaluate_bracket_record` outputs into the results dict."""
     psnr = hdr_eval.Averager()
-    for r in records:
-        for step, _j, ours, naive_s, naive_t in r["psnr"]:
-            for name, v in (("ours", ours), ("naive_srgb", naive_s), ("naive_true_crf", naive_t)):
-                psnr.add((f"{step:+d}", name), v)
-                psnr.add(("all", name), v)
     by_crf = hdr_eval.Averager()
     for r in records:
-        for _step, _j, ours, naive_s, naive_t in r["psnr"]:
-            for name, v in (("ours", ours), ("naive_srgb", naive_s), ("naive_true_crf", naive_t)):
+        for step, _j, *scores in r["psnr"]:
+            for name, v in zip(PSNR_COLUMNS, scores, strict=True):
+                psnr.add((f"{step:+d}", name), v)
+                psnr.add(("all", name), v)
                 by_crf.add((r["crf"], name), v)
     crfs = sorted({r["crf"] for r in records})
     per_crf = {
-        c: {"n": by_crf.count((c, "ours"))}
-        | {m: by_crf.mean((c, m)) for m in ("ours", "naive_srgb", "naive_true_crf")}
+        c: {"n": by_crf.count((c, "ours"))} | {m: by_crf.mean((c, m)) for m in PSNR_COLUMNS}
         for c in crfs
     }
     steps = [f"{s:+d}" for s in list(range(-8, 0)) + list(range(1, 9))]
     per_step = {
-        s: {"n": psnr.count((s, "ours"))}
-        | {m: psnr.mean((s, m)) for m in ("ours", "naive_srgb", "naive_true_crf")}
+        s: {"n": psnr.count((s, "ours"))} | {m: psnr.mean((s, m)) for m in PSNR_COLUMNS}
         for s in steps + ["all"]
         if psnr.count((s, "ours"))
     }
@@ -166,26 +164,25 @@ def to_markdown(res: dict) -> str:
         "",
         (
             "Step k: the target is tau^k times the input exposure (tau = sqrt 2, half a stop). "
-            f"{p['psnr']}. Naive: linearise, multiply by tau^k, re-encode, clip."
+            f"{p['psnr']}. Naive: linearise, multiply by tau^k, re-encode, clip. Ours: up = "
+            "the naive re-exposure with the response the classifier recognises "
+            "(hdr_jax/models/response.py), down = the DownExposureNet; 'DrTMO network alone': "
+            "the UpExposureNet / DownExposureNet output."
         ),
         "",
     ]
     rows = []
     for step, d in res["psnr_per_step"].items():
         label = "mean (all steps)" if step == "all" else step
-        rows.append((label, d["n"], d["ours"], d["naive_srgb"], d["naive_true_crf"]))
-    out.append(
-        hdr_eval.markdown_table(
-            ["step", "n", "ours", "naive (sRGB)", "naive (true CRF, oracle)"], rows
-        )
-    )
+        rows.append((label, d["n"], *(d.get(m) for m in PSNR_COLUMNS)))
+    out.append(hdr_eval.markdown_table(["step", "n", *_HEADER], rows))
     out += [
         "Mean over all steps, per camera response of the input:",
         "",
         hdr_eval.markdown_table(
-            ["CRF", "n", "ours", "naive (sRGB)", "naive (true CRF, oracle)"],
+            ["CRF", "n", *_HEADER],
             [
-                (c, d["n"], d["ours"], d["naive_srgb"], d["naive_true_crf"])
+                (c, d["n"], *(d.get(m) for m in PSNR_COLUMNS))
                 for c, d in res["psnr_per_crf"].items()
             ],
         ),

@@ -3,7 +3,7 @@
   python -m experiments.export_weights --workdir workdirs/default --out hdr_jax/weights
 
 `--workdir` holds one sub-workdir per network, named as the bundle expects: drtmo_up, drtmo_down,
-cfnet_x2, cfnet_x4 (missing ones are skipped with a warning). Parameters are stored in float16 by
+response, cfnet_x2, cfnet_x4 (missing ones are skipped with a warning). Parameters are stored in float16 by
 default; the manifest records the model config, training steps, the last evaluation metrics,
 the training data and the file's SHA-256.
 """
@@ -42,15 +42,25 @@ def export_one(workdir: str, name: str, out: str, dtype: str, compress: bool = T
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     task = tasks.make_task(config, builder=object())  # no data needed to rebuild the model
+    # The response classifier and its curves are a few kB: kept in float32, whatever --dtype.
+    dtype = getattr(task, "export_dtype", None) or dtype
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     if manager.latest_step() is None:
         raise app.UsageError(f"{workdir}: no checkpoint")
     template = jax.eval_shape(task.init_state, jax.random.key(0))
     state = checkpoint.restore(manager, template)
     manager.close()
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+    if hasattr(task, "variables_to_export"):
+        variables = task.variables_to_export(state)
+    else:
+        variables = {"params": state.params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+    model_config = (
+        task.model_config_to_export()
+        if hasattr(task, "model_config_to_export")
+        else config.model.to_dict()
+    )
     info = {
         "steps": int(state.step),
         "eval": _last_eval(workdir),
@@ -62,7 +72,7 @@ def export_one(workdir: str, name: str, out: str, dtype: str, compress: bool = T
         "train_config": json.loads(config.to_json_best_effort()),
     }
     path = bundle.save_network(
-        out, name, variables, config.model.to_dict(), dtype=dtype, info=info, compress=compress
+        out, name, variables, model_config, dtype=dtype, info=info, compress=compress
     )
     print(f"{name}: step {info['steps']} -> {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
 

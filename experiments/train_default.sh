@@ -5,7 +5,9 @@
 # of batch 8 with the MEF-SSIM term). On 2 CPU cores that is roughly 3-4 h per DrTMO network and
 # 1 h per CF-Net. The committed weights came from these configs on a lent H100, the four runs side
 # by side for 7 minutes (see the manifest's 'trained_on'); the CF-Net runs there were stopped at
-# their step-1000 checkpoint, which is what num_train_steps now says.
+# their step-1000 checkpoint, which is what num_train_steps now says. The response classifier
+# (configs/response.py: 3000 steps of batch 64, ~10 min on 2 CPU cores) trains last, on the
+# DrTMO data.
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #
@@ -40,4 +42,5 @@ else
   run cfnet_x2 experiments/configs/cfnet.py:x2,cpu
   run cfnet_x4 experiments/configs/cfnet.py:x4,cpu
 fi
+run response experiments/configs/response.py
 python -m experiments.export_weights --workdir "$WORK" --out hdr_jax/weights

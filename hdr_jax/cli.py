@@ -166,6 +166,7 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
         image,
         scale=args.scale,
         merge_method=args.merge,
+        up_method=args.up,
         **tiles,
     )
     hdr_io.write_hdr(outs["hdr"], res.hdr, overwrite=args.overwrite)
@@ -204,7 +205,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     image = _read_photo(path)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
-        pipe, image, **({"tile": tiles["stage1_tile"]} if tiles else {})
+        pipe, image, up_method=args.up, **({"tile": tiles["stage1_tile"]} if tiles else {})
     )
     hdr, kept = merge.merge_stack(stack, method=args.merge, tau=pipeline.TAU)
     for i, nm in enumerate(names):
@@ -259,6 +260,14 @@ MERGE_HELP = (
 )
 
 
+UP_CHOICES = ("response", "network")  # == pipeline.UP_METHODS (tested; the CLI imports jax lazily)
+UP_HELP = (
+    "how the brighter exposures are made: 'response' (default when the weights have a response "
+    "classifier) re-exposes the photo with the camera response it recognises; 'network' runs "
+    "the DrTMO up-exposure network"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hdr-jax", description="Single-image HDR reconstruction (DrTMO + CF-Net) in JAX."
@@ -291,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--stack", action="store_true", help="also write the 17 exposures")
     r.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
+    r.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
     r.add_argument("--quiet", action="store_true")
     common(r)
     budget_option(r)
@@ -300,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("image")
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
+    b.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
     common(b)
     budget_option(b)
     b.set_defaults(func=cmd_brackets)

@@ -353,10 +353,13 @@ def evaluate_bracket_record(
     """Stage-1 scores of one ``hdr_brackets`` record (keys 'bracket' (T+1, H, W, 3) uint8, 'hdr',
     'crf_curve').
 
-    For every input index j in ``input_indices`` (default all) both networks predict N exposures;
-    each prediction with a target inside the bracket is scored by PSNR against the true exposure,
-    as are two naive re-exposures (inverse CRF, x tau^step, CRF, clip) with the sRGB curve and
-    with the true curve. Returns ``{'psnr': [(step, j, ours, naive_srgb, naive_true)...],
+    For every input index j in ``input_indices`` (default all) the pipeline predicts N exposures
+    each way (up: re-exposure with the recognised response when the weights have a classifier,
+    see :func:`pipeline.up_brackets`; down: the DownExposureNet); each prediction with a target
+    inside the bracket is scored by PSNR against the true exposure, as are two naive re-exposures
+    (inverse CRF, x tau^step, CRF, clip) with the sRGB curve and with the true curve, and the
+    DrTMO network of that direction alone. Returns
+    ``{'psnr': [(step, j, ours, naive_srgb, naive_true, network)...],
     'merge': {row: pu21 dict}, 'kept': (lo, hi), 'clipped_fraction': float}``; the merge
     comparison uses the middle exposure j = T/2 as the input.
     """
@@ -375,10 +378,13 @@ def evaluate_bracket_record(
     x = bracket
     n = pipe.up.module.num_exposures
     steps = {"up": np.arange(1, n + 1), "down": -np.arange(1, n + 1)}
-    preds = {
+    networks = {
         "up": np.asarray(pipe.up.apply(pipe.up.variables, x)),
         "down": np.asarray(pipe.down.apply(pipe.down.variables, x)),
     }
+    preds = dict(networks)
+    if pipe.response is not None:
+        preds["up"] = pipeline.up_brackets(pipe, x, "response")
     rows = []
     for direction, pred in preds.items():
         st = steps[direction]
@@ -390,7 +396,10 @@ def evaluate_bracket_record(
             if not ok.any():
                 continue
             target = bracket[idx[ok]]
-            scores = [bracket_psnr(p[j][ok], target) for p in (pred, naive_s, naive_t)]
+            scores = [
+                bracket_psnr(p[j][ok], target)
+                for p in (pred, naive_s, naive_t, networks[direction])
+            ]
             for k, step in enumerate(st[ok]):
                 rows.append((int(step), j, *(float(s[k]) for s in scores)))
 

@@ -553,6 +553,8 @@ def apply_training_budget(
     except ValueError as e:
         raise MemoryBudgetError(f"memory_budget: {e}") from None
     task = config.task
+    if task not in ("cfnet", "drtmo"):
+        raise MemoryBudgetError(f"memory_budget applies to the cfnet and drtmo tasks, not {task!r}")
     patch = config.data.patch_size if task == "cfnet" else config.data.crop_size
     cands = [("as configured", {})] + training_candidates(config, config.batch_size)
     choice = choose_training_settings(config, config.batch_size, patch, budget, candidates=cands)

@@ -27,7 +27,8 @@ import numpy as np
 
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
-from hdr_jax.models import factory
+from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
+from hdr_jax.models import factory, response
 
 TAU = math.sqrt(2.0)
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
@@ -53,7 +54,13 @@ def _load(directory: Path, name: str) -> Network:
     try:
         # Inference never needs remat (a CF-Net with remat would also run a slower rolled loop).
         cfg = dict(entry["config"])
-        if name.startswith("drtmo"):
+        if name == "response":
+            module = factory.make_response(cfg)
+            x = jnp.zeros((2, 32, 32, 3), jnp.float32)
+            template = dict(jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False)))
+            shape = (int(cfg["num_responses"]), crf_lib.N_SAMPLES)
+            template["responses"] = {"curves": jax.ShapeDtypeStruct(shape, jnp.float32)}
+        elif name.startswith("drtmo"):
             cfg["remat"] = False
             module = factory.make_drtmo(cfg)
             size = 2**module.depth
@@ -77,7 +84,15 @@ def _load(directory: Path, name: str) -> Network:
             f"({type(e).__name__}: {detail})"
         ) from e
     variables, entry = bundle.load_network(directory, name, template)
-    if name.startswith("drtmo"):
+    if name == "response":
+        if not all(crf_lib.is_valid_crf(c) for c in variables["responses"]["curves"]):
+            raise bundle.WeightsError(f"{directory}: {name!r} holds a non-monotone response curve")
+        apply = jax.jit(
+            lambda v, x: jax.nn.softmax(
+                module.apply({k: v[k] for k in ("params", "batch_stats")}, x, train=False)
+            )
+        )
+    elif name.startswith("drtmo"):
         apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
     else:
         apply = jax.jit(lambda v, o, u: module.apply(v, o, u)["fused"])
@@ -89,14 +104,15 @@ class Pipeline:
 
     def __init__(self, directory: str | Path | None = None):
         self.directory = Path(directory) if directory else bundle.DEFAULT_DIR
-        bundle.read_manifest(self.directory)  # fail early on a wrong directory
+        # fails early on a wrong directory
+        self._names = set(bundle.read_manifest(self.directory))
         self._networks: dict[str, Network] = {}
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
-        pipe.up, pipe.down  # noqa: B018
+        pipe.up, pipe.down, pipe.response  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -111,6 +127,13 @@ class Pipeline:
     @property
     def down(self) -> Network:
         return self.network("drtmo_down")
+
+    @property
+    def response(self) -> Network | None:
+        """The response classifier, or None for a weights directory without one."""
+        if "response" not in self._names:
+            return None
+        return self.network("response")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -191,10 +214,55 @@ def _pad_reflect(
     return np.pad(x, pads, mode=mode), (h, w)
 
 
+#: How the up-exposures are made: 'response' re-exposes the photo analytically with the camera
+#: response the classifier recognises (DrTMO eq. 1; beats the paper's network on held-out scenes,
+#: docs/results/drtmo); 'network' runs the UpExposureNet.
+UP_METHODS = ("response", "network")
+
+
+def estimate_response(pipe: Pipeline, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities over the bank (K,), the most probable curve (1024,)) for one HWC photo:
+    the classifier's probabilities averaged over :func:`response.tiles_for_classification`."""
+    net = pipe.response
+    if net is None:
+        raise bundle.WeightsError(f"{pipe.directory}: no 'response' network in the weights")
+    tiles = response.tiles_for_classification(image)
+    probs = np.asarray(net.apply(net.variables, jnp.asarray(tiles))).mean(0)
+    return probs, np.asarray(net.variables["responses"]["curves"][int(np.argmax(probs))])
+
+
+def up_brackets(pipe: Pipeline, images: np.ndarray, up_method: str = "response") -> np.ndarray:
+    """(N, H, W, 3) whole images -> (N, 8, H, W, 3) up-exposures, each image on its own (the
+    stage-1 evaluation's batch of bracket images; photos go through :func:`generate_stack`)."""
+    images = np.asarray(images, np.float32)
+    if up_method == "network":
+        return np.asarray(pipe.up.apply(pipe.up.variables, jnp.asarray(images)))
+    if up_method != "response":
+        raise ValueError(f"up_method must be one of {UP_METHODS}, got {up_method!r}")
+    steps = np.arange(1, pipe.up.module.num_exposures + 1)
+    return np.stack(
+        [naive_bracket_baseline(img, steps, TAU, estimate_response(pipe, img)[1]) for img in images]
+    )
+
+
 def generate_stack(
-    pipe: Pipeline, image: np.ndarray, *, tile: int = 512, overlap: int = 64
+    pipe: Pipeline,
+    image: np.ndarray,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    up_method: str | None = None,
 ) -> np.ndarray:
-    """Runs both exposure networks; returns the (17, H, W, 3) stack [d8..d1, input, u1..u8]."""
+    """Returns the (17, H, W, 3) stack [d8..d1, input, u1..u8]: the DownExposureNet below the
+    input, the up-exposures (``up_method``, see :data:`UP_METHODS`; default 'response' when the
+    weights have a classifier, else 'network') above it."""
+    if up_method is None:
+        up_method = "response" if pipe.response is not None else "network"
+    if up_method not in UP_METHODS:
+        raise ValueError(f"up_method must be one of {UP_METHODS}, got {up_method!r}")
+    n = pipe.up.module.num_exposures
+    steps = np.arange(1, n + 1)
+    curve = estimate_response(pipe, image)[1] if up_method == "response" else None
     multiple = 2**pipe.up.module.depth
     tile = max(multiple, tile // multiple * multiple)
     # Mirrored context around every tile: zero padding at a tile's border would otherwise show
@@ -204,11 +272,13 @@ def generate_stack(
     def both(patch: np.ndarray) -> np.ndarray:
         padded, (h, w) = _pad_reflect(patch, multiple, m)
         x = jnp.asarray(padded[None])
-        up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, m : m + h, m : m + w]
+        if curve is None:
+            up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, m : m + h, m : m + w]
+        else:  # pointwise, so tiling changes nothing
+            up = naive_bracket_baseline(patch, steps, TAU, curve)
         down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, m : m + h, m : m + w]
         return np.concatenate([down[::-1], patch[None], up], axis=0)
 
-    n = pipe.up.module.num_exposures
     return tiled_apply(both, image, tile=tile, overlap=overlap, lead_shape=(2 * n + 1,))
 
 
@@ -282,13 +352,14 @@ def reconstruct(
     merge_method: str = "anchored",
     stage1_tile: int = 512,
     stage2_tile: int = STAGE2_TILE,
+    up_method: str | None = None,
 ) -> Result:
     """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview."""
     import time
 
     t = {}
     t0 = time.perf_counter()
-    stack = generate_stack(pipe, image, tile=stage1_tile)
+    stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method)
     t["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     hdr, kept = merge.merge_stack(stack, method=merge_method, tau=TAU)

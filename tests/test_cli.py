@@ -442,3 +442,14 @@ def test_merge_choices_are_the_merge_modules_methods():
 
     assert cli.MERGE_CHOICES == merge.MERGE_METHODS
     assert cli.build_parser().parse_args(["reconstruct", "x.jpg", "-o", "o"]).merge == "anchored"
+
+
+def test_up_choices_are_the_pipelines_methods():
+    from hdr_jax import cli, pipeline
+
+    assert cli.UP_CHOICES == pipeline.UP_METHODS
+    for command in (["reconstruct", "x.jpg"], ["brackets", "x.jpg"]):
+        assert cli.build_parser().parse_args([*command, "-o", "o"]).up is None  # auto
+        assert (
+            cli.build_parser().parse_args([*command, "-o", "o", "--up", "network"]).up == "network"
+        )

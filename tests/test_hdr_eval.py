@@ -274,10 +274,11 @@ def test_evaluate_bracket_record(tiny_pipe):
     # Every (j, step) with a target inside the 9-image bracket: 2 * sum_j (8 - j) = 72.
     assert len(r["psnr"]) == 72
     assert {s for s, *_ in r["psnr"]} == set(range(-8, 0)) | set(range(1, 9))
-    for step, j, ours, naive_s, naive_t in r["psnr"]:
+    for step, j, ours, naive_s, naive_t, network in r["psnr"]:
         assert 0 <= j + step <= 8
         assert np.isfinite(ours) and 0 < naive_s <= hdr_eval.MAX_PSNR_DB
         assert naive_s == pytest.approx(naive_t, abs=0.5)  # the true CRF is sRGB here
+        assert ours == network  # no response classifier in these weights: up = the network
     assert set(r["merge"]) == set(hdr_eval.MERGE_ROWS)
     lin_s, lin_t = (r["merge"][k]["pu21"] for k in hdr_eval.MERGE_ROWS[:2])
     assert lin_s == pytest.approx(lin_t, abs=0.1)

@@ -27,6 +27,7 @@ import pytest
 from conftest import PHOTO_HW, REPO_ROOT, files_under, make_photo, run_cli
 
 from experiments.configs import cfnet as cfnet_config
+from experiments.configs import response as response_config
 from hdr_jax import io as hio
 from hdr_jax import pipeline
 from hdr_jax.data import testing
@@ -244,11 +245,44 @@ def test_workdir_refuses_another_model_config(data, cfnet_uninterrupted):
     assert "\n" not in str(e.value)
 
 
+# -- Response classifier: 2 steps then 4, in this process -----------------------------------------
+
+
+def _response_config(data: dict[str, Path], steps: int):
+    config = response_config.get_config("tiny")
+    config.data.manual_dir = str(data["hdr"])
+    config.data.data_dir = str(data["tfds"])
+    config.num_train_steps = steps
+    config.checkpoint_every = 1
+    config.eval_every = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def response_uninterrupted(data, drtmo_uninterrupted, tmp_path_factory):
+    # (drtmo_uninterrupted first: it builds the shared 'tiny' hdr_brackets data in a subprocess)
+    workdir = tmp_path_factory.mktemp("response_a")
+    return workdir, _train(_response_config(data, 4), workdir)
+
+
+def test_response_resume_equals_uninterrupted(data, response_uninterrupted, tmp_path):
+    workdir, state_a = response_uninterrupted
+    state_2 = _train(_response_config(data, 2), tmp_path)
+    state_b = _train(_response_config(data, 4), tmp_path)  # resumes at 2
+    assert_states_equal(state_b, state_a)
+    assert_params_differ(state_a, state_2)
+    evals = [r for r in _jsonl(workdir / "metrics.jsonl") if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:
+        assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["cross_entropy"])
+        assert 0.5 <= r["top_probability"] <= 1.0  # two responses in the tiny data
+
+
 # -- train on SICE -> export -> restore -> hdr-jax fuse / evaluate / reconstruct ------------------
 
 
 @pytest.fixture(scope="module")
-def trained_weights(data, drtmo_uninterrupted, tmp_path_factory) -> dict:
+def trained_weights(data, drtmo_uninterrupted, response_uninterrupted, tmp_path_factory) -> dict:
     from experiments.export_weights import export_one
 
     workdir = tmp_path_factory.mktemp("cfnet_sice")
@@ -264,7 +298,8 @@ def trained_weights(data, drtmo_uninterrupted, tmp_path_factory) -> dict:
     # One tiny DrTMO run serves as both stage-1 networks: the pipeline only needs their shapes.
     export_one(str(drtmo_uninterrupted), "drtmo_up", str(weights), "float16")
     export_one(str(drtmo_uninterrupted), "drtmo_down", str(weights), "float16")
-    return {"weights": weights, "workdir": workdir}
+    export_one(str(response_uninterrupted[0]), "response", str(weights), "float16")
+    return {"weights": weights, "workdir": workdir, "response": response_uninterrupted}
 
 
 def test_sice_training_logs_eval_and_previews(trained_weights):
@@ -281,7 +316,7 @@ def test_sice_training_logs_eval_and_previews(trained_weights):
 def test_exported_weights_restore_into_the_pipeline(trained_weights, data, cli_env, tmp_path):
     weights, workdir = trained_weights["weights"], trained_weights["workdir"]
     manifest = json.loads((weights / "manifest.json").read_text())
-    assert set(manifest) == {"cfnet_x2", "drtmo_up", "drtmo_down"}
+    assert set(manifest) == {"cfnet_x2", "drtmo_up", "drtmo_down", "response"}
     assert manifest["cfnet_x2"]["steps"] == 4 and manifest["drtmo_up"]["steps"] == 6
     assert manifest["cfnet_x2"]["training_data"]["builder"] == "sice"
     assert math.isfinite(manifest["cfnet_x2"]["eval"]["psnr"])
@@ -308,6 +343,20 @@ def test_exported_weights_restore_into_the_pipeline(trained_weights, data, cli_e
     direct = predict({"params": expected}, over[None], under[None])[0]
     assert fused.shape == (2 * under.shape[0], 2 * under.shape[1], 3)
     np.testing.assert_allclose(fused, np.asarray(direct), atol=1e-5)
+
+    # The classifier: exact float32 parameters, the training data's bank, the task's forward.
+    _, r_state = trained_weights["response"]
+    assert manifest["response"]["dtype"] == "float32" and manifest["response"]["steps"] == 4
+    r_task = tasks.make_task(_response_config(data, 4), builder=object())
+    assert manifest["response"]["config"]["responses"] == r_task.bank_names
+    r_net = pipeline.Pipeline(weights).response
+    assert_states_equal(r_net.variables["params"], jax.device_get(r_state.params))
+    np.testing.assert_array_equal(r_net.variables["responses"]["curves"], r_task.bank)
+    probs = r_net.apply(r_net.variables, under[None, :32, :32])
+    logits = r_task.model.apply(
+        jax.device_get(r_state.variables), under[None, :32, :32], train=False
+    )
+    np.testing.assert_allclose(probs, jax.nn.softmax(logits), atol=1e-6)
 
     # `hdr-jax fuse` writes the same image (8-bit).
     out = tmp_path / "fused.png"

@@ -63,11 +63,13 @@ def make_example(
     crop: tuple[int, int, int] | None = None,
     flip: bool = False,
     include_hdr: bool = False,
+    include_targets: bool = True,
 ) -> dict[str, np.ndarray]:
     """One training pair from a bracket record (DrTMO eq. 3/4).
 
     ``crop`` = (top, left, size) is applied, then ``flip`` (horizontal), identically to the input,
-    the targets and the radiance.
+    the targets and the radiance. ``include_targets=False`` leaves out 'target' and 'mask' (for
+    models that need the input and its response only).
     """
     bracket = np.asarray(record["bracket"])
     if bracket.ndim != 4 or bracket.shape[-1] != 3:
@@ -86,16 +88,17 @@ def make_example(
 
     idx = j + steps
     valid = (idx >= 0) & (idx < d)
-    target = np.zeros((num_exposures,) + bracket.shape[1:], np.uint8)
-    target[valid] = bracket[idx[valid]]
     scale = np.float32(1.0 / 255.0)
     out = {
         "input": np.ascontiguousarray(geometry(bracket[j])).astype(np.float32) * scale,
-        "target": np.ascontiguousarray(geometry(target)).astype(np.float32) * scale,
-        "mask": valid.astype(np.float32),
         "input_index": np.int32(j),
         "exposure_step": steps,
     }
+    if include_targets:
+        target = np.zeros((num_exposures,) + bracket.shape[1:], np.uint8)
+        target[valid] = bracket[idx[valid]]
+        out["target"] = np.ascontiguousarray(geometry(target)).astype(np.float32) * scale
+        out["mask"] = valid.astype(np.float32)
     if include_hdr:
         out["hdr"] = np.ascontiguousarray(geometry(np.asarray(record["hdr"]))).astype(np.float32)
         out["crf_curve"] = np.asarray(record["crf_curve"], np.float32)
@@ -118,6 +121,7 @@ def make_dataset(
     batch_size: int,
     input_index: InputIndex = None,
     include_hdr: bool = False,
+    include_targets: bool = True,
 ) -> grain.MapDataset:
     """Batched stage-1 dataset over a random-access source of bracket records.
 
@@ -139,7 +143,8 @@ def make_dataset(
     _check_crop(crop_size, h, w)
     if input_index is not None and input_index != "all" and not 0 <= int(input_index) < d:
         raise ValueError(f"input_index must be None, 'all' or an int in [0, {d - 1}], got {input_index!r}")
-    opts = dict(direction=direction, num_exposures=num_exposures, include_hdr=include_hdr)
+    opts = dict(direction=direction, num_exposures=num_exposures, include_hdr=include_hdr,
+                include_targets=include_targets)
     source = grain.MapDataset.source(data_source)
 
     if train:
@@ -183,6 +188,7 @@ def make_train_iterator(
     batch_size: int,
     input_index: int | None = None,
     include_hdr: bool = False,
+    include_targets: bool = True,
     num_threads: int = 2,
     prefetch_buffer_size: int = 4,
 ) -> grain.DatasetIterator:
@@ -193,7 +199,7 @@ def make_train_iterator(
     """
     ds = make_dataset(data_source, direction=direction, num_exposures=num_exposures, crop_size=crop_size,
                       train=True, seed=seed, batch_size=batch_size, input_index=input_index,
-                      include_hdr=include_hdr)
+                      include_hdr=include_hdr, include_targets=include_targets)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
     return iter(ds.to_iter_dataset(read))
 

@@ -118,6 +118,26 @@ def _configs() -> list[HdrBracketsConfig]:
     return out
 
 
+def training_crfs(
+    config: str | HdrBracketsConfig, emor_dir: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """The K named responses every view of ``config`` (a config or a registered config's name)
+    is rendered with (the bank a response classifier recognises); ``emor_dir`` is needed for
+    the ``*_emor`` configs."""
+    cfg = config
+    if isinstance(config, str):
+        cfg = next((c for c in HdrBrackets.BUILDER_CONFIGS if c.name == config), None)
+        if cfg is None:
+            raise ValueError(f"unknown hdr_brackets config {config!r}")
+    if cfg.crf_source == "parametric":
+        return crf_lib.default_training_crfs(None, k=cfg.num_crfs, seed=cfg.seed)
+    if cfg.crf_source == "emor":
+        if not emor_dir:
+            raise ValueError(f"config {cfg.name!r} needs EMoR data: pass emor_dir= to HdrBrackets")
+        return crf_lib.default_training_crfs(Path(emor_dir), k=cfg.num_crfs, seed=cfg.seed)
+    raise ValueError(f"crf_source must be 'parametric' or 'emor', got {cfg.crf_source!r}")
+
+
 def _stable_unit(*parts: str) -> float:
     """A platform-independent hash of strings mapped to [0, 1)."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
@@ -247,14 +267,7 @@ class HdrBrackets(tfds.core.GeneratorBasedBuilder):
                                      homepage=None, citation=None)
 
     def _training_crfs(self) -> dict[str, np.ndarray]:
-        cfg = self.builder_config
-        if cfg.crf_source == "parametric":
-            return crf_lib.default_training_crfs(None, k=cfg.num_crfs, seed=cfg.seed)
-        if cfg.crf_source == "emor":
-            if self._emor_dir is None:
-                raise ValueError(f"config {cfg.name!r} needs EMoR data: pass emor_dir= to HdrBrackets")
-            return crf_lib.default_training_crfs(self._emor_dir, k=cfg.num_crfs, seed=cfg.seed)
-        raise ValueError(f"crf_source must be 'parametric' or 'emor', got {cfg.crf_source!r}")
+        return training_crfs(self.builder_config, self._emor_dir)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config

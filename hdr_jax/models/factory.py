@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hdr_jax.models import cfnet, drtmo
+from hdr_jax.models import cfnet, drtmo, response
 
 
 def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -32,6 +32,14 @@ def make_drtmo(m: Mapping[str, Any]) -> drtmo.ExposureBracketNet:
         remat=_get(m, "remat", False),
         conv_impl=_get(m, "conv_impl", "im2col"),
     )
+
+
+def make_response(
+    m: Mapping[str, Any], num_responses: int | None = None
+) -> response.ResponseClassifier:
+    """``m``: the model config (``hidden``; ``num_responses`` is stored in exported manifests)."""
+    k = num_responses if num_responses is not None else m["num_responses"]
+    return response.ResponseClassifier(num_responses=int(k), hidden=tuple(m.get("hidden", (64,))))
 
 
 def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:

@@ -333,9 +333,152 @@ class DrTMOTask:
         }
 
 
+class ResponseTask:
+    """Stage 1, up direction: which of the data's K camera responses produced an image
+    (:mod:`hdr_jax.models.response`); softmax cross-entropy plus L2 on the dense kernels."""
+
+    export_dtype = "float32"
+
+    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
+        from hdr_jax.data import hdr_brackets
+        from hdr_jax.models import response
+
+        self.config = config
+        d = config.data
+        # The bank is a pure function of the data config; the exported weights carry it.
+        bank = hdr_brackets.training_crfs(d.builder_config, d.emor_dir or None)
+        self.bank_names = list(bank)
+        self.bank = response.bank_array(bank)
+        self.model = factory.make_response(config.model, num_responses=len(self.bank))
+        self.tx = make_optimizer(config.optimizer)
+        self._builder = builder
+
+    @functools.cached_property
+    def builder(self):
+        if self._builder is None:
+            from hdr_jax.data import hdr_brackets
+
+            d = self.config.data
+            self._builder = prepare_builder(
+                d, hdr_brackets.HdrBrackets, emor_dir=d.emor_dir or None
+            )
+        return self._builder
+
+    def _source(self, split: str):
+        return self.builder.as_data_source(split=split)
+
+    def _dataset_options(self) -> dict:
+        return {
+            "direction": "up",
+            "crop_size": self.config.data.crop_size or None,
+            "include_hdr": True,
+            "include_targets": False,
+        }
+
+    def train_iterator(self):
+        from hdr_jax.data import bracket_pipeline
+
+        return bracket_pipeline.make_train_iterator(
+            self._source("train"),
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+            **self._dataset_options(),
+        )
+
+    def eval_batches(self) -> Iterable[dict]:
+        from hdr_jax.data import bracket_pipeline
+
+        # Every input exposure of the first num_eval records (record-major), in batches.
+        src = self._source("validation")
+        n = min(self.config.data.num_eval or len(src), len(src))
+        ds = bracket_pipeline.make_dataset(
+            [src[i] for i in np.linspace(0, len(src) - 1, n).round().astype(int)],
+            train=False,
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+            input_index="all",
+            **{**self._dataset_options(), "crop_size": None},
+        )
+        yield from ds
+
+    def variables_to_export(self, state: TrainState) -> dict:
+        """The bundle keeps the bank's curves beside the parameters (pipeline.Pipeline)."""
+        return {**state.variables, "responses": {"curves": jnp.asarray(self.bank)}}
+
+    def model_config_to_export(self) -> dict:
+        return {
+            **self.config.model.to_dict(),
+            "num_responses": len(self.bank),
+            "responses": self.bank_names,
+        }
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        c = self.config.data.crop_size or 32
+        variables = self.model.init(rng, jnp.zeros((2, c, c, 3), jnp.float32), train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.int32(0),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=self.tx.init(params),
+            rng=rng,
+        )
+
+    def _labels(self, batch: dict) -> jnp.ndarray:
+        from hdr_jax.models import response
+
+        return response.nearest_response(jnp.asarray(self.bank), batch["crf_curve"])
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        import optax
+
+        labels = self._labels(batch)
+
+        def loss_fn(params):
+            logits, updates = self.model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["input"],
+                train=True,
+                mutable=["batch_stats"],
+            )
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            l2 = sum(
+                jnp.sum(w**2)
+                for path, w in jax.tree_util.tree_leaves_with_path(params)
+                if "kernel" in jax.tree_util.keystr(path)
+            )
+            loss = ce + self.config.loss.l2 * l2
+            return loss, (ce, logits, updates["batch_stats"])
+
+        (loss, (ce, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats
+        )
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return new_state, {"loss": loss, "cross_entropy": ce, "accuracy": accuracy}
+
+    def eval_step(self, state: TrainState, batch: dict) -> dict:
+        """Per image: accuracy, cross-entropy and the probability of the predicted response."""
+        import optax
+
+        labels = self._labels(batch)
+        logits = self.model.apply(state.variables, batch["input"], train=False)
+        return {
+            "accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32),
+            "cross_entropy": optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+            "top_probability": jnp.max(jax.nn.softmax(logits), -1),
+        }
+
+
 def make_task(config: ml_collections.ConfigDict, **kwargs) -> Any:
     if config.task == "cfnet":
         return CFNetTask(config, **kwargs)
     if config.task == "drtmo":
         return DrTMOTask(config, **kwargs)
+    if config.task == "response":
+        return ResponseTask(config, **kwargs)
     raise ValueError(f"unknown task {config.task!r}")
