@@ -10,7 +10,9 @@ CRFs), the config the bundled networks were trained on (experiments/configs/drtm
 1. PSNR (RGB, [0, 1], capped at 100 dB) of every predicted exposure against the true one, per
    exposure step (-8..-1 down, +1..+8 up), averaged over (record, input index j) pairs whose
    target lies inside the 9-image bracket; with the naive re-exposure baseline (inverse sRGB,
-   x tau^step, sRGB, clip) and the same with the true CRF (an oracle).
+   x tau^step, sRGB, clip), the same with the true CRF (an oracle), and the DrTMO network of
+   each direction alone ('ours' up = re-exposure with the recognised response, when the
+   weights have a response classifier).
 2. Merge comparison at j = T/2: PU21-PSNR of HDRs merged from our stack (Debevec with linear
    response = public code; our robust merge with the sRGB or the true inverse CRF) and of the
    linearised input, against the true radiance; protocol in :mod:`hdr_jax.hdr_eval`.

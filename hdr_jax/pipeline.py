@@ -1,5 +1,9 @@
 """The two-stage system: photo -> exposure stack (DrTMO) -> HDR merge -> extreme pair -> CF-Net.
 
+Stage 1: the DownExposureNet makes the darker exposures; the brighter ones are the photo
+re-exposed with the camera response the ResponseClassifier recognises (hdr_jax/models/response.py;
+the UpExposureNet with ``up_method='network'`` or for weights without a classifier).
+
 Images are HWC float32 in [0, 1] at this level (one photo at a time); the networks see NHWC tiles.
 
 Memory strategy (any size, bounded memory): both stages run on overlapping tiles of a fixed size
@@ -240,9 +244,9 @@ def up_brackets(pipe: Pipeline, images: np.ndarray, up_method: str = "response")
     if up_method != "response":
         raise ValueError(f"up_method must be one of {UP_METHODS}, got {up_method!r}")
     steps = np.arange(1, pipe.up.module.num_exposures + 1)
-    return np.stack(
-        [naive_bracket_baseline(img, steps, TAU, estimate_response(pipe, img)[1]) for img in images]
-    )
+    probs = np.stack([estimate_response(pipe, img)[0] for img in images])
+    bank = pipe.response.variables["responses"]["curves"]
+    return np.asarray(response.reexpose_with_responses(images, probs, bank, steps, TAU))
 
 
 def generate_stack(

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from hdr_jax import losses, metrics
-from hdr_jax.models import factory
+from hdr_jax.models import factory, response
 from hdr_jax.training.state import TrainState, make_optimizer
 
 
@@ -341,7 +342,6 @@ class ResponseTask:
 
     def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
         from hdr_jax.data import hdr_brackets
-        from hdr_jax.models import response
 
         self.config = config
         d = config.data
@@ -388,7 +388,7 @@ class ResponseTask:
     def eval_batches(self) -> Iterable[dict]:
         from hdr_jax.data import bracket_pipeline
 
-        # Every input exposure of the first num_eval records (record-major), in batches.
+        # Every input exposure of num_eval records spread evenly over the split (record-major).
         src = self._source("validation")
         n = min(self.config.data.num_eval or len(src), len(src))
         ds = bracket_pipeline.make_dataset(
@@ -425,13 +425,9 @@ class ResponseTask:
         )
 
     def _labels(self, batch: dict) -> jnp.ndarray:
-        from hdr_jax.models import response
-
         return response.nearest_response(jnp.asarray(self.bank), batch["crf_curve"])
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        import optax
-
         labels = self._labels(batch)
 
         def loss_fn(params):
@@ -463,8 +459,6 @@ class ResponseTask:
 
     def eval_step(self, state: TrainState, batch: dict) -> dict:
         """Per image: accuracy, cross-entropy and the probability of the predicted response."""
-        import optax
-
         labels = self._labels(batch)
         logits = self.model.apply(state.variables, batch["input"], train=False)
         return {
