@@ -302,7 +302,8 @@ def test_hdr_eval_matches_the_library_protocol(quick_run, hdr_dir):
         apply = jax.jit(lambda v, x: task.model.apply(v, x, train=False))
         return types.SimpleNamespace(module=task.model, variables=state.variables, apply=apply)
 
-    pipe = types.SimpleNamespace(up=net(nets["up"]), down=net(nets["down"]))
+    # No response classifier: the ablation networks make both directions of the stack.
+    pipe = types.SimpleNamespace(up=net(nets["up"]), down=net(nets["down"]), response=None)
     middle = (np.shape(source[0]["bracket"])[0] - 1) // 2
     for i in range(2):
         ref = hdr_eval.evaluate_bracket_record(pipe, source[i], input_indices=[middle])
