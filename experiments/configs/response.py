@@ -9,6 +9,8 @@ It trains in minutes on a CPU: the features are fixed and the MLP is small.
 
 import ml_collections
 
+from experiments.configs import drtmo
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     opts = {v.strip() for v in variant.split(",") if v.strip()}
@@ -20,16 +22,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict(dict(hidden=(64,)))
-    config.data = ml_collections.ConfigDict(
-        dict(
-            builder="hdr_brackets",
-            builder_config="small",
-            data_dir="workdirs/tfds",
-            manual_dir="../shared/data/hdri",
-            emor_dir="",
-            crop_size=0,  # 0: whole views (the classifier's features are size-agnostic)
-            num_eval=80,  # validation records; every input exposure of each is scored
-        )
+    # The DrTMO networks' data: the same views, responses and held-out scenes.
+    config.data = drtmo.get_config("up,tiny" if "tiny" in opts else "up").data
+    config.data.update(
+        crop_size=0,  # 0: whole views (the classifier's features are size-agnostic)
+        num_eval=80,  # validation records; every input exposure of each is scored
     )
     # L2 on the dense kernels: 720 training views of 18 scenes are few for 76 features.
     config.loss = ml_collections.ConfigDict(dict(l2=1e-3))
@@ -42,7 +39,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.max_checkpoints = 2
 
     if "tiny" in opts:
-        config.data.update(builder_config="tiny", num_eval=2)
+        config.data.num_eval = 2
         config.model.hidden = (8,)
         config.batch_size = 4
         config.num_train_steps = 4

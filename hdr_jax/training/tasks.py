@@ -80,6 +80,27 @@ def accumulate_gradients(
     return jax.tree.map(lambda x: x / microbatches, total)
 
 
+def new_state(rng: jax.Array, variables: dict, tx: optax.GradientTransformation) -> TrainState:
+    """Step 0: `variables` (params, optional batch_stats) and a fresh optimiser state."""
+    params = variables["params"]
+    return TrainState(
+        step=jnp.int32(0),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=rng,
+    )
+
+
+def apply_gradients(
+    state: TrainState, tx: optax.GradientTransformation, grads: Any, **replace: Any
+) -> TrainState:
+    """One optimiser update of ``state.params``; ``replace`` sets other fields (batch_stats)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **replace)
+
+
 class CFNetTask:
     """Stage 2: CF-Net with the eq. 19 loss."""
 
@@ -142,14 +163,7 @@ class CFNetTask:
         x = jnp.zeros((1, p, p, 3), jnp.float32)
         variables = {"params": self.model.init(rng, x, x)["params"]}
         name = f"cfnet_x{self.config.model.scale}"
-        params = initial_variables(self.config, name, variables)["params"]
-        return TrainState(
-            step=jnp.int32(0),
-            params=params,
-            batch_stats={},
-            opt_state=self.tx.init(params),
-            rng=rng,
-        )
+        return new_state(rng, initial_variables(self.config, name, variables), self.tx)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         cfg = self.config.loss
@@ -170,12 +184,9 @@ class CFNetTask:
         (loss, terms), grads = accumulate_gradients(
             grad_fn, state.params, batch, self.config.get("microbatches", 1)
         )
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         psnr = terms.pop("psnr")
         out = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, "psnr": psnr}
-        return new_state, out
+        return apply_gradients(state, self.tx, grads), out
 
     def predict(self, params: Any, batch: dict) -> dict:
         return self.model.apply({"params": params}, batch["over_lr"], batch["under_lr"])
@@ -211,14 +222,11 @@ class CFNetTask:
         return {"under_over_fused_label": row}
 
 
-class DrTMOTask:
-    """Stage 1: one exposure network (up or down) with the masked L1 loss of eq. 3/4."""
+class _HdrBracketsData:
+    """The ``hdr_brackets`` dataset of ``config.data`` (stage-1 tasks), built on first use."""
 
-    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
-        self.config = config
-        self.model = factory.make_drtmo(config.model)
-        self.tx = make_optimizer(config.optimizer)
-        self._builder = builder
+    config: ml_collections.ConfigDict
+    _builder: Any
 
     @functools.cached_property
     def builder(self):
@@ -233,6 +241,16 @@ class DrTMOTask:
 
     def _source(self, split: str):
         return self.builder.as_data_source(split=split)
+
+
+class DrTMOTask(_HdrBracketsData):
+    """Stage 1: one exposure network (up or down) with the masked L1 loss of eq. 3/4."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
+        self.config = config
+        self.model = factory.make_drtmo(config.model)
+        self.tx = make_optimizer(config.optimizer)
+        self._builder = builder
 
     def train_iterator(self):
         from hdr_jax.data import bracket_pipeline
@@ -270,14 +288,7 @@ class DrTMOTask:
             {"params": rng, "dropout": rng}, jnp.zeros((1, c, c, 3), jnp.float32), train=False
         )
         variables = initial_variables(self.config, f"drtmo_{self.config.direction}", variables)
-        params = variables["params"]
-        return TrainState(
-            step=jnp.int32(0),
-            params=params,
-            batch_stats=variables.get("batch_stats", {}),
-            opt_state=self.tx.init(params),
-            rng=rng,
-        )
+        return new_state(rng, variables, self.tx)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -302,12 +313,7 @@ class DrTMOTask:
         (loss, (_pred, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats
-        )
-        return new_state, {"loss": loss}
+        return apply_gradients(state, self.tx, grads, batch_stats=batch_stats), {"loss": loss}
 
     def predict(self, state: TrainState, x: jnp.ndarray) -> jnp.ndarray:
         return self.model.apply(state.variables, x, train=False)
@@ -334,7 +340,7 @@ class DrTMOTask:
         }
 
 
-class ResponseTask:
+class ResponseTask(_HdrBracketsData):
     """Stage 1, up direction: which of the data's K camera responses produced an image
     (:mod:`hdr_jax.models.response`); softmax cross-entropy plus L2 on the dense kernels."""
 
@@ -352,20 +358,6 @@ class ResponseTask:
         self.model = factory.make_response(config.model, num_responses=len(self.bank))
         self.tx = make_optimizer(config.optimizer)
         self._builder = builder
-
-    @functools.cached_property
-    def builder(self):
-        if self._builder is None:
-            from hdr_jax.data import hdr_brackets
-
-            d = self.config.data
-            self._builder = prepare_builder(
-                d, hdr_brackets.HdrBrackets, emor_dir=d.emor_dir or None
-            )
-        return self._builder
-
-    def _source(self, split: str):
-        return self.builder.as_data_source(split=split)
 
     def _dataset_options(self) -> dict:
         return {
@@ -415,14 +407,7 @@ class ResponseTask:
     def init_state(self, rng: jax.Array) -> TrainState:
         c = self.config.data.crop_size or 32
         variables = self.model.init(rng, jnp.zeros((2, c, c, 3), jnp.float32), train=False)
-        params = variables["params"]
-        return TrainState(
-            step=jnp.int32(0),
-            params=params,
-            batch_stats=variables.get("batch_stats", {}),
-            opt_state=self.tx.init(params),
-            rng=rng,
-        )
+        return new_state(rng, variables, self.tx)
 
     def _labels(self, batch: dict) -> jnp.ndarray:
         return response.nearest_response(jnp.asarray(self.bank), batch["crf_curve"])
@@ -449,12 +434,8 @@ class ResponseTask:
         (loss, (ce, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats
-        )
         accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        new_state = apply_gradients(state, self.tx, grads, batch_stats=batch_stats)
         return new_state, {"loss": loss, "cross_entropy": ce, "accuracy": accuracy}
 
     def eval_step(self, state: TrainState, batch: dict) -> dict:
