@@ -9,22 +9,18 @@ itself through the response, i.e. a mid-grey pixel of the input keeps its linear
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera.exposure import TAU, exposure_times
 
 MONOTONICITY_THRESHOLD = 64.0 / 255.0
 #: merge_anchored's (low, high): estimate from the first exposure whose brightest channel is
 #: below low; an input channel at or above high is clipped.
 ANCHORED_THRESHOLDS = (250.0 / 255.0, 254.0 / 255.0)
-
-
-def exposure_times(num_each_side: int, tau: float = math.sqrt(2.0)) -> np.ndarray:
-    return np.asarray([tau**i for i in range(-num_each_side, num_each_side + 1)], np.float32)
 
 
 def select_monotone(
@@ -202,14 +198,14 @@ def merge_stack(
     stack: np.ndarray,
     *,
     method: str = "robust",
-    tau: float = math.sqrt(2.0),
+    tau: float = TAU,
     curve: np.ndarray | None = None,
     select: bool = True,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Selects the monotone part of a (2N+1, H, W, 3) stack and merges it. Returns (hdr, (lo, hi))."""
     n = (len(stack) - 1) // 2
     lo, hi = select_monotone(stack, n) if select else (0, len(stack) - 1)
-    times = exposure_times(n, tau)[lo : hi + 1]
+    times = exposure_times(2 * n, tau)[lo : hi + 1]
     if method not in MERGE_METHODS:
         raise ValueError(f"merge method must be one of {MERGE_METHODS}, got {method!r}")
     # The merges are per pixel (the anchored one then spreads levels over the whole image), so

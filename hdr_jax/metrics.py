@@ -26,6 +26,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from hdr_jax.camera import crf as crf_lib
+
 __all__ = [
     "align_gain",
     "log_psnr",
@@ -234,8 +236,7 @@ def luminance(rgb: ArrayLike) -> jax.Array:
     if rgb.ndim >= 3 and rgb.shape[-1] == 1:
         return rgb
     _check_rgb(rgb, "luminance")
-    coef = jnp.asarray([0.2126, 0.7152, 0.0722], jnp.float32)
-    return jnp.einsum("...c,c->...", rgb, coef, precision=_HIGHEST)[..., None]
+    return crf_lib.luminance(rgb)[..., None]
 
 
 # --------------------------------------------------------------------------------------------

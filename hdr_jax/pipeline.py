@@ -20,7 +20,6 @@ input mid-grey is preserved.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ import numpy as np
 
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
-from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
+from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
 from hdr_jax.models import factory, response
 
-TAU = math.sqrt(2.0)
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
 UNDER_STEP = -6

@@ -188,8 +188,8 @@ def test_explicit_validation_scenes_config(hdr_folder, tmp_path):
 
 
 def test_panorama_detection_and_views():
-    assert hb.is_panorama(32, 64) and hb.is_panorama(512, 1024) and hb.is_panorama(256, 511)
-    assert not hb.is_panorama(40, 56) and not hb.is_panorama(64, 64) and not hb.is_panorama(100, 190)
+    assert panorama.is_panorama(32, 64) and panorama.is_panorama(512, 1024) and panorama.is_panorama(256, 511)
+    assert not panorama.is_panorama(40, 56) and not panorama.is_panorama(64, 64) and not panorama.is_panorama(100, 190)
     # A constant panorama gives a constant view; a smooth one is unchanged by anti-aliasing.
     pano = np.full((90, 180, 3), 0.25, np.float32)
     assert np.allclose(hb.panorama_view(pano, 60, 10, 30, 16), 0.25, atol=1e-6)
@@ -422,48 +422,3 @@ def test_pipeline_on_built_data_keeps_radiance_aligned(built):
             dt = TAU ** (int(b["input_index"][i]) - T // 2)
             ref = np.interp(np.clip(b["hdr"][i] * dt, 0, 1), grid, b["crf_curve"][i])
             assert np.abs(np.round(ref * 255) - np.round(b["input"][i] * 255)).max() <= 1
-
-
-# --------------------------------------------------------------------------------------------
-# Naive baseline
-# --------------------------------------------------------------------------------------------
-
-
-def test_naive_baseline_matches_skimage_srgb():
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (2, 5, 6, 3)).astype(np.float32)
-    steps = np.array([[-3, 1, 4], [2, 0, -8]], np.int32)
-    out = bp.naive_bracket_baseline(x, steps)
-    assert isinstance(out, np.ndarray) and out.shape == (2, 3, 5, 6, 3) and out.dtype == np.float32
-    for b in range(2):
-        xyz = rgb2xyz(x[b].astype(np.float64))  # sRGB decode + a linear map, so scaling commutes
-        for n in range(3):
-            ref = xyz2rgb(xyz * TAU ** steps[b, n])
-            np.testing.assert_allclose(out[b, n], ref, atol=2e-5)
-    np.testing.assert_allclose(out[1, 1], x[1], atol=2e-5)  # step 0 is the identity
-    # Shared steps broadcast over the batch; JAX in, JAX out with the same values.
-    shared = bp.naive_bracket_baseline(x, np.array([1, -1]))
-    assert shared.shape == (2, 2, 5, 6, 3)
-    np.testing.assert_allclose(shared[0, 0], out[0, 1], atol=1e-6)
-    jax_out = bp.naive_bracket_baseline(jnp.asarray(x), jnp.asarray(steps))
-    assert isinstance(jax_out, jnp.ndarray) and not isinstance(jax_out, np.ndarray)
-    np.testing.assert_allclose(np.asarray(jax_out), out, atol=1e-5)
-
-
-def test_naive_baseline_with_a_curve():
-    rng = np.random.default_rng(1)
-    # Above ~0.1: a 1024-sample curve cannot resolve the steep toe of x^(1/2.2) near 0.
-    x = rng.uniform(0.1, 1, (4, 4, 3)).astype(np.float32)
-    steps = np.array([-2, 3])
-    # f(E) = E^(1/2.2): f(f^-1(Z) tau^s) = Z tau^(s/2.2), clipped.
-    out = bp.naive_bracket_baseline(x, steps, crf=crf_lib.gamma_crf(2.2))
-    ref = np.clip(x[None] * TAU ** (steps[:, None, None, None] / 2.2), 0, 1)
-    assert out.shape == (2, 4, 4, 3)
-    np.testing.assert_allclose(out, ref, atol=3e-3)
-    # The sampled sRGB curve agrees with the exact formula.
-    np.testing.assert_allclose(bp.naive_bracket_baseline(x, steps, crf=crf_lib.srgb_crf()),
-                               bp.naive_bracket_baseline(x, steps), atol=3e-3)
-    with pytest.raises(ValueError, match="crf"):
-        bp.naive_bracket_baseline(x, steps, crf="gamma")
-    with pytest.raises(ValueError, match="input"):
-        bp.naive_bracket_baseline(x[..., :2], steps)

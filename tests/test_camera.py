@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import expit
-from skimage.color import rgb2xyz
+from skimage.color import rgb2xyz, xyz2rgb
 
 from hdr_jax.camera import (
     GRID,
@@ -36,6 +36,9 @@ from hdr_jax.camera import (
     simulate_bracket_jax,
     srgb_crf,
 )
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera import exposure
+from hdr_jax.camera.exposure import TAU
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CRF_DIR = SHARED / "crf"
@@ -496,3 +499,61 @@ def test_crop_and_bracket_real_panorama():
     assert b.shape == (9, 32, 32, 3)
     assert b[0].mean() < b[4].mean() < b[-1].mean()
     assert 0.05 < b[4].mean() < 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# Naive baseline
+# --------------------------------------------------------------------------------------------
+
+
+def test_naive_baseline_matches_skimage_srgb():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (2, 5, 6, 3)).astype(np.float32)
+    steps = np.array([[-3, 1, 4], [2, 0, -8]], np.int32)
+    out = exposure.naive_bracket_baseline(x, steps)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3, 5, 6, 3) and out.dtype == np.float32
+    for b in range(2):
+        xyz = rgb2xyz(x[b].astype(np.float64))  # sRGB decode + a linear map, so scaling commutes
+        for n in range(3):
+            ref = xyz2rgb(xyz * TAU ** steps[b, n])
+            np.testing.assert_allclose(out[b, n], ref, atol=2e-5)
+    np.testing.assert_allclose(out[1, 1], x[1], atol=2e-5)  # step 0 is the identity
+    # Shared steps broadcast over the batch; JAX in, JAX out with the same values.
+    shared = exposure.naive_bracket_baseline(x, np.array([1, -1]))
+    assert shared.shape == (2, 2, 5, 6, 3)
+    np.testing.assert_allclose(shared[0, 0], out[0, 1], atol=1e-6)
+    jax_out = exposure.naive_bracket_baseline(jnp.asarray(x), jnp.asarray(steps))
+    assert isinstance(jax_out, jnp.ndarray) and not isinstance(jax_out, np.ndarray)
+    np.testing.assert_allclose(np.asarray(jax_out), out, atol=1e-5)
+
+
+def test_naive_baseline_with_a_curve():
+    rng = np.random.default_rng(1)
+    # Above ~0.1: a 1024-sample curve cannot resolve the steep toe of x^(1/2.2) near 0.
+    x = rng.uniform(0.1, 1, (4, 4, 3)).astype(np.float32)
+    steps = np.array([-2, 3])
+    # f(E) = E^(1/2.2): f(f^-1(Z) tau^s) = Z tau^(s/2.2), clipped.
+    out = exposure.naive_bracket_baseline(x, steps, crf=crf_lib.gamma_crf(2.2))
+    ref = np.clip(x[None] * TAU ** (steps[:, None, None, None] / 2.2), 0, 1)
+    assert out.shape == (2, 4, 4, 3)
+    np.testing.assert_allclose(out, ref, atol=3e-3)
+    # The sampled sRGB curve agrees with the exact formula.
+    np.testing.assert_allclose(exposure.naive_bracket_baseline(x, steps, crf=crf_lib.srgb_crf()),
+                               exposure.naive_bracket_baseline(x, steps), atol=3e-3)
+    with pytest.raises(ValueError, match="crf"):
+        exposure.naive_bracket_baseline(x, steps, crf="gamma")
+    with pytest.raises(ValueError, match="input"):
+        exposure.naive_bracket_baseline(x[..., :2], steps)
+
+
+def test_srgb_curve_and_luminance_have_one_definition():
+    """The sampled sRGB CRF is the exact formula on the grid; decode inverts encode; luminance
+    gives the same values for NumPy (float32 matmul) and JAX (einsum) inputs."""
+    np.testing.assert_array_equal(crf_lib.srgb_crf(), crf_lib._finish(crf_lib.srgb_encode(crf_lib._GRID64)))
+    z = np.linspace(0, 1, 257)
+    np.testing.assert_allclose(crf_lib.srgb_encode(crf_lib.srgb_decode(z)), z, atol=1e-12)
+    rgb = np.random.default_rng(2).uniform(0, 4, (5, 7, 3)).astype(np.float32)
+    lum = crf_lib.luminance(rgb)
+    assert lum.shape == (5, 7) and isinstance(lum, np.ndarray)
+    np.testing.assert_allclose(lum, rgb @ np.array([0.2126, 0.7152, 0.0722]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(crf_lib.luminance(jnp.asarray(rgb))), lum, rtol=1e-6)

@@ -547,7 +547,7 @@ def test_naive_residual_base_starts_at_the_naive_bracket(sign):
     """With residual_base='naive' and a zero last layer the network predicts the naive exposure
     change (sRGB inverse, x tau^(+-k), sRGB, clip): the data module's baseline, itself checked
     against scikit-image in tests/test_bracket_data.py."""
-    from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
+    from hdr_jax.camera.exposure import naive_bracket_baseline
 
     x = images(SMALL_SHAPE, seed=7)
     v = random_variables(ExposureBracketNet(**SMALL), SMALL_SHAPE)

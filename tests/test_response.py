@@ -12,7 +12,7 @@ from hdr_jax import bundle, pipeline
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure
 from hdr_jax.data import testing
-from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
+from hdr_jax.camera.exposure import naive_bracket_baseline
 from hdr_jax.models import factory, response
 
 

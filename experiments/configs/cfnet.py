@@ -6,13 +6,22 @@ Usage: --config experiments/configs/cfnet.py[:VARIANT], VARIANT a comma-separate
     cpu                narrower model that trains on a laptop CPU (32 features, 3 groups, T=3)
     tiny               test-sized model and data (seconds per step)
     sice               train on a SICE folder (data.manual_dir) instead of synthetic pairs
+An unknown option is an error.
 """
 
 import ml_collections
 
+from experiments.configs import common
+
+SCALES = ("x2", "x4")
+VARIANTS = SCALES + ("paper", "cpu", "tiny", "sice")
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    opts = {v.strip() for v in variant.split(",") if v.strip()}
+    opts = common.parse_variant(variant, VARIANTS, name="cfnet")
+    scale = common.one_of(opts, SCALES, name="cfnet", default="x2")
+    if {"paper", "cpu"} <= opts:
+        raise ValueError("cfnet config takes one of ['cpu', 'paper'], got both")
     config = ml_collections.ConfigDict()
     config.task = "cfnet"
     config.seed = 0
@@ -24,14 +33,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             features=64,
             num_groups=6,
             num_steps=3,
-            scale=4 if "x4" in opts else 2,
+            scale=int(scale[1:]),
             shared_step_weights=False,
             coupled=True,
             remat_policy="none",
             dtype="float32",
             # 'auto' (hdr_jax/models/layers.py): lax.conv for the 3x3 and 3-tap convs, im2col for
-            # the 2-tap phase convs of x4 and 1x1s: as fast as im2col on XLA:CPU (x2 step 7.06 vs
-            # 6.87 s) with half the memory; 'xla' is what --memory_budget picks first
+            # the 2-tap phase convs of x4 and 1x1s: as fast as im2col on XLA:CPU with half the
+            # memory (docs/benchmarks.md); 'xla' is what --memory_budget picks first
             conv_impl="auto",
             split_concat=False,  # dense 1x1 transitions without concat copies (memory setting)
             unroll_steps=None,  # None: rolled loop exactly when remat is on
@@ -47,33 +56,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             emor_dir="",
             patch_size=64,
             # LR centre crop for validation: an x4 LR test image has 64 px per side.
-            eval_patch_size=128 if "x4" not in opts else 64,
+            eval_patch_size=64 if scale == "x4" else 128,
             num_eval=0,
         )
     )  # 0 = whole evaluation split
 
     # mef_weight: optional (1 - MEF-SSIM) term against the HR pair (0 = the paper's eq. 19).
     config.loss = ml_collections.ConfigDict(dict(srb_weight=1.0, cfb_weight=1.0, mef_weight=0.0))
-    config.optimizer = ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-4,
-            b1=0.9,
-            b2=0.999,
-            decay_every=0,
-            decay_rate=0.5,
-            mu_dtype="",
-            nu_dtype="",
-        )
-    )
+    config.optimizer = common.adam(1e-4, decay_every=0, decay_rate=0.5, mu_dtype="", nu_dtype="")
 
     config.batch_size = 4
     # Gradient accumulation: the batch runs as this many equal slices in a rolled loop (same
     # gradient, activation memory of one slice; see hdr_jax.memory for when it is chosen).
     config.microbatches = 1
-    config.num_train_steps = 20_000
-    config.log_every = 50
-    config.eval_every = 1000
-    config.checkpoint_every = 500
+    common.set_schedule(config, num_train_steps=20_000, log_every=50, eval_every=1000,
+                        checkpoint_every=500)
     config.max_checkpoints = 3
 
     if "cpu" in opts:
@@ -86,18 +83,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.data.patch_size = 32
         config.data.num_eval = 48
         # MEF-SSIM term (see hdr_jax.losses.cfnet_loss): the synthetic ground truth alone scores
-        # below Mertens fusion of the HR pair on MEF-SSIM (0.940 vs 0.969, 26 test pairs).
+        # below Mertens fusion of the HR pair on MEF-SSIM (docs/results).
         config.loss.mef_weight = 1.0
-        config.num_train_steps = 1000
-        config.log_every = 50
-        config.eval_every = 500
-        config.checkpoint_every = 100
+        common.set_schedule(config, num_train_steps=1000, log_every=50, eval_every=500,
+                            checkpoint_every=100)
     if "tiny" in opts:
         config.model.update(features=8, num_groups=2, num_steps=2)
         config.data.update(builder_config="tiny", patch_size=8, eval_patch_size=16, num_eval=2)
-        config.batch_size = 2
-        config.num_train_steps = 4
-        config.log_every = 2
-        config.eval_every = 4
-        config.checkpoint_every = 2
+        common.set_tiny_schedule(config, batch_size=2)
     return config

@@ -9,14 +9,11 @@ It trains in minutes on a CPU: the features are fixed and the MLP is small.
 
 import ml_collections
 
-from experiments.configs import drtmo
+from experiments.configs import common, drtmo
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    opts = {v.strip() for v in variant.split(",") if v.strip()}
-    unknown = opts - {"tiny"}
-    if unknown:
-        raise ValueError(f"unknown response config variant(s) {sorted(unknown)}")
+    opts = common.parse_variant(variant, ("tiny",), name="response")
     config = ml_collections.ConfigDict()
     config.task = "response"
     config.seed = 0
@@ -30,20 +27,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     )
     # L2 on the dense kernels: 720 training views of 18 scenes are few for 76 features.
     config.loss = ml_collections.ConfigDict(dict(l2=1e-3))
-    config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
+    config.optimizer = common.adam(1e-3)
     config.batch_size = 64
-    config.num_train_steps = 3000
-    config.log_every = 100
-    config.eval_every = 500
-    config.checkpoint_every = 500
+    common.set_schedule(config, num_train_steps=3000, log_every=100, eval_every=500,
+                        checkpoint_every=500)
     config.max_checkpoints = 2
 
     if "tiny" in opts:
         config.data.num_eval = 2
         config.model.hidden = (8,)
-        config.batch_size = 4
-        config.num_train_steps = 4
-        config.log_every = 2
-        config.eval_every = 4
-        config.checkpoint_every = 2
+        common.set_tiny_schedule(config, batch_size=4)
     return config

@@ -27,8 +27,44 @@ from scipy.interpolate import PchipInterpolator
 N_SAMPLES = 1024
 GRID: np.ndarray = np.linspace(0.0, 1.0, N_SAMPLES, dtype=np.float32)
 _GRID64 = np.linspace(0.0, 1.0, N_SAMPLES)
+#: Rec. 709 luminance weights of linear R, G, B.
+REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 Array = Any  # np.ndarray | jax.Array
+
+
+def _xp(*arrays: Any):
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def srgb_encode(x: Array) -> Array:
+    """Linear -> sRGB (IEC 61966-2-1): 12.92 x below 0.0031308, else 1.055 x^(1/2.4) - 0.055.
+
+    The input is clipped to [0, 1]; NumPy in, NumPy out; JAX in, JAX out (jit-safe, finite
+    gradients: the power is taken of a value kept away from 0).
+    """
+    xp = _xp(x)
+    x = xp.clip(x, 0.0, 1.0)
+    return xp.where(x <= 0.0031308, 12.92 * x, 1.055 * xp.power(xp.maximum(x, 0.0031308), 1.0 / 2.4) - 0.055)
+
+
+def srgb_decode(z: Array) -> Array:
+    """sRGB -> linear (IEC 61966-2-1), the inverse of :func:`srgb_encode`; input clipped to [0, 1]."""
+    xp = _xp(z)
+    z = xp.clip(z, 0.0, 1.0)
+    return xp.where(z <= 0.04045, z / 12.92, xp.power((xp.maximum(z, 0.04045) + 0.055) / 1.055, 2.4))
+
+
+def luminance(rgb: Array) -> Array:
+    """Rec. 709 / sRGB-primaries relative luminance of linear RGB, (..., 3) -> (...).
+
+    NumPy in, NumPy out (float32 matmul); JAX in, JAX out (full-precision einsum).
+    """
+    xp = _xp(rgb)
+    if xp is np:
+        return np.asarray(rgb, np.float32) @ REC709
+    return jnp.einsum("...c,c->...", jnp.asarray(rgb, jnp.float32), jnp.asarray(REC709),
+                      precision=jax.lax.Precision.HIGHEST)
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,9 +87,8 @@ def gamma_crf(g: float) -> np.ndarray:
 
 
 def srgb_crf() -> np.ndarray:
-    """The sRGB transfer function (IEC 61966-2-1): 12.92 x below 0.0031308, else 1.055 x^(1/2.4) - 0.055."""
-    x = _GRID64
-    return _finish(np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1.0 / 2.4) - 0.055))
+    """The sRGB transfer function sampled on :data:`GRID` (see :func:`srgb_encode`)."""
+    return _finish(srgb_encode(_GRID64))
 
 
 def s_curve_crf(contrast: float, pivot: float = 0.5, gamma: float = 2.2) -> np.ndarray:
@@ -357,10 +392,6 @@ def default_training_crfs(emor_path: str | os.PathLike | None = None, k: int = 5
 # --------------------------------------------------------------------------------------------
 # Application and inversion (NumPy or JAX, jit-safe)
 # --------------------------------------------------------------------------------------------
-
-
-def _xp(*arrays: Any):
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def _interp_grid(values: Array, x: Array) -> Array:

@@ -10,18 +10,22 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.crf import _xp, apply_crf
 
 Array = Any  # np.ndarray | jax.Array
 
+#: Exposure ratio between neighbouring images of a DrTMO bracket (half a stop).
+TAU = math.sqrt(2.0)
 TARGET_MEAN = 0.5
 
 
-def exposure_times(T: int = 8, tau: float = math.sqrt(2.0)) -> np.ndarray:
+def exposure_times(T: int = 8, tau: float = TAU) -> np.ndarray:
     """dt_k = tau^k for k = -T/2 .. T/2, shape (T+1,) float32 (DrTMO: T = 8, tau = sqrt 2)."""
     if int(T) != T or T < 0 or T % 2:
         raise ValueError(f"T must be a non-negative even integer, got {T}")
@@ -62,12 +66,12 @@ def expose(hdr: Array, dt: float | Array, crf: Array, quantize: bool = True) -> 
     return quantize_8bit(z) if quantize else z
 
 
-def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    import cv2  # Only the data-building path needs it.
-
-    u8 = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-    bgr = np.ascontiguousarray(u8[..., ::-1])
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def jpeg_roundtrip(ldr: np.ndarray, quality: int) -> np.ndarray:
+    """Encodes an RGB image in [0, 1] as a baseline JPEG (OpenCV, 4:2:0) and decodes it."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"jpeg_roundtrip: quality must lie in [1, 100], got {quality}")
+    u8 = np.rint(np.clip(ldr, 0.0, 1.0) * 255.0).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
@@ -77,7 +81,7 @@ def simulate_bracket(
     hdr: np.ndarray,
     crf: np.ndarray,
     T: int = 8,
-    tau: float = math.sqrt(2.0),
+    tau: float = TAU,
     *,
     normalise: bool = True,
     quantize: bool = True,
@@ -108,7 +112,7 @@ def simulate_bracket(
     out = np.empty((len(times),) + hdr.shape, np.float32)
     for j, dt in enumerate(times):
         z = expose(e, dt, crf, quantize=quantize or quality is not None)
-        out[j] = _jpeg_roundtrip(z, quality) if quality is not None else z
+        out[j] = jpeg_roundtrip(z, quality) if quality is not None else z
     return out
 
 
@@ -125,3 +129,40 @@ def simulate_bracket_jax(hdr: jax.Array, crf: jax.Array, times: jax.Array, quant
     times = jnp.asarray(times, jnp.float32)
     dt = times.reshape(times.shape + (1,) * e.ndim)
     return expose(e[None], dt, jnp.asarray(crf, jnp.float32), quantize=quantize)
+
+
+def naive_bracket_baseline(
+    input: Any,
+    exposure_steps: Any,
+    tau: float = TAU,
+    crf: str | Any = "srgb",
+) -> Any:
+    """Re-exposes an LDR image without a network (DrTMO eq. 1 with a known response f):
+    Z_k = f(clip(f^-1(Z) tau^step_k)).
+
+    ``input`` (..., H, W, 3) in [0, 1]; ``exposure_steps`` (..., N) (or (N,), broadcast against
+    the leading axes); result (..., N, H, W, 3) float32. ``crf`` is ``'srgb'`` (exact formula) or
+    a (1024,) response curve sampled on k/1023 (see :mod:`hdr_jax.camera.crf`). NumPy in, NumPy
+    out; JAX arrays in, JAX out (jit-safe).
+    """
+    xp = _xp(input, exposure_steps, crf) if not isinstance(crf, str) else _xp(input, exposure_steps)
+    z = xp.asarray(input, xp.float32)
+    if z.ndim < 3 or z.shape[-1] != 3:
+        raise ValueError(f"input must have shape (..., H, W, 3), got {z.shape}")
+    steps = xp.asarray(exposure_steps, xp.float32)
+    if isinstance(crf, str):
+        if crf.lower() != "srgb":
+            raise ValueError(f"crf must be 'srgb' or a (1024,) curve, got {crf!r}")
+        linear, encode = crf_lib.srgb_decode(z), crf_lib.srgb_encode
+    else:
+        curve = xp.asarray(crf, xp.float32)
+        if curve.shape != (crf_lib.N_SAMPLES,):
+            raise ValueError(f"crf curve must have shape ({crf_lib.N_SAMPLES},), got {curve.shape}")
+        linear = crf_lib.apply_inverse_crf(curve, z)
+
+        def encode(x):
+            return crf_lib.apply_crf(curve, x)
+
+    gain = xp.power(xp.float32(tau), steps)[..., None, None, None]  # (..., N, 1, 1, 1)
+    exposed = linear[..., None, :, :, :] * gain  # (..., N, H, W, 3)
+    return xp.clip(encode(xp.clip(exposed, 0.0, 1.0)), 0.0, 1.0).astype(xp.float32)

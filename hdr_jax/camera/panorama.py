@@ -22,6 +22,14 @@ import math
 
 import numpy as np
 
+_PANORAMA_ASPECT = 2.0
+_PANORAMA_ASPECT_TOL = 0.01
+
+
+def is_panorama(height: int, width: int) -> bool:
+    """Equirectangular detection: a 2:1 aspect ratio within 1 %."""
+    return abs(width / height - _PANORAMA_ASPECT) <= _PANORAMA_ASPECT_TOL * _PANORAMA_ASPECT
+
 
 def view_rays(fov_deg: float, elevation_deg: float, azimuth_deg: float,
               size: int | tuple[int, int]) -> np.ndarray:

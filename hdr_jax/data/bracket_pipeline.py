@@ -1,4 +1,4 @@
-"""Grain input pipeline for the stage-1 (DrTMO) up-/down-exposure networks, SPEC section 3.
+"""Grain input pipeline for the stage-1 (DrTMO) up-/down-exposure networks.
 
 Records come from :class:`hdr_jax.data.hdr_brackets.HdrBrackets` (any random-access source of
 dicts with a ``'bracket'`` (T+1, H, W, 3) uint8 array, darkest first). For an input exposure j
@@ -22,16 +22,14 @@ checkpoint with ``get_state()`` / ``set_state()``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import grain
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hdr_jax.camera import crf as crf_lib
+# Re-exported for the evaluation code that still imports it from here.
+from hdr_jax.camera.exposure import naive_bracket_baseline  # noqa: F401
 
 Direction = Literal["up", "down"]
 InputIndex = int | Literal["all"] | None
@@ -202,62 +200,3 @@ def make_train_iterator(
                       include_hdr=include_hdr, include_targets=include_targets)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
     return iter(ds.to_iter_dataset(read))
-
-
-# --------------------------------------------------------------------------------------------
-# Naive baseline
-# --------------------------------------------------------------------------------------------
-
-
-def _xp(*arrays: Any):
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
-
-
-def srgb_encode(x: Any) -> Any:
-    """Linear -> sRGB (IEC 61966-2-1), input clipped to [0, 1]."""
-    xp = _xp(x)
-    x = xp.clip(x, 0.0, 1.0)
-    return xp.where(x <= 0.0031308, 12.92 * x, 1.055 * xp.power(xp.maximum(x, 0.0031308), 1.0 / 2.4) - 0.055)
-
-
-def srgb_decode(z: Any) -> Any:
-    """sRGB -> linear (IEC 61966-2-1), input clipped to [0, 1]."""
-    xp = _xp(z)
-    z = xp.clip(z, 0.0, 1.0)
-    return xp.where(z <= 0.04045, z / 12.92, xp.power((xp.maximum(z, 0.04045) + 0.055) / 1.055, 2.4))
-
-
-def naive_bracket_baseline(
-    input: Any,
-    exposure_steps: Any,
-    tau: float = math.sqrt(2.0),
-    crf: str | Any = "srgb",
-) -> Any:
-    """Re-exposes an LDR image without a network: Z_k = f(clip(f^-1(Z) tau^step_k)).
-
-    ``input`` (..., H, W, 3) in [0, 1]; ``exposure_steps`` (..., N) (or (N,), broadcast against
-    the leading axes); result (..., N, H, W, 3) float32. ``crf`` is ``'srgb'`` (exact formula) or
-    a (1024,) response curve sampled on k/1023 (see :mod:`hdr_jax.camera.crf`). NumPy in, NumPy
-    out; JAX arrays in, JAX out (jit-safe).
-    """
-    xp = _xp(input, exposure_steps, crf) if not isinstance(crf, str) else _xp(input, exposure_steps)
-    z = xp.asarray(input, xp.float32)
-    if z.ndim < 3 or z.shape[-1] != 3:
-        raise ValueError(f"input must have shape (..., H, W, 3), got {z.shape}")
-    steps = xp.asarray(exposure_steps, xp.float32)
-    if isinstance(crf, str):
-        if crf.lower() != "srgb":
-            raise ValueError(f"crf must be 'srgb' or a (1024,) curve, got {crf!r}")
-        linear, encode = srgb_decode(z), srgb_encode
-    else:
-        curve = xp.asarray(crf, xp.float32)
-        if curve.shape != (crf_lib.N_SAMPLES,):
-            raise ValueError(f"crf curve must have shape ({crf_lib.N_SAMPLES},), got {curve.shape}")
-        linear = crf_lib.apply_inverse_crf(curve, z)
-
-        def encode(x):
-            return crf_lib.apply_crf(curve, x)
-
-    gain = xp.power(xp.float32(tau), steps)[..., None, None, None]  # (..., N, 1, 1, 1)
-    exposed = linear[..., None, :, :, :] * gain  # (..., N, H, W, 3)
-    return xp.clip(encode(xp.clip(exposed, 0.0, 1.0)), 0.0, 1.0).astype(xp.float32)

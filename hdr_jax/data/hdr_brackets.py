@@ -38,11 +38,11 @@ from etils import epath
 from hdr_jax import io as hdr_io
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure, panorama
+from hdr_jax.camera.exposure import TAU
+from hdr_jax.camera.panorama import is_panorama
 
 _HALF_MAX = float(np.finfo(np.float16).max)
 # A panorama's width is twice its height; real files are exact, the tolerance allows odd sizes.
-_PANORAMA_ASPECT = 2.0
-_PANORAMA_ASPECT_TOL = 0.01
 # Bound on the supersampling factor used to anti-alias panorama views.
 _MAX_SUPERSAMPLE = 4
 
@@ -93,7 +93,7 @@ class HdrBracketsConfig(tfds.core.BuilderConfig):
     num_crfs: int = 5
     crf_source: str = "parametric"
     num_stops: int = 8
-    tau: float = math.sqrt(2.0)
+    tau: float = TAU
     jpeg_quality: int | tuple[int, int] | None = None
     validation_fraction: float = 0.2
     validation_scenes: tuple[str, ...] | None = None
@@ -146,11 +146,6 @@ def _stable_unit(*parts: str) -> float:
 
 def _scene_seed(seed: int, scene: str) -> int:
     return int(_stable_unit(str(seed), scene) * 2**63)
-
-
-def is_panorama(height: int, width: int) -> bool:
-    """Equirectangular detection: a 2:1 aspect ratio within 1%."""
-    return abs(width / height - _PANORAMA_ASPECT) <= _PANORAMA_ASPECT_TOL * _PANORAMA_ASPECT
 
 
 def split_scenes(

@@ -71,9 +71,7 @@ __all__ = [
     "SyntheticPairs",
     "SyntheticPairsConfig",
     "fuse_bracket",
-    "is_panorama",
     "key_normalise",
-    "luminance",
     "scene_crops",
     "split_test_scenes",
     "synthesize_pair",
@@ -83,18 +81,12 @@ log = logging.getLogger(__name__)
 
 KEY = 0.18
 GT_BRACKET_EV = tuple(float(e) for e in range(-6, 4))
-_REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 _HALF_MAX = float(np.finfo(np.float16).max)
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 709 relative luminance of linear RGB."""
-    return np.asarray(rgb, np.float32) @ _REC709
 
 
 def key_normalise(hdr: np.ndarray, key: float = KEY) -> np.ndarray:
     """Scale linear RGB so its log-average luminance is ``key`` (Reinhard et al. 2002, eq. 1)."""
-    lum = luminance(hdr)
+    lum = crf_lib.luminance(hdr)
     mean = float(lum.mean())
     if not (np.isfinite(mean) and mean > 0):
         raise ValueError(f"cannot normalise an HDR crop with mean luminance {mean}")
@@ -111,12 +103,6 @@ def fuse_bracket(hdr: np.ndarray, evs: Sequence[float] = GT_BRACKET_EV) -> np.nd
     bracket = [to_uint8(exposure.expose(hdr, 2.0**ev, srgb, quantize=False)) for ev in evs]
     fused = cv2.createMergeMertens().process([np.ascontiguousarray(b[..., ::-1]) for b in bracket])
     return to_uint8(fused[..., ::-1])
-
-
-def is_panorama(shape: tuple[int, ...]) -> bool:
-    """Equirectangular if W = 2H within 1 %."""
-    h, w = shape[:2]
-    return abs(w - 2 * h) <= 0.01 * w
 
 
 def split_test_scenes(stems: Sequence[str], test_percent: int = 20) -> list[str]:
@@ -156,7 +142,7 @@ class SyntheticPairsConfig(tfds.core.BuilderConfig):
 def scene_crops(hdr: np.ndarray, cfg: SyntheticPairsConfig, rng: np.random.Generator) -> list[np.ndarray]:
     """``cfg.views_per_scene`` square (crop_size, crop_size, 3) linear crops of one scene."""
     size = cfg.crop_size
-    if is_panorama(hdr.shape):
+    if panorama.is_panorama(*hdr.shape[:2]):
         views = panorama.random_views(rng, cfg.views_per_scene, cfg.fov_range, cfg.elevation_range)
         return [np.maximum(panorama.perspective_crop(hdr, f, e, a, size), 0.0) for f, e, a in views]
     h, w = hdr.shape[:2]
@@ -248,7 +234,7 @@ class SyntheticPairs(LocalCodePath, tfds.core.GeneratorBasedBuilder):
                 name = names[int(rng.integers(len(names)))]
                 ev_u = float(rng.uniform(*cfg.ev_under))
                 ev_o = float(rng.uniform(*cfg.ev_over))
-                if not luminance(crop).mean() > 0:
+                if not crf_lib.luminance(crop).mean() > 0:
                     log.warning("synthetic_pairs: %s view %d is black; skipped", path.stem, v)
                     continue
                 ex = synthesize_pair(crop, crfs[name], ev_u, ev_o, scale=cfg.scale, lr_kernel=cfg.lr_kernel)

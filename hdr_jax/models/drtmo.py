@@ -69,6 +69,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera.exposure import TAU
 from hdr_jax.models.layers import ConvTranspose, StridedConv
 
 Array = jax.Array
@@ -267,7 +269,7 @@ class ExposureBracketNet(nn.Module):
     use_residual: bool = True
     residual_base: str = "input"  # 'input' (paper) or 'naive' (see _residual_base)
     exposure_sign: int = 1  # +1 up-exposure, -1 down-exposure (used by residual_base='naive')
-    tau: float = 2.0**0.5
+    tau: float = TAU
     decoder_3d: bool = True
     bn_use_running_average_at_inference: bool = False
     dropout_rate: float = 0.5
@@ -395,9 +397,7 @@ class ExposureBracketNet(nn.Module):
             )
         steps = jnp.arange(1, self.num_exposures + 1, dtype=jnp.float32) * self.exposure_sign
         gain = (self.tau**steps)[None, :, None, None, None]
-        lin = jnp.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)[:, None]
-        y = jnp.clip(lin * gain, 0.0, 1.0)
-        enc = jnp.where(y <= 0.0031308, 12.92 * y, 1.055 * y ** (1 / 2.4) - 0.055)
+        enc = crf_lib.srgb_encode(crf_lib.srgb_decode(x)[:, None] * gain)
         # Clipped values would have infinite logits; 1e-3 keeps them within reach of the net.
         enc = jnp.clip(enc, 1e-3, 1.0 - 1e-3)
         return jnp.log(enc) - jnp.log1p(-enc)

@@ -30,6 +30,7 @@ import numpy as np
 from flax import linen as nn
 
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
 
 Array = jax.Array
 
@@ -127,15 +128,13 @@ def nearest_response(bank: Array, curves: Array) -> Array:
 
 
 def reexpose_with_responses(
-    x: Array, probs: Array, bank: Array, steps: Array, tau: float = 2.0**0.5
+    x: Array, probs: Array, bank: Array, steps: Array, tau: float = TAU
 ) -> Array:
     """Re-exposes each image with its most probable response: (N, H, W, 3) -> (N, S, H, W, 3).
 
     ``Z_k = f(clip(f^-1(Z) tau^step_k))`` (DrTMO eq. 1) with f = ``bank[argmax probs]``: one
     consistent response per image (a posterior-weighted mix of brackets would blend curves).
     """
-    from hdr_jax.data.bracket_pipeline import naive_bracket_baseline
-
     curves = jnp.asarray(bank)[jnp.argmax(probs, axis=-1)]
     return jax.vmap(lambda img, c: naive_bracket_baseline(img, steps, tau, c))(x, curves)
 
