@@ -66,7 +66,7 @@ def drtmo_loss(
 
 
 def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-    """1 - SSIM with CF-Net's settings (SPEC section 5): window 7, sigma 1.5, K=(0.01, 0.03),
+    """1 - SSIM with CF-Net's settings (eq. 19, public code): window 7, sigma 1.5, K=(0.01, 0.03),
     data range 255 on images in [0, 255], valid filtering. Mean over the batch."""
     s = metrics.ssim(
         pred * 255.0,

@@ -1,4 +1,4 @@
-"""Merging a generated exposure stack into an HDR radiance map (DrTMO inference, SPEC section 4).
+"""Merging a generated exposure stack into an HDR radiance map (DrTMO inference, Endo et al. 2017).
 
 Stack layout: (D, H, W, 3) with D = 2N + 1 exposures ordered dark to bright,
 [d_N .. d_1, input, u_1 .. u_N], relative exposure times tau^i for i = -N..N (input at dt = 1).

@@ -1,11 +1,11 @@
-"""Image-quality metrics (SPEC section 7), pure JAX.
+"""Image-quality metrics, pure JAX.
 
 Every metric takes images ``(..., H, W, C)`` (any number of leading batch axes, usually NHWC),
 float32, and returns one value per image, i.e. an array of shape ``(...)`` (a scalar for a single
 HWC image). Exposure stacks are ``(..., K, H, W, C)`` with K the exposure axis. All functions are
 jit-compiled; configuration arguments (window sizes, flags) are static.
 
-Conventions chosen here (SPEC section 7 leaves them open):
+Conventions chosen here (the papers leave them open):
 
 * ``psnr``/``ssim`` work on all channels (RGB variants): SSIM is computed per channel and averaged.
   ``psnr_y``/``ssim_y`` work on BT.601 luma as used in super-resolution papers (``rgb_to_y``).
@@ -120,7 +120,7 @@ def ssim(
     Local statistics use a ``window`` x ``window`` Gaussian (std ``sigma``, normalised to sum 1)
     or, with ``gaussian=False``, a uniform window; population (biased) variances.
     ``padding='VALID'`` averages only positions where the window fits (scikit-image's cropped
-    mean; CF-Net loss: window 7, sigma 1.5, data range 255, SPEC section 5); ``'SAME'`` pads
+    mean; CF-Net loss: window 7, sigma 1.5, data range 255, the public code); ``'SAME'`` pads
     symmetrically and averages the full map. Returns ``(...)``, or ``(..., C)`` per channel
     when ``channel_average=False``.
     """
@@ -381,7 +381,7 @@ def mef_ssim(
     return_per_scale: bool = False,
     max_chunk_elems: int = 1 << 23,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Multi-scale MEF-SSIM (Ma, Zeng, Wang 2015; SPEC section 7).
+    """Multi-scale MEF-SSIM (Ma, Zeng, Wang, IEEE TIP 2015).
 
     fused: (..., H, W, C) in [0, 1]; stack: (..., K, H, W, C) source exposures in [0, 1]; C is 1
     or 3 (RGB -> grey with BT.601 weights 0.299, 0.587, 0.114, then x255).
@@ -517,7 +517,7 @@ def mef_ssim_filtered(
 # HDR metrics: PU21 (Mantiuk and Azimi 2021), gain alignment, log-PSNR
 # --------------------------------------------------------------------------------------------
 
-# 'banding_glare' parameters p1..p7 (SPEC section 7).
+# 'banding_glare' parameters p1..p7 (Mantiuk and Azimi 2021).
 _PU21_P = (
     0.353487901,
     0.3734658629,
@@ -608,7 +608,7 @@ def pu21_psnr(
     mask: ArrayLike | None = None,
     peak: ArrayLike = 256.0,
 ) -> jax.Array:
-    """PU21-PSNR per image: PSNR with peak 256 between PU21-encoded pred and ref (SPEC 7).
+    """PU21-PSNR per image: PSNR with peak 256 between PU21-encoded pred and ref (Mantiuk and Azimi 2021).
 
     pred/ref: linear RGB or luminance (..., H, W, C) with ref in cd/m^2. With ``align_gain``
     pred is first multiplied by ``align_gain(pred, ref, mask)``. PU21 is applied to every

@@ -106,7 +106,7 @@ def test_example_shapes_and_dtypes(built):
 
 
 def test_bracket_is_the_simulation_of_the_stored_radiance(built):
-    """Independent re-simulation: Z_k = round(255 f(clip(E tau^k))), k = -T/2..T/2 (SPEC 2)."""
+    """Independent re-simulation: Z_k = round(255 f(clip(E tau^k))), k = -T/2..T/2."""
     dts = TAU ** np.arange(-T // 2, T // 2 + 1)
     grid = np.linspace(0.0, 1.0, 1024)
     n_levels_off = []

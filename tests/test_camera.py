@@ -1,4 +1,4 @@
-"""Tests for hdr_jax.camera (SPEC section 2): CRFs, brackets, panorama crops."""
+"""Tests for hdr_jax.camera: CRFs, brackets, panorama crops."""
 
 from __future__ import annotations
 

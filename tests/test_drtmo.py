@@ -1,4 +1,4 @@
-"""Tests for the DrTMO stage-1 networks (hdr_jax/models/drtmo.py, SPEC section 3).
+"""Tests for the DrTMO stage-1 networks (hdr_jax/models/drtmo.py).
 
 The forward pass is checked against an independent float64 NumPy implementation of the Chainer
 layer semantics (scatter-form transposed conv, zero-padded cross-correlation). Parameters are made

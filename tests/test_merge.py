@@ -1,4 +1,4 @@
-"""The HDR merge (hdr_jax.merge, SPEC section 4) and the pipeline's tiling and preview helpers.
+"""The HDR merge (hdr_jax.merge) and the pipeline's tiling and preview helpers.
 
 Merges are checked on brackets simulated from a known radiance map, so the answer is known: a
 linear-response bracket for OpenCV's Debevec merge (up to its global gain), and a bracket through a

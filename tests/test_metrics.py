@@ -116,7 +116,7 @@ def _ssim_scipy(
 
 
 def test_ssim_cfnet_loss_config_matches_scipy():
-    # SPEC section 5: window 7, sigma 1.5, K = (0.01, 0.03), data range 255, valid.
+    # CF-Net's public code: window 7, sigma 1.5, K = (0.01, 0.03), data range 255, valid.
     a, b = _pair(5, (2, 16, 18, 3), noise=0.15)
     a, b = 255.0 * a, 255.0 * b
     got = np.asarray(M.ssim(a, b, 255.0, window=7, sigma=1.5))

@@ -1,5 +1,5 @@
 """Tests for the stage-2 data: the 'sice' and 'synthetic_pairs' tfds builders and the grain pair
-pipeline (SPEC sections 5 and 6).
+pipeline.
 
 SICE is checked on a miniature tree in the real layout (hdr_jax.data.testing.write_fake_sice):
 exposures are named out of brightness order, extensions vary in case, three sequences are broken.

@@ -1,4 +1,4 @@
-"""Camera response functions (CRFs), SPEC section 2.
+"""Camera response functions (CRFs), the f of the camera model Z = f(E dt).
 
 A CRF is a float32 array of 1024 samples of f on the grid ``GRID = k / 1023``: monotone
 non-decreasing, f(0) = 0, f(1) = 1. Sources:
@@ -372,7 +372,7 @@ def select_representative_crfs(
 
 def default_training_crfs(emor_path: str | os.PathLike | None = None, k: int = 5, seed: int = 0,
                           n_samples: int = 400) -> dict[str, np.ndarray]:
-    """The ``k`` training CRFs (SPEC section 2), darkest response first.
+    """The ``k`` training CRFs (DrTMO section 3.1.1), darkest response first.
 
     With ``emor_path``: ``n_samples`` EMoR draws (:func:`sample_emor_crfs`, rng seeded by
     ``seed``), reduced by :func:`select_representative_crfs`; named ``emor-j``. Without it:
@@ -406,7 +406,7 @@ def _interp_grid(values: Array, x: Array) -> Array:
 
 
 def apply_crf(curve: Array, x: Array) -> Array:
-    """Z = f(x) with x clipped to [0, 1] (SPEC section 2); NumPy in, NumPy out; JAX otherwise."""
+    """Z = f(x) with x clipped to [0, 1]; NumPy in, NumPy out; JAX otherwise."""
     return _interp_grid(curve, x)
 
 

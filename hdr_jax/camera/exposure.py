@@ -1,4 +1,4 @@
-"""Exposure-bracket simulation, SPEC section 2: Z_j = f(E * dt_j), dt_j = tau^k, k = -T/2..T/2.
+"""Exposure-bracket simulation (DrTMO, Endo et al. 2017): Z_j = f(E * dt_j), dt_j = tau^k, k = -T/2..T/2.
 
 Two paths with the same arithmetic: :func:`simulate_bracket` (NumPy, optional JPEG round trip,
 for building data sets) and :func:`simulate_bracket_jax` (pure JAX, jit/vmap-able, no JPEG).
@@ -36,7 +36,7 @@ def exposure_times(T: int = 8, tau: float = TAU) -> np.ndarray:
 
 
 def normalise_radiance(hdr: Array) -> Array:
-    """Scales E so that the mean of the linear E * dt at dt = 1 is 0.5 (SPEC section 2).
+    """Scales E so that the mean of the linear E * dt at dt = 1 is 0.5 (the DrTMO data normalisation).
 
     The mean is over all pixels and channels; negative values (lossy EXR) are clamped to 0 first.
     NumPy input raises ValueError for an all-zero/non-finite image; JAX input is returned

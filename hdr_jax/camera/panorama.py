@@ -1,4 +1,4 @@
-"""Perspective views of equirectangular panoramas (SPEC section 2: DrTMO's training scenes are
+"""Perspective views of equirectangular panoramas (DrTMO's training scenes are
 crops such as ``scene_80_10_120``: field of view 80 degrees, elevation 10, azimuth 120).
 
 Angle conventions

@@ -1,4 +1,4 @@
-"""TFDS builder for stage-1 (DrTMO) training data: simulated exposure brackets, SPEC section 2.
+"""TFDS builder for stage-1 (DrTMO) training data: simulated exposure brackets (Endo et al. 2017).
 
 Every example is one view of one scene rendered through one camera response: the normalised
 linear radiance (mean 0.5 at dt = 1) and its T + 1 = 9 exposures Z_k = f(E tau^k),
@@ -214,7 +214,7 @@ def photo_crops(photo: np.ndarray, n: int, size: int, rng: np.random.Generator) 
 
 
 class HdrBrackets(tfds.core.GeneratorBasedBuilder):
-    """Stage-1 (DrTMO) bracket data from a folder of HDR images (SPEC section 2)."""
+    """Stage-1 (DrTMO) bracket data from a folder of HDR images."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}

@@ -1,4 +1,4 @@
-"""grain input pipeline for stage-2 pairs ('sice' / 'synthetic_pairs' data sources, SPEC section 5).
+"""grain input pipeline for stage-2 pairs ('sice' / 'synthetic_pairs' data sources; CF-Net training pairs).
 
 Training: ``source.shuffle(seed).repeat().random_map(patch + augmentation).batch(B)``. grain's
 ``repeat`` passes the global index through and ``shuffle`` derives its permutation from

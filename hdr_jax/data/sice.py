@@ -1,4 +1,4 @@
-"""SICE as a tfds dataset for stage 2 (CF-Net): darkest + brightest exposure + label (SPEC section 6).
+"""SICE as a tfds dataset for stage 2 (CF-Net): darkest + brightest exposure + label (Cai, Gu, Zhang, IEEE TIP 2018).
 
 Source: Cai, Gu, Zhang, "Learning a Deep Single Image Contrast Enhancer from Multi-Exposure
 Images", IEEE TIP 27(4) 2018. The archives cannot be fetched automatically; the builder reads the

@@ -9,7 +9,7 @@ bundled CC0 ones are 512-1024 px wide, so a 256 px view of 60-90 degrees is upsa
 
 Exposure (per crop). The crop's radiance is scaled so that its log-average luminance (Reinhard's
 key; Rec. 709 weights) is 0.18 at dt = 1, i.e. what a metering camera calls 0 EV. Mean
-normalisation (SPEC section 2) is not used here: a sun or lamp in the view dominates the mean
+normalisation is not used here: a sun or lamp in the view dominates the mean
 and leaves the rest black. Then
 
 * under = f(E * 2^ev_under), ev_under ~ U(-4, -2.5): an extreme under-exposure,

@@ -1,4 +1,4 @@
-"""CF-Net: coupled feedback network for joint exposure fusion and super-resolution (SPEC section 5).
+"""CF-Net: coupled feedback network for joint exposure fusion and super-resolution (Deng et al., IEEE TIP 2021).
 
 Deng, Zhang, Xu, Gu, Duan, "Deep Coupled Feedback Network for Joint Exposure Fusion and Image
 Super-Resolution", IEEE TIP 30, 2021. The architecture follows the public PyTorch code:
@@ -18,7 +18,7 @@ Super-Resolution", IEEE TIP 30, 2021. The architecture follows the public PyTorc
 
 Every conv has a bias and is followed by a PReLU (one slope, init 0.2) unless noted. Projection
 kernel / stride / pad: x2 -> 6 / 2 / 2, x4 -> 8 / 4 / 2. Transposed and strided convs use the
-stride-1 rearrangements of `hdr_jax.models.layers` (SPEC section 9) with paper-layout weights.
+stride-1 rearrangements of `hdr_jax.models.layers` with paper-layout weights.
 
 Parameter count with the defaults equals the public code: 17,048,297 at x2, 28,975,849 at x4.
 
@@ -109,7 +109,7 @@ class ConvBlock(nn.Module):
     """Conv (or transposed conv) with bias and torch-style padding, optionally + PReLU.
 
     A block also takes a list of arrays meaning their channel concatenation (the dense
-    transitions of SPEC section 5). With `split_concat` a 1x1 block computes it as
+    transitions of the public code). With `split_concat` a 1x1 block computes it as
     `ConcatConv1x1` (per-part matmuls, no concatenated copy kept for the backward pass): same
     parameters and values, measured 30% less training memory for CF-Net x4 with bf16 + remat +
     microbatches (6.79 vs 9.75 GiB) but a 20% slower float32 x2 step on XLA:CPU (8.4 vs 6.9 s),
@@ -191,7 +191,7 @@ class FeatureExtractionBlock(nn.Module):
 
 
 class ProjectionGroups(nn.Module):
-    """The SRFBN projection groups shared by SRB and CFB (SPEC section 5).
+    """The SRFBN projection groups shared by SRB and CFB (SRFBN, Li et al. CVPR 2019).
 
     Group g (0-based): 1x1 over all LR features so far (g > 0) -> up projection -> HR feature;
     1x1 over all HR features so far (g > 0) -> down projection -> LR feature; the LR feature of
@@ -314,7 +314,7 @@ class Reconstruction(nn.Module):
 
 
 def _residual_image(res: Array, up: Array) -> Array:
-    """clamp(REC(G) + bilinear_up(I_lr), -1, 1) in float32 (SPEC section 5)."""
+    """clamp(REC(G) + bilinear_up(I_lr), -1, 1) in float32 (as the public code)."""
     return jnp.clip(res.astype(jnp.float32) + up, -1.0, 1.0)
 
 
@@ -371,7 +371,7 @@ class FeedbackStep(nn.Module):
 
 
 class CFNet(nn.Module):
-    """CF-Net (SPEC section 5). `__call__(over_lr, under_lr)`, NHWC in [0, 1], returns a dict:
+    """CF-Net (Deng et al. 2021). `__call__(over_lr, under_lr)`, NHWC in [0, 1], returns a dict:
 
     'srb_over', 'srb_under': (N, sH, sW, C) SRB outputs; 'steps_over', 'steps_under':
     (T, N, sH, sW, C) CFB outputs per step; 'fused': (N, sH, sW, C) = 0.5 * (last over + last

@@ -1,4 +1,4 @@
-"""DrTMO stage-1 exposure-bracket networks (Endo et al., TOG 2017; SPEC section 3).
+"""DrTMO stage-1 exposure-bracket networks (Endo et al., ACM TOG 2017, public Chainer code).
 
 One architecture, two trained instances: the up-exposure and the down-exposure network differ only
 in their training targets. An LDR image x of shape (N, H, W, 3) in [0, 1] goes in; N_exp = 8 LDR
@@ -93,7 +93,7 @@ _REMAT_POLICIES = (
 # Encoder widths of the first layers; deeper layers repeat the last one (as 512 in the paper).
 _PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "paper": ((64, 128, 256, 512), 9),
-    "half": ((32, 64, 128, 256), 9),  # SPEC section 3 "seed variant"
+    "half": ((32, 64, 128, 256), 9),  # every paper width halved
     "cpu": ((16, 32, 64, 128), 9),
     "tiny": ((4, 8, 16, 16), 5),  # tests: 32x32 inputs
 }
@@ -104,7 +104,7 @@ _conv_init = nn.initializers.normal(stddev=0.02)
 def width_preset(name: str, depth: int | None = None) -> dict[str, tuple[int, ...]]:
     """Widths for :class:`ExposureBracketNet` as keyword arguments.
 
-    'paper' (SPEC section 3), 'half' (every width halved), 'cpu' and 'tiny' (small CPU variants).
+    'paper' (the public code's widths), 'half' (every width halved), 'cpu' and 'tiny' (small CPU variants).
     ``depth`` (>= 3) sets the number of encoder/decoder layers; default 9 ('tiny': 5). The decoder
     widths mirror the encoder: ``widths_decoder = reversed(widths_encoder[:-1])``.
     """
@@ -254,7 +254,7 @@ class _DecoderBlock(nn.Module):
 
 
 class ExposureBracketNet(nn.Module):
-    """DrTMO bracket generator (SPEC section 3): (N, H, W, 3) in [0, 1] -> (N, D, H, W, 3) in (0, 1).
+    """DrTMO bracket generator (Endo et al. 2017): (N, H, W, 3) in [0, 1] -> (N, D, H, W, 3) in (0, 1).
 
     See the module docstring for the architecture, batch-norm modes and parameter count.
     ``use_skips``, ``use_residual`` and ``decoder_3d`` are ablation switches (paper: all True).
@@ -404,8 +404,8 @@ class ExposureBracketNet(nn.Module):
 
 
 class UpExposureNet(ExposureBracketNet):
-    """Up-exposure instance: targets are the next 8 brighter images (SPEC section 3, eq. 3)."""
+    """Up-exposure instance: targets are the next 8 brighter images (DrTMO eq. 3)."""
 
 
 class DownExposureNet(ExposureBracketNet):
-    """Down-exposure instance: targets are the next 8 darker images (SPEC section 3, eq. 4)."""
+    """Down-exposure instance: targets are the next 8 darker images (DrTMO eq. 4)."""

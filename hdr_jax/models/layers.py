@@ -1,4 +1,5 @@
-"""Strided and transposed convolutions computed as stride-1 convolutions (SPEC section 9).
+"""Strided and transposed convolutions computed as stride-1 convolutions (faster on XLA:CPU,
+see docs/benchmarks.md).
 
 XLA's CPU backend lowers a transposed convolution to a convolution over a zero-dilated input, and
 its parameter gradient very slowly. Both networks only need transposed convs whose kernel is a
@@ -230,7 +231,7 @@ def conv_transpose(
     precision: Any = None,
     impl: str = "im2col",
 ) -> Array:
-    """Torch-semantics transposed conv (no bias) as phase conv + depth-to-space (SPEC section 9).
+    """Torch-semantics transposed conv (no bias) as phase conv + depth-to-space.
 
     Per spatial dim with stride s, kernel k, m = ceil(k/s) and full output index z = q*s + r:
     ``y_full[q*s + r] = sum_{j<m} x[q - j] * w[j*s + r]``, a stride-1 correlation of x (padded)
@@ -360,7 +361,7 @@ class _PaperConv(nn.Module):
 class ConvTranspose(_PaperConv):
     """Transposed conv with PyTorch/Chainer semantics: out = (in - 1)*s - 2p + k per spatial dim.
 
-    Computed as a stride-1 conv producing prod(s) phases + depth-to-space (SPEC section 9).
+    Computed as a stride-1 conv producing prod(s) phases + depth-to-space.
     Params: 'kernel' (*kernel_size, in, features) = `torch_conv_transpose_weight_to_flax(w)`,
     'bias' (features,). Works on NHWC (2-d kernel) and NDHWC (3-d kernel).
     """
@@ -371,7 +372,7 @@ class ConvTranspose(_PaperConv):
 
 
 class StridedConv(_PaperConv):
-    """Conv with torch-style stride s and zero pad p, as space-to-depth + stride-1 conv (SPEC section 9).
+    """Conv with torch-style stride s and zero pad p, as space-to-depth + stride-1 conv.
 
     out = floor((in + 2p - k)/s) + 1. Params: 'kernel' (*kernel_size, in, features) =
     `torch_conv_weight_to_flax(w)`, 'bias' (features,). With stride 1 it is an ordinary conv.

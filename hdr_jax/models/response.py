@@ -1,9 +1,9 @@
-"""Camera-response recognition for the up-exposure bracket (issue 3; not in DrTMO).
+"""Camera-response recognition for the up-exposure bracket (not in DrTMO).
 
 Images are NHWC float32 in [0, 1]. An up-exposure of an unclipped pixel needs no hallucination:
 with the true response f it is exactly ``f(clip(f^-1(Z) tau^k))`` (DrTMO eq. 1 with a longer
 exposure time). What one photo does not tell is f. :class:`ResponseClassifier` recognises which of
-a bank of K training responses (DrTMO's K = 5 representatives, SPEC section 2) produced an image;
+a bank of K training responses (DrTMO's K = 5 representatives) produced an image;
 :func:`reexpose_with_responses` then re-exposes the image analytically with the recognised curve.
 
 Measured on the held-out scenes (docs/results/drtmo): the paper's up network loses to the
