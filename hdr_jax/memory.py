@@ -228,6 +228,16 @@ def training_step_fn(
 ) -> tuple[Callable, tuple[Any, Any]]:
     """The task's pure train step and abstract (state, batch) for batch_size x patch^2 inputs
     (CF-Net: LR patch; DrTMO: crop). Compile with `donate_argnums=0`, as the training loop does."""
+    task, batch = training_setup(config, batch_size, patch, settings)
+    state = jax.eval_shape(task.init_state, jax.random.key(int(task.config.seed)))
+    return task.train_step, (state, batch)
+
+
+def training_setup(
+    config: Any, batch_size: int, patch: int, settings: Mapping[str, Any] | None = None
+) -> tuple[Any, dict]:
+    """The task (with `settings` applied, no data builder) and the abstract batch of a
+    batch_size x patch^2 training step: what `training_step_fn` compiles, for callers that run it."""
     from hdr_jax.training import tasks  # heavy: data builders, metrics
 
     _check_sizes(batch_size, patch)
@@ -235,8 +245,7 @@ def training_step_fn(
     _set_patch(config, patch)
     config.batch_size = batch_size
     task = tasks.make_task(config, builder=object())  # the builder is never touched
-    state = jax.eval_shape(task.init_state, jax.random.key(int(config.seed)))
-    return task.train_step, (state, _batch_shapes(config, batch_size, patch))
+    return task, _batch_shapes(config, batch_size, patch)
 
 
 def _model_and_params(config: ml_collections.ConfigDict) -> tuple[Any, Any]:

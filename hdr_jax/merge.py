@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, exposure_times
@@ -131,8 +132,6 @@ def fill_levels(
     1 where the image has no informative pixel. level: (H, W, 1); masks: (H, W)."""
     if not fully_clipped.any() or not informative.any():
         return level
-    from scipy import ndimage
-
     iy, ix = ndimage.distance_transform_edt(
         ~informative, return_distances=False, return_indices=True
     )

@@ -20,6 +20,7 @@ input mid-grey is preserved.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -357,8 +358,6 @@ def reconstruct(
     up_method: str | None = None,
 ) -> Result:
     """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview."""
-    import time
-
     t = {}
     t0 = time.perf_counter()
     stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method)
