@@ -30,9 +30,13 @@ from hdr_jax.camera import crf as crf_lib
 
 __all__ = [
     "align_gain",
+    "bright_saturation",
+    "ciede2000",
     "log_psnr",
     "luminance",
+    "mean_ciede2000",
     "mef_ssim",
+    "mef_ssim_c",
     "mef_ssim_filtered",
     "psnr",
     "psnr_y",
@@ -40,6 +44,7 @@ __all__ = [
     "pu21_psnr",
     "rgb_to_y",
     "ssim",
+    "srgb_to_lab",
     "ssim_y",
 ]
 
@@ -299,9 +304,14 @@ def _mef_qmap_strip(src: jax.Array, fused: jax.Array, rows: int) -> jax.Array:
     src: (N, K, rows + 10, W) grey sources; fused: (N, rows + 10, W). Returns (N, rows, W - 10).
     """
     cols = src.shape[-1] - _MEF_WINDOW + 1
-    xs = _patches(src, rows, cols)  # (N, K, r, c, P)
-    y = _patches(fused, rows, cols)  # (N, r, c, P)
+    g1 = _gaussian_1d(_MEF_WINDOW, _MEF_SIGMA)
+    g = jnp.asarray(np.outer(g1, g1).reshape(-1), jnp.float32)
+    return _mef_structure_contrast(_patches(src, rows, cols), _patches(fused, rows, cols), g)
 
+
+def _mef_structure_contrast(xs: jax.Array, y: jax.Array, g: jax.Array) -> jax.Array:
+    """The MEF-SSIM patch score from vectorised patches: sources xs (N, K, r, c, P), fused y
+    (N, r, c, P), window weights g (P,) summing to 1. Returns (N, r, c)."""
     # Patch decomposition x_k = c_k * s_k + mu_k (uniform patch mean, Euclidean norm).
     xt = xs - jnp.mean(xs, axis=-1, keepdims=True)
     norm_k = jnp.sqrt(jnp.sum(jnp.square(xt), axis=-1))  # (N, K, r, c)
@@ -323,8 +333,6 @@ def _mef_qmap_strip(src: jax.Array, fused: jax.Array, rows: int) -> jax.Array:
     x_hat = jnp.where(s_norm > 0, s_bar / safe, 0.0) * c_hat[..., None]
 
     # SSIM without the luminance term between x_hat and the fused patch, Gaussian window.
-    g1 = _gaussian_1d(_MEF_WINDOW, _MEF_SIGMA)
-    g = jnp.asarray(np.outer(g1, g1).reshape(-1), jnp.float32)
     dx = x_hat - jnp.einsum("...p,p->...", x_hat, g, precision=_HIGHEST)[..., None]
     dy = y - jnp.einsum("...p,p->...", y, g, precision=_HIGHEST)[..., None]
     var_x = jnp.einsum("...p,p->...", dx * dx, g, precision=_HIGHEST)
@@ -333,27 +341,32 @@ def _mef_qmap_strip(src: jax.Array, fused: jax.Array, rows: int) -> jax.Array:
     return (2.0 * cov + _MEF_C) / (var_x + var_y + _MEF_C)
 
 
-def _mef_single_scale(src: jax.Array, fused: jax.Array, max_chunk_elems: int) -> jax.Array:
-    """Mean MEF-SSIM map at one scale; src (N, K, H, W), fused (N, H, W) -> (N,)."""
-    n, k, h, w = src.shape
+def _mef_single_scale(src: jax.Array, fused: jax.Array, max_chunk_elems: int,
+                      strip=_mef_qmap_strip) -> jax.Array:
+    """Mean quality map at one scale -> (N,). src (N, A, H, W), fused (N, [B,] H, W): H and W
+    are the last two axes; ``strip(src, fused, rows)`` computes the map of ``rows`` rows."""
+    n, a, h, w = src.shape
     rows_out, cols_out = h - _MEF_WINDOW + 1, w - _MEF_WINDOW + 1
-    per_row = n * (k + 1) * cols_out * _MEF_WINDOW**2
+    per_row = n * (a + math.prod(fused.shape[1:-2])) * cols_out * _MEF_WINDOW**2
     rows = int(max(1, min(rows_out, max_chunk_elems // per_row)))
     n_blocks = -(-rows_out // rows)
     if n_blocks == 1:
-        q = _mef_qmap_strip(src, fused, rows_out)
+        q = strip(src, fused, rows_out)
         return jnp.mean(q, axis=(-2, -1))
 
     # Row blocks bound memory to ~max_chunk_elems patch values per block (1-2 MP images).
     extra = n_blocks * rows - rows_out
-    src = jnp.pad(src, ((0, 0), (0, 0), (0, extra), (0, 0)), mode="edge")
-    fused = jnp.pad(fused, ((0, 0), (0, extra), (0, 0)), mode="edge")
+
+    def pad_rows(x):
+        return jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, extra), (0, 0)], mode="edge")
+
+    src, fused = pad_rows(src), pad_rows(fused)
     span = rows + _MEF_WINDOW - 1
 
     def block(i: jax.Array) -> jax.Array:
-        s = lax.dynamic_slice_in_dim(src, i * rows, span, axis=2)
-        f = lax.dynamic_slice_in_dim(fused, i * rows, span, axis=1)
-        return _mef_qmap_strip(s, f, rows)  # (N, rows, cols)
+        s = lax.dynamic_slice_in_dim(src, i * rows, span, axis=src.ndim - 2)
+        f = lax.dynamic_slice_in_dim(fused, i * rows, span, axis=fused.ndim - 2)
+        return strip(s, f, rows)  # (N, rows, cols)
 
     q = lax.map(block, jnp.arange(n_blocks))  # (B, N, rows, cols)
     q = jnp.moveaxis(q, 0, 1).reshape(n, n_blocks * rows, cols_out)[:, :rows_out]
@@ -424,6 +437,170 @@ def mef_ssim(
     if return_per_scale:
         return score, per_scale.reshape(*lead, n_scales)
     return score
+
+
+# Colour MEF-SSIM: the mean-intensity weights' spreads (global image mean, local patch mean)
+# and the luminance constant, on [0, 1] intensities, as in the authors' public MEF-Net code.
+_MEF_C_SIGMA_G = 0.2
+_MEF_C_SIGMA_L = 0.2
+_MEF_C_C1 = (0.01 * 255.0) ** 2
+
+
+def _mef_c_qmap_strip(src: jax.Array, fused: jax.Array, rows: int, *,
+                      global_weight: jax.Array) -> jax.Array:
+    """MEF-SSIMc map of ``rows`` rows. src (N, K*C, rows + 10, W) and fused (N, C, rows + 10, W)
+    in [0, 255]; global_weight (N, K) = exp(-(mu_k - 0.5)^2 / (2 sigma_g^2))."""
+    n, k = global_weight.shape
+    c = fused.shape[1]
+    cols = src.shape[-1] - _MEF_WINDOW + 1
+
+    def colour_patches(x, lead):  # (N, lead*C, r', W) -> (N, lead, r, c, C*121)
+        pt = _patches(x, rows, cols).reshape(n, lead, c, rows, cols, -1)
+        return jnp.moveaxis(pt, 2, -2).reshape(n, lead, rows, cols, -1)
+
+    xs = colour_patches(src, k)
+    y = colour_patches(fused, 1)[:, 0]
+    g1 = _gaussian_1d(_MEF_WINDOW, _MEF_SIGMA)
+    g = jnp.asarray(np.tile(np.outer(g1, g1).reshape(-1), c) / c, jnp.float32)
+    cs = _mef_structure_contrast(xs, y, g)
+
+    # Desired mean intensity: source patch means weighted by how well exposed the source is,
+    # globally (its image mean) and locally (the patch mean), both near mid-grey preferred.
+    l_k = jnp.einsum("...p,p->...", xs, g, precision=_HIGHEST)  # (N, K, r, c)
+    w_l = jnp.exp(-jnp.square(l_k / 255.0 - 0.5) / (2.0 * _MEF_C_SIGMA_L**2))
+    w = global_weight[:, :, None, None] * w_l
+    l_hat = jnp.sum(w * l_k, axis=1) / jnp.sum(w, axis=1)
+    mu_y = jnp.einsum("...p,p->...", y, g, precision=_HIGHEST)
+    lum = (2.0 * mu_y * l_hat + _MEF_C_C1) / (jnp.square(mu_y) + jnp.square(l_hat) + _MEF_C_C1)
+    return lum * cs
+
+
+@functools.partial(jax.jit, static_argnames=("max_chunk_elems",))
+def mef_ssim_c(fused: ArrayLike, stack: ArrayLike, *, max_chunk_elems: int = 1 << 23) -> jax.Array:
+    """Colour MEF-SSIM, MEF-SSIMc (Ma, Duanmu, Yeganeh, Wang, IEEE TCI 2018), single scale.
+
+    fused: (..., H, W, 3) in [0, 1]; stack: (..., K, H, W, 3). As :func:`mef_ssim` per 11x11
+    patch, but on colour patches (the 11x11x3 values of a patch form one vector, so the
+    desired contrast and structure are those of the RGB patch) and with a luminance term:
+    the desired mean l_hat = sum_k L_k l_k / sum_k L_k of the source patch means l_k
+    (Gaussian-weighted), L_k = exp(-(mu_k - 0.5)^2 / (2 sigma_g^2) - (l_k - 0.5)^2 /
+    (2 sigma_l^2)) with mu_k the mean of source k, sigma_g = sigma_l = 0.2 (intensities in
+    [0, 1]); patch score (2 mu_y l_hat + C1) / (mu_y^2 + l_hat^2 + C1) times the MEF-SSIM
+    structure-contrast score, C1 = (0.01 * 255)^2, on [0, 255] values. Unlike the grey index it
+    sees a fused image whose colours or brightness drift from the sources'. Returns ``(...)``.
+    """
+    fused = jnp.asarray(fused, jnp.float32)
+    stack = jnp.asarray(stack, jnp.float32)
+    if fused.ndim < 3 or stack.ndim != fused.ndim + 1 or fused.shape[-1] != 3:
+        raise ValueError(
+            f"mef_ssim_c: expected fused (..., H, W, 3) and stack (..., K, H, W, 3), "
+            f"got {fused.shape} and {stack.shape}"
+        )
+    if stack.shape[:-4] + stack.shape[-3:] != fused.shape:
+        raise ValueError(f"mef_ssim_c: stack {stack.shape} does not match fused {fused.shape}")
+    lead = fused.shape[:-3]
+    h, w = fused.shape[-3:-1]
+    if min(h, w) < _MEF_WINDOW:
+        raise ValueError(f"mef_ssim_c: image {h}x{w} smaller than the {_MEF_WINDOW}-px window")
+    k = stack.shape[-4]
+    y = 255.0 * jnp.clip(fused, 0.0, 1.0).reshape(-1, h, w, 3)
+    x = 255.0 * jnp.clip(stack, 0.0, 1.0).reshape(y.shape[0], k, h, w, 3)
+    mu = jnp.mean(x, axis=(2, 3, 4)) / 255.0  # (N, K)
+    global_weight = jnp.exp(-jnp.square(mu - 0.5) / (2.0 * _MEF_C_SIGMA_G**2))
+    src = jnp.moveaxis(x, -1, 2).reshape(y.shape[0], k * 3, h, w)  # channel-major per source
+    strip = functools.partial(_mef_c_qmap_strip, global_weight=global_weight)
+    score = _mef_single_scale(src, jnp.moveaxis(y, -1, 1), max_chunk_elems, strip)
+    return score.reshape(lead)
+
+
+# CIE L*a*b* of linear sRGB (D65 white; IEC 61966-2-1 primaries), CIE 15:2004.
+_SRGB_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375],
+     [0.2126729, 0.7151522, 0.0721750],
+     [0.0193339, 0.1191920, 0.9503041]], np.float64)
+_D65 = np.array([0.95047, 1.0, 1.08883], np.float64)
+
+
+@jax.jit
+def srgb_to_lab(rgb: ArrayLike) -> jax.Array:
+    """sRGB-encoded (..., 3) in [0, 1] -> CIE L*a*b* (D65), float32."""
+    lin = crf_lib.srgb_decode(jnp.asarray(rgb, jnp.float32))
+    xyz = jnp.einsum("...c,dc->...d", lin, jnp.asarray(_SRGB_TO_XYZ / _D65[:, None], jnp.float32),
+                     precision=_HIGHEST)
+    eps, kappa = (6.0 / 29.0) ** 3, (29.0 / 6.0) ** 2 / 3.0
+    f = jnp.where(xyz > eps, jnp.cbrt(jnp.maximum(xyz, eps)), kappa * xyz + 4.0 / 29.0)
+    return jnp.stack(
+        [116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+
+
+@jax.jit
+def ciede2000(lab1: ArrayLike, lab2: ArrayLike) -> jax.Array:
+    """CIEDE2000 colour difference (Sharma, Wu, Dalal, Color Res. Appl. 2005, eq. 1-17),
+    kL = kC = kH = 1: (..., 3) L*a*b* pairs -> (...)."""
+    lab1 = jnp.asarray(lab1, jnp.float32)
+    lab2 = jnp.asarray(lab2, jnp.float32)
+    l1, a1, b1 = lab1[..., 0], lab1[..., 1], lab1[..., 2]
+    l2, a2, b2 = lab2[..., 0], lab2[..., 1], lab2[..., 2]
+    c_bar = 0.5 * (jnp.hypot(a1, b1) + jnp.hypot(a2, b2))
+    c7 = c_bar**7
+    g = 0.5 * (1.0 - jnp.sqrt(c7 / (c7 + 25.0**7)))
+    a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
+    c1p, c2p = jnp.hypot(a1p, b1), jnp.hypot(a2p, b2)
+    h1p = jnp.where(c1p == 0, 0.0, jnp.mod(jnp.degrees(jnp.arctan2(b1, a1p)), 360.0))
+    h2p = jnp.where(c2p == 0, 0.0, jnp.mod(jnp.degrees(jnp.arctan2(b2, a2p)), 360.0))
+    dl = l2 - l1
+    dc = c2p - c1p
+    dh = h2p - h1p
+    dh = jnp.where(dh > 180.0, dh - 360.0, jnp.where(dh < -180.0, dh + 360.0, dh))
+    dh = jnp.where(c1p * c2p == 0, 0.0, dh)
+    dhh = 2.0 * jnp.sqrt(c1p * c2p) * jnp.sin(jnp.radians(dh) / 2.0)
+    lp = 0.5 * (l1 + l2)
+    cp = 0.5 * (c1p + c2p)
+    hsum = h1p + h2p
+    hp = jnp.where(jnp.abs(h1p - h2p) <= 180.0, 0.5 * hsum,
+                   jnp.where(hsum < 360.0, 0.5 * (hsum + 360.0), 0.5 * (hsum - 360.0)))
+    hp = jnp.where(c1p * c2p == 0, hsum, hp)
+    t = (1.0 - 0.17 * jnp.cos(jnp.radians(hp - 30.0)) + 0.24 * jnp.cos(jnp.radians(2.0 * hp))
+         + 0.32 * jnp.cos(jnp.radians(3.0 * hp + 6.0)) - 0.20 * jnp.cos(jnp.radians(4.0 * hp - 63.0)))
+    d_theta = 30.0 * jnp.exp(-jnp.square((hp - 275.0) / 25.0))
+    cp7 = cp**7
+    rc = 2.0 * jnp.sqrt(cp7 / (cp7 + 25.0**7))
+    sl = 1.0 + 0.015 * jnp.square(lp - 50.0) / jnp.sqrt(20.0 + jnp.square(lp - 50.0))
+    sc = 1.0 + 0.045 * cp
+    sh = 1.0 + 0.015 * cp * t
+    rt = -jnp.sin(jnp.radians(2.0 * d_theta)) * rc
+    return jnp.sqrt(jnp.square(dl / sl) + jnp.square(dc / sc) + jnp.square(dhh / sh)
+                    + rt * (dc / sc) * (dhh / sh))
+
+
+@jax.jit
+def mean_ciede2000(pred: ArrayLike, ref: ArrayLike) -> jax.Array:
+    """Mean CIEDE2000 between two sRGB images (..., H, W, 3) in [0, 1] -> (...)."""
+    pred, ref = jnp.asarray(pred, jnp.float32), jnp.asarray(ref, jnp.float32)
+    _check_pair(pred, ref, "mean_ciede2000")
+    _check_rgb(pred, "mean_ciede2000")
+    return jnp.mean(ciede2000(srgb_to_lab(pred), srgb_to_lab(ref)), axis=(-2, -1))
+
+
+#: A pixel is "bright" when its largest channel exceeds this (display values in [0, 1]).
+BRIGHT_THRESHOLD = 0.6
+
+
+@jax.jit
+def bright_saturation(img: ArrayLike, region: ArrayLike | None = None) -> jax.Array:
+    """Mean HSV saturation (max - min) / max over the bright pixels, max channel >
+    :data:`BRIGHT_THRESHOLD` (or over ``region`` (..., H, W) where given): how colourful the
+    bright half of an image is. (..., H, W, 3) -> (...); NaN where no pixel qualifies."""
+    img = jnp.asarray(img, jnp.float32)
+    _check_rgb(img, "bright_saturation")
+    hi, lo = jnp.max(img, axis=-1), jnp.min(img, axis=-1)
+    sat = jnp.where(hi > 0, (hi - lo) / jnp.where(hi > 0, hi, 1.0), 0.0)
+    sel = hi > BRIGHT_THRESHOLD if region is None else jnp.asarray(region, bool)
+    n = jnp.sum(sel, axis=(-2, -1))
+    return jnp.where(n > 0, jnp.sum(jnp.where(sel, sat, 0.0), axis=(-2, -1)) / jnp.maximum(n, 1),
+                     jnp.nan)
 
 
 def _mef_qmap_filtered(src: jax.Array, fused: jax.Array) -> jax.Array:

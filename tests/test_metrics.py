@@ -488,3 +488,118 @@ def test_jit_eager_and_batch_consistency():
         if name in ("ssim", "pu21_psnr"):
             nested = np.asarray(fn(x.reshape(1, 2, *x.shape[1:]), y.reshape(1, 2, *y.shape[1:])))
             np.testing.assert_allclose(nested[0], batched, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Colour metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _mef_ssim_c_loops(fused: np.ndarray, stack: np.ndarray) -> float:
+    """MEF-SSIMc (Ma, Duanmu, Yeganeh, Wang 2018) written from its definition, patch by patch,
+    in float64: colour 11x11x3 patches as vectors, MEF-SSIM's desired contrast and structure,
+    and the luminance term of the exposedness-weighted mean (sigma_g = sigma_l = 0.2)."""
+    y = 255.0 * fused.astype(np.float64)
+    xs = 255.0 * stack.astype(np.float64)
+    t = np.arange(11) - 5.0
+    g2 = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * 1.5**2))
+    g = np.repeat((g2 / g2.sum())[..., None], 3, axis=-1).ravel() / 3.0  # over (11, 11, 3)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_glob = xs.mean(axis=(1, 2, 3)) / 255.0
+    h, w = y.shape[:2]
+    q = []
+    for i in range(h - 10):
+        for j in range(w - 10):
+            pk = xs[:, i : i + 11, j : j + 11, :].reshape(len(xs), -1)
+            xt = pk - pk.mean(axis=1, keepdims=True)
+            nrm = np.linalg.norm(xt, axis=1)
+            ck = nrm + 1e-3
+            r = np.linalg.norm(xt.sum(axis=0)) / nrm.sum() if nrm.sum() > 0 else 1.0
+            p = 10.0 if r >= 1.0 else min(math.tan(math.pi / 2 * r), 10.0)
+            wk = ck**p
+            s_bar = ((wk / ck) @ xt) / wk.sum()
+            ns = np.linalg.norm(s_bar)
+            x_hat = ck.max() * s_bar / ns if ns > 0 else np.zeros_like(s_bar)
+            yp = y[i : i + 11, j : j + 11, :].ravel()
+            dx, dy = x_hat - g @ x_hat, yp - g @ yp
+            cs = (2 * g @ (dx * dy) + c2) / (g @ dx**2 + g @ dy**2 + c2)
+            lk = pk @ g
+            wl = np.exp(-((mu_glob - 0.5) ** 2) / 0.08 - ((lk / 255 - 0.5) ** 2) / 0.08)
+            l_hat = wl @ lk / wl.sum()
+            mu_y = g @ yp
+            q.append(cs * (2 * mu_y * l_hat + c1) / (mu_y**2 + l_hat**2 + c1))
+    return float(np.mean(q))
+
+
+def test_mef_ssim_c_matches_patch_loops_and_chunks(mef_case):
+    fused, stacks = mef_case
+    fused, stacks = fused[:, :22, :21], stacks[:, :, :22, :21]  # clipped and flat areas kept
+    got = np.asarray(M.mef_ssim_c(fused, stacks))
+    assert got.shape == (2,)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], _mef_ssim_c_loops(fused[i], stacks[i]), atol=1e-4)
+    # Row blocks (bounded memory) give the same score.
+    np.testing.assert_allclose(np.asarray(M.mef_ssim_c(fused, stacks, max_chunk_elems=5000)),
+                               got, atol=1e-6)
+
+
+def test_mef_ssim_c_sees_colour_that_grey_mef_ssim_cannot(mef_case):
+    """A fused image replaced by its own grey (same BT.601 grey, no colour) keeps the grey
+    MEF-SSIM exactly but loses MEF-SSIMc; so does one shifted in brightness."""
+    _, stacks = mef_case
+    tint = np.array([1.0, 0.55, 0.25], np.float32)  # strongly coloured scene
+    stacks = np.clip(stacks * tint, 0, 1).astype(np.float32)
+    fused = stacks.mean(1)
+    grey = np.repeat((fused @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, -1)
+    a, b = np.asarray(M.mef_ssim(fused, stacks)), np.asarray(M.mef_ssim(grey, stacks))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    ca, cb = np.asarray(M.mef_ssim_c(fused, stacks)), np.asarray(M.mef_ssim_c(grey, stacks))
+    assert np.all(cb < ca - 0.05), (ca, cb)
+    dark = np.asarray(M.mef_ssim_c(0.5 * fused, stacks))
+    assert np.all(dark < ca - 0.02), (ca, dark)
+
+
+def test_mef_ssim_c_bad_input_raises():
+    with pytest.raises(ValueError, match="expected fused"):
+        M.mef_ssim_c(np.zeros((16, 16, 1)), np.zeros((2, 16, 16, 1)))
+    with pytest.raises(ValueError, match="smaller than"):
+        M.mef_ssim_c(np.zeros((8, 16, 3)), np.zeros((2, 8, 16, 3)))
+
+
+def test_lab_and_ciede2000_match_scikit_image():
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    rng = np.random.default_rng(3)
+    rgb = rng.uniform(0, 1, (2, 17, 19, 3))
+    lab = np.asarray(M.srgb_to_lab(rgb.astype(np.float32)))
+    # scikit-image rounds the sRGB -> XYZ matrix to 6 digits (IEC 61966-2-1's printed values):
+    # up to ~0.005 L*a*b* units apart.
+    np.testing.assert_allclose(lab, rgb2lab(rgb), atol=1e-2)
+    # Random pairs, identical pairs, grey (zero-chroma) pairs and near-opposite hues.
+    lab1, lab2 = rgb2lab(rgb[0]), rgb2lab(rgb[1])
+    lab2[0, :3] = lab1[0, :3]
+    lab1[1, :4, 1:] = 0.0
+    lab2[2, :4, 1] = -lab1[2, :4, 1]
+    got = np.asarray(M.ciede2000(lab1.astype(np.float32), lab2.astype(np.float32)))
+    np.testing.assert_allclose(got, deltaE_ciede2000(lab1, lab2), atol=2e-3)
+    assert np.all(got[0, :3] == 0)
+    mean = float(M.mean_ciede2000(rgb[0].astype(np.float32), rgb[1].astype(np.float32)))
+    np.testing.assert_allclose(mean, deltaE_ciede2000(rgb2lab(rgb[0]), rgb2lab(rgb[1])).mean(),
+                               rtol=1e-4)
+
+
+def test_bright_saturation_matches_hsv():
+    from skimage.color import rgb2hsv
+
+    rng = np.random.default_rng(4)
+    img = rng.uniform(0, 1, (2, 12, 13, 3)).astype(np.float32)
+    got = np.asarray(M.bright_saturation(img))
+    for i in range(2):
+        hsv = rgb2hsv(img[i])
+        sel = hsv[..., 2] > M.BRIGHT_THRESHOLD
+        np.testing.assert_allclose(got[i], hsv[..., 1][sel].mean(), rtol=1e-5)
+    region = np.zeros((2, 12, 13), bool)
+    region[:, :3] = True
+    got = np.asarray(M.bright_saturation(img, region))
+    np.testing.assert_allclose(got[1], rgb2hsv(img[1])[:3, :, 1].mean(), rtol=1e-5)
+    assert np.isnan(float(M.bright_saturation(np.zeros((4, 4, 3), np.float32))))
