@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from hdr_jax.models import registry
+
 __all__ = [
     "ANALYSIS_OPTIONS",
     "MemoryBudgetError",
@@ -196,28 +198,6 @@ def _set_patch(config: ml_collections.ConfigDict, patch: int) -> None:
         config.data.crop_size = patch
 
 
-def _batch_shapes(config: ml_collections.ConfigDict, batch_size: int, patch: int) -> dict:
-    f32 = jnp.float32
-    s = jax.ShapeDtypeStruct
-    b, p = batch_size, patch
-    if config.task == "cfnet":
-        hr = p * config.model.scale
-        lr_img, hr_img = s((b, p, p, 3), f32), s((b, hr, hr, 3), f32)
-        return {
-            "over_lr": lr_img,
-            "under_lr": lr_img,
-            "over_hr": hr_img,
-            "under_hr": hr_img,
-            "label_hr": hr_img,
-        }
-    n = config.model.num_exposures
-    return {
-        "input": s((b, p, p, 3), f32),
-        "target": s((b, n, p, p, 3), f32),
-        "mask": s((b, n), f32),
-    }
-
-
 def _check_sizes(batch_size: int, patch: int) -> None:
     if int(batch_size) < 1 or int(patch) < 1:
         raise ValueError(f"batch_size and patch must be >= 1, got {batch_size}, {patch}")
@@ -245,26 +225,12 @@ def training_setup(
     _set_patch(config, patch)
     config.batch_size = batch_size
     task = tasks.make_task(config, builder=object())  # the builder is never touched
-    return task, _batch_shapes(config, batch_size, patch)
+    return task, registry.train_batch(config.task, config.model, batch_size, patch)
 
 
 def _model_and_params(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    from hdr_jax.models import factory
-
-    m = config.model
-    key = jax.random.key(0)
-    if config.task == "cfnet":
-        module = factory.make_cfnet(m)
-        x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
-        variables = jax.eval_shape(lambda x: module.init(key, x, x), x)
-    else:
-        module = factory.make_drtmo(m)
-        size = 2**module.depth
-        x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-        variables = jax.eval_shape(
-            lambda x: module.init({"params": key, "dropout": key}, x, train=False), x
-        )
-    return module, variables
+    module = registry.build(config.task, config.model)
+    return module, registry.abstract_variables(config.task, module)
 
 
 def inference_fn(
@@ -275,10 +241,8 @@ def inference_fn(
     _check_sizes(batch_size, tile)
     config = _apply_settings(_experiment_config(config), settings)
     module, variables = _model_and_params(config)
-    x = jax.ShapeDtypeStruct((batch_size, tile, tile, 3), jnp.float32)
-    if config.task == "cfnet":
-        return (lambda v, o, u: module.apply(v, o, u)["fused"]), (variables, x, x)
-    return (lambda v, x: module.apply(v, x, train=False)), (variables, x)
+    inputs = registry.example_inputs(config.task, module, batch_size, tile)
+    return registry.inference(config.task, module), (variables, *inputs)
 
 
 def lower_training(
@@ -475,12 +439,7 @@ def choose_training_settings(
 def _tile_candidates(config: ml_collections.ConfigDict) -> list[int]:
     if config.task == "cfnet":
         return [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
-    from hdr_jax.models import drtmo
-
-    depth = len(
-        drtmo.width_preset(config.model.width, depth=config.model.get("depth"))["widths_encoder"]
-    )
-    mult = 2**depth
+    mult = 2 ** registry.build(config.task, config.model).depth
     return [mult * k for k in (1, 2, 3, 4, 6, 8, 12, 16) if mult * k <= 4096]
 
 

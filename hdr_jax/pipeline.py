@@ -32,7 +32,7 @@ import numpy as np
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
-from hdr_jax.models import factory, response
+from hdr_jax.models import registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
@@ -55,31 +55,13 @@ def _load(directory: Path, name: str) -> Network:
     if entry is None:
         raise bundle.WeightsError(f"{directory}: manifest has no network {name!r}")
     try:
-        # Inference never needs remat (a CF-Net with remat would also run a slower rolled loop).
+        kind = registry.kind_of(name)
         cfg = dict(entry["config"])
-        if name == "response":
-            module = factory.make_response(cfg)
-            x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-            template = dict(jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False)))
+        module = registry.build(kind, cfg, inference=True)
+        template = registry.abstract_variables(kind, module, batch=2 if kind == "response" else 1)
+        if kind == "response":
             shape = (int(cfg["num_responses"]), crf_lib.N_SAMPLES)
             template["responses"] = {"curves": jax.ShapeDtypeStruct(shape, jnp.float32)}
-        elif name.startswith("drtmo"):
-            cfg["remat"] = False
-            module = factory.make_drtmo(cfg)
-            size = 2**module.depth
-            x = jnp.zeros((1, size, size, 3), jnp.float32)
-            template = jax.eval_shape(
-                lambda: module.init(
-                    {"params": jax.random.key(0), "dropout": jax.random.key(0)}, x, train=False
-                )
-            )
-        else:
-            # 'auto' conv: as fast as im2col on the bundled CF-Net's 256-px tiles, a third of the
-            # memory (hdr_jax/models/layers.py); same maths whatever the weights were trained with
-            cfg.update(remat_policy="none", conv_impl="auto")
-            module = factory.make_cfnet(cfg)
-            x = jnp.zeros((1, 16, 16, 3), jnp.float32)
-            template = jax.eval_shape(lambda: module.init(jax.random.key(0), x, x))
     except (KeyError, TypeError, ValueError) as e:  # a hand-edited or foreign manifest
         detail = (str(e).strip().splitlines() or [""])[0][:200]
         raise bundle.WeightsError(
@@ -87,18 +69,11 @@ def _load(directory: Path, name: str) -> Network:
             f"({type(e).__name__}: {detail})"
         ) from e
     variables, entry = bundle.load_network(directory, name, template)
-    if name == "response":
-        if not all(crf_lib.is_valid_crf(c) for c in variables["responses"]["curves"]):
-            raise bundle.WeightsError(f"{directory}: {name!r} holds a non-monotone response curve")
-        apply = jax.jit(
-            lambda v, x: jax.nn.softmax(
-                module.apply({k: v[k] for k in ("params", "batch_stats")}, x, train=False)
-            )
-        )
-    elif name.startswith("drtmo"):
-        apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
-    else:
-        apply = jax.jit(lambda v, o, u: module.apply(v, o, u)["fused"])
+    if kind == "response" and not all(
+        crf_lib.is_valid_crf(c) for c in variables["responses"]["curves"]
+    ):
+        raise bundle.WeightsError(f"{directory}: {name!r} holds a non-monotone response curve")
+    apply = jax.jit(registry.inference(kind, module))
     return Network(module, variables, entry, apply)
 
 
