@@ -44,8 +44,6 @@ from absl import app, flags
 from experiments.configs import cfnet as cfnet_configs
 from experiments.configs import drtmo as drtmo_configs
 from hdr_jax import memory
-from hdr_jax.training import tasks
-from hdr_jax.training.state import TrainState
 
 FLAGS = flags.FLAGS
 
@@ -288,21 +286,19 @@ def matmul_gflops(n: int, reps: int) -> dict:
 
 def time_training(row: dict, settings: dict, reps: int) -> dict:
     """Compiles (default options) and times the train step; returns stats, FLOPs and times."""
-    cfg = memory._apply_settings(memory._experiment_config(row["config"]), settings)
     batch_size, patch = row["batch"], row["size"]
+    task, batch_shape = memory.training_setup(row["config"], batch_size, patch, settings)
     t0 = time.perf_counter()
-    lowered = memory.lower_training(cfg, batch_size, patch)
+    lowered = memory.lower_training(row["config"], batch_size, patch, settings)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    stats, flops = memory.training_analysis(cfg, batch_size, patch, compiled=compiled)
-    _, (state_shape, batch_shape) = memory.training_step_fn(cfg, batch_size, patch)
-    params = _concrete(state_shape.params)
-    state = TrainState(
-        step=jnp.int32(0),
-        params=params,
-        batch_stats=_concrete(state_shape.batch_stats),
-        opt_state=tasks.make_task(cfg, builder=object()).tx.init(params),
-        rng=jax.random.key(0),
+    stats, flops = memory.training_analysis(row["config"], batch_size, patch, settings,
+                                            compiled=compiled)
+    # The task's own state, with variables of roughly the trained scale (see _random_leaf).
+    state = jax.eval_shape(task.init_state, jax.random.key(0))
+    params = _concrete(state.params)
+    state = task.init_state(jax.random.key(0)).replace(
+        params=params, batch_stats=_concrete(state.batch_stats), opt_state=task.tx.init(params)
     )
     batch = jax.device_put(_random_batch(batch_shape))
     holder = [state]
