@@ -68,22 +68,9 @@ MD_BEGIN, MD_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 # SPEC section 8 (PyTorch 2 threads, batch 1, T = 3) and the targets.
 TORCH_TRAIN_S = {2: 3.0, 4: 10.4}
-_BF16_ADAM = {"optimizer": {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}}
-_F32_ADAM = {"optimizer": {"mu_dtype": "", "nu_dtype": ""}}
-
-
-def _cf(impl: str, remat: str = "none", dtype: str = "float32") -> dict:
-    opt = _BF16_ADAM if dtype == "bfloat16" else _F32_ADAM
-    return {"model": {"remat_policy": remat, "dtype": dtype, "conv_impl": impl}, **opt}
-
-
-def _dr(impl: str, remat: bool = False, dtype: str = "float32") -> dict:
-    opt = _BF16_ADAM if dtype == "bfloat16" else _F32_ADAM
-    return {"model": {"remat": remat, "dtype": dtype, "conv_impl": impl}, **opt}
-
-
 # Stride-1 conv as im2col + matmul or as lax.conv ('xla'); remat of every feedback step (CF-Net:
 # a rolled loop) or of every layer (DrTMO); bf16 compute with bf16 Adam moments.
+_cf, _dr = memory.cfnet_settings, memory.drtmo_settings
 CFNET_VARIANTS = {
     "im2col": _cf("im2col"),
     "auto": _cf("auto"),

@@ -39,6 +39,8 @@ __all__ = [
     "choose_pipeline_tiles",
     "choose_tile",
     "choose_training_settings",
+    "cfnet_settings",
+    "drtmo_settings",
     "compiled_peak_bytes",
     "format_bytes",
     "inference_analysis",
@@ -334,47 +336,50 @@ def training_candidates(config: Any, batch_size: int | None = None) -> list[tupl
     time, which is where budgets matter.
     """
     task = _experiment_config(config).task
-    f32 = {"optimizer": {"mu_dtype": "", "nu_dtype": ""}}
-    bf16 = {"optimizer": {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}}
     if task == "cfnet":
-
-        def cf(remat: str, dtype: str = "float32", opt: dict = f32, **extra) -> dict:
-            model = {
-                "remat_policy": remat,
-                "dtype": dtype,
-                "conv_impl": "xla",
-                # measured to help with bf16 only (hdr_jax/models/cfnet.py)
-                "split_concat": dtype == "bfloat16",
-            }
-            return {
-                "model": model,
-                **opt,
-                **extra,
-            }
-
+        bf16 = {"dtype": "bfloat16", "split_concat": True}  # split: measured to help with bf16 only
         cands = [
-            ("xla", cf("none")),
-            ("xla+remat:step", cf("step")),
-            ("xla+remat:step+bf16", cf("step", "bfloat16", bf16)),
+            ("xla", cfnet_settings("xla")),
+            ("xla+remat:step", cfnet_settings("xla", "step")),
+            ("xla+remat:step+bf16", cfnet_settings("xla", "step", **bf16)),
         ]
         for m in range(2, int(batch_size or 0) + 1):
             if batch_size % m == 0:
-                cands.append(
-                    (
-                        f"xla+remat:step+bf16+microbatches:{m}",
-                        cf("step", "bfloat16", bf16, microbatches=m),
-                    )
-                )
+                cands.append((f"xla+remat:step+bf16+microbatches:{m}",
+                              cfnet_settings("xla", "step", **bf16, microbatches=m)))
         return cands
-
-    def dr(dtype: str = "float32", opt: dict = f32) -> dict:
-        return {"model": {"remat": False, "dtype": dtype, "conv_impl": "xla"}, **opt}
-
     return [
-        ("xla", dr()),
-        ("xla+adam_bf16", dr("float32", bf16)),
-        ("xla+bf16", dr("bfloat16", bf16)),
+        ("xla", drtmo_settings("xla")),
+        ("xla+adam_bf16", drtmo_settings("xla", adam_dtype="bfloat16")),
+        ("xla+bf16", drtmo_settings("xla", dtype="bfloat16")),
     ]
+
+
+def _adam(dtype: str) -> dict:
+    moments = "" if dtype == "float32" else dtype
+    return {"mu_dtype": moments, "nu_dtype": moments}
+
+
+def cfnet_settings(conv_impl: str, remat: str = "none", dtype: str = "float32", *,
+                   split_concat: bool = False, adam_dtype: str | None = None,
+                   microbatches: int = 0) -> dict:
+    """CF-Net training settings (config overrides): conv implementation, remat policy, compute
+    dtype (bf16 also stores the Adam moments in bf16 unless ``adam_dtype`` says otherwise),
+    split dense transitions, gradient-accumulation slices."""
+    out = {"model": {"remat_policy": remat, "dtype": dtype, "conv_impl": conv_impl,
+                     "split_concat": split_concat},
+           "optimizer": _adam(adam_dtype or dtype)}
+    if microbatches:
+        out["microbatches"] = microbatches
+    return out
+
+
+def drtmo_settings(conv_impl: str, remat: bool | str = False, dtype: str = "float32", *,
+                   adam_dtype: str | None = None) -> dict:
+    """DrTMO training settings (config overrides): conv implementation, remat (a bool or a
+    checkpoint policy name), compute dtype, Adam moment dtype (default: the compute dtype)."""
+    return {"model": {"remat": remat, "dtype": dtype, "conv_impl": conv_impl},
+            "optimizer": _adam(adam_dtype or dtype)}
 
 
 def _train_peak(config, batch_size, patch, settings, compiler_options) -> int:
