@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.run import pipeline_timing
+from benchmarks.measure import pipeline_timing
 from experiments.configs import cfnet as cfnet_configs
 from experiments.configs import drtmo as drtmo_configs
 from hdr_jax import memory

@@ -1,0 +1,300 @@
+"""Measurements: compiled memory and FLOPs, median step times, the per-layer CF-Net profile,
+the two-stage pipeline's time on a photo, and the machine's reference matmul rate."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import grid, report
+from hdr_jax import io as hdr_io
+from hdr_jax import memory, pipeline
+from hdr_jax.losses import ssim_loss
+from hdr_jax.models import cfnet
+
+def _median_time(fn: Callable[[], Any], reps: int) -> tuple[float, list[float]]:
+    jax.block_until_ready(fn())  # warm-up (compile is outside: fn is already compiled)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def _random_leaf(path: Any, shape: Any, rng: np.random.Generator) -> np.ndarray:
+    """Variables of roughly the trained scale (activations neither vanish nor overflow)."""
+    name = jax.tree_util.keystr(path)
+    s = shape.shape
+    if "slope" in name:
+        return np.full(s, 0.2, shape.dtype)
+    if name.endswith(("['scale']", "['var']")):
+        return np.ones(s, shape.dtype)
+    if "kernel" in name:
+        fan_in = math.prod(s[:-1])
+        return (rng.uniform(-1, 1, s) * math.sqrt(3.0 / fan_in)).astype(shape.dtype)
+    return np.zeros(s, shape.dtype)
+
+
+def _concrete(tree: Any, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map_with_path(lambda p, s: _random_leaf(p, s, rng), tree)
+
+
+def _random_batch(shapes: dict, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, s in shapes.items():
+        out[k] = np.ones(s.shape, np.float32) if k == "mask" else rng.uniform(0, 1, s.shape)
+        out[k] = out[k].astype(np.float32)
+    return out
+
+
+def matmul_gflops(n: int, reps: int) -> dict:
+    """Median GFLOP/s of an n x n float32 matrix product (the machine's reference rate)."""
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((n, n), np.float32))
+    b = jnp.asarray(rng.standard_normal((n, n), np.float32))
+    f = jax.jit(jnp.matmul).lower(a, b).compile()
+    t, _ = _median_time(lambda: f(a, b), reps)
+    return {"n": n, "seconds": t, "gflops": 2 * n**3 / t / 1e9}
+
+
+def time_training(row: dict, settings: dict, reps: int) -> dict:
+    """Compiles (default options) and times the train step; returns stats, FLOPs and times."""
+    batch_size, patch = row["batch"], row["size"]
+    task, batch_shape = memory.training_setup(row["config"], batch_size, patch, settings)
+    t0 = time.perf_counter()
+    lowered = memory.lower_training(row["config"], batch_size, patch, settings)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    stats, flops = memory.training_analysis(row["config"], batch_size, patch, settings,
+                                            compiled=compiled)
+    # The task's own state, with variables of roughly the trained scale (see _random_leaf).
+    state = jax.eval_shape(task.init_state, jax.random.key(0))
+    params = _concrete(state.params)
+    state = task.init_state(jax.random.key(0)).replace(
+        params=params, batch_stats=_concrete(state.batch_stats), opt_state=task.tx.init(params)
+    )
+    batch = jax.device_put(_random_batch(batch_shape))
+    holder = [state]
+
+    def step():
+        holder[0], metrics = compiled(holder[0], batch)
+        return metrics
+
+    seconds, times = _median_time(step, reps)
+    return {
+        "memory": stats,
+        "flops": flops,
+        "seconds": seconds,
+        "times": times,
+        "compile_s": compile_s,
+    }
+
+
+def time_inference(row: dict, settings: dict, reps: int) -> dict:
+    cfg, batch_size, tile = row["config"], row["batch"], row["size"]
+    compiled = memory.lower_inference(cfg, batch_size, tile, settings).compile()
+    stats, flops = memory.inference_analysis(cfg, batch_size, tile, settings, compiled=compiled)
+    _, args = memory.inference_fn(cfg, batch_size, tile, settings)
+    variables = jax.device_put(_concrete(args[0]))
+    inputs = [jax.device_put(_random_batch({"x": a})["x"]) for a in args[1:]]
+    seconds, times = _median_time(lambda: compiled(variables, *inputs), reps)
+    return {"memory": stats, "flops": flops, "seconds": seconds, "times": times}
+
+
+def forward_gflop_and_params(row: dict) -> tuple[float, int]:
+    """Forward FLOPs from the *lowered* inference (no compile) and the parameter count."""
+    fn, args = memory.inference_fn(row["config"], row["batch"], row["size"])
+    flops = float(jax.jit(fn).lower(*args).cost_analysis()["flops"])
+    params = sum(math.prod(a.shape) for a in jax.tree.leaves(args[0]["params"]))
+    return flops / 1e9, params
+
+
+def measure_row(row: dict, reps: int, log: Callable[[str], None]) -> list[dict]:
+    variants = grid.CFNET_VARIANTS if row["net"] == "cfnet" else grid.DRTMO_VARIANTS
+    gflop, params = forward_gflop_and_params(row)
+    out, inferred = [], {}
+    base = {
+        "net": row["net"],
+        "model": row["label"],
+        "size": row["size"],
+        "batch": row["batch"],
+        "depth": row["depth"],
+        "params": params,
+        "forward_gflop": gflop,
+    }
+    if not row["train"] and not row["infer"]:  # FLOPs and parameters only
+        rec = {**base, "variant": "–"}
+        log(report.row_text(rec))
+        return [rec]
+    for name in variants:
+        if name not in row["train"] and name not in row["infer"]:
+            continue
+        rec = {**base, "variant": name}
+        settings = variants[name]
+        t0 = time.perf_counter()
+        if name in row["train"]:
+            if name in row["timed"]:
+                r = time_training(row, settings, reps)
+                rec.update(
+                    train_seconds=r["seconds"],
+                    train_times=r["times"],
+                    train_compile_s=r["compile_s"],
+                )
+                if not grid.rolled(row["net"], name):
+                    rec["train_gflops"] = r["flops"] / r["seconds"] / 1e9
+            else:
+                r = dict(
+                    zip(
+                        ("memory", "flops"),
+                        memory.training_analysis(
+                            row["config"], row["batch"], row["size"], settings
+                        ),
+                    )
+                )
+            rec["train_memory"] = r["memory"].as_dict()
+            if not grid.rolled(row["net"], name):
+                rec["train_gflop"] = r["flops"] / 1e9
+        # inference depends on the conv implementation and dtype only: shared between variants
+        infer_key, infer_settings = grid.inference_variant(row["net"], name)
+        if name in row["infer"]:
+            if infer_key not in inferred:
+                if name in row["timed"]:  # inference is timed wherever training is
+                    inferred[infer_key] = time_inference(row, infer_settings, reps)
+                else:
+                    stats, flops = memory.inference_analysis(
+                        row["config"], row["batch"], row["size"], infer_settings
+                    )
+                    inferred[infer_key] = {"memory": stats, "flops": flops}
+            r = inferred[infer_key]
+            if "seconds" in r:
+                rec["infer_seconds"] = r["seconds"]
+            rec["infer_memory"] = r["memory"].as_dict()
+        rec["wall_s"] = time.perf_counter() - t0
+        log(report.row_text(rec))
+        out.append(rec)
+    return out
+
+
+def layer_profile(scale: int, lr: int, reps: int, only: Sequence[str] = ()) -> list[dict]:
+    """Forward and gradient (params + input) time of each CF-Net layer kind at LR lr, batch 1,
+    64 features, with its count per training step (T = 3, 6 groups) and implied share."""
+    k, s, p = cfnet.PROJECTION_GEOMETRY[scale]
+    hr = lr * scale
+    f, groups, steps = 64, 6, 3
+    blocks = 2 * (1 + steps)  # SRB + T CFBs, two branches
+    # (name, module, input shape, count per forward pass)
+    kinds = [
+        ("FEB conv3x3 3->256 (LR)", cfnet.ConvBlock(4 * f, 3), (lr, 3), 2),
+        ("FEB conv1x1 256->64 (LR)", cfnet.ConvBlock(f, 1), (lr, 4 * f), 2),
+        (
+            "up projection (LR->HR)",
+            cfnet.ConvBlock(f, k, s, p, transpose=True),
+            (lr, f),
+            blocks * groups,
+        ),
+        ("down projection (HR->LR)", cfnet.ConvBlock(f, k, s, p), (hr, f), blocks * groups),
+        (
+            "1x1 over LR concat (avg 4x64)",
+            cfnet.ConvBlock(f, 1),
+            (lr, 4 * f),
+            blocks * (groups + 1),
+        ),
+        (
+            "1x1 over HR concat (avg 4x64)",
+            cfnet.ConvBlock(f, 1),
+            (hr, 4 * f),
+            blocks * (groups - 1),
+        ),
+        ("REC deconv (LR->HR)", cfnet.ConvBlock(f, k, s, p, transpose=True), (lr, f), blocks),
+        ("REC conv3x3 64->3 (HR)", cfnet.ConvBlock(3, 3, act=False), (hr, f), blocks),
+    ]
+    rows = []
+    rng = np.random.default_rng(0)
+    if only:
+        kinds = [kind for kind in kinds if kind[0] in only]
+    for name, module, (size, cin), count in kinds:
+        x = jnp.asarray(rng.uniform(-1, 1, (1, size, size, cin)).astype(np.float32))
+        variables = _concrete(jax.eval_shape(module.init, jax.random.key(0), x))
+        fwd = jax.jit(module.apply)
+        grad = jax.jit(jax.grad(lambda v, x, m=module: jnp.sum(m.apply(v, x) ** 2), (0, 1)))
+        t_fwd, _ = _median_time(functools.partial(fwd, variables, x), reps)
+        t_grad, _ = _median_time(functools.partial(grad, variables, x), reps)
+        flops = float(fwd.lower(variables, x).cost_analysis()["flops"])
+        rows.append(
+            {
+                "layer": name,
+                "count": count,
+                "forward_ms": 1e3 * t_fwd,
+                "grad_ms": 1e3 * t_grad,
+                "forward_gflops": flops / t_fwd / 1e9,
+                "grad_gflops": 2 * flops / t_grad / 1e9,  # the gradient is ~2 forward convs
+                "step_share_s": count * (t_fwd + t_grad),
+            }
+        )
+    if only and "SSIM loss" not in only:
+        return _tag(rows, scale, lr)
+    # the loss: 2 SRB + 2T CFB (1 - SSIM) terms on HR images
+    a = jnp.asarray(rng.uniform(0, 1, (1, hr, hr, 3)).astype(np.float32))
+    loss_grad = jax.jit(jax.grad(ssim_loss))
+    t_l, _ = _median_time(lambda: loss_grad(a, a * 0.9), reps)
+    rows.append(
+        {
+            "layer": "SSIM loss + gradient (HR)",
+            "count": 2 + 2 * steps,
+            "forward_ms": float("nan"),
+            "grad_ms": 1e3 * t_l,
+            "forward_gflops": float("nan"),
+            "grad_gflops": float("nan"),
+            "step_share_s": (2 + 2 * steps) * t_l,
+        }
+    )
+    return _tag(rows, scale, lr)
+
+
+def _tag(rows: list[dict], scale: int, lr: int) -> list[dict]:
+    for r in rows:
+        r["scale"], r["lr"] = scale, lr
+    return rows
+
+
+def pipeline_timing(megapixels: float, reps: int = 0) -> dict:
+    """`pipeline.reconstruct` (bundled weights, x2) on the demo photo resized to `megapixels`:
+    per-stage seconds of the first call (what one `hdr-jax reconstruct` pays, compilation
+    included) and of `reps` more calls on the same photo (compiled)."""
+    photo = hdr_io.read_ldr(os.path.join(os.path.dirname(pipeline.__file__), "assets", "demo.jpg"))
+    h0, w0 = photo.shape[:2]
+    f = math.sqrt(megapixels * 1e6 / (h0 * w0))
+    h, w = max(32, round(h0 * f)), max(32, round(w0 * f))
+    image = np.clip(np.asarray(jax.image.resize(photo, (h, w, 3), "cubic")), 0.0, 1.0)
+    t0 = time.perf_counter()
+    pipe = pipeline.Pipeline.load()
+    pipe.cfnet(2)
+    load_s = time.perf_counter() - t0
+    runs = []
+    for _ in range(1 + reps):
+        t0 = time.perf_counter()
+        res = pipeline.reconstruct(pipe, image, scale=2)
+        total = time.perf_counter() - t0
+        stages = {k: round(v, 3) for k, v in res.timings.items()}
+        stages["other_s"] = round(total - sum(res.timings.values()), 3)  # preview, glue
+        runs.append({"total_s": total, **stages})
+    return {
+        "width": w,
+        "height": h,
+        "megapixels": h * w / 1e6,
+        "load_s": load_s,
+        "first": runs[0],
+        "warm": runs[1:],
+    }
