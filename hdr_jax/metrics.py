@@ -373,6 +373,23 @@ def _mef_single_scale(src: jax.Array, fused: jax.Array, max_chunk_elems: int,
     return jnp.mean(q, axis=(-2, -1))
 
 
+def _mef_inputs(fused: ArrayLike, stack: ArrayLike, name: str,
+                channels: str) -> tuple[jax.Array, jax.Array]:
+    """float32 (fused (..., H, W, C), stack (..., K, H, W, C)), checked; ``channels``: 'C' (any)
+    or '3' (RGB only)."""
+    fused = jnp.asarray(fused, jnp.float32)
+    stack = jnp.asarray(stack, jnp.float32)
+    if (fused.ndim < 3 or stack.ndim != fused.ndim + 1
+            or (channels == "3" and fused.shape[-1] != 3)):
+        raise ValueError(
+            f"{name}: expected fused (..., H, W, {channels}) and stack (..., K, H, W, {channels}), "
+            f"got {fused.shape} and {stack.shape}"
+        )
+    if stack.shape[:-4] + stack.shape[-3:] != fused.shape:
+        raise ValueError(f"{name}: stack {stack.shape} does not match fused {fused.shape}")
+    return fused, stack
+
+
 def _mef_scale_scores(fused, stack, n_scales, score) -> list[jax.Array]:
     """`score(sources (N, K, h, w), fused (N, h, w))` at each of `n_scales` dyadic scales."""
     h, w = fused.shape[-3:-1]
@@ -410,15 +427,7 @@ def mef_ssim(
     >= 11 px (e.g. H, W >= 41). A negative per-scale score gives NaN (as the product is
     undefined). Returns ``(...)``; with ``return_per_scale`` also the ``(..., 3)`` scale scores.
     """
-    fused = jnp.asarray(fused, jnp.float32)
-    stack = jnp.asarray(stack, jnp.float32)
-    if fused.ndim < 3 or stack.ndim != fused.ndim + 1:
-        raise ValueError(
-            f"mef_ssim: expected fused (..., H, W, C) and stack (..., K, H, W, C), "
-            f"got {fused.shape} and {stack.shape}"
-        )
-    if stack.shape[:-4] + stack.shape[-3:] != fused.shape:
-        raise ValueError(f"mef_ssim: stack {stack.shape} does not match fused {fused.shape}")
+    fused, stack = _mef_inputs(fused, stack, "mef_ssim", "C")
     lead = fused.shape[:-3]
     h, w = fused.shape[-3:-1]
     n_scales = len(_MEF_SCALE_WEIGHTS)
@@ -489,15 +498,7 @@ def mef_ssim_c(fused: ArrayLike, stack: ArrayLike, *, max_chunk_elems: int = 1 <
     structure-contrast score, C1 = (0.01 * 255)^2, on [0, 255] values. Unlike the grey index it
     sees a fused image whose colours or brightness drift from the sources'. Returns ``(...)``.
     """
-    fused = jnp.asarray(fused, jnp.float32)
-    stack = jnp.asarray(stack, jnp.float32)
-    if fused.ndim < 3 or stack.ndim != fused.ndim + 1 or fused.shape[-1] != 3:
-        raise ValueError(
-            f"mef_ssim_c: expected fused (..., H, W, 3) and stack (..., K, H, W, 3), "
-            f"got {fused.shape} and {stack.shape}"
-        )
-    if stack.shape[:-4] + stack.shape[-3:] != fused.shape:
-        raise ValueError(f"mef_ssim_c: stack {stack.shape} does not match fused {fused.shape}")
+    fused, stack = _mef_inputs(fused, stack, "mef_ssim_c", "3")
     lead = fused.shape[:-3]
     h, w = fused.shape[-3:-1]
     if min(h, w) < _MEF_WINDOW:

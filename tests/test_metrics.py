@@ -178,6 +178,22 @@ def test_luminance():
 # ------------------------------------------------------------------------------------------
 
 
+def _mef_patch_cs(pk: np.ndarray, yp: np.ndarray, g: np.ndarray, big_c: float) -> float:
+    """MEF-SSIM's structure-contrast score of one patch: sources pk (K, P), fused yp (P,),
+    window weights g (P,), from the paper's desired-patch construction."""
+    xt = pk - pk.mean(axis=1, keepdims=True)
+    nrm = np.linalg.norm(xt, axis=1)
+    ck = nrm + 1e-3
+    r = np.linalg.norm(xt.sum(axis=0)) / nrm.sum() if nrm.sum() > 0 else 1.0
+    p = 10.0 if r >= 1.0 else min(math.tan(math.pi / 2 * r), 10.0)
+    wk = ck**p
+    s_bar = ((wk / ck) @ xt) / wk.sum()
+    ns = np.linalg.norm(s_bar)
+    x_hat = ck.max() * s_bar / ns if ns > 0 else np.zeros_like(s_bar)
+    dx, dy = x_hat - g @ x_hat, yp - g @ yp
+    return (2 * g @ (dx * dy) + big_c) / (g @ dx**2 + g @ dy**2 + big_c)
+
+
 def _mef_ssim_loops(fused: np.ndarray, stack: np.ndarray) -> tuple[float, np.ndarray]:
     """Ma, Zeng, Wang 2015 written from the paper, patch by patch, in float64.
 
@@ -206,18 +222,8 @@ def _mef_ssim_loops(fused: np.ndarray, stack: np.ndarray) -> tuple[float, np.nda
         for i in range(h - 10):
             for j in range(w - 10):
                 pk = xs[:, i : i + 11, j : j + 11].reshape(len(xs), -1)
-                xt = pk - pk.mean(axis=1, keepdims=True)
-                nrm = np.linalg.norm(xt, axis=1)
-                ck = nrm + 1e-3
-                r = np.linalg.norm(xt.sum(axis=0)) / nrm.sum() if nrm.sum() > 0 else 1.0
-                p = 10.0 if r >= 1.0 else min(math.tan(math.pi / 2 * r), 10.0)
-                wk = ck**p
-                s_bar = ((wk / ck) @ xt) / wk.sum()
-                ns = np.linalg.norm(s_bar)
-                x_hat = ck.max() * s_bar / ns if ns > 0 else np.zeros_like(s_bar)
                 yp = y[i : i + 11, j : j + 11].ravel()
-                dx, dy = x_hat - g @ x_hat, yp - g @ yp
-                q.append((2 * g @ (dx * dy) + big_c) / (g @ dx**2 + g @ dy**2 + big_c))
+                q.append(_mef_patch_cs(pk, yp, g, big_c))
         scores.append(np.mean(q))
     scores = np.array(scores)
     beta = np.array([0.0448, 0.2856, 0.3001])
@@ -511,18 +517,8 @@ def _mef_ssim_c_loops(fused: np.ndarray, stack: np.ndarray) -> float:
     for i in range(h - 10):
         for j in range(w - 10):
             pk = xs[:, i : i + 11, j : j + 11, :].reshape(len(xs), -1)
-            xt = pk - pk.mean(axis=1, keepdims=True)
-            nrm = np.linalg.norm(xt, axis=1)
-            ck = nrm + 1e-3
-            r = np.linalg.norm(xt.sum(axis=0)) / nrm.sum() if nrm.sum() > 0 else 1.0
-            p = 10.0 if r >= 1.0 else min(math.tan(math.pi / 2 * r), 10.0)
-            wk = ck**p
-            s_bar = ((wk / ck) @ xt) / wk.sum()
-            ns = np.linalg.norm(s_bar)
-            x_hat = ck.max() * s_bar / ns if ns > 0 else np.zeros_like(s_bar)
             yp = y[i : i + 11, j : j + 11, :].ravel()
-            dx, dy = x_hat - g @ x_hat, yp - g @ yp
-            cs = (2 * g @ (dx * dy) + c2) / (g @ dx**2 + g @ dy**2 + c2)
+            cs = _mef_patch_cs(pk, yp, g, c2)
             lk = pk @ g
             wl = np.exp(-((mu_glob - 0.5) ** 2) / 0.08 - ((lk / 255 - 0.5) ** 2) / 0.08)
             l_hat = wl @ lk / wl.sum()
