@@ -56,3 +56,35 @@ def test_drtmo_loss_selects_and_rejects_unknown_kinds():
     )
     with pytest.raises(ValueError, match="loss kind"):
         losses.drtmo_loss(pred, target, mask, kind="l2")
+
+
+def test_chroma_loss_matches_lab_and_has_finite_gradients():
+    from skimage.color import rgb2lab
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (2, 9, 10, 3)).astype(np.float32)
+    b = rng.uniform(0, 1, (2, 9, 10, 3)).astype(np.float32)
+    want = np.mean(np.abs(rgb2lab(a)[..., 1:] - rgb2lab(b)[..., 1:])) / 100
+    np.testing.assert_allclose(float(losses.chroma_loss(a, b)), want, rtol=1e-3)
+    assert float(losses.chroma_loss(a, a)) == 0.0
+    grey = np.repeat(a.mean(-1, keepdims=True), 3, -1)
+    assert float(losses.chroma_loss(grey, a)) > 0.05  # desaturation costs
+    # Black, white, grey and out-of-range pixels: the gradient stays finite.
+    edge = np.stack([np.zeros(3), np.ones(3), np.full(3, 0.5), np.array([1.2, -0.1, 0.5])])
+    edge = edge.reshape(1, 2, 2, 3).astype(np.float32)
+    g = jax.grad(losses.chroma_loss)(edge, np.full_like(edge, 0.3))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_cfnet_loss_colour_term():
+    rng = np.random.default_rng(1)
+    img = lambda: rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)  # noqa: E731
+    batch = {k: img() for k in ("over_hr", "under_hr", "label_hr")}
+    steps = np.stack([img(), img()])
+    outputs = {"srb_over": img(), "srb_under": img(), "steps_over": steps, "steps_under": steps[::-1]}
+    base, terms = losses.cfnet_loss(outputs, batch)
+    assert "colour" not in terms
+    total, terms = losses.cfnet_loss(outputs, batch, colour_weight=2.0)
+    want = sum(float(losses.chroma_loss(s, batch["label_hr"])) for s in steps) * 2
+    np.testing.assert_allclose(float(terms["colour"]), want, rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(base) + 2.0 * want, rtol=1e-5)

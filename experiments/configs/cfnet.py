@@ -61,8 +61,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         )
     )  # 0 = whole evaluation split
 
-    # mef_weight: optional (1 - MEF-SSIM) term against the HR pair (0 = the paper's eq. 19).
-    config.loss = ml_collections.ConfigDict(dict(srb_weight=1.0, cfb_weight=1.0, mef_weight=0.0))
+    # mef_weight: optional (1 - MEF-SSIM) term against the HR pair; colour_weight: optional
+    # chroma term against the label (hdr_jax.losses.chroma_loss); 0 = the paper's eq. 19.
+    config.loss = ml_collections.ConfigDict(
+        dict(srb_weight=1.0, cfb_weight=1.0, mef_weight=0.0, colour_weight=0.0)
+    )
     config.optimizer = common.adam(1e-4, decay_every=0, decay_rate=0.5, mu_dtype="", nu_dtype="")
 
     config.batch_size = 4

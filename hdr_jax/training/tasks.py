@@ -176,6 +176,7 @@ class CFNetTask:
                 srb_weight=cfg.srb_weight,
                 cfb_weight=cfg.cfb_weight,
                 mef_weight=cfg.get("mef_weight", 0.0),
+                colour_weight=cfg.get("colour_weight", 0.0),
             )
             terms["psnr"] = jnp.mean(metrics.psnr(out["fused"], batch["label_hr"]))
             return loss, terms
