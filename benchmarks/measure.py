@@ -4,9 +4,11 @@ the two-stage pipeline's time on a photo, and the machine's reference matmul rat
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -298,3 +300,18 @@ def pipeline_timing(megapixels: float, reps: int = 0) -> dict:
         "first": runs[0],
         "warm": runs[1:],
     }
+
+
+def torch_reference(python: str, scale: int, lr: int, reps: int) -> dict:
+    """`benchmarks/torch_reference.py` run in the interpreter ``python`` (one that has torch):
+    its JSON result, or {'skipped': reason}."""
+    script = os.path.join(os.path.dirname(__file__), "torch_reference.py")
+    cmd = [python, script, "--scale", str(scale), "--lr", str(lr), "--reps", str(reps),
+           "--threads", str(os.cpu_count() or 1)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"skipped": f"{type(e).__name__}: {e}"}
+    if proc.returncode != 0:
+        return {"skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])

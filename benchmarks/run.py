@@ -55,6 +55,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("pipeline", True, "Time the two-stage pipeline (bundled weights) on a photo.")
     flags.DEFINE_float("megapixels", 1.0, "Photo size of the pipeline timing.")
     flags.DEFINE_string("out", "docs/benchmarks", "Output prefix: writes <out>.json and <out>.md.")
+    flags.DEFINE_string("torch_python", "", "An interpreter with torch: time the PyTorch CF-Net "
+                        "(benchmarks/torch_reference.py) in this run and report the ratios.")
 
 
 def run(
@@ -68,6 +70,7 @@ def run(
     pipeline: bool = True,
     megapixels: float = 1.0,
     out: str | None = None,
+    torch_python: str = "",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Runs the benchmark; returns the JSON document (also written to `out` when given)."""
@@ -99,7 +102,12 @@ def run(
     if pipeline and timing and not quick:  # compiling both stages takes ~40 s even on a tiny photo
         pipe = measure.pipeline_timing(megapixels, reps=1 if grid == "full" else 0)
         log(f"pipeline: {json.dumps(pipe)}")
-    checked, settings = targets.check_targets(results, mm, budget, quick, log, pipe)
+    torch_ref = {}
+    if torch_python and timing:
+        for scale in (2, 4):  # the shapes the JAX rows are timed at
+            torch_ref[scale] = measure.torch_reference(torch_python, scale, 8 if quick else 64, reps)
+            log(f"PyTorch reference x{scale}: {json.dumps(torch_ref[scale])}")
+    checked, settings = targets.check_targets(results, mm, budget, quick, log, pipe, torch_ref)
     doc = {
         "quick": quick,
         "grid": grid,
@@ -109,6 +117,7 @@ def run(
         "profile": prof,
         "targets": checked,
         "pipeline": pipe,
+        "torch_reference": torch_ref,
         "chosen_settings": settings,
         "total_s": time.perf_counter() - t_start,
     }
@@ -132,6 +141,7 @@ def main(argv: Sequence[str]) -> None:
         pipeline=FLAGS.pipeline,
         megapixels=FLAGS.megapixels,
         out=FLAGS.out or None,
+        torch_python=FLAGS.torch_python,
         log=lambda s: print(s, flush=True),
     )
 

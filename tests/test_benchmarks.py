@@ -432,3 +432,29 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
         "fuse", photo_png, photo_png, "-o", bad / "f.png", "--memory-budget", "4 parsecs", *common
     )
     assert rc == 2 and "cannot parse a memory size" in err
+
+
+def test_torch_reference_ratio_targets(tmp_path):
+    """The CF-Net speed targets are ratios to a PyTorch step measured in the same run; without
+    torch the reference script says so and the recorded times stand in."""
+    import sys
+
+    from benchmarks import measure, targets
+
+    assert "skipped" in measure.torch_reference(sys.executable, 2, 8, 1)  # no torch in this venv
+    rows = [{"net": "cfnet", "model": "x2", "variant": "auto", "train_seconds": 2.6,
+             "train_gflops": 50.0}]
+    mm = {"gflops": 150.0}
+    lines = []
+    found, _ = targets.check_targets(rows, mm, "4GiB", True, lines.append, None,
+                                     {2: {"train_seconds": 2.0}})
+    (x2,) = [t for t in found if t["target"].startswith("CF-Net x2 training step")]
+    assert x2["status"] == "FAIL" and "= 1.30 x PyTorch" in x2["detail"]
+    assert "measured in this run" in x2["target"]
+    found, _ = targets.check_targets(rows, mm, "4GiB", True, lines.append, None,
+                                     {2: {"train_seconds": 2.7}})
+    (x2,) = [t for t in found if t["target"].startswith("CF-Net x2 training step")]
+    assert x2["status"] == "PASS"
+    found, _ = targets.check_targets(rows, mm, "4GiB", True, lines.append, None, {})
+    (x2,) = [t for t in found if t["target"].startswith("CF-Net x2 training step")]
+    assert "recorded earlier" in x2["target"]
