@@ -37,17 +37,11 @@ class CLIError(Exception):
     """An expected failure reported as one line."""
 
 
-def printable(text: str) -> str:
-    """`text` as one terminal line: control characters (a newline or an ANSI escape in a file
-    name) are shown as Python escapes instead of acting on the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 def _warn(message: str) -> None:
     # tqdm.write keeps the message on its own line while a progress bar is drawn on stderr.
     from tqdm import tqdm
 
-    tqdm.write(printable(message), file=sys.stderr)
+    tqdm.write(hdr_io.printable(message), file=sys.stderr)
 
 
 def _read_photo(path: Path) -> np.ndarray:
@@ -257,7 +251,7 @@ def _reconstruct_one(pipe, path: Path, outs: dict[str, Path], args: argparse.Nam
         from tqdm import tqdm
 
         tqdm.write(  # not print: keeps the line apart from a progress bar on the terminal
-            printable(
+            hdr_io.printable(
                 f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
                 f"{res.kept[1] - res.kept[0] + 1}/{len(res.stack)} kept)"
                 + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
@@ -290,7 +284,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
             out.write_ldr(p, stack[i])
         out.write_hdr(hdr_path, hdr)
     print(
-        printable(
+        hdr_io.printable(
             f"{path.name}: {len(generated)} exposures + {hdr_path.name} "
             f"(merged {kept[1] - kept[0] + 1} of {len(stack)})"
         )
@@ -318,7 +312,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     tiles = _tiles(pipe, args, under.shape[:2], stage1=False, scale=args.scale)
     fused = pipeline.fuse_pair(net, under, over, **({"tile": tiles["stage2_tile"]} if tiles else {}))
     hdr_io.write_ldr(out, fused, overwrite=args.overwrite)
-    print(printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
+    print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -434,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hdr_jax import bundle
 
-    with interrupts.handled():
+    with interrupts.handled(restore_after_signal=False):
         try:
             args.func(args)
         except (hdr_io.ImageIOError, CLIError, bundle.WeightsError) as e:
-            print(f"hdr-jax: error: {printable(e)}", file=sys.stderr)
+            print(f"hdr-jax: error: {hdr_io.printable(e)}", file=sys.stderr)
             return 1
         except (interrupts.Interrupted, KeyboardInterrupt) as e:
             hdr_io.remove_temporaries()

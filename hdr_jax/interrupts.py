@@ -21,6 +21,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _depth = 0
 _pending: int | None = None
+_received = False
 
 
 class Interrupted(BaseException):
@@ -38,7 +39,8 @@ class Interrupted(BaseException):
 
 
 def _handler(signum: int, frame) -> None:
-    global _pending
+    global _pending, _received
+    _received = True
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     if _depth:
@@ -56,16 +58,22 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
+def handled(*, restore_after_signal: bool = True) -> Iterator[None]:
     """:func:`install` for the duration of the block, then the previous handlers again (so an
-    in-process caller, a test runner say, keeps its own)."""
+    in-process caller, a test runner say, keeps its own). A program about to exit on the
+    signal passes restore_after_signal=False: a second Ctrl-C then stays ignored to the end,
+    instead of raising KeyboardInterrupt in the interpreter's shutdown."""
+    global _pending, _received
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     install()
     try:
         yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if restore_after_signal or not _received:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        _pending = None
+        _received = False
 
 
 def pending() -> int | None:

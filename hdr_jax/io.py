@@ -9,8 +9,10 @@ it as is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import glob
+import io as stdio
 import os
 import secrets
 import stat
@@ -24,7 +26,7 @@ from typing import Literal, overload
 import cv2
 import numpy as np
 import OpenEXR
-from PIL import Image, ImageOps
+from PIL import Image
 
 from hdr_jax import interrupts
 
@@ -35,6 +37,7 @@ __all__ = [
     "LdrInfo",
     "OutputSet",
     "atomic_output",
+    "printable",
     "ldr_info",
     "list_images",
     "read_hdr",
@@ -52,6 +55,7 @@ _KIND_EXTENSIONS = {"ldr": LDR_EXTENSIONS, "hdr": HDR_EXTENSIONS}
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF")
 _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
+_LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 
 class ImageIOError(Exception):
@@ -60,6 +64,12 @@ class ImageIOError(Exception):
     def __init__(self, message: str, path: PathLike | None = None):
         super().__init__(message)
         self.path = None if path is None else Path(path)
+
+
+def printable(text) -> str:
+    """`text` as one terminal line: control characters (a newline or an ANSI escape in a file
+    name) are shown as Python escapes instead of acting on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -78,34 +88,47 @@ def _error(
         message = f"{message} ({type(cause).__name__}: {detail})"
     elif log:  # what the C library said, when it raised nothing itself
         message = f"{message} ({_one_line(log[0], limit=200)})"
-    return ImageIOError(_one_line(f"{os.fspath(path)}: {message}", limit=500), path)
+    # The path is escaped, not flattened: "a\nb.png" must not read as "a b.png".
+    return ImageIOError(_one_line(f"{printable(os.fspath(path))}: {message}", limit=500), path)
 
 
 @contextlib.contextmanager
 def _library_messages() -> Iterator[list[str]]:
-    """Collects what the C decoders print on file descriptor 2 (libpng, libtiff, OpenCV, OpenEXR)
-    and Python warnings (Pillow) into the yielded list, filled when the block ends.
+    """Collects what the decoders print (libpng, libtiff, OpenCV and OpenEXR on file descriptors
+    1 and 2, the OpenEXR binding through Python's sys.stdout) and Python warnings (Pillow) into
+    the yielded list, filled when the block ends.
 
     Those messages would break the one-line error promise, and they carry nothing the error
     raised afterwards does not say; the first line is kept as the error's detail.
     """
     messages: list[str] = []
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    python_text = stdio.StringIO()
     try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
+        with (
+            tempfile.TemporaryFile() as sink,
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(python_text),
+            contextlib.redirect_stderr(python_text),
+        ):
             warnings.simplefilter("always")
-            os.dup2(sink.fileno(), 2)
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
             try:
                 yield messages
             finally:
-                os.dup2(saved, 2)
+                _LIBC.fflush(None)  # C stdio buffers (C++ iostreams write through them)
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
                 sink.seek(0)
-                text = sink.read().decode("utf-8", errors="replace")
+                text = sink.read().decode("utf-8", errors="replace") + python_text.getvalue()
                 messages += [line.strip() for line in text.splitlines() if line.strip()]
                 messages += [str(w.message) for w in caught]
     finally:
-        os.close(saved)
+        for copy in saved.values():
+            os.close(copy)
 
 
 def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) -> Path:
@@ -190,6 +213,27 @@ def _orientation(im: Image.Image, *, probe: bool) -> int:
     return orientation if orientation in range(1, 9) else 1
 
 
+def _detach_tiff_orientation(im: Image.Image) -> int | None:
+    """A TIFF's orientation tag, removed before its pixels load (None for other formats).
+
+    Pillow transposes an oriented TIFF while loading it and the result has the wrong layout; the
+    stored pixels, rotated here like every other format's, are right."""
+    if im.format != "TIFF":
+        return None
+    exif = im.getexif()  # for a TIFF this reads the tags, not the pixels
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
+    if _EXIF_ORIENTATION in exif:
+        del exif[_EXIF_ORIENTATION]
+    if _EXIF_ORIENTATION in im.tag_v2:
+        del im.tag_v2[_EXIF_ORIENTATION]
+        im._size = im._tile_size  # the stored size; Pillow had swapped it for the orientation
+    try:
+        orientation = int(orientation)
+    except (TypeError, ValueError):
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
 def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
     fmt = im.format or "?"
     if fmt == "PNG":
@@ -205,7 +249,9 @@ def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
         channels = 4 if (im.mode == "PA" or "transparency" in im.info) else 3
     else:
         channels = len(im.getbands())
-    orientation = _orientation(im, probe=probe)
+    orientation = _detach_tiff_orientation(im)
+    if orientation is None:
+        orientation = _orientation(im, probe=probe)
     w, h = im.size
     if orientation >= 5:
         w, h = h, w
@@ -290,14 +336,14 @@ _GREY16_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 def _decode_pillow(im: Image.Image, p: Path, info: LdrInfo) -> np.ndarray:
     if info.bit_depth == 16 and im.mode in _GREY16_MODES:  # Pillow keeps 16-bit grey exact
-        grey = np.asarray(ImageOps.exif_transpose(im)).astype(np.float32) / np.float32(65535.0)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        grey = np.asarray(im).astype(np.float32) / np.float32(65535.0)
+        return _apply_orientation(np.repeat(grey[..., None], 3, axis=-1), info.orientation)
     if im.mode in ("I", "F"):
         raise _error(p, f"unsupported pixel mode {im.mode!r} (32-bit integer/float is not an LDR image)")
-    im = ImageOps.exif_transpose(im)
     if im.mode != "RGB":
         im = im.convert("RGB")  # grey -> replicated, RGBA/LA -> alpha dropped, palette -> colours
-    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    rgb = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    return _apply_orientation(rgb, info.orientation)
 
 
 @overload
@@ -320,6 +366,7 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
         failure: Exception | None = None
         with _library_messages() as log:
             try:
+                tiff_orientation = _detach_tiff_orientation(im)
                 im.load()
             except Exception as e:
                 failure = e
@@ -327,6 +374,9 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
             raise _error(p, f"cannot decode {fmt} data (corrupt or truncated?)", failure) from failure
         try:
             info = _pil_info(im, p)
+            if tiff_orientation is not None:  # detached before loading: put it back in the info
+                h, w = (im.size[0], im.size[1]) if tiff_orientation >= 5 else im.size[::-1]
+                info = dataclasses.replace(info, orientation=tiff_orientation, height=h, width=w)
             if info.bit_depth not in (1, 2, 4, 8, 16):
                 raise _error(p, f"unsupported bit depth {info.bit_depth}")
             if info.bit_depth == 16 and im.mode not in _GREY16_MODES:

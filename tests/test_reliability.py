@@ -1,0 +1,678 @@
+"""Reliability battery: the real `hdr-jax` in subprocesses over generated bad (and good) files.
+
+The contract under test (README, "Errors and exit codes"): every expected failure is exactly one
+line on stderr and a documented status (1 input/output failed, 2 usage, 130/143 interrupted); no
+traceback, no half-written or hidden temporary file, no output of a photo without the others,
+nothing existing overwritten without --overwrite and an input never; a corrupt image is an
+error, never a silently black or partial one.
+
+Cost: a case that fails before any network runs is one short subprocess; the cases that need the
+networks are grouped into a few runs over tiny photos with the tiny random weights
+(conftest.tiny_weights), --scale 0 where stage 2 is not the point, and the shared compilation
+cache. Property-based and fuzz tests of the readers run in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import msgpack
+import numpy as np
+import pytest
+from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
+from PIL import Image
+
+from hdr_jax import cli, interrupts, memory, pipeline
+from hdr_jax import io as hio
+
+H, W = PHOTO_HW
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_permissions = pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions")
+
+
+def cli_run(args, env, *, cwd: Path | None = None, timeout: float = 300):
+    """`hdr-jax ARGS` in a fresh interpreter, like conftest.run_cli but with a chosen cwd."""
+    return subprocess.run(
+        [sys.executable, "-m", "hdr_jax.cli", *map(os.fsdecode, args)],
+        env=env,
+        cwd=cwd or REPO_ROOT,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )
+
+
+def all_files(root: Path) -> list[Path]:
+    """Every non-directory entry under root, hidden files and symlinks included."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        out += [Path(dirpath) / f for f in filenames]
+        out += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+    return sorted(out)
+
+
+def temporaries(root: Path) -> list[Path]:
+    return [p for p in all_files(root) if ".tmp" in p.name]
+
+
+def assert_one_line(res, status: int = 1, contains: str = "") -> str:
+    lines = stderr_lines(res.stderr)
+    assert res.returncode == status, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert lines[0].startswith("hdr-jax: "), lines
+    assert "\x1b" not in res.stderr, lines
+    assert contains.lower() in lines[0].lower(), (contains, lines[0])
+    return lines[0]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.round(image[..., ::-1] * 255).astype(np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def corrupt_idat(data: bytes, offset: int = 20) -> bytes:
+    b = bytearray(data)
+    b[b.find(b"IDAT") + offset] ^= 0xFF
+    return bytes(b)
+
+
+# -- generated inputs ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("reliability")
+    f: dict[str, Path] = {}
+    photo = make_photo(7)
+
+    def put(name: str, data: bytes) -> Path:
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return p
+
+    f["good"] = put("good.png", png_bytes(photo))
+    f["corrupt_png"] = put("corrupt.png", corrupt_idat(png_bytes(photo)))
+    f["zero_bytes"] = put("zero.png", b"")
+    f["noise_jpg"] = put("noise.jpg", np.random.default_rng(1).bytes(3000))
+    f["small"] = put("small.png", png_bytes(make_photo(8, (16, 16))))
+    deep = np.round(photo[..., ::-1] * 65535).astype(np.uint16)
+    for ext in (".png", ".tif"):
+        ok, buf = cv2.imencode(ext, deep)
+        assert ok
+        f[f"trunc16{ext}"] = put(f"trunc16{ext}", buf.tobytes()[: len(buf) // 2])
+    # A header claiming 60000 x 60000 pixels, 40 bytes of data: rejected from the header.
+    bomb = bytearray(png_bytes(make_photo(9, (32, 32))))
+    bomb[16:24] = (60000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")  # a valid IHDR
+    f["bomb"] = put("bomb.png", bytes(bomb))
+    (d / "adir.png").mkdir()
+    f["dir_named_png"] = d / "adir.png"
+    fifo = d / "fifo.png"
+    os.mkfifo(fifo)
+    f["fifo"] = fifo
+    (d / "zero_link.png").symlink_to("/dev/zero")
+    f["dev_zero"] = d / "zero_link.png"
+    f["long_name"] = put("x" * 247 + ".png", png_bytes(photo))  # 251 characters
+    f["ansi"] = put("\x1b[31mred\x1b[0m.png", png_bytes(make_photo(8, (16, 16))))
+    # 16-bit grey TIFF, EXIF orientation 6 (rotate 90 degrees clockwise to display).
+    grey16 = np.round(photo.mean(-1) * 65535).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    f["grey16_rot"] = d / "grey16_rot.tif"
+    Image.fromarray(grey16).save(f["grey16_rot"], exif=exif.tobytes())
+
+    # Broken weights, each a copy of the tiny weights with one defect.
+    def weights(name: str, edit) -> Path:
+        w = d / "weights" / name
+        shutil.copytree(tiny_weights, w)
+        manifest = json.loads((w / "manifest.json").read_text())
+        edit(w, manifest)
+        (w / "manifest.json").write_text(json.dumps(manifest))
+        return w
+
+    def file_is_dir(w, m):
+        (w / "drtmo_up.msgpack").unlink()
+        (w / "drtmo_up.msgpack").mkdir()
+
+    def empty_name(w, m):
+        m["drtmo_up"]["file"] = ""
+
+    def absolute(w, m):
+        m["drtmo_up"]["file"] = "/etc/passwd"
+
+    def climbs_out(w, m):
+        shutil.copy(w / "drtmo_up.msgpack", w.parent / "outside.msgpack")
+        m["drtmo_up"]["file"] = "../outside.msgpack"
+
+    def non_numeric(w, m):
+        data = msgpack.packb({"params": {"kernel": "not a number"}})
+        (w / "drtmo_up.msgpack").write_bytes(data)
+        m["drtmo_up"]["sha256"] = hashlib.sha256(data).hexdigest()
+
+    def unreadable(w, m):
+        os.chmod(w / "drtmo_up.msgpack", 0)
+
+    def flip(w, m):
+        p = w / "drtmo_down.msgpack"
+        b = bytearray(p.read_bytes())
+        b[len(b) // 2] ^= 1
+        p.write_bytes(bytes(b))
+
+    def garbage_manifest(w, m):
+        m.clear()
+        m["drtmo_up"] = [1, 2, 3]
+
+    for name, edit in [
+        ("file_is_dir", file_is_dir),
+        ("empty_name", empty_name),
+        ("absolute", absolute),
+        ("climbs_out", climbs_out),
+        ("non_numeric", non_numeric),
+        ("unreadable", unreadable),
+        ("sha", flip),
+        ("garbage_manifest", garbage_manifest),
+    ]:
+        f[f"w_{name}"] = weights(name, edit)
+    f["root"] = d
+    return f
+
+
+# -- cases that fail before any network runs: one subprocess each --------------------------------
+
+# name -> (argv builder (files, weights, out), exit status, substring of the one stderr line)
+EARLY_CASES = {
+    # 1: a flipped byte in the pixel data is an error, not a black image with exit 0
+    "corrupt_png": (lambda f, w, o: ["reconstruct", f["corrupt_png"], "-o", o], 1, "cannot decode PNG"),
+    "corrupt_png_brackets": (
+        lambda f, w, o: ["brackets", f["corrupt_png"], "-o", o],
+        1,
+        "cannot decode PNG",
+    ),
+    # 3: an output that is an input is refused even with --overwrite
+    "fuse_output_is_input": (
+        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", f["good"], "--overwrite"],
+        1,
+        "is an input",
+    ),
+    # 4: tracebacks before
+    "long_input_name": (lambda f, w, o: ["reconstruct", f["long_name"], "-o", o], 1, "name too long"),
+    "missing_name_over_255": (
+        lambda f, w, o: ["reconstruct", f["root"] / ("y" * 300 + ".png"), "-o", o],
+        1,
+        "file name too long",
+    ),
+    "weights_file_is_dir": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_file_is_dir"]],
+        1,
+        "not a regular file",
+    ),
+    "weights_file_empty_name": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_empty_name"]],
+        1,
+        "not a file in the directory",
+    ),
+    "weights_non_numeric": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_non_numeric"]],
+        1,
+        "non-numeric",
+    ),
+    # 7: output problems found before the networks run
+    "fuse_wrong_extension": (
+        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "x.exr"],
+        1,
+        "needs an LDR extension",
+    ),
+    "fuse_missing_parent": (
+        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "no" / "x.png", "--weights", w],
+        1,
+        "output folder does not exist",
+    ),
+    "fuse_output_is_dir": (
+        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", f["dir_named_png"], "--weights", w],
+        1,
+        "is a directory",
+    ),
+    # 8: C-library messages folded into the one line
+    "truncated_16bit_png": (
+        lambda f, w, o: ["reconstruct", f["trunc16.png"], "-o", o],
+        1,
+        "trunc16.png: cannot decode",
+    ),
+    "truncated_16bit_tif": (
+        lambda f, w, o: ["reconstruct", f["trunc16.tif"], "-o", o],
+        1,
+        "trunc16.tif",
+    ),
+    # 10: messages that say what is wrong
+    "fifo_input": (lambda f, w, o: ["reconstruct", f["fifo"], "-o", o], 1, "a FIFO"),
+    "dev_zero_link": (lambda f, w, o: ["reconstruct", f["dev_zero"], "-o", o], 1, "a character device"),
+    "weights_dir_missing": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", o / "nowhere"],
+        1,
+        "no such directory",
+    ),
+    "memory_budget_1kib": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", w, "--memory-budget", "1KiB"],
+        1,
+        "1.0 KiB",
+    ),
+    # 11: control characters in names are escaped, the error stays one line
+    "newline_in_name": (
+        lambda f, w, o: ["reconstruct", f["root"] / "a\nb.png", "-o", o],
+        1,
+        "a\\nb.png: no such file",
+    ),
+    "ansi_in_name": (lambda f, w, o: ["reconstruct", f["ansi"], "-o", o], 1, "\\x1b[31mred"),
+    # 12: an empty output path is a usage error
+    "empty_output": (lambda f, w, o: ["reconstruct", f["good"], "-o", ""], 2, ""),
+    # 13: a manifest cannot point outside its directory
+    "weights_absolute_path": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_absolute"]],
+        1,
+        "not a file in the directory",
+    ),
+    "weights_climb_out": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_climbs_out"]],
+        1,
+        "not a file in the directory",
+    ),
+    # what held before, kept
+    "zero_byte_file": (lambda f, w, o: ["reconstruct", f["zero_bytes"], "-o", o], 1, "empty file"),
+    "noise_jpeg": (lambda f, w, o: ["reconstruct", f["noise_jpg"], "-o", o], 1, "not a readable"),
+    "bomb_header": (lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w], 1, "bomb.png"),
+    "weights_sha": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_sha"]],
+        1,
+        "SHA-256",
+    ),
+    "weights_garbage_manifest": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_garbage_manifest"]],
+        1,
+        "invalid model config",
+    ),
+    "output_is_a_file": (lambda f, w, o: ["reconstruct", f["good"], "-o", f["good"]], 1, "cannot create"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(EARLY_CASES))
+def test_early_failure_is_one_line_and_writes_nothing(case, files, tiny_weights, cli_env, tmp_path):
+    build, status, message = EARLY_CASES[case]
+    out = tmp_path / "out"
+    before = {p: p.stat().st_mtime_ns for p in all_files(files["root"]) if not p.is_symlink()}
+    res = cli_run(build(files, tiny_weights, out), cli_env, cwd=tmp_path)
+    if status == 2:
+        assert res.returncode == 2 and "usage: hdr-jax" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    else:
+        assert_one_line(res, status, message)
+    assert all_files(tmp_path) == [], all_files(tmp_path)  # nothing made, nothing left behind
+    after = {p: p.stat().st_mtime_ns for p in all_files(files["root"]) if not p.is_symlink()}
+    assert after == before  # the inputs are untouched
+
+
+@pytest.mark.slow
+@needs_permissions
+def test_unreadable_input_folder_and_weights(files, cli_env, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(files["good"], locked / "p.png")
+    locked.chmod(0)
+    try:
+        assert_one_line(cli_run(["reconstruct", locked / "p.png", "-o", tmp_path / "o"], cli_env),
+                        1, "permission denied")
+    finally:
+        locked.chmod(0o755)
+    res = cli_run(["reconstruct", files["good"], "-o", tmp_path / "o", "--weights",
+                   files["w_unreadable"]], cli_env)
+    assert_one_line(res, 1, "cannot read the weights file")
+
+
+@pytest.mark.slow
+@needs_permissions
+def test_unwritable_output_folder(files, cli_env, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        res = cli_run(["reconstruct", files["good"], "-o", ro], cli_env)
+        assert_one_line(res, 1, "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_unwritable_output_folder_in_process(files, tiny_weights, tmp_path, monkeypatch, capfd):
+    # The same check without relying on permissions (root may write anywhere): os.access is what
+    # the CLI asks, so make it say no for the output folder only.
+    out = tmp_path / "out"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != out and real(p, mode, **k))
+    capfd.readouterr()
+    rc = cli.main(["reconstruct", str(files["good"]), "-o", str(out), "--weights", str(tiny_weights)])
+    err = capfd.readouterr().err
+    assert rc == 1 and stderr_lines(err) == [f"hdr-jax: error: {out}: output folder is not writable"]
+
+
+def test_list_images_reports_an_unreadable_folder(tmp_path, monkeypatch):
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", denied)
+    with pytest.raises(hio.ImageIOError, match="cannot access .Permission denied"):
+        hio.list_images([tmp_path / "x.png"])
+
+
+@pytest.mark.slow
+def test_tilde_output_means_home(files, tiny_weights, cli_env, tmp_path):
+    env = dict(cli_env, HOME=str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    res = cli_run(["reconstruct", files["small"], "-o", "~/x", "--weights", tiny_weights], env,
+                  cwd=tmp_path)
+    assert_one_line(res, 1, "at least 32 px")  # fails on the photo, after the folder is made
+    assert (tmp_path / "home" / "x").is_dir() and not (tmp_path / "~").exists()
+
+
+@pytest.mark.slow
+def test_input_folder_as_output_folder_keeps_the_inputs(files, tiny_weights, cli_env, tmp_path):
+    # The user's own x_preview.png is an input; x.png's preview would overwrite it: refused, and
+    # x_preview.png itself (too small to process) fails on its own, so no network runs.
+    d = tmp_path / "photos"
+    d.mkdir()
+    shutil.copy(files["good"], d / "x.png")
+    shutil.copy(files["small"], d / "x_preview.png")
+    before = {p: p.read_bytes() for p in all_files(d)}
+    res = cli_run(["reconstruct", d, "-o", d, "--overwrite", "--weights", tiny_weights], cli_env)
+    lines = stderr_lines(res.stderr)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[-1] == "hdr-jax: error: 2 of 2 photos failed"
+    assert any("x_preview.png: is an input" in ln for ln in lines), lines
+    assert {p: p.read_bytes() for p in all_files(d)} == before
+
+
+# -- cases that need the networks: grouped --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_folder_run_with_mixed_problems(files, tiny_weights, cli_env, tmp_path):
+    """One folder run over good, degenerate, colliding and failing photos (defects 2, 4, 9, 14,
+    15; and what held: bad files fail alone, the rest are processed, exit 1; a symlink at an
+    output path is replaced, never followed)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    photo = make_photo(7)
+    for name, image in [
+        ("good.png", photo),
+        ("black.png", np.zeros_like(photo)),
+        ("white.png", np.ones_like(photo)),
+        ("grey.png", np.full_like(photo, 0.5)),
+        ("a.png", photo),
+    ]:
+        hio.write_ldr(d / name, image)
+    hio.write_ldr(d / "a.jpg", photo[::-1])  # same stem as a.png
+    shutil.copy(files["long_name"], d / files["long_name"].name)
+    shutil.copy(files["grey16_rot"], d / "grey16_rot.tif")
+    shutil.copy(files["corrupt_png"], d / "corrupt.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    (out / "good.exr").symlink_to(victim)
+    res = cli_run(
+        ["reconstruct", d, "-o", out, "--scale", "0", "--overwrite", "--weights", tiny_weights],
+        cli_env,
+    )
+    lines = stderr_lines(res.stderr)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    # One line per problem and the summary; no progress bar in a log (stderr is not a terminal).
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    warnings = [ln for ln in lines if ln.startswith("warning: ")]
+    notes = [ln for ln in lines if ln.startswith("note: ")]
+    assert len(errors) + len(warnings) + len(notes) + 1 == len(lines), lines
+    assert lines[-1] == "hdr-jax: error: 3 of 9 photos failed", lines
+    assert any("a.png_preview" in ln or "also an output of" in ln for ln in errors), errors
+    assert any("name too long" in ln for ln in errors), errors
+    assert any("corrupt.png: cannot decode" in ln for ln in errors), errors
+    assert sorted(ln.split()[1] for ln in warnings) == ["black.png", "white.png"], warnings
+    made = sorted(p.name for p in all_files(out))
+    stems = ["a", "black", "good", "grey", "grey16_rot", "white"]
+    assert made == sorted([f"{s}.exr" for s in stems] + [f"{s}_preview.png" for s in stems])
+    assert temporaries(tmp_path) == []
+    # The symlink was replaced by the output; its target is untouched.
+    assert not (out / "good.exr").is_symlink() and victim.read_text() == "not yours"
+    # a.jpg came first (sorted), so a.* are its outputs: the HDR is of the flipped photo.
+    a = hio.read_ldr(out / "a_preview.png")
+    good = hio.read_ldr(out / "good_preview.png")
+    assert np.abs(a[::-1] - good).mean() < 0.5 * np.abs(a - good).mean()
+    # 9: the rotated 16-bit grey TIFF is processed upright (W x H swapped).
+    assert hio.read_hdr(out / "grey16_rot.exr").shape == (W, H, 3)
+    # 14: degenerate photos give flat, colourless HDRs and previews; flat grey is not white.
+    black, white = hio.read_hdr(out / "black.exr"), hio.read_hdr(out / "white.exr")
+    assert black.max() == 0.0
+    np.testing.assert_allclose(white, 1.0, atol=1e-6)
+    grey_preview = hio.read_ldr(out / "grey_preview.png")
+    assert grey_preview.max() < 0.9, grey_preview.max()
+    assert np.ptp(grey_preview.mean((0, 1))) < 0.02  # no colour cast
+    assert np.ptp(hio.read_ldr(out / "white_preview.png")) < 0.01
+
+
+@pytest.mark.slow
+def test_debevec_on_a_black_photo_is_black(tiny_weights, cli_env, tmp_path):
+    hio.write_ldr(tmp_path / "black.png", np.zeros((H, W, 3), np.float32))
+    res = cli_run(
+        ["brackets", tmp_path / "black.png", "-o", tmp_path / "o", "--merge", "debevec",
+         "--weights", tiny_weights],
+        cli_env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert [ln for ln in stderr_lines(res.stderr)] == [
+        "warning: black.png is all black; it records no scene detail, so its HDR is the "
+        "photo itself, linearised"
+    ]
+    assert hio.read_hdr(tmp_path / "o" / "black.exr").max() == 0.0
+
+
+def test_degenerate_merge_in_process():
+    stack = np.random.default_rng(0).random((17, 8, 8, 3)).astype(np.float32)
+    for image, value in [(np.zeros((8, 8, 3)), 0.0), (np.ones((8, 8, 3)), 1.0)]:
+        for method in ("anchored", "robust", "debevec"):
+            hdr, _ = pipeline.merge_photo_stack(stack, image, method)
+            np.testing.assert_allclose(hdr, value, atol=1e-6)
+    assert pipeline.degenerate(np.full((8, 8, 3), 0.5)) is None
+    flat = pipeline.tonemap_preview(np.full((8, 8, 3), 0.2, np.float32))
+    assert 0.3 < flat.mean() < 0.7, flat.mean()
+
+
+# -- signals, partial failures: a driver that pauses the real CLI inside a write ------------------
+
+# Runs `hdr-jax ARGV` with the output encoder patched to pause (mode 'encode': after the first
+# temporary file has data) or to fail on the preview (mode 'fail'), or with the temp-file
+# reservation pausing between recording the name and creating the file (mode 'reserve').
+_DRIVER = r"""
+import os, sys, time
+from hdr_jax import cli, io as hio
+mode = os.environ["HDR_JAX_TEST_MODE"]
+def ready():
+    print("READY", flush=True)
+if mode == "encode":
+    encode = hio._encode_hdr
+    def slow(path, tmp, *a):
+        encode(path, tmp, *a)
+        ready()
+        time.sleep(120)
+    hio._encode_hdr = slow
+elif mode == "fail":
+    encode = hio._encode_ldr
+    def fail(path, tmp, *a):
+        if str(path).endswith("_preview.png"):
+            raise hio.ImageIOError(f"{path}: simulated encoder failure (disk full)")
+        encode(path, tmp, *a)
+    hio._encode_ldr = fail
+elif mode == "reserve":
+    class Slow(set):
+        def add(self, item):
+            super().add(item)
+            ready()
+            time.sleep(3)
+    hio._TEMPORARIES = Slow()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _driven(mode: str, args, env, signals=(), timeout: float = 300):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, *map(str, args)],
+        env=dict(env, HDR_JAX_TEST_MODE=mode),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        if signals:
+            for line in proc.stdout:
+                if line.strip() == "READY":
+                    break
+            for s in signals:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, s)
+                time.sleep(0.2)
+        out, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode,signals,status",
+    [
+        ("encode", (signal.SIGTERM,), 143),
+        ("encode", (signal.SIGINT, signal.SIGINT), 130),  # a second Ctrl-C: still one line
+        ("reserve", (signal.SIGINT,), 130),  # signal between naming and creating the temp file
+    ],
+)
+def test_interrupt_removes_everything_it_made(mode, signals, status, files, tiny_weights,
+                                              cli_env, tmp_path):
+    out = tmp_path / "out"
+    args = ["reconstruct", files["good"], "-o", out, "--scale", "0", "--weights", tiny_weights]
+    res = _driven(mode, args, cli_env, signals)
+    name = "SIGTERM" if status == 143 else "SIGINT"
+    assert_one_line(res, status, f"interrupted ({name})")
+    assert all_files(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_outputs_are_a_set(files, tiny_weights, cli_env, tmp_path):
+    # 6: the preview fails after the HDR was encoded: neither is left, and the rerun works.
+    out = tmp_path / "out"
+    args = ["reconstruct", files["good"], "-o", out, "--scale", "0", "--weights", tiny_weights]
+    res = _driven("fail", args, cli_env)
+    assert_one_line(res, 1, "simulated encoder failure")
+    assert all_files(tmp_path) == []
+    res = cli_run(args, cli_env)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in all_files(out)) == ["good.exr", "good_preview.png"]
+
+
+def test_output_set_in_process(tmp_path):
+    img = np.full((4, 5, 3), 0.5, np.float32)
+    with pytest.raises(hio.ImageIOError, match="NaN"):
+        with hio.OutputSet() as out:
+            out.write_hdr(tmp_path / "a.exr", img)
+            out.write_ldr(tmp_path / "a.png", img * np.nan)
+    assert all_files(tmp_path) == []
+    (tmp_path / "b.png").write_bytes(b"keep")
+    with pytest.raises(hio.ImageIOError, match="already exists"):
+        with hio.OutputSet() as out:
+            out.write_hdr(tmp_path / "b.exr", img)
+            out.write_ldr(tmp_path / "b.png", img)
+    assert all_files(tmp_path) == [tmp_path / "b.png"]
+    # A destination that appears between the check and the rename: the set is rolled back.
+    with pytest.raises(hio.ImageIOError, match="already exists"):
+        with hio.OutputSet() as out:
+            out.write_hdr(tmp_path / "c.exr", img)
+            out.write_ldr(tmp_path / "c.png", img)
+            (tmp_path / "c.png").write_bytes(b"raced")
+    assert sorted(all_files(tmp_path)) == [tmp_path / "b.png", tmp_path / "c.png"]
+    assert (tmp_path / "c.png").read_bytes() == b"raced"
+    with hio.OutputSet() as out:
+        out.write_hdr(tmp_path / "d.exr", img)
+        out.write_ldr(tmp_path / "d.png", img)
+    np.testing.assert_allclose(hio.read_ldr(tmp_path / "d.png"), img, atol=1 / 255)
+
+
+def test_interrupt_inside_deferred_is_raised_at_its_end():
+    with interrupts.handled():
+        with pytest.raises(interrupts.Interrupted) as info:
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                reached = True
+        assert reached and info.value.exit_status == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# -- C libraries stay quiet -------------------------------------------------------------------
+
+
+def test_truncated_files_say_one_thing(files, tmp_path, capfd):
+    hio.write_hdr(tmp_path / "x.exr", np.random.default_rng(0).random((40, 50, 3)) + 0.1)
+    data = (tmp_path / "x.exr").read_bytes()
+    (tmp_path / "t.exr").write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    for path in [tmp_path / "t.exr", files["trunc16.png"], files["trunc16.tif"]]:
+        reader = hio.read_hdr if path.suffix == ".exr" else hio.read_ldr
+        with pytest.raises(hio.ImageIOError) as info:
+            reader(path)
+        assert "corrupt or truncated" in str(info.value) or "not a readable" in str(info.value)
+        assert "\n" not in str(info.value)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == "", captured
+
+
+def test_rotated_16bit_grey_tiff_reads_upright(files):
+    # Orientation 6: the stored rows are the displayed columns, so upright = rotate 90 degrees
+    # clockwise. (Pillow's own transpose of an oriented TIFF scrambles it; it is no reference.)
+    stored = np.round(make_photo(7).mean(-1) * 65535).astype(np.uint16)
+    got, info = hio.read_ldr(files["grey16_rot"], return_info=True)
+    assert (info.height, info.width, info.orientation, info.bit_depth) == (W, H, 6, 16)
+    assert hio.ldr_info(files["grey16_rot"]) == info
+    upright = np.rot90(stored, -1).astype(np.float32) / 65535
+    np.testing.assert_array_equal(got, np.repeat(upright[..., None], 3, axis=-1))
+
+
+def test_format_bytes_small_sizes():
+    assert memory.format_bytes(1024) == "1.0 KiB"
+    assert memory.format_bytes(100) == "100 B"
+    assert memory.format_bytes(3 * 2**20) == "3.0 MiB"
+
+
+def test_printable_escapes_control_characters():
+    assert hio.printable("a\nb\x1b[0m\tc é") == "a\\nb\\x1b[0m\\tc é"
+
+
+def test_readme_documents_the_exit_codes():
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Errors and exit codes", 1)[1].split("\n## ", 1)[0]
+    for code in ("0", "1", "2", "130", "143"):
+        assert f"| {code} |" in section, code
+    assert "exit\n  status 1" not in text and "and exit status 1." not in text
