@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import msgpack
+import OpenEXR
 import numpy as np
 import pytest
 from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
@@ -676,3 +677,184 @@ def test_readme_documents_the_exit_codes():
     for code in ("0", "1", "2", "130", "143"):
         assert f"| {code} |" in section, code
     assert "exit\n  status 1" not in text and "and exit status 1." not in text
+
+
+# -- training faults: kill, terminate, fail to write; the run still ends bit-identical -----------
+
+# experiments.train with faults injected into the checkpoint writer (HDR_JAX_TEST_FAULT):
+#   hang:N    once the data-iterator part of checkpoint N is being written, say READY and hang
+#             (the test then SIGKILLs the process in the middle of that checkpoint write)
+#   enospc    the first checkpoint write of this run fails as on a full disk
+_TRAIN_DRIVER = r"""
+import errno, os, sys, time
+from absl import app
+import grain
+from hdr_jax.training import checkpoint
+fault = os.environ.get("HDR_JAX_TEST_FAULT", "")
+current = {}
+_save = checkpoint.save
+def save(manager, state, data_iterator=None):
+    current["step"] = int(state.step)
+    _save(manager, state, data_iterator)
+checkpoint.save = save
+Handler = grain.checkpoint.CheckpointHandler
+_handler_save = Handler.save
+def handler_save(self, directory, *args, **kwargs):
+    if fault == f"hang:{current.get('step')}":
+        print("READY", flush=True)
+        time.sleep(600)
+    if fault == "enospc":
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return _handler_save(self, directory, *args, **kwargs)
+Handler.save = handler_save
+from experiments import train
+sys.argv = ["experiments.train"] + sys.argv[1:]
+app.run(train.main)
+"""
+
+TRAIN_TIMEOUT = 600
+
+
+def _train_args(data: dict[str, Path], workdir: Path) -> list[str]:
+    return [
+        "--config=experiments/configs/drtmo.py:up,tiny",
+        f"--config.data.manual_dir={data['hdr']}",
+        f"--config.data.data_dir={data['tfds']}",
+        "--config.num_train_steps=6",
+        "--config.checkpoint_every=2",
+        "--config.log_every=1",
+        "--config.eval_every=0",
+        "--noprogress",
+        f"--workdir={workdir}",
+    ]
+
+
+def _train(args, env, *, fault: str = "", stop_when=None, stop_with=None):
+    """Runs the driver; when a stdout line satisfies stop_when, sends stop_with (a signal)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_DRIVER, *args],
+        env=dict(env, HDR_JAX_TEST_FAULT=fault),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(TRAIN_TIMEOUT, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if stop_when is not None and stop_when(line.strip()):
+                os.kill(proc.pid, stop_with)
+                break
+        out, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+    return subprocess.CompletedProcess(args, proc.returncode, "".join(lines) + out, err)
+
+
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    d = workdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def _final_params(workdir: Path) -> list[np.ndarray]:
+    from test_training import _arrays, _restore
+
+    return _arrays(_restore(workdir))
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> dict[str, Path]:
+    from hdr_jax.data import testing
+
+    root = tmp_path_factory.mktemp("fault_data")
+    testing.write_fake_hdr_folder(root / "hdr")
+    return {"hdr": root / "hdr", "tfds": root / "tfds"}
+
+
+@pytest.mark.slow
+def test_training_survives_kill_term_and_a_full_disk(train_data, cli_env, tmp_path):
+    """One workdir through: SIGKILL in the middle of a checkpoint write; SIGTERM (a final
+    checkpoint, exit 143, one line); a checkpoint write failing as on a full disk (one line,
+    exit 1, earlier checkpoints intact); SIGKILL at a random point; then a clean finish. The
+    result equals an uninterrupted run bit for bit."""
+    reference = tmp_path / "reference"
+    res = _train(_train_args(train_data, reference), cli_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    workdir = tmp_path / "faulty"
+    args = _train_args(train_data, workdir)
+
+    # 1. SIGKILL while checkpoint 2 is being written: it never becomes a checkpoint.
+    res = _train(args, cli_env, fault="hang:2", stop_when=lambda ln: ln == "READY",
+                 stop_with=signal.SIGKILL)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert _checkpoint_steps(workdir) == []
+    assert any("tmp" in p.name for p in (workdir / "checkpoints").iterdir())  # it was mid-write
+
+    # 2. SIGTERM during step 3 (not a checkpoint step): the run stops after the step in flight
+    # with a checkpoint of it, exit 143 and one line.
+    res = _train(args, cli_env, stop_when=lambda ln: ln.startswith("step 3 train"),
+                 stop_with=signal.SIGTERM)
+    assert res.returncode == 143, res.stderr[-3000:]
+    lines = stderr_lines(res.stderr)
+    assert lines[-1].startswith("experiments.train: interrupted (SIGTERM)"), lines
+    # Before it at most orbax's warning that it replaces the unfinished step-2 folder.
+    assert all("atomicity.py" in ln for ln in lines[:-1]), lines
+    assert "Traceback" not in res.stderr
+    last = max(int(ln.split()[1]) for ln in res.stdout.splitlines() if ln.startswith("step "))
+    assert _checkpoint_steps(workdir)[-1] == last >= 3
+
+    # 3. The next checkpoint write fails as on a full disk: one line, exit 1, the checkpoint
+    # of step `last` still there and restorable (step 4 proves it).
+    res = _train(args, cli_env, fault="enospc")
+    assert res.returncode == 1, res.stderr[-3000:]
+    lines = stderr_lines(res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("experiments.train: error: cannot write checkpoint"), lines
+    assert "No space left on device" in lines[0]
+    assert _checkpoint_steps(workdir)[-1] == last
+
+    # 4. SIGKILL at some point of step 5, then 5. the same command to the end.
+    res = _train(args, cli_env, stop_when=lambda ln: ln.startswith("step 5 train"),
+                 stop_with=signal.SIGKILL)
+    assert res.returncode == -signal.SIGKILL
+    res = _train(args, cli_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _checkpoint_steps(workdir)[-1] == 6
+    for a, b in zip(_final_params(workdir), _final_params(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_builders_skip_a_corrupt_source_file_by_name(tmp_path, caplog):
+    from hdr_jax.data import hdr_brackets as hb
+    from hdr_jax.data import synthetic_pairs as sp
+    from hdr_jax.data import testing
+
+    paths = testing.write_fake_hdr_folder(tmp_path / "hdr")
+    bad = paths[1]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # truncated
+    # NaN radiance (write_hdr refuses it, so through OpenEXR directly).
+    nan = tmp_path / "hdr" / "scene_nan.exr"
+    plane = np.full((16, 16), np.nan, np.float32)
+    with OpenEXR.File({"type": OpenEXR.scanlineimage}, {c: plane for c in "RGB"}) as f:
+        f.write(str(nan))
+    files = sorted(paths + [nan])
+    builder = hb.HdrBrackets(config="tiny", data_dir=str(tmp_path / "tfds"))
+    with caplog.at_level("WARNING"):
+        examples = list(builder._generate_examples(files, builder._training_crfs()))
+    scenes = {ex["scene"] for _, ex in examples}
+    assert scenes == {p.stem for p in paths} - {bad.stem}
+    assert all(np.isfinite(ex["hdr"].astype(np.float32)).all() for _, ex in examples)
+    assert bad.name in caplog.text and nan.name in caplog.text
+    strict = hb.HdrBrackets(config="tiny", data_dir=str(tmp_path / "tfds2"), strict=True)
+    with pytest.raises(hb.SourceFileError, match=bad.name):
+        list(strict._generate_examples(files, strict._training_crfs()))
+    pairs = sp.SyntheticPairs(config="tiny_x2", data_dir=str(tmp_path / "tfds3"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        got = {key.split("/")[0] for key, _ in pairs._generate_examples([bad, paths[0]])}
+    assert got == {paths[0].stem} and bad.name in caplog.text
