@@ -18,6 +18,7 @@ import secrets
 import stat
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -102,6 +103,12 @@ def _library_messages() -> Iterator[list[str]]:
     raised afterwards does not say; the first line is kept as the error's detail.
     """
     messages: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        # File descriptors and the warnings filters are process-wide: redirecting them from
+        # two threads at once could leave stderr pointing at a sink. Readers on worker threads
+        # keep the libraries' own output.
+        yield messages
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import cv2
 import msgpack
-import OpenEXR
 import numpy as np
+import OpenEXR
 import pytest
 from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from hdr_jax import cli, interrupts, memory, pipeline
@@ -858,3 +860,194 @@ def test_builders_skip_a_corrupt_source_file_by_name(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         got = {key.split("/")[0] for key, _ in pairs._generate_examples([bad, paths[0]])}
     assert got == {paths[0].stem} and bad.name in caplog.text
+
+
+# -- property-based tests of the readers and writers ---------------------------------------------
+
+_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def _ldr_files(draw):
+    """(file format, integer samples HxW or HxWxC, bit depth) that PNG/TIFF can hold."""
+    fmt = draw(st.sampled_from(["png", "tif"]))
+    depth = draw(st.sampled_from([8, 16]))
+    channels = draw(st.sampled_from([1, 3, 4] if depth == 16 else [1, 2, 3, 4]))
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    top = 255 if depth == 8 else 65535
+    lo = draw(st.integers(0, top))
+    hi = draw(st.integers(lo, top))
+    seed = draw(st.integers(0, 2**16))
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    samples = np.random.default_rng(seed).integers(lo, hi + 1, shape)
+    return fmt, samples.astype(np.uint8 if depth == 8 else np.uint16), depth
+
+
+def _expected_rgb(samples: np.ndarray, depth: int) -> np.ndarray:
+    """The documented conversion: /255 or /65535, grey replicated, alpha dropped."""
+    x = samples.astype(np.float32) / np.float32(255.0 if depth == 8 else 65535.0)
+    if x.ndim == 2:
+        x = x[..., None]
+    return np.repeat(x[..., :1], 3, axis=-1) if x.shape[-1] <= 2 else x[..., :3]
+
+
+@pytest.mark.filterwarnings("ignore")
+@_SETTINGS
+@given(_ldr_files())
+def test_read_ldr_is_the_documented_conversion(tmp_path, case):
+    fmt, samples, depth = case
+    path = tmp_path / f"p.{fmt}"
+    if depth == 16:  # PIL cannot write 16-bit colour: OpenCV (BGR order) can
+        bgr = samples if samples.ndim == 2 else samples[..., [2, 1, 0, 3][: samples.shape[-1]]]
+        assert cv2.imwrite(str(path), bgr)
+    else:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[1 if samples.ndim == 2 else samples.shape[-1]]
+        Image.fromarray(samples, mode=mode).save(path)
+    got, info = hio.read_ldr(path, return_info=True)
+    assert got.dtype == np.float32 and got.shape == (*samples.shape[:2], 3)
+    assert info.bit_depth == depth
+    np.testing.assert_array_equal(got, _expected_rgb(samples, depth))
+
+
+@_SETTINGS
+@given(
+    h=st.integers(1, 20), w=st.integers(1, 20), half=st.booleans(),
+    scale=st.floats(1e-3, 1e4), seed=st.integers(0, 2**16),
+)
+def test_hdr_round_trip(tmp_path, h, w, half, scale, seed):
+    x = (np.random.default_rng(seed).standard_normal((h, w, 3)) * scale).astype(np.float32)
+    hio.write_hdr(tmp_path / "x.exr", x, half=half, overwrite=True)
+    got = hio.read_hdr(tmp_path / "x.exr")
+    want = np.maximum(x.astype(np.float16) if half else x, 0).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    hio.write_hdr(tmp_path / "x.hdr", x, overwrite=True)  # RGBE: 8-bit mantissa
+    rgbe = hio.read_hdr(tmp_path / "x.hdr")
+    # RGBE: an 8-bit mantissa per channel under one shared exponent per pixel.
+    bound = want.max(-1, keepdims=True) * (2.0 / 256) + np.finfo(np.float32).tiny
+    assert np.all(np.abs(rgbe - want) <= bound)
+
+
+@_SETTINGS
+@given(
+    h=st.integers(1, 20), w=st.integers(1, 20), ext=st.sampled_from([".png", ".tif"]),
+    depth=st.sampled_from([8, 16]), seed=st.integers(0, 2**16),
+)
+def test_ldr_round_trip(tmp_path, h, w, ext, depth, seed):
+    x = np.random.default_rng(seed).uniform(-0.2, 1.2, (h, w, 3)).astype(np.float32)
+    path = tmp_path / f"x{ext}"
+    hio.write_ldr(path, x, bit_depth=depth, overwrite=True)
+    step = 1.0 / (255 if depth == 8 else 65535)
+    np.testing.assert_allclose(hio.read_ldr(path), np.clip(x, 0, 1), atol=0.5 * step + 1e-7)
+
+
+# -- byte-mutation fuzz: a documented error or the image PIL decodes, never a crash or hang -------
+
+# Runs in a child process, so that a crash (a signal) or a hang (the timeout) is caught too. For
+# each mutation: read_ldr / read_hdr must raise ImageIOError with a one-line message naming the
+# file, or return what the reference decoder gives (Pillow for LDR; for EXR, finite >= 0 RGB).
+_FUZZ_CHILD = r"""
+import json, sys, warnings
+from pathlib import Path
+import numpy as np
+from PIL import Image, ImageOps
+from hdr_jax import io as hio
+warnings.simplefilter("ignore")
+base, n, seed, work = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+data = base.read_bytes()
+rng = np.random.default_rng(seed)
+stats = {"error": 0, "equal": 0, "skipped": 0}
+problems = []
+
+def reference(path):
+    try:
+        im = Image.open(path)
+        im.load()
+    except Exception:
+        return None
+    if im.format == "TIFF" and im.getexif().get(0x0112, 1) != 1:
+        return "skip"  # Pillow's own transpose of an oriented TIFF is no reference
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(ImageOps.exif_transpose(im)).astype(np.float32) / 65535
+        return np.repeat(arr[..., None], 3, axis=-1)
+    if im.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):
+        return "skip"
+    return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32) / 255
+
+for i in range(n):
+    b = bytearray(data)
+    kind = rng.integers(4)
+    if kind == 0:
+        for _ in range(rng.integers(1, 4)):
+            b[rng.integers(len(b))] ^= 1 << rng.integers(8)
+    elif kind == 1:
+        b[rng.integers(len(b))] = rng.integers(256)
+    elif kind == 2:
+        b = b[: rng.integers(1, len(b))]
+    else:
+        at = rng.integers(len(b))
+        b[at:at] = rng.bytes(rng.integers(1, 16))
+    path = work / f"m{i}{base.suffix}"
+    path.write_bytes(bytes(b))
+    hdr = base.suffix == ".exr"
+    try:
+        got = hio.read_hdr(path) if hdr else hio.read_ldr(path)
+    except hio.ImageIOError as e:
+        msg = str(e)
+        if "\n" in msg or not msg.startswith(str(path)):
+            problems.append(f"{i}: bad message {msg!r}")
+        stats["error"] += 1
+        continue
+    except Exception as e:
+        problems.append(f"{i}: undocumented {type(e).__name__}: {e}")
+        continue
+    if hdr:
+        if got.ndim != 3 or got.shape[2] != 3 or not np.isfinite(got).all() or got.min() < 0:
+            problems.append(f"{i}: EXR read gave {got.shape} with bad values")
+        stats["equal"] += 1
+        continue
+    ref = reference(path)
+    if ref is None:
+        problems.append(f"{i}: Pillow rejects it, read_ldr returned an image")
+    elif isinstance(ref, str):
+        stats["skipped"] += 1
+    elif ref.shape != got.shape or np.abs(ref - got).max() > 1.01 / 255:
+        problems.append(f"{i}: differs from Pillow's decode")
+    else:
+        stats["equal"] += 1
+print(json.dumps({"stats": stats, "problems": problems[:20]}))
+"""
+
+FUZZ_MUTATIONS = 60  # per base file; 5 files
+
+
+@pytest.fixture(scope="module")
+def fuzz_bases(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("fuzz_bases")
+    photo = make_photo(11, (24, 32))
+    hio.write_ldr(d / "b.png", photo)
+    hio.write_ldr(d / "b.jpg", photo, quality=90)
+    hio.write_ldr(d / "b.tif", photo)
+    grey = np.round(photo.mean(-1) * 65535).astype(np.uint16)
+    Image.fromarray(grey).save(d / "grey16.png")
+    hio.write_hdr(d / "b.exr", photo * 4.0)
+    return sorted(d.iterdir())
+
+
+@pytest.mark.slow
+def test_byte_mutation_fuzz(fuzz_bases, cli_env, tmp_path):
+    totals = {"error": 0, "equal": 0, "skipped": 0}
+    for k, base in enumerate(fuzz_bases):
+        work = tmp_path / base.name
+        work.mkdir()
+        res = subprocess.run(
+            [sys.executable, "-c", _FUZZ_CHILD, base, str(FUZZ_MUTATIONS), str(k), work],
+            env=cli_env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert res.returncode == 0, (base.name, res.returncode, res.stderr[-2000:])
+        report = json.loads(res.stdout.strip().splitlines()[-1])
+        assert report["problems"] == [], (base.name, report)
+        for key, v in report["stats"].items():
+            totals[key] += v
+    # The fuzz is worth something only if it produced both outcomes.
+    assert totals["error"] > 50 and totals["equal"] > 20, totals
