@@ -36,9 +36,13 @@ from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_training import _arrays, _drtmo_args, _restore
 
 from hdr_jax import cli, interrupts, memory, pipeline
 from hdr_jax import io as hio
+from hdr_jax.data import hdr_brackets as hb
+from hdr_jax.data import synthetic_pairs as sp
+from hdr_jax.data import testing
 
 H, W = PHOTO_HW
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -199,6 +203,11 @@ def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
 
 # -- cases that fail before any network runs: one subprocess each --------------------------------
 
+def _with_weights(key: str, message: str):
+    """A reconstruct case whose only defect is the weights folder files[key]."""
+    return (lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f[key]], 1, message)
+
+
 # name -> (argv builder (files, weights, out), exit status, substring of the one stderr line)
 EARLY_CASES = {
     # 1: a flipped byte in the pixel data is an error, not a black image with exit 0
@@ -221,21 +230,9 @@ EARLY_CASES = {
         1,
         "file name too long",
     ),
-    "weights_file_is_dir": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_file_is_dir"]],
-        1,
-        "not a regular file",
-    ),
-    "weights_file_empty_name": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_empty_name"]],
-        1,
-        "not a file in the directory",
-    ),
-    "weights_non_numeric": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_non_numeric"]],
-        1,
-        "non-numeric",
-    ),
+    "weights_file_is_dir": _with_weights("w_file_is_dir", "not a regular file"),
+    "weights_file_empty_name": _with_weights("w_empty_name", "not a file in the directory"),
+    "weights_non_numeric": _with_weights("w_non_numeric", "non-numeric"),
     # 7: output problems found before the networks run
     "fuse_wrong_extension": (
         lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "x.exr"],
@@ -286,30 +283,14 @@ EARLY_CASES = {
     # 12: an empty output path is a usage error
     "empty_output": (lambda f, w, o: ["reconstruct", f["good"], "-o", ""], 2, ""),
     # 13: a manifest cannot point outside its directory
-    "weights_absolute_path": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_absolute"]],
-        1,
-        "not a file in the directory",
-    ),
-    "weights_climb_out": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_climbs_out"]],
-        1,
-        "not a file in the directory",
-    ),
+    "weights_absolute_path": _with_weights("w_absolute", "not a file in the directory"),
+    "weights_climb_out": _with_weights("w_climbs_out", "not a file in the directory"),
     # what held before, kept
     "zero_byte_file": (lambda f, w, o: ["reconstruct", f["zero_bytes"], "-o", o], 1, "empty file"),
     "noise_jpeg": (lambda f, w, o: ["reconstruct", f["noise_jpg"], "-o", o], 1, "not a readable"),
     "bomb_header": (lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w], 1, "bomb.png"),
-    "weights_sha": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_sha"]],
-        1,
-        "SHA-256",
-    ),
-    "weights_garbage_manifest": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f["w_garbage_manifest"]],
-        1,
-        "invalid model config",
-    ),
+    "weights_sha": _with_weights("w_sha", "SHA-256"),
+    "weights_garbage_manifest": _with_weights("w_garbage_manifest", "invalid model config"),
     "output_is_a_file": (lambda f, w, o: ["reconstruct", f["good"], "-o", f["good"]], 1, "cannot create"),
 }
 
@@ -553,30 +534,37 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def _driven(mode: str, args, env, signals=(), timeout: float = 300):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, *map(str, args)],
-        env=dict(env, HDR_JAX_TEST_MODE=mode),
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def run_and_signal(cmd, env, *, stop_when=None, signals=(), timeout: float = 600):
+    """Runs `cmd` from the repository root; once a stdout line satisfies stop_when, sends it
+    `signals` (0.2 s apart) and waits for the end. Returns the CompletedProcess."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
+    lines = []
     try:
-        if signals:
-            for line in proc.stdout:
-                if line.strip() == "READY":
-                    break
-            for s in signals:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, s)
-                time.sleep(0.2)
+        for line in proc.stdout if stop_when is not None else ():
+            lines.append(line)
+            if stop_when(line.strip()):
+                for s in signals:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, s)
+                    time.sleep(0.2)
+                break
         out, err = proc.communicate()
     finally:
         watchdog.cancel()
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(lines) + out, err)
+
+
+def _driven(mode: str, args, env, signals=()):
+    return run_and_signal(
+        [sys.executable, "-c", _DRIVER, *map(str, args)],
+        dict(env, HDR_JAX_TEST_MODE=mode),
+        stop_when=(lambda ln: ln == "READY") if signals else None,
+        signals=signals,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -733,42 +721,21 @@ TRAIN_TIMEOUT = 600
 
 
 def _train_args(data: dict[str, Path], workdir: Path) -> list[str]:
-    return [
-        "--config=experiments/configs/drtmo.py:up,tiny",
-        f"--config.data.manual_dir={data['hdr']}",
-        f"--config.data.data_dir={data['tfds']}",
-        "--config.num_train_steps=6",
-        "--config.checkpoint_every=2",
-        "--config.log_every=1",
-        "--config.eval_every=0",
-        "--noprogress",
-        f"--workdir={workdir}",
-    ]
+    # The tiny 6-step DrTMO run of test_training, checkpointed every 2 steps (so a SIGTERM can
+    # land between checkpoints) and logging every step (the test's clock).
+    keep = [a for a in _drtmo_args(data, workdir) if not a.startswith("--config.checkpoint_every")]
+    return keep + ["--config.checkpoint_every=2", "--config.log_every=1"]
 
 
 def _train(args, env, *, fault: str = "", stop_when=None, stop_with=None):
     """Runs the driver; when a stdout line satisfies stop_when, sends stop_with (a signal)."""
-    proc = subprocess.Popen(
+    return run_and_signal(
         [sys.executable, "-c", _TRAIN_DRIVER, *args],
-        env=dict(env, HDR_JAX_TEST_FAULT=fault),
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        dict(env, HDR_JAX_TEST_FAULT=fault),
+        stop_when=stop_when,
+        signals=(stop_with,) if stop_with else (),
+        timeout=TRAIN_TIMEOUT,
     )
-    watchdog = threading.Timer(TRAIN_TIMEOUT, proc.kill)
-    watchdog.start()
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if stop_when is not None and stop_when(line.strip()):
-                os.kill(proc.pid, stop_with)
-                break
-        out, err = proc.communicate()
-    finally:
-        watchdog.cancel()
-    return subprocess.CompletedProcess(args, proc.returncode, "".join(lines) + out, err)
 
 
 def _checkpoint_steps(workdir: Path) -> list[int]:
@@ -777,15 +744,11 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 
 def _final_params(workdir: Path) -> list[np.ndarray]:
-    from test_training import _arrays, _restore
-
     return _arrays(_restore(workdir))
 
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> dict[str, Path]:
-    from hdr_jax.data import testing
-
     root = tmp_path_factory.mktemp("fault_data")
     testing.write_fake_hdr_folder(root / "hdr")
     return {"hdr": root / "hdr", "tfds": root / "tfds"}
@@ -846,10 +809,6 @@ def test_training_survives_kill_term_and_a_full_disk(train_data, cli_env, tmp_pa
 
 
 def test_builders_skip_a_corrupt_source_file_by_name(tmp_path, caplog):
-    from hdr_jax.data import hdr_brackets as hb
-    from hdr_jax.data import synthetic_pairs as sp
-    from hdr_jax.data import testing
-
     paths = testing.write_fake_hdr_folder(tmp_path / "hdr")
     bad = paths[1]
     data = bad.read_bytes()
