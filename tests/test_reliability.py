@@ -808,6 +808,15 @@ def test_training_survives_kill_term_and_a_full_disk(train_data, cli_env, tmp_pa
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
+def test_training_into_an_unusable_workdir_is_one_line(train_data, cli_env, tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    res = _train(_train_args(train_data, tmp_path / "file" / "run"), cli_env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    lines = stderr_lines(res.stderr)
+    assert lines == [f"experiments.train: error: {tmp_path / 'file' / 'run'}: Not a directory"]
+
+
 def test_builders_skip_a_corrupt_source_file_by_name(tmp_path, caplog):
     paths = testing.write_fake_hdr_folder(tmp_path / "hdr")
     bad = paths[1]
