@@ -310,7 +310,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     net = pipe.cfnet(args.scale)
     _check_writable(out.parent)  # still before the network runs
     tiles = _tiles(pipe, args, under.shape[:2], stage1=False, scale=args.scale)
-    fused = pipeline.fuse_pair(net, under, over, **({"tile": tiles["stage2_tile"]} if tiles else {}))
+    tile = {"tile": tiles["stage2_tile"]} if tiles else {}
+    fused = pipeline.fuse_pair(net, under, over, **tile)
     hdr_io.write_ldr(out, fused, overwrite=args.overwrite)
     print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 

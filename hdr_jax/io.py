@@ -38,9 +38,9 @@ __all__ = [
     "LdrInfo",
     "OutputSet",
     "atomic_output",
-    "printable",
     "ldr_info",
     "list_images",
+    "printable",
     "read_hdr",
     "read_ldr",
     "remove_temporaries",
@@ -378,7 +378,8 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
             except Exception as e:
                 failure = e
         if failure is not None:
-            raise _error(p, f"cannot decode {fmt} data (corrupt or truncated?)", failure) from failure
+            message = f"cannot decode {fmt} data (corrupt or truncated?)"
+            raise _error(p, message, failure) from failure
         try:
             info = _pil_info(im, p)
             if tiff_orientation is not None:  # detached before loading: put it back in the info
@@ -526,7 +527,8 @@ def _reserve_temp(dst: Path) -> Path:
     # O_EXCL with mode 0o666 reserves a unique name and keeps the user's umask for the result.
     # The stem is shortened so that an output name near the length limit still has a temp name.
     for _ in range(100):
-        tmp = dst.with_name(f".{dst.stem[:_TEMP_STEM_CHARS]}.{secrets.token_hex(4)}.tmp{dst.suffix}")
+        stem = dst.stem[:_TEMP_STEM_CHARS]
+        tmp = dst.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
         try:
             with interrupts.deferred():
                 _TEMPORARIES.add(tmp)

@@ -203,6 +203,7 @@ def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
 
 # -- cases that fail before any network runs: one subprocess each --------------------------------
 
+
 def _with_weights(key: str, message: str):
     """A reconstruct case whose only defect is the weights folder files[key]."""
     return (lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f[key]], 1, message)
@@ -211,7 +212,11 @@ def _with_weights(key: str, message: str):
 # name -> (argv builder (files, weights, out), exit status, substring of the one stderr line)
 EARLY_CASES = {
     # 1: a flipped byte in the pixel data is an error, not a black image with exit 0
-    "corrupt_png": (lambda f, w, o: ["reconstruct", f["corrupt_png"], "-o", o], 1, "cannot decode PNG"),
+    "corrupt_png": (
+        lambda f, w, o: ["reconstruct", f["corrupt_png"], "-o", o],
+        1,
+        "cannot decode PNG",
+    ),
     "corrupt_png_brackets": (
         lambda f, w, o: ["brackets", f["corrupt_png"], "-o", o],
         1,
@@ -224,7 +229,11 @@ EARLY_CASES = {
         "is an input",
     ),
     # 4: tracebacks before
-    "long_input_name": (lambda f, w, o: ["reconstruct", f["long_name"], "-o", o], 1, "name too long"),
+    "long_input_name": (
+        lambda f, w, o: ["reconstruct", f["long_name"], "-o", o],
+        1,
+        "name too long",
+    ),
     "missing_name_over_255": (
         lambda f, w, o: ["reconstruct", f["root"] / ("y" * 300 + ".png"), "-o", o],
         1,
@@ -262,14 +271,27 @@ EARLY_CASES = {
     ),
     # 10: messages that say what is wrong
     "fifo_input": (lambda f, w, o: ["reconstruct", f["fifo"], "-o", o], 1, "a FIFO"),
-    "dev_zero_link": (lambda f, w, o: ["reconstruct", f["dev_zero"], "-o", o], 1, "a character device"),
+    "dev_zero_link": (
+        lambda f, w, o: ["reconstruct", f["dev_zero"], "-o", o],
+        1,
+        "a character device",
+    ),
     "weights_dir_missing": (
         lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", o / "nowhere"],
         1,
         "no such directory",
     ),
     "memory_budget_1kib": (
-        lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", w, "--memory-budget", "1KiB"],
+        lambda f, w, o: [
+            "reconstruct",
+            f["good"],
+            "-o",
+            o,
+            "--weights",
+            w,
+            "--memory-budget",
+            "1KiB",
+        ],
         1,
         "1.0 KiB",
     ),
@@ -288,10 +310,18 @@ EARLY_CASES = {
     # what held before, kept
     "zero_byte_file": (lambda f, w, o: ["reconstruct", f["zero_bytes"], "-o", o], 1, "empty file"),
     "noise_jpeg": (lambda f, w, o: ["reconstruct", f["noise_jpg"], "-o", o], 1, "not a readable"),
-    "bomb_header": (lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w], 1, "bomb.png"),
+    "bomb_header": (
+        lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w],
+        1,
+        "bomb.png",
+    ),
     "weights_sha": _with_weights("w_sha", "SHA-256"),
     "weights_garbage_manifest": _with_weights("w_garbage_manifest", "invalid model config"),
-    "output_is_a_file": (lambda f, w, o: ["reconstruct", f["good"], "-o", f["good"]], 1, "cannot create"),
+    "output_is_a_file": (
+        lambda f, w, o: ["reconstruct", f["good"], "-o", f["good"]],
+        1,
+        "cannot create",
+    ),
 }
 
 
@@ -335,12 +365,17 @@ def test_unreadable_input_folder_and_weights(files, cli_env, tmp_path):
     shutil.copy(files["good"], locked / "p.png")
     locked.chmod(0)
     try:
-        assert_one_line(cli_run(["reconstruct", locked / "p.png", "-o", tmp_path / "o"], cli_env),
-                        1, "permission denied")
+        assert_one_line(
+            cli_run(["reconstruct", locked / "p.png", "-o", tmp_path / "o"], cli_env),
+            1,
+            "permission denied",
+        )
     finally:
         locked.chmod(0o755)
-    res = cli_run(["reconstruct", files["good"], "-o", tmp_path / "o", "--weights",
-                   files["w_unreadable"]], cli_env)
+    res = cli_run(
+        ["reconstruct", files["good"], "-o", tmp_path / "o", "--weights", files["w_unreadable"]],
+        cli_env,
+    )
     assert_one_line(res, 1, "cannot read the weights file")
 
 
@@ -364,9 +399,13 @@ def test_unwritable_output_folder_in_process(files, tiny_weights, tmp_path, monk
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != out and real(p, mode, **k))
     capfd.readouterr()
-    rc = cli.main(["reconstruct", str(files["good"]), "-o", str(out), "--weights", str(tiny_weights)])
+    rc = cli.main(
+        ["reconstruct", str(files["good"]), "-o", str(out), "--weights", str(tiny_weights)]
+    )
     err = capfd.readouterr().err
-    assert rc == 1 and stderr_lines(err) == [f"hdr-jax: error: {out}: output folder is not writable"]
+    assert rc == 1 and stderr_lines(err) == [
+        f"hdr-jax: error: {out}: output folder is not writable"
+    ]
 
 
 def test_list_images_reports_an_unreadable_folder(tmp_path, monkeypatch):
@@ -382,8 +421,9 @@ def test_list_images_reports_an_unreadable_folder(tmp_path, monkeypatch):
 def test_tilde_output_means_home(files, tiny_weights, cli_env, tmp_path):
     env = dict(cli_env, HOME=str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    res = cli_run(["reconstruct", files["small"], "-o", "~/x", "--weights", tiny_weights], env,
-                  cwd=tmp_path)
+    res = cli_run(
+        ["reconstruct", files["small"], "-o", "~/x", "--weights", tiny_weights], env, cwd=tmp_path
+    )
     assert_one_line(res, 1, "at least 32 px")  # fails on the photo, after the folder is made
     assert (tmp_path / "home" / "x").is_dir() and not (tmp_path / "~").exists()
 
@@ -475,14 +515,24 @@ def test_folder_run_with_mixed_problems(files, tiny_weights, cli_env, tmp_path):
 def test_debevec_on_a_black_photo_is_black(tiny_weights, cli_env, tmp_path):
     hio.write_ldr(tmp_path / "black.png", np.zeros((H, W, 3), np.float32))
     res = cli_run(
-        ["brackets", tmp_path / "black.png", "-o", tmp_path / "o", "--merge", "debevec",
-         "--weights", tiny_weights],
+        [
+            "brackets",
+            tmp_path / "black.png",
+            "-o",
+            tmp_path / "o",
+            "--merge",
+            "debevec",
+            "--weights",
+            tiny_weights,
+        ],
         cli_env,
     )
     assert res.returncode == 0, res.stderr
-    assert [ln for ln in stderr_lines(res.stderr)] == [
-        "warning: black.png is all black; it records no scene detail, so its HDR is the "
-        "photo itself, linearised"
+    assert stderr_lines(res.stderr) == [
+        (
+            "warning: black.png is all black; it records no scene detail, so its HDR is the "
+            "photo itself, linearised"
+        )
     ]
     assert hio.read_hdr(tmp_path / "o" / "black.exr").max() == 0.0
 
@@ -537,8 +587,9 @@ sys.exit(cli.main(sys.argv[1:]))
 def run_and_signal(cmd, env, *, stop_when=None, signals=(), timeout: float = 600):
     """Runs `cmd` from the repository root; once a stdout line satisfies stop_when, sends it
     `signals` (0.2 s apart) and waits for the end. Returns the CompletedProcess."""
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     lines = []
@@ -576,8 +627,9 @@ def _driven(mode: str, args, env, signals=()):
         ("reserve", (signal.SIGINT,), 130),  # signal between naming and creating the temp file
     ],
 )
-def test_interrupt_removes_everything_it_made(mode, signals, status, files, tiny_weights,
-                                              cli_env, tmp_path):
+def test_interrupt_removes_everything_it_made(
+    mode, signals, status, files, tiny_weights, cli_env, tmp_path
+):
     out = tmp_path / "out"
     args = ["reconstruct", files["good"], "-o", out, "--scale", "0", "--weights", tiny_weights]
     res = _driven(mode, args, cli_env, signals)
@@ -601,23 +653,20 @@ def test_outputs_are_a_set(files, tiny_weights, cli_env, tmp_path):
 
 def test_output_set_in_process(tmp_path):
     img = np.full((4, 5, 3), 0.5, np.float32)
-    with pytest.raises(hio.ImageIOError, match="NaN"):
-        with hio.OutputSet() as out:
-            out.write_hdr(tmp_path / "a.exr", img)
-            out.write_ldr(tmp_path / "a.png", img * np.nan)
+    with pytest.raises(hio.ImageIOError, match="NaN"), hio.OutputSet() as out:
+        out.write_hdr(tmp_path / "a.exr", img)
+        out.write_ldr(tmp_path / "a.png", img * np.nan)
     assert all_files(tmp_path) == []
     (tmp_path / "b.png").write_bytes(b"keep")
-    with pytest.raises(hio.ImageIOError, match="already exists"):
-        with hio.OutputSet() as out:
-            out.write_hdr(tmp_path / "b.exr", img)
-            out.write_ldr(tmp_path / "b.png", img)
+    with pytest.raises(hio.ImageIOError, match="already exists"), hio.OutputSet() as out:
+        out.write_hdr(tmp_path / "b.exr", img)
+        out.write_ldr(tmp_path / "b.png", img)
     assert all_files(tmp_path) == [tmp_path / "b.png"]
     # A destination that appears between the check and the rename: the set is rolled back.
-    with pytest.raises(hio.ImageIOError, match="already exists"):
-        with hio.OutputSet() as out:
-            out.write_hdr(tmp_path / "c.exr", img)
-            out.write_ldr(tmp_path / "c.png", img)
-            (tmp_path / "c.png").write_bytes(b"raced")
+    with pytest.raises(hio.ImageIOError, match="already exists"), hio.OutputSet() as out:
+        out.write_hdr(tmp_path / "c.exr", img)
+        out.write_ldr(tmp_path / "c.png", img)
+        (tmp_path / "c.png").write_bytes(b"raced")
     assert sorted(all_files(tmp_path)) == [tmp_path / "b.png", tmp_path / "c.png"]
     assert (tmp_path / "c.png").read_bytes() == b"raced"
     with hio.OutputSet() as out:
@@ -628,11 +677,10 @@ def test_output_set_in_process(tmp_path):
 
 def test_interrupt_inside_deferred_is_raised_at_its_end():
     with interrupts.handled():
-        with pytest.raises(interrupts.Interrupted) as info:
-            with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)
-                reached = True
+        with pytest.raises(interrupts.Interrupted) as info, interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            reached = True
         assert reached and info.value.exit_status == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -767,16 +815,18 @@ def test_training_survives_kill_term_and_a_full_disk(train_data, cli_env, tmp_pa
     args = _train_args(train_data, workdir)
 
     # 1. SIGKILL while checkpoint 2 is being written: it never becomes a checkpoint.
-    res = _train(args, cli_env, fault="hang:2", stop_when=lambda ln: ln == "READY",
-                 stop_with=signal.SIGKILL)
+    res = _train(
+        args, cli_env, fault="hang:2", stop_when=lambda ln: ln == "READY", stop_with=signal.SIGKILL
+    )
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert _checkpoint_steps(workdir) == []
     assert any("tmp" in p.name for p in (workdir / "checkpoints").iterdir())  # it was mid-write
 
     # 2. SIGTERM during step 3 (not a checkpoint step): the run stops after the step in flight
     # with a checkpoint of it, exit 143 and one line.
-    res = _train(args, cli_env, stop_when=lambda ln: ln.startswith("step 3 train"),
-                 stop_with=signal.SIGTERM)
+    res = _train(
+        args, cli_env, stop_when=lambda ln: ln.startswith("step 3 train"), stop_with=signal.SIGTERM
+    )
     assert res.returncode == 143, res.stderr[-3000:]
     lines = stderr_lines(res.stderr)
     assert lines[-1].startswith("experiments.train: interrupted (SIGTERM)"), lines
@@ -798,8 +848,9 @@ def test_training_survives_kill_term_and_a_full_disk(train_data, cli_env, tmp_pa
     assert _checkpoint_steps(workdir)[-1] == last
 
     # 4. SIGKILL at some point of step 5, then 5. the same command to the end.
-    res = _train(args, cli_env, stop_when=lambda ln: ln.startswith("step 5 train"),
-                 stop_with=signal.SIGKILL)
+    res = _train(
+        args, cli_env, stop_when=lambda ln: ln.startswith("step 5 train"), stop_with=signal.SIGKILL
+    )
     assert res.returncode == -signal.SIGKILL
     res = _train(args, cli_env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -847,8 +898,12 @@ def test_builders_skip_a_corrupt_source_file_by_name(tmp_path, caplog):
 
 # -- property-based tests of the readers and writers ---------------------------------------------
 
-_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @st.composite
@@ -895,8 +950,11 @@ def test_read_ldr_is_the_documented_conversion(tmp_path, case):
 
 @_SETTINGS
 @given(
-    h=st.integers(1, 20), w=st.integers(1, 20), half=st.booleans(),
-    scale=st.floats(1e-3, 1e4), seed=st.integers(0, 2**16),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    half=st.booleans(),
+    scale=st.floats(1e-3, 1e4),
+    seed=st.integers(0, 2**16),
 )
 def test_hdr_round_trip(tmp_path, h, w, half, scale, seed):
     x = (np.random.default_rng(seed).standard_normal((h, w, 3)) * scale).astype(np.float32)
@@ -913,8 +971,11 @@ def test_hdr_round_trip(tmp_path, h, w, half, scale, seed):
 
 @_SETTINGS
 @given(
-    h=st.integers(1, 20), w=st.integers(1, 20), ext=st.sampled_from([".png", ".tif"]),
-    depth=st.sampled_from([8, 16]), seed=st.integers(0, 2**16),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    ext=st.sampled_from([".png", ".tif"]),
+    depth=st.sampled_from([8, 16]),
+    seed=st.integers(0, 2**16),
 )
 def test_ldr_round_trip(tmp_path, h, w, ext, depth, seed):
     x = np.random.default_rng(seed).uniform(-0.2, 1.2, (h, w, 3)).astype(np.float32)
@@ -1025,7 +1086,11 @@ def test_byte_mutation_fuzz(fuzz_bases, cli_env, tmp_path):
         work.mkdir()
         res = subprocess.run(
             [sys.executable, "-c", _FUZZ_CHILD, base, str(FUZZ_MUTATIONS), str(k), work],
-            env=cli_env, capture_output=True, text=True, timeout=120, check=False,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert res.returncode == 0, (base.name, res.returncode, res.stderr[-2000:])
         report = json.loads(res.stdout.strip().splitlines()[-1])
