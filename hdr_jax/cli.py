@@ -176,15 +176,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     outdir = _make_outdir(_output_path(args.output))
     n_side = pipe.up.module.num_exposures
     plan = _new_plan(photos, args.overwrite)
-    jobs: list[tuple[Path, dict[str, Path]]] = []
-    failures = []
-    for path in photos:  # every output checked before the first network runs
+    outputs = {}
+    for path in photos:
         outs = {"hdr": outdir / f"{path.stem}.exr", "preview": outdir / f"{path.stem}_preview.png"}
         if args.scale:
             outs["fused"] = outdir / f"{path.stem}_fused.png"
         if args.stack:
             outs.update({nm: outdir / f"{path.stem}_{nm}.png" for nm in _stack_names(n_side)})
+        outputs[path] = outs
+    # An input named like another input's output is most likely that output from an earlier
+    # run into the same folder: never process it as a photo.
+    made_by = {p.parent.resolve() / p.name: src for src, o in outputs.items() for p in o.values()}
+    jobs: list[tuple[Path, dict[str, Path]]] = []
+    failures = []
+    for path, outs in outputs.items():  # every output checked before the first network runs
         try:
+            source = made_by.get(path.parent.resolve() / path.name)
+            if source is not None and source != path:
+                raise CLIError(
+                    f"{path}: is named like an output of {source}; use another output folder"
+                )
             plan.claim(path, list(outs.values()))
             jobs.append((path, outs))
         except CLIError as e:

@@ -430,18 +430,20 @@ def test_tilde_output_means_home(files, tiny_weights, cli_env, tmp_path):
 
 @pytest.mark.slow
 def test_input_folder_as_output_folder_keeps_the_inputs(files, tiny_weights, cli_env, tmp_path):
-    # The user's own x_preview.png is an input; x.png's preview would overwrite it: refused, and
-    # x_preview.png itself (too small to process) fails on its own, so no network runs.
+    # A folder holding x.png and an x_preview.png (the user's, or an earlier run's output),
+    # reconstructed into itself with --overwrite: x.png's preview would overwrite an input and
+    # x_preview.png would be processed as a photo. Both are refused before any network runs.
     d = tmp_path / "photos"
     d.mkdir()
     shutil.copy(files["good"], d / "x.png")
-    shutil.copy(files["small"], d / "x_preview.png")
+    shutil.copy(files["good"], d / "x_preview.png")
     before = {p: p.read_bytes() for p in all_files(d)}
     res = cli_run(["reconstruct", d, "-o", d, "--overwrite", "--weights", tiny_weights], cli_env)
     lines = stderr_lines(res.stderr)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[-1] == "hdr-jax: error: 2 of 2 photos failed"
     assert any("x_preview.png: is an input" in ln for ln in lines), lines
+    assert any("x_preview.png: is named like an output of" in ln for ln in lines), lines
     assert {p: p.read_bytes() for p in all_files(d)} == before
 
 
