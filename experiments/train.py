@@ -3,18 +3,23 @@
     python -m experiments.train --config experiments/configs/drtmo.py:up --workdir DIR
     python -m experiments.train --config experiments/configs/cfnet.py:x2 --workdir DIR
 
-Rerunning the same command resumes from the latest checkpoint in DIR.
+Rerunning the same command resumes from the latest checkpoint in DIR. SIGTERM or SIGINT ends
+the run after the step in flight with a checkpoint of it (exit 143 / 130, one line); a checkpoint
+that cannot be written ends it with one line and exit 1, the earlier checkpoints intact.
 
     --memory_budget=4GiB   (or --config.memory_budget=4GiB) picks remat / bf16 settings whose
                            compiled training step fits, or stops with a one-line error before
                            compiling the real step (hdr_jax/memory.py).
 """
 
+import signal
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hdr_jax import memory
-from hdr_jax.training import loop, tasks
+from hdr_jax import interrupts, memory
+from hdr_jax.training import checkpoint, loop, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, previews.")
 _PREPARE_ONLY = flags.DEFINE_bool(
@@ -48,7 +53,21 @@ def main(argv):
     if _PREPARE_ONLY.value:
         task.builder  # noqa: B018  (building is a side effect of first access)
         return
-    loop.train_and_evaluate(task, config, _WORKDIR.value, progress=_PROGRESS.value)
+    with interrupts.handled(restore_after_signal=False):
+        try:
+            loop.train_and_evaluate(task, config, _WORKDIR.value, progress=_PROGRESS.value)
+        except interrupts.Interrupted as e:
+            print(
+                f"experiments.train: interrupted ({signal.Signals(e.signum).name}); the last "
+                "step is checkpointed, rerun the command to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(e.exit_status) from None
+        except OSError as e:  # CheckpointWriteError, or a workdir that cannot be created
+            text = str(e) if isinstance(e, checkpoint.CheckpointWriteError) else (
+                f"{_WORKDIR.value}: {e.strerror or e}"
+            )
+            raise SystemExit(f"experiments.train: error: {text}") from None
 
 
 if __name__ == "__main__":

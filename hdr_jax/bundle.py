@@ -72,6 +72,9 @@ def save_network(
 
 def read_manifest(directory: str | os.PathLike, *, missing_ok: bool = False) -> dict:
     path = Path(directory) / "manifest.json"
+    if not missing_ok and not Path(directory).is_dir():
+        what = "not a directory" if os.path.lexists(directory) else "no such directory"
+        raise WeightsError(f"{directory}: {what} (expected a weights directory)")
     if not path.exists():
         if missing_ok:
             return {}
@@ -83,6 +86,22 @@ def read_manifest(directory: str | os.PathLike, *, missing_ok: bool = False) -> 
     if not isinstance(manifest, dict):
         raise WeightsError(f"{path}: manifest is not a JSON object")
     return manifest
+
+
+def _weights_file(directory: Path, name: str, file: str) -> Path:
+    """The manifest's file name, which must name a regular file inside the weights directory
+    (never an absolute path or one that climbs out with '..' or a symlink)."""
+    root = directory.resolve()
+    path = (directory / file).resolve()
+    if not file or path == root or not path.is_relative_to(root):
+        raise WeightsError(
+            f"{directory}: manifest entry {name!r} names {file!r}, not a file in the directory"
+        )
+    if not path.exists():
+        raise WeightsError(f"{directory / file}: weights file missing")
+    if not path.is_file():
+        raise WeightsError(f"{directory / file}: weights file is not a regular file")
+    return path
 
 
 def load_network(
@@ -100,15 +119,16 @@ def load_network(
         or "sha256" not in entry
     ):
         raise WeightsError(f"{directory}: manifest entry {name!r} lacks 'file' or 'sha256'")
-    path = directory / entry["file"]
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file missing")
-    if _sha256(path) != entry["sha256"]:
+    path = _weights_file(directory, name, entry["file"])
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the weights file ({e.strerror or e})") from e
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise WeightsError(
             f"{path}: SHA-256 does not match the manifest (corrupt or replaced file)"
         )
     try:
-        data = path.read_bytes()
         if path.suffix == ".zlib":
             data = zlib.decompress(data)
         state = flax.serialization.msgpack_restore(data)
@@ -116,7 +136,10 @@ def load_network(
         raise WeightsError(f"{path}: not a weights file ({type(e).__name__})") from e
     if not isinstance(state, dict):  # valid msgpack, but not a variables dict
         raise WeightsError(f"{path}: not a weights file (holds a {type(state).__name__})")
-    variables = jax.tree.map(lambda x: np.asarray(x, np.float32), state)
+    try:
+        variables = jax.tree.map(lambda x: np.asarray(x, np.float32), state)
+    except (TypeError, ValueError) as e:  # e.g. strings where arrays belong
+        raise WeightsError(f"{path}: not a weights file (non-numeric entries)") from e
     if template is not None:
         t_flat = {
             jax.tree_util.keystr(k): np.shape(v)

@@ -6,13 +6,17 @@
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
   hdr-jax evaluate sice --data-dir DIR [--weights DIR] [--scale 2|4] [--out DIR]
 
-Every expected failure (bad image, bad weights, existing output) ends with one line on stderr
-and exit status 1 (2 for usage errors); tracebacks are reserved for bugs.
+Exit status: 0 all done; 1 an input or output failed (one line on stderr each, and with several
+photos a summary line; the other photos are still processed); 2 a usage error (argparse's usage
+block); 130 / 143 interrupted by SIGINT / SIGTERM (one line; no temporary or partial file is
+left). Every output path is checked before any network runs, and each photo's outputs are
+written as a set: all of them, or none. Tracebacks are reserved for bugs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -20,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hdr_jax import interrupts, merge
 from hdr_jax import io as hdr_io
-from hdr_jax import merge
 
 # Limits on input size: below, the networks see almost nothing; above, a photo is more likely a
 # mistake (or a panorama stitch) than a camera frame, and the user should downscale first.
@@ -37,7 +41,7 @@ def _warn(message: str) -> None:
     # tqdm.write keeps the message on its own line while a progress bar is drawn on stderr.
     from tqdm import tqdm
 
-    tqdm.write(message, file=sys.stderr)
+    tqdm.write(hdr_io.printable(message), file=sys.stderr)
 
 
 def _read_photo(path: Path) -> np.ndarray:
@@ -61,11 +65,9 @@ def _read_photo(path: Path) -> np.ndarray:
     return image
 
 
-def _outputs_for(outdir: Path, stem: str, args: argparse.Namespace) -> dict[str, Path]:
-    outs = {"hdr": outdir / f"{stem}.exr", "preview": outdir / f"{stem}_preview.png"}
-    if args.scale:
-        outs["fused"] = outdir / f"{stem}_fused.png"
-    return outs
+def _output_path(text: str) -> Path:
+    # The shell leaves a quoted '~/x' alone; the user still means their home.
+    return Path(os.path.expanduser(text))
 
 
 def _make_outdir(path: Path) -> Path:
@@ -73,15 +75,58 @@ def _make_outdir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. the path is an existing file, or not writable
         raise CLIError(f"{path}: cannot create the output folder ({e.strerror or e})") from e
+    _check_writable(path)
     return path
 
 
-def _check_free(paths: list[Path], overwrite: bool) -> None:
-    if overwrite:
-        return
-    existing = [p for p in paths if p.exists()]
-    if existing:
-        raise CLIError(f"{existing[0]} exists (use --overwrite to replace it)")
+def _check_writable(folder: Path) -> None:
+    if not folder.is_dir():
+        raise CLIError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"{folder}: output folder is not writable")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Every output path of a run, checked before any network runs."""
+
+    inputs: set[Path]  # resolved input files: never an output, whatever the flags
+    overwrite: bool
+    claimed: dict[Path, Path] = dataclasses.field(default_factory=dict)  # output -> its photo
+
+    def claim(self, photo: Path, paths: list[Path]) -> None:
+        """Checks `photo`'s outputs (CLIError naming the first problem) and reserves them."""
+        for p in paths:
+            if len(os.fsencode(p.name)) > _name_max(p.parent):
+                raise CLIError(
+                    f"{p}: output file name too long ({len(os.fsencode(p.name))} bytes; the "
+                    f"limit is {_name_max(p.parent)})"
+                )
+            key = p.parent.resolve() / p.name
+            if key in self.inputs or (p.exists() and p.resolve() in self.inputs):
+                raise CLIError(f"{p}: is an input; choose another output folder or name")
+            if key in self.claimed:
+                raise CLIError(
+                    f"{p}: also an output of {self.claimed[key]} (two photos with the same "
+                    "name; rename one or run them separately)"
+                )
+            if p.is_dir():
+                raise CLIError(f"{p}: is a directory")
+            if os.path.lexists(p) and not self.overwrite:
+                raise CLIError(f"{p} exists (use --overwrite to replace it)")
+        for p in paths:
+            self.claimed[p.parent.resolve() / p.name] = photo
+
+
+def _new_plan(inputs: list[Path], overwrite: bool) -> _Plan:
+    return _Plan({p.resolve() for p in inputs}, overwrite)
 
 
 def _stack_names(n_side: int) -> list[str]:
@@ -128,37 +173,69 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     photos = hdr_io.list_images(args.photos, kinds=("ldr",))
     pipe = pipeline.Pipeline.load(args.weights)
-    outdir = _make_outdir(Path(args.output))
-    failures = 0
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(photos, desc="reconstruct", unit="photo", disable=args.quiet or len(photos) < 2)
-    except ImportError:  # pragma: no cover
-        bar = photos
-    for path in bar:
+    outdir = _make_outdir(_output_path(args.output))
+    n_side = pipe.up.module.num_exposures
+    plan = _new_plan(photos, args.overwrite)
+    outputs = {}
+    for path in photos:
+        outs = {"hdr": outdir / f"{path.stem}.exr", "preview": outdir / f"{path.stem}_preview.png"}
+        if args.scale:
+            outs["fused"] = outdir / f"{path.stem}_fused.png"
+        if args.stack:
+            outs.update({nm: outdir / f"{path.stem}_{nm}.png" for nm in _stack_names(n_side)})
+        outputs[path] = outs
+    # An input named like another input's output is most likely that output from an earlier
+    # run into the same folder: never process it as a photo.
+    made_by = {p.parent.resolve() / p.name: src for src, o in outputs.items() for p in o.values()}
+    jobs: list[tuple[Path, dict[str, Path]]] = []
+    failures = []
+    for path, outs in outputs.items():  # every output checked before the first network runs
         try:
-            _reconstruct_one(pipe, path, outdir, args)
+            source = made_by.get(path.parent.resolve() / path.name)
+            if source is not None and source != path:
+                raise CLIError(
+                    f"{path}: is named like an output of {source}; use another output folder"
+                )
+            plan.claim(path, list(outs.values()))
+            jobs.append((path, outs))
+        except CLIError as e:
+            failures.append(e)
+    if len(photos) == 1 and failures:
+        raise failures[0]  # one photo: its own error is the one line, not a summary
+    for e in failures:
+        _warn(f"error: {e}")
+    from tqdm import tqdm
+
+    # A progress bar only for a person watching: in a log it would be a line per update.
+    quiet_bar = args.quiet or len(jobs) < 2 or not sys.stderr.isatty()
+    for path, outs in tqdm(jobs, desc="reconstruct", unit="photo", disable=quiet_bar):
+        try:
+            _reconstruct_one(pipe, path, outs, args)
         except (hdr_io.ImageIOError, CLIError) as e:
             if len(photos) == 1:
-                raise  # one photo: its own error is the one line, not a summary
-            failures += 1
+                raise
+            failures.append(e)
             _warn(f"error: {e}")
     if failures:
-        raise CLIError(f"{failures} of {len(photos)} photos failed")
+        raise CLIError(f"{len(failures)} of {len(photos)} photos failed")
 
 
-def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -> None:
+def _warn_degenerate(path: Path, image: np.ndarray) -> None:
     from hdr_jax import pipeline
 
-    stem = path.stem
-    outs = _outputs_for(outdir, stem, args)
-    n_side = pipe.up.module.num_exposures
-    stack_paths = (
-        [outdir / f"{stem}_{name}.png" for name in _stack_names(n_side)] if args.stack else []
-    )
-    _check_free(list(outs.values()) + stack_paths, args.overwrite)
+    kind = pipeline.degenerate(image)
+    if kind:
+        _warn(
+            f"warning: {path.name} is {kind}; it records no scene detail, so its HDR is the "
+            "photo itself, linearised"
+        )
+
+
+def _reconstruct_one(pipe, path: Path, outs: dict[str, Path], args: argparse.Namespace) -> None:
+    from hdr_jax import pipeline
+
     image = _read_photo(path)
+    _warn_degenerate(path, image)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     res = pipeline.reconstruct(
@@ -169,12 +246,14 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
         up_method=args.up,
         **tiles,
     )
-    hdr_io.write_hdr(outs["hdr"], res.hdr, overwrite=args.overwrite)
-    hdr_io.write_ldr(outs["preview"], res.preview, overwrite=args.overwrite)
-    if res.fused is not None:
-        hdr_io.write_ldr(outs["fused"], res.fused, overwrite=args.overwrite)
-    for p, img in zip(stack_paths, res.stack):
-        hdr_io.write_ldr(p, img, overwrite=args.overwrite)
+    stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
+    with hdr_io.OutputSet(overwrite=args.overwrite) as out:
+        out.write_hdr(outs["hdr"], res.hdr)
+        out.write_ldr(outs["preview"], res.preview)
+        if res.fused is not None:
+            out.write_ldr(outs["fused"], res.fused)
+        for name, img in zip(stack_names, res.stack):
+            out.write_ldr(outs[name], img)
     lum = res.hdr.mean(-1)
     pos = lum[lum > 0]
     dr = np.log2(np.percentile(pos, 99.9) / np.percentile(pos, 0.1)) if pos.size else 0.0
@@ -183,10 +262,12 @@ def _reconstruct_one(pipe, path: Path, outdir: Path, args: argparse.Namespace) -
         from tqdm import tqdm
 
         tqdm.write(  # not print: keeps the line apart from a progress bar on the terminal
-            f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
-            f"{res.kept[1] - res.kept[0] + 1}/{len(res.stack)} kept)"
-            + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
-            + f", {time.perf_counter() - t0:.1f} s",
+            hdr_io.printable(
+                f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
+                f"{res.kept[1] - res.kept[0] + 1}/{len(res.stack)} kept)"
+                + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
+                + f", {time.perf_counter() - t0:.1f} s"
+            ),
             file=sys.stdout,
         )
 
@@ -196,44 +277,54 @@ def cmd_brackets(args: argparse.Namespace) -> None:
 
     path = Path(args.image)
     pipe = pipeline.Pipeline.load(args.weights)
-    outdir = _make_outdir(Path(args.output))
+    outdir = _make_outdir(_output_path(args.output))
     n_side = pipe.up.module.num_exposures
     names = _stack_names(n_side)
-    generated = [outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side]
+    generated = {i: outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side}
     hdr_path = outdir / f"{path.stem}.exr"
-    _check_free(generated + [hdr_path], args.overwrite)
+    _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
     image = _read_photo(path)
+    _warn_degenerate(path, image)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, **({"tile": tiles["stage1_tile"]} if tiles else {})
     )
-    hdr, kept = merge.merge_stack(stack, method=args.merge, tau=pipeline.TAU)
-    for i, nm in enumerate(names):
-        if i != n_side:
-            hdr_io.write_ldr(outdir / f"{path.stem}_{nm}.png", stack[i], overwrite=args.overwrite)
-    hdr_io.write_hdr(hdr_path, hdr, overwrite=args.overwrite)
+    hdr, kept = pipeline.merge_photo_stack(stack, image, args.merge)
+    with hdr_io.OutputSet(overwrite=args.overwrite) as out:
+        for i, p in generated.items():
+            out.write_ldr(p, stack[i])
+        out.write_hdr(hdr_path, hdr)
     print(
-        f"{path.name}: {len(generated)} exposures + {hdr_path.name} (merged {kept[1] - kept[0] + 1} of {len(stack)})"
+        hdr_io.printable(
+            f"{path.name}: {len(generated)} exposures + {hdr_path.name} "
+            f"(merged {kept[1] - kept[0] + 1} of {len(stack)})"
+        )
     )
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
-    out = Path(args.output)
-    _check_free([out], args.overwrite)
-    under, over = _read_photo(Path(args.under)), _read_photo(Path(args.over))
+    out = _output_path(args.output)
+    under_path, over_path = Path(args.under), Path(args.over)
+    if out.suffix.lower() not in hdr_io.LDR_EXTENSIONS:
+        raise CLIError(
+            f"{out}: the fused image needs an LDR extension ({', '.join(hdr_io.LDR_EXTENSIONS)})"
+        )
+    _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
+    under, over = _read_photo(under_path), _read_photo(over_path)
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
         )
     pipe = pipeline.Pipeline.load(args.weights)
+    net = pipe.cfnet(args.scale)
+    _check_writable(out.parent)  # still before the network runs
     tiles = _tiles(pipe, args, under.shape[:2], stage1=False, scale=args.scale)
-    fused = pipeline.fuse_pair(
-        pipe.cfnet(args.scale), under, over, **({"tile": tiles["stage2_tile"]} if tiles else {})
-    )
+    tile = {"tile": tiles["stage2_tile"]} if tiles else {}
+    fused = pipeline.fuse_pair(net, under, over, **tile)
     hdr_io.write_ldr(out, fused, overwrite=args.overwrite)
-    print(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})")
+    print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -341,18 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("output", "out"):
+        if getattr(args, name, None) is not None and not str(getattr(args, name)).strip():
+            parser.error(f"the output path (--{name}) must not be empty")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hdr_jax import bundle
 
-    try:
-        args.func(args)
-    except (hdr_io.ImageIOError, CLIError, bundle.WeightsError) as e:
-        print(f"hdr-jax: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("hdr-jax: interrupted", file=sys.stderr)
-        return 130
+    with interrupts.handled(restore_after_signal=False):
+        try:
+            args.func(args)
+        except (hdr_io.ImageIOError, CLIError, bundle.WeightsError) as e:
+            print(f"hdr-jax: error: {hdr_io.printable(e)}", file=sys.stderr)
+            return 1
+        except (interrupts.Interrupted, KeyboardInterrupt) as e:
+            hdr_io.remove_temporaries()
+            status = e.exit_status if isinstance(e, interrupts.Interrupted) else 130
+            name = "SIGTERM" if status == 143 else "SIGINT"
+            print(f"hdr-jax: interrupted ({name}); unfinished outputs removed", file=sys.stderr)
+            return status
     return 0
 
 

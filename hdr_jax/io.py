@@ -9,29 +9,41 @@ it as is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import glob
+import io as stdio
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+import stat
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal, overload
 
 import cv2
 import numpy as np
 import OpenEXR
-from PIL import Image, ImageOps
+from PIL import Image
+
+from hdr_jax import interrupts
 
 __all__ = [
     "HDR_EXTENSIONS",
     "ImageIOError",
     "LDR_EXTENSIONS",
     "LdrInfo",
+    "OutputSet",
     "atomic_output",
     "ldr_info",
     "list_images",
+    "printable",
     "read_hdr",
     "read_ldr",
+    "remove_temporaries",
     "write_hdr",
     "write_ldr",
 ]
@@ -44,6 +56,7 @@ _KIND_EXTENSIONS = {"ldr": LDR_EXTENSIONS, "hdr": HDR_EXTENSIONS}
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF")
 _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
+_LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 
 class ImageIOError(Exception):
@@ -54,16 +67,75 @@ class ImageIOError(Exception):
         self.path = None if path is None else Path(path)
 
 
+def printable(text) -> str:
+    """`text` as one terminal line: control characters (a newline or an ANSI escape in a file
+    name) are shown as Python escapes instead of acting on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _error(path: PathLike, message: str, cause: BaseException | None = None) -> ImageIOError:
+def _error(
+    path: PathLike,
+    message: str,
+    cause: BaseException | None = None,
+    log: list[str] | None = None,
+) -> ImageIOError:
     if cause is not None:
         detail = _one_line(str(cause)) or type(cause).__name__
         message = f"{message} ({type(cause).__name__}: {detail})"
-    return ImageIOError(_one_line(f"{os.fspath(path)}: {message}", limit=500), path)
+    elif log:  # what the C library said, when it raised nothing itself
+        message = f"{message} ({_one_line(log[0], limit=200)})"
+    # The path is escaped, not flattened: "a\nb.png" must not read as "a b.png".
+    return ImageIOError(_one_line(f"{printable(os.fspath(path))}: {message}", limit=500), path)
+
+
+@contextlib.contextmanager
+def _library_messages() -> Iterator[list[str]]:
+    """Collects what the decoders print (libpng, libtiff, OpenCV and OpenEXR on file descriptors
+    1 and 2, the OpenEXR binding through Python's sys.stdout) and Python warnings (Pillow) into
+    the yielded list, filled when the block ends.
+
+    Those messages would break the one-line error promise, and they carry nothing the error
+    raised afterwards does not say; the first line is kept as the error's detail.
+    """
+    messages: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        # File descriptors and the warnings filters are process-wide: redirecting them from
+        # two threads at once could leave stderr pointing at a sink. Readers on worker threads
+        # keep the libraries' own output.
+        yield messages
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    python_text = stdio.StringIO()
+    try:
+        with (
+            tempfile.TemporaryFile() as sink,
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(python_text),
+            contextlib.redirect_stderr(python_text),
+        ):
+            warnings.simplefilter("always")
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            try:
+                yield messages
+            finally:
+                _LIBC.fflush(None)  # C stdio buffers (C++ iostreams write through them)
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", errors="replace") + python_text.getvalue()
+                messages += [line.strip() for line in text.splitlines() if line.strip()]
+                messages += [str(w.message) for w in caught]
+    finally:
+        for copy in saved.values():
+            os.close(copy)
 
 
 def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) -> Path:
@@ -75,7 +147,8 @@ def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) ->
         if p.is_dir():
             raise _error(p, "is a directory, not an image file")
         if not p.is_file():
-            raise _error(p, "is not a regular file")
+            kind = _file_kind(p)
+            raise _error(p, f"is not a regular file ({kind})" if kind else "is not a regular file")
         if p.stat().st_size == 0:
             raise _error(p, "empty file (0 bytes)")
     except OSError as e:
@@ -90,6 +163,23 @@ def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) ->
             f"(expected one of {', '.join(extensions)}){hint}",
         )
     return p
+
+
+def _file_kind(p: Path) -> str:
+    """'a FIFO', 'a character device', ... for a path that exists but is no regular file."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return ""
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +208,40 @@ def _png_bit_depth(path: Path) -> int | None:
     return None
 
 
-def _pil_info(im: Image.Image, path: Path) -> LdrInfo:
+def _orientation(im: Image.Image, *, probe: bool) -> int:
+    # A PNG's getexif() decodes the pixels when no eXIf chunk precedes them; the header-only
+    # probe must not decode, so there it reads only an eXIf chunk already seen.
+    if probe and im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a corrupt EXIF block (the pixels are already decoded and checked)
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _detach_tiff_orientation(im: Image.Image) -> int | None:
+    """A TIFF's orientation tag, removed before its pixels load (None for other formats).
+
+    Pillow transposes an oriented TIFF while loading it and the result has the wrong layout; the
+    stored pixels, rotated here like every other format's, are right."""
+    if im.format != "TIFF":
+        return None
+    exif = im.getexif()  # for a TIFF this reads the tags, not the pixels
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
+    if _EXIF_ORIENTATION in exif:
+        del exif[_EXIF_ORIENTATION]
+    if _EXIF_ORIENTATION in im.tag_v2:
+        del im.tag_v2[_EXIF_ORIENTATION]
+        im._size = im._tile_size  # the stored size; Pillow had swapped it for the orientation
+    try:
+        orientation = int(orientation)
+    except (TypeError, ValueError):
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
     fmt = im.format or "?"
     if fmt == "PNG":
         bits = _png_bit_depth(path) or 8
@@ -133,12 +256,9 @@ def _pil_info(im: Image.Image, path: Path) -> LdrInfo:
         channels = 4 if (im.mode == "PA" or "transparency" in im.info) else 3
     else:
         channels = len(im.getbands())
-    try:
-        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # a corrupt EXIF block should not make the pixels unreadable
-        orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
+    orientation = _detach_tiff_orientation(im)
+    if orientation is None:
+        orientation = _orientation(im, probe=probe)
     w, h = im.size
     if orientation >= 5:
         w, h = h, w
@@ -147,17 +267,19 @@ def _pil_info(im: Image.Image, path: Path) -> LdrInfo:
 
 def _open_ldr(p: Path) -> Image.Image:
     try:
-        return Image.open(p, formats=_PIL_FORMATS)
+        with _library_messages():
+            return Image.open(p, formats=_PIL_FORMATS)
     except Exception as e:
         raise _error(p, "not a readable PNG/JPEG/TIFF image", e) from e
 
 
 def ldr_info(path: PathLike) -> LdrInfo:
-    """Header-only probe of an LDR file (bit depth, channels, oriented size)."""
+    """Header-only probe of an LDR file (bit depth, channels, oriented size); decodes no pixels,
+    so a PNG whose EXIF follows its pixel data is reported with orientation 1 here."""
     p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         try:
-            return _pil_info(im, p)
+            return _pil_info(im, p, probe=True)
         except Exception as e:
             raise _error(p, "cannot parse image header", e) from e
 
@@ -182,11 +304,16 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
-    """16-bit colour PNG/TIFF, which Pillow truncates to 8 bits. Returns RGB float in [0, 1]."""
-    raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
+    """16-bit colour PNG/TIFF, which Pillow truncates to 8 bits. Returns RGB float in [0, 1].
+
+    Pillow has decoded (and so checked) the whole stream before this runs."""
+    with _library_messages() as log:
+        raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise _error(p, f"OpenCV could not decode this {info.bit_depth}-bit {info.format} "
-                        "(corrupt or truncated?)")
+        raise _error(
+            p, f"OpenCV could not decode this {info.bit_depth}-bit {info.format} "
+            "(corrupt or truncated?)", log=log,
+        )
     if raw.dtype == np.uint16:
         scale = 65535.0
     elif raw.dtype == np.uint8:
@@ -205,16 +332,25 @@ def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
         raise _error(p, f"unsupported channel count {raw.shape[2]}")
     # IMREAD_UNCHANGED ignores EXIF orientation, so apply it like the Pillow path does.
     rgb = _apply_orientation(rgb, info.orientation)
+    if rgb.shape[:2] != (info.height, info.width):
+        raise _error(p, f"OpenCV decoded {rgb.shape[1]}x{rgb.shape[0]}, the header says "
+                        f"{info.width}x{info.height}")
     return rgb.astype(np.float32) / np.float32(scale)
 
 
-def _decode_pillow(im: Image.Image, p: Path) -> np.ndarray:
+_GREY16_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _decode_pillow(im: Image.Image, p: Path, info: LdrInfo) -> np.ndarray:
+    if info.bit_depth == 16 and im.mode in _GREY16_MODES:  # Pillow keeps 16-bit grey exact
+        grey = np.asarray(im).astype(np.float32) / np.float32(65535.0)
+        return _apply_orientation(np.repeat(grey[..., None], 3, axis=-1), info.orientation)
     if im.mode in ("I", "F"):
         raise _error(p, f"unsupported pixel mode {im.mode!r} (32-bit integer/float is not an LDR image)")
-    im = ImageOps.exif_transpose(im)
     if im.mode != "RGB":
         im = im.convert("RGB")  # grey -> replicated, RGBA/LA -> alpha dropped, palette -> colours
-    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    rgb = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    return _apply_orientation(rgb, info.orientation)
 
 
 @overload
@@ -228,21 +364,37 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
 
     8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
     is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.
+    The whole file is decoded here: a corrupt or truncated stream raises, it never reads as a
+    partly black image.
     """
     p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
+        fmt = im.format or "image"
+        failure: Exception | None = None
+        with _library_messages() as log:
+            try:
+                tiff_orientation = _detach_tiff_orientation(im)
+                im.load()
+            except Exception as e:
+                failure = e
+        if failure is not None:
+            message = f"cannot decode {fmt} data (corrupt or truncated?)"
+            raise _error(p, message, failure) from failure
         try:
             info = _pil_info(im, p)
+            if tiff_orientation is not None:  # detached before loading: put it back in the info
+                h, w = (im.size[0], im.size[1]) if tiff_orientation >= 5 else im.size[::-1]
+                info = dataclasses.replace(info, orientation=tiff_orientation, height=h, width=w)
             if info.bit_depth not in (1, 2, 4, 8, 16):
                 raise _error(p, f"unsupported bit depth {info.bit_depth}")
-            if info.bit_depth == 16:
+            if info.bit_depth == 16 and im.mode not in _GREY16_MODES:
                 rgb = _decode_cv2_unchanged(p, info)
             else:
-                rgb = _decode_pillow(im, p)
+                rgb = _decode_pillow(im, p, info)
         except ImageIOError:
             raise
         except Exception as e:
-            raise _error(p, f"cannot decode {im.format or 'image'} data (corrupt or truncated?)", e) from e
+            raise _error(p, f"cannot decode {fmt} data (corrupt or truncated?)", e, log) from e
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise _error(p, f"image has zero size {rgb.shape[:2]}")
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
@@ -292,30 +444,45 @@ def _exr_check(p: Path, channels: dict, names: list[str], rgb: np.ndarray) -> np
 
 
 def _read_exr(p: Path) -> np.ndarray:
-    try:
-        # separate_channels: the interleaved view fails on files mixing HALF and FLOAT channels.
-        with OpenEXR.File(os.fspath(p), separate_channels=True) as f:
-            available = []
-            for i in range(len(f.parts)):
-                chans = f.channels(i)
-                rgb = _exr_pick_rgb(p, chans)
-                if rgb is not None:
-                    return rgb
-                available += list(chans)
-    except ImageIOError:
-        raise
-    except Exception as e:
-        raise _error(p, "not a readable OpenEXR file (corrupt or truncated?)", e) from e
-    raise _error(p, f"no RGB or Y channels (found: {', '.join(available) or 'none'})")
+    failure: Exception | None = None
+    available: list[str] = []
+    with _library_messages() as log:
+        try:
+            # separate_channels: the interleaved view fails on files mixing HALF and FLOAT channels.
+            with OpenEXR.File(os.fspath(p), separate_channels=True) as f:
+                for i in range(len(f.parts)):
+                    chans = f.channels(i)
+                    if any(ch.pixels is None for ch in chans.values()):
+                        raise ValueError(f"part {i} has channels without pixel data")
+                    rgb = _exr_pick_rgb(p, chans)
+                    if rgb is not None:
+                        break
+                    available += list(chans)
+                else:
+                    rgb = None
+        except ImageIOError:
+            raise
+        except Exception as e:
+            failure = e
+    if failure is not None or (rgb is None and not available and log):
+        # A truncated file makes the library print its complaint and return no channels at all.
+        raise _error(p, "not a readable OpenEXR file (corrupt or truncated?)", failure, log)
+    if rgb is None:
+        raise _error(p, f"no RGB or Y channels (found: {', '.join(available) or 'none'})")
+    return rgb
 
 
 def _read_radiance(p: Path) -> np.ndarray:
-    try:
-        bgr = cv2.imread(os.fspath(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
-    except Exception as e:
-        raise _error(p, "not a readable Radiance RGBE file", e) from e
+    failure: Exception | None = None
+    with _library_messages() as log:
+        try:
+            bgr = cv2.imread(os.fspath(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+        except Exception as e:
+            failure = e
+    if failure is not None:
+        raise _error(p, "not a readable Radiance RGBE file", failure) from failure
     if bgr is None:
-        raise _error(p, "not a readable Radiance RGBE file (corrupt or truncated?)")
+        raise _error(p, "not a readable Radiance RGBE file (corrupt or truncated?)", log=log)
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.float32:
         raise _error(p, f"Radiance decoder returned {bgr.dtype} {bgr.shape}, expected float32 HxWx3")
     return bgr[..., ::-1]
@@ -347,24 +514,63 @@ def read_hdr(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+#: Temporary files this process has created and not yet renamed or removed. A name is recorded
+#: before the file is created, so :func:`remove_temporaries` finds it whenever an exception (an
+#: interrupt included) cuts a write short.
+_TEMPORARIES: set[Path] = set()
+# Room left in a 255-byte file name for the temporary prefix/suffix around a shortened stem.
+_TEMP_STEM_CHARS = 64
+
+
 def _reserve_temp(dst: Path) -> Path:
     # The real suffix stays last so extension-driven encoders (cv2.imwrite) pick the right codec;
     # O_EXCL with mode 0o666 reserves a unique name and keeps the user's umask for the result.
+    # The stem is shortened so that an output name near the length limit still has a temp name.
     for _ in range(100):
-        tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
+        stem = dst.stem[:_TEMP_STEM_CHARS]
+        tmp = dst.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            with interrupts.deferred():
+                _TEMPORARIES.add(tmp)
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:
+            _TEMPORARIES.discard(tmp)
             continue
         except OSError as e:
+            _TEMPORARIES.discard(tmp)
             raise _error(dst, "cannot create a temporary file next to it", e) from e
     raise _error(dst, "cannot find a free temporary file name")
+
+
+def _remove_temp(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    _TEMPORARIES.discard(tmp)
+
+
+def remove_temporaries() -> list[Path]:
+    """Removes every temporary output file this process still has (after an interrupt); returns
+    the ones that existed."""
+    removed = []
+    for tmp in sorted(_TEMPORARIES):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    _TEMPORARIES.clear()
+    return removed
+
+
+def _exists(dst: Path) -> bool:
+    # lexists: a dangling symlink at the output path is an existing output too (and is never
+    # followed: the rename replaces the link itself).
+    return os.path.lexists(dst)
 
 
 def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, dst)
+        _TEMPORARIES.discard(tmp)
         return
     try:
         # link() fails if dst appeared since we checked, so there is no window to clobber it.
@@ -372,11 +578,21 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     except FileExistsError as e:
         raise _error(dst, "already exists (pass overwrite=True to replace it)") from e
     except OSError:  # filesystem without hard links
-        if dst.exists():
+        if _exists(dst):
             raise _error(dst, "already exists (pass overwrite=True to replace it)") from None
         os.replace(tmp, dst)
+        _TEMPORARIES.discard(tmp)
         return
-    tmp.unlink()
+    _remove_temp(tmp)
+
+
+def _check_destination(dst: Path, overwrite: bool) -> None:
+    if dst.is_dir():
+        raise _error(dst, "is a directory")
+    if _exists(dst) and not overwrite:
+        raise _error(dst, "already exists (pass overwrite=True to replace it)")
+    if not dst.parent.is_dir():
+        raise _error(dst, f"output directory {os.fspath(dst.parent)!r} does not exist")
 
 
 @contextlib.contextmanager
@@ -387,29 +603,90 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     the temporary file is removed and the exception propagates unchanged.
     """
     dst = Path(path)
-    if dst.is_dir():
-        raise _error(dst, "is a directory")
-    if dst.exists() and not overwrite:
-        raise _error(dst, "already exists (pass overwrite=True to replace it)")
-    if not dst.parent.is_dir():
-        raise _error(dst, f"output directory {os.fspath(dst.parent)!r} does not exist")
+    _check_destination(dst, overwrite)
     tmp = _reserve_temp(dst)
     try:
         yield tmp
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _remove_temp(tmp)
         raise
     try:
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise _error(dst, "writer produced no data")
-        _commit(tmp, dst, overwrite)
+        with interrupts.deferred():
+            _commit(tmp, dst, overwrite)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _remove_temp(tmp)
         if isinstance(e, OSError):
             raise _error(dst, "cannot move the finished file into place", e) from e
         raise
+
+
+class OutputSet:
+    """Several output files written as one: all are encoded under temporary names, then renamed
+    into place together; if any step fails (or is interrupted) none of them is left behind.
+
+        with OutputSet(overwrite=False) as out:
+            out.write_hdr("x.exr", hdr)
+            out.write_ldr("x_preview.png", preview)
+
+    Every destination is checked when it is added, before anything is encoded.
+    """
+
+    def __init__(self, *, overwrite: bool = False):
+        self.overwrite = overwrite
+        self._pending: list[tuple[Path, Path]] = []  # (temporary, destination)
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def _add(self, path: PathLike, encode: Callable[[Path], None]) -> None:
+        dst = Path(path)
+        _check_destination(dst, self.overwrite)
+        if any(dst == d for _, d in self._pending):
+            raise _error(dst, "is written twice in one output set")
+        tmp = _reserve_temp(dst)
+        self._pending.append((tmp, dst))
+        encode(tmp)
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise _error(dst, "writer produced no data")
+
+    def write_ldr(self, path: PathLike, image, **kwargs) -> None:
+        """As :func:`write_ldr`, as part of the set."""
+        args = _ldr_args(path, image, **kwargs)
+        self._add(path, lambda tmp: _encode_ldr(path, tmp, *args))
+
+    def write_hdr(self, path: PathLike, image, **kwargs) -> None:
+        """As :func:`write_hdr`, as part of the set."""
+        args = _hdr_args(path, image, **kwargs)
+        self._add(path, lambda tmp: _encode_hdr(path, tmp, *args))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        done: list[Path] = []
+        try:
+            with interrupts.deferred():
+                for tmp, dst in self._pending:
+                    try:
+                        _commit(tmp, dst, self.overwrite)
+                    except OSError as e:
+                        raise _error(dst, "cannot move the finished file into place", e) from e
+                    done.append(dst)
+        except BaseException:
+            for dst in done:  # the files this set made; nothing else is touched
+                with contextlib.suppress(OSError):
+                    dst.unlink()
+            self.discard()
+            raise
+        self._pending = []
+
+    def discard(self) -> None:
+        """Removes the temporary files (nothing was renamed into place yet)."""
+        for tmp, _ in self._pending:
+            _remove_temp(tmp)
+        self._pending = []
 
 
 def _as_image(path: PathLike, image, *, allow_grey: bool) -> np.ndarray:
@@ -444,6 +721,40 @@ def _ext(path: PathLike, allowed: tuple[str, ...], kind: str) -> str:
     return ext
 
 
+def _ldr_args(path: PathLike, image, *, quality: int = 95, bit_depth: int = 8) -> tuple:
+    """Checks a write_ldr request; returns (quantised samples, format, encoder options)."""
+    ext = _ext(path, LDR_EXTENSIONS, "LDR")
+    if bit_depth not in (8, 16):
+        raise _error(path, f"bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and ext in (".jpg", ".jpeg"):
+        raise _error(path, "JPEG cannot store 16-bit samples; use .png or .tif")
+    if ext in (".jpg", ".jpeg") and not 1 <= int(quality) <= 100:
+        raise _error(path, f"JPEG quality must be in [1, 100], got {quality}")
+    a = _as_image(path, image, allow_grey=True)
+    peak = 65535 if bit_depth == 16 else 255
+    q = np.rint(np.clip(a, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
+    return q, fmt, {"quality": int(quality)} if fmt == "JPEG" else {}
+
+
+def _encode_ldr(path: PathLike, tmp: Path, q: np.ndarray, fmt: str, kwargs: dict) -> None:
+    failure: Exception | None = None
+    with _library_messages() as log:
+        try:
+            if q.dtype == np.uint16:
+                # Pillow cannot write 16-bit RGB; OpenCV can (and wants BGR).
+                ok = cv2.imwrite(os.fspath(tmp), q if q.ndim == 2 else q[..., ::-1])
+            else:
+                Image.fromarray(q).save(tmp, format=fmt, **kwargs)
+                ok = True
+        except Exception as e:
+            failure = e
+    if failure is not None:
+        raise _error(path, "cannot encode image", failure) from failure
+    if not ok:
+        raise _error(path, "OpenCV failed to encode the image", log=log)
+
+
 def write_ldr(
     path: PathLike,
     image,
@@ -457,31 +768,42 @@ def write_ldr(
     Values are clipped to [0, 1] and rounded to 8 bits, or to 16 bits (PNG/TIFF only) with
     bit_depth=16. `quality` applies to JPEG. Atomic; refuses to overwrite unless asked.
     """
-    ext = _ext(path, LDR_EXTENSIONS, "LDR")
-    if bit_depth not in (8, 16):
-        raise _error(path, f"bit_depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and ext in (".jpg", ".jpeg"):
-        raise _error(path, "JPEG cannot store 16-bit samples; use .png or .tif")
-    if ext in (".jpg", ".jpeg") and not 1 <= int(quality) <= 100:
-        raise _error(path, f"JPEG quality must be in [1, 100], got {quality}")
-    a = _as_image(path, image, allow_grey=True)
-    peak = 65535 if bit_depth == 16 else 255
-    q = np.rint(np.clip(a, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    args = _ldr_args(path, image, quality=quality, bit_depth=bit_depth)
     with atomic_output(path, overwrite=overwrite) as tmp:
+        _encode_ldr(path, tmp, *args)
+
+
+def _hdr_args(path: PathLike, image, *, half: bool = False) -> tuple:
+    """Checks a write_hdr request; returns (RGB >= 0, extension, half)."""
+    ext = _ext(path, HDR_EXTENSIONS, "HDR")
+    rgb = np.maximum(_as_image(path, image, allow_grey=False), 0.0)
+    if ext == ".exr" and half:
+        top = float(rgb.max())
+        if top > _HALF_MAX:
+            raise _error(path, f"max value {top:.6g} exceeds the half-float range ({_HALF_MAX:g}); "
+                               "write with half=False")
+    return rgb, ext, half
+
+
+def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool) -> None:
+    failure: Exception | None = None
+    ok = True
+    with _library_messages() as log:
         try:
-            if bit_depth == 16:
-                # Pillow cannot write 16-bit RGB; OpenCV can (and wants BGR).
-                ok = cv2.imwrite(os.fspath(tmp), q if q.ndim == 2 else q[..., ::-1])
-                if not ok:
-                    raise _error(path, "OpenCV failed to encode the image")
+            if ext == ".exr":
+                dtype = np.float16 if half else np.float32
+                planes = {c: np.ascontiguousarray(rgb[..., i], dtype=dtype) for i, c in enumerate("RGB")}
+                header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+                with OpenEXR.File(header, planes) as f:
+                    f.write(os.fspath(tmp))
             else:
-                fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
-                kwargs = {"quality": int(quality)} if fmt == "JPEG" else {}
-                Image.fromarray(q).save(tmp, format=fmt, **kwargs)
-        except ImageIOError:
-            raise
+                ok = cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(rgb[..., ::-1]))
         except Exception as e:
-            raise _error(path, "cannot encode image", e) from e
+            failure = e
+    if failure is not None:
+        raise _error(path, "cannot encode image", failure) from failure
+    if not ok:
+        raise _error(path, "OpenCV failed to encode the Radiance image", log=log)
 
 
 def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = False) -> None:
@@ -491,28 +813,9 @@ def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = Fa
     HxW / HxWx1 input is written as grey RGB. NaN/Inf raise ImageIOError; negative values are
     clamped to 0 (the same convention read_hdr applies). Atomic; refuses to overwrite unless asked.
     """
-    ext = _ext(path, HDR_EXTENSIONS, "HDR")
-    rgb = np.maximum(_as_image(path, image, allow_grey=False), 0.0)
-    if ext == ".exr" and half:
-        top = float(rgb.max())
-        if top > _HALF_MAX:
-            raise _error(path, f"max value {top:.6g} exceeds the half-float range ({_HALF_MAX:g}); "
-                               "write with half=False")
+    args = _hdr_args(path, image, half=half)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        try:
-            if ext == ".exr":
-                dtype = np.float16 if half else np.float32
-                planes = {c: np.ascontiguousarray(rgb[..., i], dtype=dtype) for i, c in enumerate("RGB")}
-                header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-                with OpenEXR.File(header, planes) as f:
-                    f.write(os.fspath(tmp))
-            else:
-                if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(rgb[..., ::-1])):
-                    raise _error(path, "OpenCV failed to encode the Radiance image")
-        except ImageIOError:
-            raise
-        except Exception as e:
-            raise _error(path, "cannot encode image", e) from e
+        _encode_hdr(path, tmp, *args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,25 +848,39 @@ def list_images(paths: PathLike | Iterable[PathLike], kinds: Iterable[str] = ("l
     for item in items:
         raw = os.fspath(item)
         p = Path(os.path.expanduser(raw))
-        if p.is_dir():
-            found = sorted(c for c in p.iterdir() if wanted(c))
-            if not found:
-                raise _error(p, f"directory contains no {label} images ({', '.join(exts)})")
-        elif p.is_file():
-            if p.suffix.lower() not in exts:
-                raise _error(p, f"unsupported extension {p.suffix or '(none)'!r} for an {label} image "
-                                f"(expected one of {', '.join(exts)})")
-            found = [p]
-        elif glob.has_magic(raw):
-            found = sorted(Path(m) for m in glob.glob(os.path.expanduser(raw), recursive=True))
-            found = [m for m in found if wanted(m)]
-            if not found:
-                raise _error(raw, f"pattern matches no {label} images")
-        else:
-            raise _error(p, "no such file or directory")
+        try:
+            found = _expand(p, raw, wanted, exts, label)
+        except OSError as e:  # a name too long, a folder that cannot be read, ...
+            raise _error(p, f"cannot access ({e.strerror or type(e).__name__})") from e
         for f in found:
             key = f.resolve()
             if key not in seen:
                 seen.add(key)
                 out.append(f)
     return out
+
+
+def _expand(p: Path, raw: str, wanted: Callable[[Path], bool], exts: tuple[str, ...],
+            label: str) -> list[Path]:
+    if p.is_dir():
+        found = sorted(c for c in p.iterdir() if wanted(c))
+        if not found:
+            raise _error(p, f"directory contains no {label} images ({', '.join(exts)})")
+        return found
+    if p.is_file():
+        if p.suffix.lower() not in exts:
+            raise _error(p, f"unsupported extension {p.suffix or '(none)'!r} for an {label} image "
+                            f"(expected one of {', '.join(exts)})")
+        return [p]
+    if glob.has_magic(raw):
+        found = sorted(Path(m) for m in glob.glob(os.path.expanduser(raw), recursive=True))
+        found = [m for m in found if wanted(m)]
+        if not found:
+            raise _error(raw, f"pattern matches no {label} images")
+        return found
+    if p.exists():  # a FIFO, a device, a socket: say what it is, not "no such file"
+        kind = _file_kind(p)
+        raise _error(p, f"is not a regular file ({kind})" if kind else "is not a regular file")
+    with contextlib.suppress(FileNotFoundError):
+        os.stat(p)  # raises the precise OSError (ENAMETOOLONG, EACCES, ...) where there is one
+    raise _error(p, "no such file or directory")

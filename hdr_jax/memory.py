@@ -96,10 +96,14 @@ def parse_bytes(text: str | float) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """Bytes as GiB/MiB with two decimals ('4.00 GiB')."""
+    """Bytes as GiB ('4.00 GiB'), MiB ('12.5 MiB'), KiB ('1.0 KiB') or bytes ('512 B')."""
     if abs(n) >= 2**30:
         return f"{n / 2**30:.2f} GiB"
-    return f"{n / 2**20:.1f} MiB"
+    if abs(n) >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    if abs(n) >= 2**10:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{int(n)} B"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -302,7 +302,9 @@ def tonemap_preview(
     lum = 0.2126 * hdr[..., 0] + 0.7152 * hdr[..., 1] + 0.0722 * hdr[..., 2]
     log_mean = float(np.exp(np.mean(np.log(lum + 1e-6))))
     scaled = key / max(log_mean, 1e-8) * lum
-    white = max(float(np.percentile(scaled, white_percentile)), 1e-6)
+    # L_white below 1 would map it to display white: a flat or low-contrast image has no
+    # highlight to burn out, so the curve is never steeper than the simple operator L / (1 + L).
+    white = max(float(np.percentile(scaled, white_percentile)), 1.0)
     mapped = scaled * (1.0 + scaled / white**2) / (1.0 + scaled)
     ratio = mapped / np.maximum(lum, 1e-8)
     return crf_lib.apply_crf(crf_lib.srgb_crf(), np.clip(hdr * ratio[..., None], 0.0, 1.0))
@@ -338,9 +340,7 @@ def reconstruct(
     stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method)
     t["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hdr, kept = merge.merge_stack(stack, method=merge_method, tau=TAU)
-    if merge_method == "debevec":
-        hdr = _match_input_scale(hdr, image)
+    hdr, kept = merge_photo_stack(stack, image, merge_method)
     t["merge_s"] = time.perf_counter() - t0
     pair = pick_pair(stack, kept)
     fused = None
@@ -350,6 +350,36 @@ def reconstruct(
         t["stage2_s"] = time.perf_counter() - t0
     preview = tonemap_preview(hdr)
     return Result(stack, kept, hdr, pair, fused, preview, t)
+
+
+#: A photo whose every sample is within this of 0 (or of 1) records no scene detail at all.
+FLAT_TOLERANCE = 1.5 / 255
+
+
+def degenerate(image: np.ndarray) -> str | None:
+    """'all black' or 'all clipped' for a photo with no sample off the bottom (top) of its
+    range, else None. Such a photo says nothing about the scene beyond one bound on it."""
+    image = np.asarray(image)
+    if float(image.max()) <= FLAT_TOLERANCE:
+        return "all black"
+    if float(image.min()) >= 1.0 - FLAT_TOLERANCE:
+        return "all clipped"
+    return None
+
+
+def merge_photo_stack(
+    stack: np.ndarray, image: np.ndarray, method: str = "anchored"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The HDR of one photo from its (17, H, W, 3) stack: `merge.merge_stack`, with Debevec's
+    arbitrary gain matched to the input, and for a :func:`degenerate` photo its own linearised
+    values (0 for black, the sensor's ceiling for clipped), since any merged detail, colour or
+    gain there would be invented by the networks."""
+    hdr, kept = merge.merge_stack(stack, method=method, tau=TAU)
+    if degenerate(image):
+        return np.asarray(crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image), np.float32), kept
+    if method == "debevec":
+        hdr = _match_input_scale(hdr, image)
+    return hdr, kept
 
 
 def _match_input_scale(hdr: np.ndarray, image: np.ndarray) -> np.ndarray:

@@ -165,7 +165,7 @@ BAD_INPUT_CASES = {
     ),
     "weights_dir_absent": (
         lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", o / "nowhere"],
-        "no manifest.json",
+        "no such directory",
     ),
     "weights_sha_mismatch": (
         lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", b["sha_mismatch"]],

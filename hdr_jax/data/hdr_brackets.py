@@ -148,6 +148,25 @@ def _scene_seed(seed: int, scene: str) -> int:
     return int(_stable_unit(str(seed), scene) * 2**63)
 
 
+class SourceFileError(ValueError):
+    """A source HDR file of a dataset build cannot be read (strict builds)."""
+
+
+def read_source_hdr(
+    path: Path, *, strict: bool, builder: str, allow_nonfinite: bool = False
+) -> np.ndarray | None:
+    """A dataset's source HDR image, or None (logged with the file's name) when it is corrupt,
+    truncated or holds NaN/Inf and not `strict`; with `strict`, SourceFileError. Training data
+    are never made from a partly read file or from NaN radiance."""
+    try:
+        return hdr_io.read_hdr(path, allow_nonfinite=allow_nonfinite)
+    except hdr_io.ImageIOError as e:
+        if strict:
+            raise SourceFileError(f"{builder}: {e}") from e
+        logging.warning("%s: skipping unreadable source file: %s", builder, e)
+        return None
+
+
 def split_scenes(
     scenes: Sequence[str],
     validation_fraction: float = 0.2,
@@ -229,11 +248,19 @@ class HdrBrackets(tfds.core.GeneratorBasedBuilder):
         # Python < 3.9; the source file is all it needs (to look for a checksums file).
         return epath.Path(inspect.getfile(cls))
 
-    def __init__(self, *, emor_dir: str | os.PathLike | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        emor_dir: str | os.PathLike | None = None,
+        strict: bool = False,
+        **kwargs: Any,
+    ):
         """``emor_dir``: folder (or ``emor.txt`` path) of the EMoR model; needed only to prepare
-        a ``crf_source='emor'`` config. Other arguments go to the TFDS builder."""
+        a ``crf_source='emor'`` config. ``strict``: an unreadable source file fails the build
+        (default: it is logged by name and skipped). Other arguments go to the TFDS builder."""
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
+        self._strict = strict
         self._emor_dir = None if emor_dir is None else Path(emor_dir)
         if self._emor_dir is not None and self.builder_config.crf_source != "emor":
             raise ValueError(f"emor_dir given but config {self.builder_config.name!r} uses "
@@ -286,7 +313,9 @@ class HdrBrackets(tfds.core.GeneratorBasedBuilder):
         """(radiance crop, view vector) pairs of one scene, deterministic in (seed, stem)."""
         cfg = self.builder_config
         rng = np.random.default_rng(_scene_seed(cfg.seed, path.stem))
-        img = hdr_io.read_hdr(path)
+        img = read_source_hdr(path, strict=self._strict, builder="hdr_brackets")
+        if img is None:
+            return
         if is_panorama(*img.shape[:2]):
             for fov, el, az in panorama.random_views(rng, cfg.views_per_panorama, cfg.fov_range, cfg.elevation_range):
                 yield (panorama_view(img, fov, el, az, cfg.crop_size),

@@ -195,6 +195,12 @@ class SyntheticPairs(LocalCodePath, tfds.core.GeneratorBasedBuilder):
     scene; train/test are split by file stem.
     """
 
+    def __init__(self, *, strict: bool = False, **kwargs: Any):
+        """``strict``: an unreadable source file fails the build (default: it is logged by name
+        and skipped). Other arguments go to the TFDS builder."""
+        super().__init__(**kwargs)
+        self._strict = strict
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -229,7 +235,11 @@ class SyntheticPairs(LocalCodePath, tfds.core.GeneratorBasedBuilder):
         names = sorted(crfs)
         for path in files:
             rng = np.random.default_rng([cfg.seed, stable_hash(path.stem)])
-            hdr = hio.read_hdr(path, allow_nonfinite=True)
+            hdr = hdr_brackets.read_source_hdr(
+                path, strict=self._strict, builder="synthetic_pairs", allow_nonfinite=True
+            )
+            if hdr is None:
+                continue
             for v, crop in enumerate(scene_crops(hdr, cfg, rng)):
                 name = names[int(rng.integers(len(names)))]
                 ev_u = float(rng.uniform(*cfg.ev_under))

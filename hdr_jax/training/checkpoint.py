@@ -7,6 +7,7 @@ next batch and the same per-step RNG as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -21,7 +22,44 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not match the model configuration it is restored into."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only or vanished workdir). Orbax
+    commits a step by renaming its finished temporary folder, so the previous checkpoints are
+    intact and a rerun resumes from the latest of them."""
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (itself, or one it was raised from), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _write_error(manager: ocp.CheckpointManager, step, e: BaseException) -> CheckpointWriteError:
+    cause = _os_error(e) or e
+    detail = getattr(cause, "strerror", None) or str(cause).splitlines()[0] or type(cause).__name__
+    where = f"{manager.directory}/{step}" if step is not None else str(manager.directory)
+    return CheckpointWriteError(f"cannot write checkpoint {where} ({detail})")
+
+
+class _ReportedWriteErrors(logging.Filter):
+    """Orbax logs a failed asynchronous save with its traceback from the saving thread; the
+    same error reaches the caller as CheckpointWriteError, reported there in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not ("orbax" in record.pathname and exc is not None and _os_error(exc) is not None)
+
+
+_WRITE_ERROR_FILTER = _ReportedWriteErrors()
+
+
 def make_manager(directory: str, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    logging.getLogger("absl").addFilter(_WRITE_ERROR_FILTER)  # idempotent: a set of filters
     return ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -29,11 +67,31 @@ def make_manager(directory: str, *, max_to_keep: int = 3) -> ocp.CheckpointManag
 
 
 def save(manager: ocp.CheckpointManager, state: Any, data_iterator: Any | None = None) -> None:
+    """Starts saving `state` (and the iterator) as its step; CheckpointWriteError if the
+    filesystem refuses it (here, or for the previous asynchronous save)."""
     step = int(jax.device_get(state.step))
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    manager.save(step, args=ocp.args.Composite(**items))
+    try:
+        manager.save(step, args=ocp.args.Composite(**items))
+    except Exception as e:
+        if _os_error(e) is None:
+            raise
+        raise _write_error(manager, step, e) from e
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+    """Waits for the last asynchronous save and closes the manager (CheckpointWriteError if
+    that save failed)."""
+    try:
+        manager.wait_until_finished()
+    except Exception as e:
+        if _os_error(e) is None:
+            raise
+        raise _write_error(manager, manager.latest_step(), e) from e
+    finally:
+        manager.close()
 
 
 def restore(

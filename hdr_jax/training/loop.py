@@ -27,6 +27,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from hdr_jax import interrupts
 from hdr_jax import io as hdr_io
 from hdr_jax.training import checkpoint
 
@@ -108,8 +109,11 @@ def train_and_evaluate(
     bar = tqdm.tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
     acc: dict[str, list] = {}
     t0 = time.perf_counter()
+    saved = start
     try:
-        for step in range(start + 1, total + 1):
+        # SIGINT/SIGTERM, where the caller routes them (interrupts.handled), end the loop after
+        # the step in flight, and that step is checkpointed.
+        for step in _steps(start, total):
             batch = next(train_iter)
             state, metrics = train_step(state, numeric(batch))
             for k, v in metrics.items():
@@ -132,6 +136,7 @@ def train_and_evaluate(
                 acc, t0 = {}, time.perf_counter()
             if step % config.checkpoint_every == 0 or step == total:
                 checkpoint.save(manager, state, train_iter)
+                saved = step
             if config.eval_every and (step % config.eval_every == 0 or step == total):
                 results = evaluate(task, state, eval_step)
                 writer.scalars(step, "eval", results)
@@ -140,13 +145,27 @@ def train_and_evaluate(
                 if hasattr(task, "previews"):
                     _write_previews(workdir, step, task, state, writer)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
+        if interrupts.pending() and saved != int(jax.device_get(state.step)):
+            checkpoint.save(manager, state, train_iter)
     finally:
         # Let an in-flight async save finish (or fail) before the interpreter tears down.
-        manager.wait_until_finished()
-        manager.close()
-        bar.close()
-        writer.close()
+        try:
+            checkpoint.finish(manager)
+        finally:
+            bar.close()
+            writer.close()
+    if interrupts.pending():
+        raise interrupts.Interrupted(interrupts.pending())
     return state
+
+
+def _steps(start: int, total: int):
+    """start + 1 .. total, ending early (after the step in flight) once a signal is pending."""
+    with interrupts.deferred(raise_at_end=False):
+        for step in range(start + 1, total + 1):
+            yield step
+            if interrupts.pending():
+                return
 
 
 def _say(progress: bool, bar: Any, text: str) -> None:
