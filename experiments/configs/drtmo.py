@@ -78,7 +78,11 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
     # on 2 CPU cores a step takes ~2 s, so the same command runs for about 3-4 hours per network.
     # lr 1e-4, half the paper's: the network learns a correction of the naive bracket.
     config.optimizer.learning_rate = 1e-4
+    # Global batch, split over every device of every process (hdr_jax/training/parallel.py).
     config.batch_size = 8
+    # Train state over the devices: "replicated", or split ZeRO/FSDP-style: "optimizer" (the
+    # optimiser state) or "fsdp" (parameters and optimiser state).
+    config.state_sharding = "replicated"
     config.num_train_steps = 6000
     config.log_every = 50
     config.eval_every = 1000

@@ -31,7 +31,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # L2 on the dense kernels: 720 training views of 18 scenes are few for 76 features.
     config.loss = ml_collections.ConfigDict(dict(l2=1e-3))
     config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
+    # Global batch, split over every device of every process (hdr_jax/training/parallel.py).
     config.batch_size = 64
+    # Train state over the devices: "replicated", or split ZeRO/FSDP-style: "optimizer" (the
+    # optimiser state) or "fsdp" (parameters and optimiser state).
+    config.state_sharding = "replicated"
     config.num_train_steps = 3000
     config.log_every = 100
     config.eval_every = 500
