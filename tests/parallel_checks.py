@@ -105,6 +105,7 @@ def step_checks(configs) -> dict:
 def train(config, workdir: Path, steps: int, devices: int, mode: str):
     config = config.copy_and_resolve_references()
     config.num_train_steps, config.state_sharding = steps, mode
+    config.eval_every = 4  # the evaluation of the FSDP state at step 4 runs on the mesh too
     mesh = parallel.make_mesh(jax.devices()[:devices])
     return loop.train_and_evaluate(
         tasks.make_task(config), config, str(workdir), progress=False, mesh=mesh
@@ -124,7 +125,11 @@ def reshard_checks(configs, root: Path) -> dict:
     config = configs["response"]
     reference = train(config, root / "reference", 4, 4, "fsdp")
     saved = train(config, root / "on4", 2, 4, "fsdp")
-    out = {"moved": max_diff(reference.params, saved.params)}
+    records = [json.loads(r) for r in (root / "reference" / "metrics.jsonl").read_text().splitlines()]
+    out = {
+        "moved": max_diff(reference.params, saved.params),
+        "reference_eval": [r for r in records if r["split"] == "eval"],
+    }
     for devices, mode in ((1, "replicated"), (2, "fsdp")):
         cfg = config.copy_and_resolve_references()
         cfg.state_sharding = mode

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
-from test_training import _restore
+from test_training import _HANG_AT_STEP_4, _restore
 
 from experiments.configs import cfnet as cfnet_config
 from experiments.configs import response as response_config
@@ -119,6 +119,8 @@ def test_checkpoint_saved_on_4_devices_resumes_on_1_and_2(four_devices, devices)
     # On 2 devices the FSDP state is split again; on one, replicated.
     assert (r["restored_params_sharded"] > 0.99) == (devices == 2)
     assert four_devices["reshard"]["moved"] > 1e-3  # two more steps of lr 1e-3
+    (evaluation,) = four_devices["reshard"]["reference_eval"]  # on 4 devices, FSDP state
+    assert evaluation["step"] == 4 and 0.0 <= evaluation["accuracy"] <= 1.0
     assert r["state_diff"] < 1e-6
 
 
@@ -128,26 +130,31 @@ def test_memory_budget_analyses_the_per_device_batch(four_devices):
     assert r["peak_batch_4"] > r["peak_batch_1"]
 
 
+def test_a_batch_that_does_not_split_over_the_devices_is_one_line(data, cli_env, tmp_path):
+    env = dict(cli_env)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
+    workdir = tmp_path / "run"
+    args = [*_response_args(data, workdir), "--config.batch_size=6"]
+    res = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHECKS_TIMEOUT,
+        check=False,
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert lines[0] == (
+        "experiments.train: error: batch_size 6 does not divide over 4 devices; "
+        "use a multiple of 4"
+    )
+    assert not workdir.exists()
+
+
 # -- two processes --------------------------------------------------------------------------------
 
-# experiments.train that, once step 3 has been computed and before checkpoint 3 is written,
-# waits for checkpoint 2 to be committed, says so and hangs, to be killed at a known point.
-_HANG_AT_STEP_3 = """
-import sys, time
-from absl import app
-from hdr_jax.training import checkpoint
-_save = checkpoint.save
-def save(manager, state, data_iterator=None):
-    if int(state.step) == 3:
-        manager.wait_until_finished()
-        print("READY-TO-KILL", flush=True)
-        time.sleep(3600)
-    _save(manager, state, data_iterator)
-checkpoint.save = save
-from experiments import train
-sys.argv = ["experiments.train"] + sys.argv[1:]
-app.run(train.main)
-"""
+# experiments.train killed at a known point: once step 3 has been computed, checkpoint 2 is
+# committed and the process hangs before writing checkpoint 3.
+_HANG_AT_STEP_3 = _HANG_AT_STEP_4.replace("int(state.step) == 4", "int(state.step) == 3")
+assert _HANG_AT_STEP_3 != _HANG_AT_STEP_4
 
 STEPS = 4
 
