@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from test_training import _HANG_AT_STEP_4, _restore
 
 from experiments.configs import cfnet as cfnet_config
 from experiments.configs import response as response_config
-from hdr_jax.data import testing
+from hdr_jax.data import sharding, testing
 from hdr_jax.training import loop, tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("persistent_compilation_cache")]
@@ -257,3 +258,22 @@ def test_two_processes_killed_and_resumed_equal_one_process(data, cli_env, tmp_p
     # Process 0 alone logged: step 2 (first run), step 4 and the evaluation (resumed run).
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["split"], r["step"]) for r in records] == [("train", 2), ("train", 4), ("eval", 4)]
+
+
+# -- per-process data -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_process_shards_together_are_the_one_process_batches(processes):
+    """Process p's batch s is rows [p b, (p + 1) b) of the one-process batch s, for a shuffled,
+    repeated, randomly augmented stream (its randomness keyed by the global index)."""
+    ds = grain.MapDataset.range(7).shuffle(seed=3).repeat()
+    ds = ds.random_map(lambda i, rng: {"x": i, "r": rng.integers(1 << 30)}, seed=5)
+    one = sharding.batch_for_process(ds, 8)
+    shards = [sharding.batch_for_process(ds, 8, p, processes) for p in range(processes)]
+    for s in range(5):  # past the first epoch boundary (7 examples)
+        joined = {k: np.concatenate([shard[s][k] for shard in shards]) for k in ("x", "r")}
+        for k in joined:
+            np.testing.assert_array_equal(joined[k], one[s][k])
+    with pytest.raises(ValueError, match="does not divide over 3 processes"):
+        sharding.batch_for_process(ds, 8, 0, 3)
