@@ -11,6 +11,7 @@ arrays' shardings were. The tests hold the tolerances; this script only measures
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -153,6 +154,9 @@ def reshard_checks(configs, root: Path) -> dict:
             "state_diff": max_diff(plain(state), plain(reference)),
             "devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
         }
+    # DrTMO's evaluation and previews from an FSDP state split over 4 devices.
+    train(configs["drtmo"], root / "drtmo_previews", 1, 4, "fsdp")
+    out["drtmo_previews"] = sorted(os.listdir(root / "drtmo_previews" / "previews"))
     return out
 
 

@@ -122,6 +122,7 @@ def test_checkpoint_saved_on_4_devices_resumes_on_1_and_2(four_devices, devices)
     assert four_devices["reshard"]["moved"] > 1e-3  # two more steps of lr 1e-3
     (evaluation,) = four_devices["reshard"]["reference_eval"]  # on 4 devices, FSDP state
     assert evaluation["step"] == 4 and 0.0 <= evaluation["accuracy"] <= 1.0
+    assert four_devices["reshard"]["drtmo_previews"] == ["pred_over_true_0000001.png"]
     assert r["state_diff"] < 1e-6
 
 
