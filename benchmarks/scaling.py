@@ -95,7 +95,8 @@ def _result(procs: list[subprocess.Popen], timeout: float = 1800) -> dict:
             if p.poll() is None:
                 p.kill()
     if any(p.returncode for p in procs):
-        raise SystemExit(f"benchmarks.scaling: error: a worker failed ({[p.returncode for p in procs]})")
+        codes = [p.returncode for p in procs]
+        raise SystemExit(f"benchmarks.scaling: error: a worker failed (exit codes {codes})")
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -104,7 +105,8 @@ def main(argv) -> None:
     if FLAGS.role == "worker":
         return worker()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    four = {**env, "XLA_FLAGS": env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"}
+    xla_flags = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    four = {**env, "XLA_FLAGS": xla_flags}
     rows = [_result([_spawn(["--devices=1"], four)]), _result([_spawn(["--devices=4"], four)])]
     rows.append(_result([_spawn([], env)]))
     with socket.socket() as s:
@@ -115,7 +117,8 @@ def main(argv) -> None:
     print(f"{FLAGS.config}, global batch {FLAGS.batch_size}, patch {FLAGS.patch}, "
           f"median of {FLAGS.steps} steps, {os.cpu_count()} CPU cores")
     for r in rows:
-        print(f"  {r['processes']} process(es), {r['devices']} device(s): {r['seconds']:.3f} s/step")
+        layout = f"{r['processes']} process(es), {r['devices']} device(s)"
+        print(f"  {layout}: {r['seconds']:.3f} s/step")
     print(f"  4 virtual devices / 1 device: {rows[1]['seconds'] / rows[0]['seconds']:.2f}")
     print(f"  2 processes / 1 process:      {rows[3]['seconds'] / rows[2]['seconds']:.2f}")
 

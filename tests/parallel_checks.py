@@ -126,7 +126,8 @@ def reshard_checks(configs, root: Path) -> dict:
     config = configs["response"]
     reference = train(config, root / "reference", 4, 4, "fsdp")
     saved = train(config, root / "on4", 2, 4, "fsdp")
-    records = [json.loads(r) for r in (root / "reference" / "metrics.jsonl").read_text().splitlines()]
+    lines = (root / "reference" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     out = {
         "moved": max_diff(reference.params, saved.params),
         "reference_eval": [r for r in records if r["split"] == "eval"],

@@ -39,7 +39,8 @@ class ParallelConfigError(ValueError):
 
 
 def define_flags() -> None:
-    """Flags of a multi-process run; defaults from the environment variables JAX uses."""
+    """Flags of a multi-process run. Defaults from the environment: JAX_COORDINATOR_ADDRESS
+    (which `jax.distributed` reads too), JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
     env = os.environ.get
     flags.DEFINE_string(
         "coordinator_address",
@@ -47,7 +48,9 @@ def define_flags() -> None:
         "host:port of process 0's coordinator (multi-process runs; env JAX_COORDINATOR_ADDRESS).",
     )
     flags.DEFINE_integer(
-        "num_processes", int(env("JAX_NUM_PROCESSES", "1")), "Processes in the run (env JAX_NUM_PROCESSES)."
+        "num_processes",
+        int(env("JAX_NUM_PROCESSES", "1")),
+        "Processes in the run (env JAX_NUM_PROCESSES).",
     )
     flags.DEFINE_integer(
         "process_id", int(env("JAX_PROCESS_ID", "0")), "This process's index (env JAX_PROCESS_ID)."
