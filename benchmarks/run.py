@@ -14,7 +14,10 @@ more than 2 taps, im2col otherwise; CF-Net's training default); '+remat' (CF-Net
 feedback step, the steps as a rolled loop; DrTMO: every layer); '+remat-save' (remat keeping the
 projection outputs / the matmul outputs); '+bf16' (bf16 compute and bf16
 Adam moments; parameters stay float32). The memory targets use `memory.choose_training_settings`,
-whose last resort adds gradient accumulation (`microbatches`).
+whose last resort adds gradient accumulation (`microbatches`). Every batch here is one
+device's: on N devices the same peak trains a global batch (`config.batch_size`) N times larger,
+which is how `--memory_budget` sizes a multi-device run (`benchmarks/scaling.py` times the
+layouts).
 
 Compile-only numbers use `memory.ANALYSIS_OPTIONS` (same buffer assignment, faster compile);
 timed ones the default options. A float32 matmul measured in the same run is the machine's

@@ -7,6 +7,16 @@ Rerunning the same command resumes from the latest checkpoint in DIR. SIGTERM or
 the run after the step in flight with a checkpoint of it (exit 143 / 130, one line); a checkpoint
 that cannot be written ends it with one line and exit 1, the earlier checkpoints intact.
 
+The same command trains on every local device (the global batch, config.batch_size, split over
+them). Several processes (hosts): start it once per process with
+
+    --coordinator_address=HOST0:PORT --num_processes=P --process_id=I
+
+(or the environment JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or
+--distributed_auto on a cluster JAX detects); each process reads its own rows of every batch,
+process 0 writes the metrics and previews, all write the checkpoint (README "Multi-device
+training").
+
     --memory_budget=4GiB   (or --config.memory_budget=4GiB) picks remat / bf16 settings whose
                            compiled training step fits, or stops with a one-line error before
                            compiling the real step (hdr_jax/memory.py).
@@ -19,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hdr_jax import interrupts, memory
-from hdr_jax.training import checkpoint, loop, tasks
+from hdr_jax.training import checkpoint, loop, parallel, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, previews.")
 _PREPARE_ONLY = flags.DEFINE_bool(
@@ -30,6 +40,7 @@ _MEMORY_BUDGET = flags.DEFINE_string(
     "memory_budget", None, "e.g. 4GiB; overrides config.memory_budget ('' = no budget)."
 )
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+parallel.define_flags()
 
 
 def main(argv):
@@ -41,6 +52,11 @@ def main(argv):
         # Orbax and tfds log every file operation at INFO; keep the console to progress + eval.
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
+    try:  # before anything touches a device
+        parallel.initialize_from_flags()
+        parallel.per_process_batch(config.batch_size, parallel.make_mesh())
+    except parallel.ParallelConfigError as e:
+        raise SystemExit(f"experiments.train: error: {e}") from None
     if _MEMORY_BUDGET.value is not None:
         with config.unlocked():
             config.memory_budget = _MEMORY_BUDGET.value

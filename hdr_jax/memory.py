@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from hdr_jax.models import registry
+from hdr_jax.training import parallel
 
 __all__ = [
     "ANALYSIS_OPTIONS",
@@ -515,7 +516,10 @@ def apply_training_budget(
     """`config.memory_budget` ('' or absent: off) applied to an experiment config, before the
     task is built.
 
-    The config as given is tried first and kept when it fits; otherwise the cheapest of
+    The analysis compiles one device's step: the per-device batch (`config.batch_size` over
+    the devices of the run) with the whole train state (replicated; sharding the state with
+    `config.state_sharding` only lowers the real peak). The config as given is tried first and
+    kept when it fits; otherwise the cheapest of
     `training_candidates` that fits is applied (model conv/remat/dtype, optimizer moment dtypes,
     `microbatches`) to a
     copy of the config (not type-safe: DrTMO's `remat` may become a policy name). Raises
@@ -533,8 +537,13 @@ def apply_training_budget(
     if task not in ("cfnet", "drtmo"):
         raise MemoryBudgetError(f"memory_budget applies to the cfnet and drtmo tasks, not {task!r}")
     patch = config.data.patch_size if task == "cfnet" else config.data.crop_size
-    cands = [("as configured", {})] + training_candidates(config, config.batch_size)
-    choice = choose_training_settings(config, config.batch_size, patch, budget, candidates=cands)
+    # A device holds its rows of the global batch (and, counted here, the whole state).
+    try:
+        batch = parallel.per_device_batch(config.batch_size)
+    except parallel.ParallelConfigError as e:
+        raise MemoryBudgetError(str(e)) from None
+    cands = [("as configured", {})] + training_candidates(config, batch)
+    choice = choose_training_settings(config, batch, patch, budget, candidates=cands)
     if choice["model"] or choice["optimizer"] or choice["microbatches"]:
         config = _apply_settings(
             ml_collections.ConfigDict(config.to_dict(), type_safe=False), choice

@@ -68,7 +68,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     )
     config.optimizer = common.adam(1e-4, decay_every=0, decay_rate=0.5, mu_dtype="", nu_dtype="")
 
+    # Global batch, split over every device of every process (hdr_jax/training/parallel.py).
     config.batch_size = 4
+    # Train state over the devices: "replicated", or split ZeRO/FSDP-style: "optimizer" (the
+    # optimiser state) or "fsdp" (parameters and optimiser state).
+    config.state_sharding = "replicated"
     # Gradient accumulation: the batch runs as this many equal slices in a rolled loop (same
     # gradient, activation memory of one slice; see hdr_jax.memory for when it is chosen).
     config.microbatches = 1

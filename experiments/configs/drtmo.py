@@ -82,7 +82,11 @@ def get_config(variant: str = "up") -> ml_collections.ConfigDict:
 
     # The recipe of the bundled weights (README "Bundled weights"): 6000 steps of batch 8
     # (paper widths: batch 1, as the paper).
+    # Global batch, split over every device of every process (hdr_jax/training/parallel.py).
     config.batch_size = 1 if paper_width else 8
+    # Train state over the devices: "replicated", or split ZeRO/FSDP-style: "optimizer" (the
+    # optimiser state) or "fsdp" (parameters and optimiser state).
+    config.state_sharding = "replicated"
     common.set_schedule(config, num_train_steps=6000, log_every=50, eval_every=1000,
                         checkpoint_every=250)
     config.max_checkpoints = 3

@@ -28,7 +28,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # L2 on the dense kernels: 720 training views of 18 scenes are few for 76 features.
     config.loss = ml_collections.ConfigDict(dict(l2=1e-3))
     config.optimizer = common.adam(1e-3)
+    # Global batch, split over every device of every process (hdr_jax/training/parallel.py).
     config.batch_size = 64
+    # Train state over the devices: "replicated", or split ZeRO/FSDP-style: "optimizer" (the
+    # optimiser state) or "fsdp" (parameters and optimiser state).
+    config.state_sharding = "replicated"
     common.set_schedule(config, num_train_steps=3000, log_every=100, eval_every=500,
                         checkpoint_every=500)
     config.max_checkpoints = 2

@@ -30,6 +30,7 @@ import numpy as np
 
 # Re-exported for the evaluation code that still imports it from here.
 from hdr_jax.camera.exposure import naive_bracket_baseline  # noqa: F401
+from hdr_jax.data import sharding
 
 Direction = Literal["up", "down"]
 InputIndex = int | Literal["all"] | None
@@ -120,12 +121,16 @@ def make_dataset(
     input_index: InputIndex = None,
     include_hdr: bool = False,
     include_targets: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.MapDataset:
     """Batched stage-1 dataset over a random-access source of bracket records.
 
     Training (``train=True``): shuffled, reshuffled each epoch, repeated forever; per example a
     uniform input index j in 0..T (or the fixed ``input_index``), a uniform random
-    ``crop_size`` crop and a horizontal flip with probability 1/2; ``drop_remainder=True``.
+    ``crop_size`` crop and a horizontal flip with probability 1/2; ``drop_remainder=True``;
+    the batches are this process's rows of the global batch of ``batch_size``
+    (:func:`hdr_jax.data.sharding.batch_for_process`).
 
     Evaluation: one pass in source order, centre crops, ``drop_remainder=False``; the input index
     is ``input_index`` when an int, every j = 0..T in turn (example-major) when ``'all'``, and
@@ -160,7 +165,7 @@ def make_dataset(
 
         ds = source.shuffle(seed=_derive_seed(seed, _SHUFFLE_STREAM)).repeat()
         ds = ds.random_map(augment, seed=_derive_seed(seed, _AUGMENT_STREAM))
-        return ds.batch(batch_size, drop_remainder=True)
+        return sharding.batch_for_process(ds, batch_size, process_index, process_count)
 
     crop = None
     if crop_size is not None:
@@ -189,6 +194,8 @@ def make_train_iterator(
     include_targets: bool = True,
     num_threads: int = 2,
     prefetch_buffer_size: int = 4,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Endless training iterator (see :func:`make_dataset`) with ``get_state()``/``set_state()``.
 
@@ -197,6 +204,7 @@ def make_train_iterator(
     """
     ds = make_dataset(data_source, direction=direction, num_exposures=num_exposures, crop_size=crop_size,
                       train=True, seed=seed, batch_size=batch_size, input_index=input_index,
-                      include_hdr=include_hdr, include_targets=include_targets)
+                      include_hdr=include_hdr, include_targets=include_targets,
+                      process_index=process_index, process_count=process_count)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
     return iter(ds.to_iter_dataset(read))

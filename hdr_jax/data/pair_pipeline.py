@@ -25,6 +25,8 @@ from typing import Any, Literal, Mapping, Sequence
 import grain
 import numpy as np
 
+from hdr_jax.data import sharding
+
 __all__ = ["IMAGE_KEYS", "LR_KEYS", "HR_KEYS", "dihedral", "make_dataset", "make_train_iterator", "random_patch"]
 
 LR_KEYS = ("under_lr", "over_lr")
@@ -131,12 +133,16 @@ def make_dataset(
     seed: int,
     batch_size: int,
     eval_mode: Literal["full", "center"] = "full",
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.MapDataset:
     """Random-access dataset of batches (see the module docstring).
 
     ``data_source``: anything with ``__len__`` and ``__getitem__`` returning pair dicts, e.g.
     ``tfds.builder('sice/x2', ...).as_data_source('train')``. Training is infinite; evaluation
-    is one pass in source order (``eval_mode='full'`` forces batch size 1).
+    is one pass in source order (``eval_mode='full'`` forces batch size 1). Training batches are
+    this process's rows of the global batch of ``batch_size``
+    (:func:`hdr_jax.data.sharding.batch_for_process`).
     """
     if scale < 1 or patch_size < 1 or batch_size < 1:
         raise ValueError(f"scale, patch_size and batch_size must be >= 1, got {scale}, {patch_size}, {batch_size}")
@@ -146,7 +152,7 @@ def make_dataset(
     if train:
         ds = ds.shuffle(seed=seed).repeat()
         ds = ds.random_map(_train_transform(scale, patch_size), seed=seed)
-        return ds.batch(batch_size, drop_remainder=True)
+        return sharding.batch_for_process(ds, batch_size, process_index, process_count)
     if eval_mode not in ("full", "center"):
         raise ValueError(f"eval_mode must be 'full' or 'center', got {eval_mode!r}")
     ds = ds.map(_eval_transform(scale, patch_size, eval_mode))
@@ -162,12 +168,15 @@ def make_train_iterator(
     batch_size: int,
     num_threads: int = 2,
     prefetch: int = 4,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Infinite training batch iterator with exact ``get_state()`` / ``set_state()`` resumption.
 
     ``num_threads`` reader threads (the decode + crop work releases the GIL in NumPy/zlib);
     ``prefetch`` batches are buffered ahead.
     """
-    ds = make_dataset(data_source, scale=scale, patch_size=patch_size, train=True, seed=seed, batch_size=batch_size)
+    ds = make_dataset(data_source, scale=scale, patch_size=patch_size, train=True, seed=seed, batch_size=batch_size,
+                      process_index=process_index, process_count=process_count)
     opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return iter(ds.to_iter_dataset(opts))

@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hdr_jax.training import parallel
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not match the model configuration it is restored into."""
@@ -100,8 +102,19 @@ def restore(
     data_iterator: Any | None = None,
     step: int | None = None,
 ) -> Any:
-    """Restores into `template` (shapes/dtypes) and, if given, `data_iterator` in place."""
+    """Restores into `template` (shapes/dtypes) and, if given, `data_iterator` in place.
+
+    Arrays restore with the template's shardings; abstract leaves without one (`eval_shape`)
+    restore replicated on every device, whatever the layout the checkpoint was saved from.
+    """
     step = manager.latest_step() if step is None else step
+    everywhere = parallel.replicated(parallel.make_mesh())
+    template = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=everywhere)
+        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None
+        else x,
+        template,
+    )
     items = {"state": ocp.args.StandardRestore(template)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -131,8 +144,11 @@ def _check_shapes(template: Any, restored: Any, where: str) -> None:
             )
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Records the config; refuses to resume a workdir trained with a different model config."""
+def write_config(workdir: str, config: ml_collections.ConfigDict, *, write: bool = True) -> None:
+    """Records the config; refuses to resume a workdir trained with a different model config.
+
+    `write=False` only checks (the processes of a run but the first).
+    """
     path = os.path.join(workdir, "config.json")
     current = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
@@ -142,6 +158,8 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
             raise CheckpointMismatchError(
                 f"{workdir} holds a run with a different model config; use a new --workdir"
             )
+        return
+    if not write:
         return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

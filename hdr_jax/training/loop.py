@@ -11,6 +11,11 @@ A *task* supplies the model-specific pieces as plain functions:
 
 Determinism: the step RNG is derived from (state.rng, state.step) inside the task's train step, and
 the data iterator is checkpointed with the state, so kill + rerun reproduces an uninterrupted run.
+
+Devices and processes (:mod:`hdr_jax.training.parallel`): the steps are jitted over a mesh of
+every device with explicit shardings (the batch split over ``data``, the state replicated or
+sharded per ``config.state_sharding``); every process runs this loop, loads its own rows of each
+batch and takes part in each checkpoint; only process 0 writes metrics and previews.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from absl import logging
 
 from hdr_jax import interrupts
 from hdr_jax import io as hdr_io
-from hdr_jax.training import checkpoint
+from hdr_jax.training import checkpoint, parallel
 
 
 class Task(Protocol):
@@ -41,25 +46,37 @@ class Task(Protocol):
 
 
 class MetricWriter:
-    """TensorBoard event files (tensorboardX) plus an append-only metrics.jsonl for scripts."""
+    """TensorBoard event files (tensorboardX) plus an append-only metrics.jsonl for scripts.
 
-    def __init__(self, workdir: str):
+    Inactive (every method a no-op) on all processes but the first.
+    """
+
+    def __init__(self, workdir: str, active: bool = True):
         from tensorboardX import SummaryWriter  # imported lazily: only training needs it
 
+        self.active = active
+        if not active:
+            return
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
     def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
+        if not self.active:
+            return
         for k, v in values.items():
             self._tb.add_scalar(f"{prefix}/{k}", v, step)
         self._jsonl.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
         self._jsonl.flush()
 
     def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        if not self.active:
+            return
         for k, v in images.items():
             self._tb.add_image(k, np.clip(v, 0, 1), step, dataformats="HWC")
 
     def close(self) -> None:
+        if not self.active:
+            return
         self._tb.close()
         self._jsonl.close()
 
@@ -87,25 +104,36 @@ def evaluate(task: Task, state: Any, eval_step: Callable) -> dict[str, float]:
 
 
 def train_and_evaluate(
-    task: Task, config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+    task: Task,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Any:
-    """Trains `task` for config.num_train_steps, resuming from the latest checkpoint in workdir."""
+    """Trains `task` for config.num_train_steps, resuming from the latest checkpoint in workdir.
+
+    On `mesh` (default: every device of every process, `parallel.make_mesh`); a checkpoint saved
+    on any number of devices resumes on any other.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.per_process_batch(config.batch_size, mesh)  # fails before anything is written
+    primary = parallel.is_primary()
     os.makedirs(workdir, exist_ok=True)
-    checkpoint.write_config(workdir, config)
+    checkpoint.write_config(workdir, config, write=primary)
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.get("max_checkpoints", 3)
     )
-    state = task.init_state(jax.random.key(config.seed))
+    state, (train_step, eval_step), batch_sharding = jit_steps(task, config, mesh)
     train_iter = task.train_iterator()
     if manager.latest_step() is not None:
         state = checkpoint.restore(manager, state, train_iter)
         logging.info("Resumed from step %d", int(state.step))
     start = int(jax.device_get(state.step))
 
-    train_step = jax.jit(task.train_step, donate_argnums=0)
-    eval_step = jax.jit(task.eval_step)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, active=primary)
     total = config.num_train_steps
+    progress = progress and primary
     bar = tqdm.tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
     acc: dict[str, list] = {}
     t0 = time.perf_counter()
@@ -114,8 +142,8 @@ def train_and_evaluate(
         # SIGINT/SIGTERM, where the caller routes them (interrupts.handled), end the loop after
         # the step in flight, and that step is checkpointed.
         for step in _steps(start, total):
-            batch = next(train_iter)
-            state, metrics = train_step(state, numeric(batch))
+            batch = parallel.global_batch(numeric(next(train_iter)), batch_sharding)
+            state, metrics = train_step(state, batch)
             for k, v in metrics.items():
                 acc.setdefault(k, []).append(v)
             bar.update(1)
@@ -126,7 +154,7 @@ def train_and_evaluate(
                 )
                 writer.scalars(step, "train", summary)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items() if k != "steps_per_sec"})
-                if not progress:
+                if not progress and primary:
                     _say(
                         progress,
                         bar,
@@ -141,7 +169,8 @@ def train_and_evaluate(
                 results = evaluate(task, state, eval_step)
                 writer.scalars(step, "eval", results)
                 text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
-                _say(progress, bar, f"step {step} eval: {text}")
+                if primary:
+                    _say(progress, bar, f"step {step} eval: {text}")
                 if hasattr(task, "previews"):
                     _write_previews(workdir, step, task, state, writer)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
@@ -168,6 +197,34 @@ def _steps(start: int, total: int):
                 return
 
 
+def jit_steps(
+    task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[Any, tuple[Callable, Callable], jax.sharding.NamedSharding]:
+    """The initial state, placed on `mesh`, and the train and eval steps jitted for it.
+
+    train_step(state, batch) takes the batch split over ``data`` and donates the state;
+    eval_step(state, batch) takes a replicated batch (evaluation batches are small and may not
+    split over the devices). Metrics come back replicated, readable on every process.
+    """
+    # The key is made inside jit so every process computes its shards of the same state.
+    init = lambda: task.init_state(jax.random.key(config.seed))  # noqa: E731
+    shardings = parallel.state_shardings(
+        jax.eval_shape(init), mesh, config.get("state_sharding", "replicated")
+    )
+    state = jax.jit(init, out_shardings=shardings)()
+    batch, everywhere = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+    train_step = jax.jit(
+        task.train_step,
+        in_shardings=(shardings, batch),
+        out_shardings=(shardings, everywhere),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        task.eval_step, in_shardings=(shardings, everywhere), out_shardings=everywhere
+    )
+    return state, (train_step, eval_step), batch
+
+
 def _say(progress: bool, bar: Any, text: str) -> None:
     if progress:
         bar.write(text)
@@ -176,6 +233,12 @@ def _say(progress: bool, bar: Any, text: str) -> None:
 
 
 def _write_previews(workdir: str, step: int, task: Any, state: Any, writer: MetricWriter) -> None:
+    # Every process joins the gather of a sharded state; process 0 alone renders and writes.
+    state = state.replace(
+        params=parallel.host_copy(state.params), batch_stats=parallel.host_copy(state.batch_stats)
+    )
+    if not writer.active:
+        return
     batch = next(iter(task.eval_batches()), None)
     if batch is None:
         return

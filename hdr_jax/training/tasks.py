@@ -66,8 +66,11 @@ def accumulate_gradients(
     size = jax.tree.leaves(batch)[0].shape[0]
     if size % microbatches:
         raise ValueError(f"batch size {size} is not divisible by microbatches={microbatches}")
+    # Slice k takes rows k, k + m, k + 2m, ...: each device's block of a batch sharded over
+    # devices then holds rows of every slice, so the slices stay where their rows are.
     slices = jax.tree.map(
-        lambda x: x.reshape(microbatches, size // microbatches, *x.shape[1:]), batch
+        lambda x: jnp.swapaxes(x.reshape(size // microbatches, microbatches, *x.shape[1:]), 0, 1),
+        batch,
     )
 
     def body(acc, mb):
@@ -78,6 +81,11 @@ def accumulate_gradients(
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     total, _ = jax.lax.scan(body, zeros, slices)
     return jax.tree.map(lambda x: x / microbatches, total)
+
+
+def process_shard() -> dict[str, int]:
+    """The training pipelines' arguments that give this process its rows of each global batch."""
+    return {"process_index": jax.process_index(), "process_count": jax.process_count()}
 
 
 def new_state(rng: jax.Array, variables: dict, tx: optax.GradientTransformation) -> TrainState:
@@ -137,6 +145,7 @@ class CFNetTask:
             patch_size=self.config.data.patch_size,
             seed=self.config.seed,
             batch_size=self.config.batch_size,
+            **process_shard(),
         )
 
     def eval_batches(self) -> Iterable[dict]:
@@ -263,6 +272,7 @@ class DrTMOTask(_HdrBracketsData):
             crop_size=self.config.data.crop_size,
             seed=self.config.seed,
             batch_size=self.config.batch_size,
+            **process_shard(),
         )
 
     def eval_batches(self) -> Iterable[dict]:
@@ -376,6 +386,7 @@ class ResponseTask(_HdrBracketsData):
             seed=self.config.seed,
             batch_size=self.config.batch_size,
             **self._dataset_options(),
+            **process_shard(),
         )
 
     def eval_batches(self) -> Iterable[dict]:
