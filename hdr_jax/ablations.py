@@ -449,7 +449,8 @@ def cfnet_baselines(task: Any) -> dict[str, dict[str, np.ndarray]]:
     """Per-example PSNR/SSIM(/MEF-SSIM) of the baselines of :mod:`hdr_jax.evaluation` (Mertens +
     bicubic, bicubic under/over) on the task's evaluation crops, with the metric code of
     CFNetTask.eval_step."""
-    from hdr_jax import evaluation, metrics
+    from hdr_jax import metrics
+    from hdr_jax.eval import baselines as evaluation
 
     methods = evaluation.baseline_methods()
     out: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
@@ -486,7 +487,8 @@ def drtmo_hdr_eval(
     Returns ``{'per_example': {row: {'pu21': (n,), 'pu21_clipped': (n,)}}, 'kept': (n,),
     'clipped_fraction': (n,)}`` with a row per ``hdr_eval.MERGE_ROWS`` entry; 'kept' counts the
     stack images the monotone selection keeps (1 = the input alone)."""
-    from hdr_jax import hdr_eval
+    from hdr_jax.eval import protocol as hdr_eval
+    from hdr_jax.eval import stage1
 
     def forward(task_state: tuple[Any, Any]):
         task, state = task_state
@@ -506,7 +508,7 @@ def drtmo_hdr_eval(
         curve = np.asarray(record["crf_curve"], np.float32)
         ref = np.asarray(record["hdr"], np.float32)
         clipped = hdr_eval.clipped_mask(x)
-        candidates, (lo, hi) = hdr_eval.merge_candidates(stack, x, curve)
+        candidates, (lo, hi) = stage1.merge_candidates(stack, x, curve)
         for row, hdr in candidates.items():
             if clipped.all():
                 scores = {"pu21": float("nan"), "pu21_clipped": float("nan")}

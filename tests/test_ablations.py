@@ -279,7 +279,7 @@ def test_hdr_eval_matches_the_library_protocol(quick_run, hdr_dir):
     numbers of hdr_eval.evaluate_bracket_record (which runs them on all 9)."""
     import types
 
-    from hdr_jax import hdr_eval
+    from hdr_jax.eval import stage1 as hdr_eval
 
     root, _ = quick_run
     s = exp.SIZES["drtmo"][True]
