@@ -53,9 +53,7 @@ def main(argv):
         f"Synthetic pairs from held-out scenes, x{scale} "
         f"(HR {builder.builder_config.crop_size}px, {time.perf_counter() - t0:.0f} s)"
     )
-    markdown = stage2.markdown(results, title)
-    report.write_results(_OUT.value, results, markdown, overwrite=True)
-    print(markdown)
+    report.publish(_OUT.value, results, stage2.markdown(results, title), overwrite=True)
 
 
 if __name__ == "__main__":

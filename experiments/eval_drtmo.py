@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from hdr_jax import bundle
+from hdr_jax import bundle, pipeline
 from hdr_jax import io as hdr_io
+from hdr_jax.data import hdr_brackets
 from hdr_jax.eval import protocol, report, stage1, stats
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
@@ -62,10 +64,6 @@ _HEADER = ["ours", "naive (sRGB)", "naive (true CRF, oracle)", "DrTMO network al
 def _load_validation(
     data_dir: str, hdr_dir: str, config: str = "small", emor_dir: str | None = None
 ):
-    import tensorflow_datasets as tfds
-
-    from hdr_jax.data import hdr_brackets
-
     builder = hdr_brackets.HdrBrackets(
         config=config,
         data_dir=os.path.abspath(data_dir),
@@ -218,13 +216,10 @@ def to_markdown(res: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    from hdr_jax import pipeline
-
     t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
-    if not _OVERWRITE.value:
-        for p in report.existing_results(out_dir):
-            sys.exit(f"{p}: exists (use --overwrite to replace it)")
+    if not _OVERWRITE.value and (existing := report.existing_results(out_dir)):
+        sys.exit(f"{existing[0]}: exists (use --overwrite to replace it)")
     indices = (
         "all"
         if _INDICES.value == "all"
@@ -249,9 +244,7 @@ def main(argv):
     res = summarise(records, indices)
     res["weights"] = _weights_info(pipe.directory)
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = report.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
-    print(to_markdown(res))
-    print(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from hdr_jax import bundle
+from hdr_jax import bundle, pipeline
 from hdr_jax.eval import protocol, report, stats, system
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
@@ -139,13 +139,10 @@ def to_markdown(res: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    from hdr_jax import pipeline
-
-    t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
-    if not _OVERWRITE.value:
-        for p in report.existing_results(out_dir):
-            sys.exit(f"{p}: exists (use --overwrite to replace it)")
+    if not _OVERWRITE.value and (existing := report.existing_results(out_dir)):
+        sys.exit(f"{existing[0]}: exists (use --overwrite to replace it)")
+    t_start = time.perf_counter()
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     pipe.cfnet(_SCALE.value)  # fail on missing stage-2 weights before any work
     variants = {"PNG": None}
@@ -199,9 +196,7 @@ def main(argv):
         if k in manifest
     }
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = report.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
-    print(to_markdown(res))
-    print(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

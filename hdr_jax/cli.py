@@ -249,9 +249,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if not Path(args.data_dir).is_dir():
         raise hdr_io.ImageIOError(f"{args.data_dir}: SICE folder not found")
     out_dir = Path(args.out)
-    if not args.overwrite:
-        for p in report.existing_results(out_dir):
-            raise hdr_io.ImageIOError(f"{p}: exists (use --overwrite to replace it)")
+    report.refuse_existing(out_dir, overwrite=args.overwrite)
     builder = sice.Sice(
         config=f"x{args.scale}",
         data_dir=str(args.tfds_dir or out_dir / "tfds"),
@@ -270,9 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         builder.as_data_source("test"), weights=args.weights, scale=args.scale, limit=args.limit
     )
     markdown = stage2.markdown(results, f"SICE held-out test split, x{args.scale}")
-    json_path, md_path = report.write_results(out_dir, results, markdown, overwrite=args.overwrite)
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
+    report.publish(out_dir, results, markdown, overwrite=args.overwrite)
 
 
 MERGE_CHOICES = merge.MERGE_METHODS

@@ -22,6 +22,8 @@ __all__ = [
     "fmt",
     "jsonable",
     "markdown_table",
+    "publish",
+    "refuse_existing",
     "write_json",
     "write_results",
 ]
@@ -79,6 +81,14 @@ def existing_results(out_dir: str | Path) -> list[Path]:
     return [p for p in (Path(out_dir) / n for n in RESULT_FILES) if p.exists()]
 
 
+def refuse_existing(out_dir: str | Path, *, overwrite: bool) -> None:
+    """Raises ImageIOError naming the first result file in ``out_dir`` unless ``overwrite``
+    (checked before a long evaluation starts, and again before writing)."""
+    if not overwrite:
+        for p in existing_results(out_dir):
+            raise hdr_io.ImageIOError(f"{p}: exists (use --overwrite to replace it)")
+
+
 def write_results(
     out_dir: str | Path, res: Any, markdown: str, *, overwrite: bool
 ) -> tuple[Path, Path]:
@@ -89,10 +99,16 @@ def write_results(
     """
     out_dir = Path(out_dir)
     paths = tuple(out_dir / n for n in RESULT_FILES)
-    if not overwrite:
-        for p in existing_results(out_dir):
-            raise hdr_io.ImageIOError(f"{p}: exists (use --overwrite to replace it)")
+    refuse_existing(out_dir, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(paths[0], res, overwrite=overwrite, indent=2)
     _write_text(paths[1], markdown, overwrite)
+    return paths
+
+
+def publish(out_dir: str | Path, res: Any, markdown: str, *, overwrite: bool) -> tuple[Path, Path]:
+    """:func:`write_results`, then the table and where it went on stdout."""
+    paths = write_results(out_dir, res, markdown, overwrite=overwrite)
+    print(markdown)
+    print(f"wrote {paths[0]} and {paths[1]}")
     return paths
