@@ -1,19 +1,24 @@
 """Evaluates stage 2 on the held-out scenes of the synthetic pairs (or a SICE folder) and writes
-a table with baseline rows (Mertens + bicubic, bicubic of each input) computed by the same code.
+a table with baseline rows (Mertens + bicubic, bicubic of each input) computed by the same code
+(:mod:`hdr_jax.eval.stage2`).
 
   python -m experiments.eval_cfnet --scale 2 --out docs/results/cfnet_x2
   python -m experiments.eval_cfnet --sice_dir /data/SICE --scale 2 --out results/sice_x2
+
+With ``--sice_dir`` this is ``hdr-jax evaluate sice`` (the same command, same files).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from hdr_jax import evaluation
+from hdr_jax import cli
 from hdr_jax.data import synthetic_pairs
+from hdr_jax.eval import report, stage2
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled).")
 _SCALE = flags.DEFINE_enum("scale", "2", ["2", "4"], "Super-resolution factor.")
@@ -30,37 +35,25 @@ def main(argv):
     del argv
     scale = int(_SCALE.value)
     if _SICE_DIR.value:
-        evaluation.evaluate_sice_cli(
-            data_dir=_SICE_DIR.value,
-            weights=_WEIGHTS.value,
-            scale=scale,
-            out_dir=_OUT.value,
-            tfds_dir=_DATA_DIR.value,
-            limit=_LIMIT.value,
-            overwrite=True,
-        )
-        return
+        args = ["evaluate", "sice", "--data-dir", _SICE_DIR.value, "--scale", str(scale)]
+        args += ["--out", _OUT.value, "--tfds-dir", _DATA_DIR.value]
+        args += ["--limit", str(_LIMIT.value), "--overwrite"]
+        sys.exit(cli.main(args + (["--weights", _WEIGHTS.value] if _WEIGHTS.value else [])))
     builder = synthetic_pairs.SyntheticPairs(
         config=f"x{scale}", data_dir=_DATA_DIR.value, file_format="array_record"
     )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=_HDR_DIR.value)
     )
-    methods = {
-        "CF-Net (ours)": evaluation.model_method(_WEIGHTS.value, scale),
-        **evaluation.baseline_methods(),
-    }
     t0 = time.perf_counter()
-    examples = evaluation.iterate_split(
-        builder.as_data_source("test"), scale=scale, limit=_LIMIT.value
+    results = stage2.evaluate_split(
+        builder.as_data_source("test"), weights=_WEIGHTS.value, scale=scale, limit=_LIMIT.value
     )
-    results = evaluation.evaluate_methods(examples, methods, scale)
     title = (
         f"Synthetic pairs from held-out scenes, x{scale} "
         f"(HR {builder.builder_config.crop_size}px, {time.perf_counter() - t0:.0f} s)"
     )
-    evaluation.write_results(_OUT.value, results, title, overwrite=True)
-    print(evaluation.to_markdown(results, title))
+    report.publish(_OUT.value, results, stage2.markdown(results, title), overwrite=True)
 
 
 if __name__ == "__main__":

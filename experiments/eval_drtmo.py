@@ -1,4 +1,4 @@
-"""Stage-1 (DrTMO) evaluation on the held-out scenes of the training data (issue 3).
+"""Stage-1 (DrTMO) evaluation on the held-out scenes of the training data.
 
     python -m experiments.eval_drtmo [--weights DIR] [--hdr_dir DIR] [--data_dir DIR] \
         [--out docs/results/drtmo] [--limit N] [--input_indices all|2,3,4,5,6] [--overwrite]
@@ -15,7 +15,8 @@ CRFs), the config the bundled networks were trained on (experiments/configs/drtm
    weights have a response classifier).
 2. Merge comparison at j = T/2: PU21-PSNR of HDRs merged from our stack (Debevec with linear
    response = public code; our robust merge with the sRGB or the true inverse CRF) and of the
-   linearised input, against the true radiance; protocol in :mod:`hdr_jax.hdr_eval`.
+   linearised input, against the true radiance; protocol in :mod:`hdr_jax.eval.protocol`, rows
+   in :mod:`hdr_jax.eval.stage1`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from hdr_jax import bundle, evaluation, hdr_eval
+from hdr_jax import bundle, pipeline
 from hdr_jax import io as hdr_io
+from hdr_jax.data import hdr_brackets
+from hdr_jax.eval import protocol, report, stage1, stats
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -52,7 +56,7 @@ _INDICES = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
 TITLE = "Stage 1 (DrTMO) on the held-out scenes"
-#: Per-prediction PSNR columns (hdr_eval.evaluate_bracket_record's row order after step, j).
+#: Per-prediction PSNR columns (stage1.evaluate_bracket_record's row order after step, j).
 PSNR_COLUMNS = ("ours", "naive_srgb", "naive_true_crf", "network")
 _HEADER = ["ours", "naive (sRGB)", "naive (true CRF, oracle)", "DrTMO network alone"]
 
@@ -60,10 +64,6 @@ _HEADER = ["ours", "naive (sRGB)", "naive (true CRF, oracle)", "DrTMO network al
 def _load_validation(
     data_dir: str, hdr_dir: str, config: str = "small", emor_dir: str | None = None
 ):
-    import tensorflow_datasets as tfds
-
-    from hdr_jax.data import hdr_brackets
-
     builder = hdr_brackets.HdrBrackets(
         config=config,
         data_dir=os.path.abspath(data_dir),
@@ -88,9 +88,9 @@ def _weights_info(directory: Path) -> dict:
 
 
 def summarise(records: list[dict], input_indices) -> dict:
-    """Aggregates :func:`hdr_eval.evaluate_bracket_record` outputs into the results dict."""
-    psnr = hdr_eval.Averager()
-    by_crf = hdr_eval.Averager()
+    """Aggregates :func:`stage1.evaluate_bracket_record` outputs into the results dict."""
+    psnr = stats.Collector()
+    by_crf = stats.Collector()
     for r in records:
         for step, _j, *scores in r["psnr"]:
             for name, v in zip(PSNR_COLUMNS, scores, strict=True):
@@ -108,7 +108,7 @@ def summarise(records: list[dict], input_indices) -> dict:
         for s in steps + ["all"]
         if psnr.count((s, "ours"))
     }
-    mrg = hdr_eval.Averager()
+    mrg = stats.Collector()
     for r in records:
         for name, d in r["merge"].items():
             mrg.add((name, "pu21"), d["pu21"])
@@ -120,7 +120,7 @@ def summarise(records: list[dict], input_indices) -> dict:
             "n": mrg.count((name, "pu21")),
             "n_clipped": mrg.count((name, "pu21_clipped")),
         }
-        for name in hdr_eval.MERGE_ROWS
+        for name in stage1.MERGE_ROWS
     }
     kept = np.asarray([r["kept"][1] - r["kept"][0] + 1 for r in records])
     return {
@@ -177,11 +177,11 @@ def to_markdown(res: dict) -> str:
     for step, d in res["psnr_per_step"].items():
         label = "mean (all steps)" if step == "all" else step
         rows.append((label, d["n"], *(d.get(m) for m in PSNR_COLUMNS)))
-    out.append(hdr_eval.markdown_table(["step", "n", *_HEADER], rows))
+    out.append(report.markdown_table(["step", "n", *_HEADER], rows))
     out += [
         "Mean over all steps, per camera response of the input:",
         "",
-        hdr_eval.markdown_table(
+        report.markdown_table(
             ["CRF", "n", *_HEADER],
             [
                 (c, d["n"], *(d.get(m) for m in PSNR_COLUMNS))
@@ -206,7 +206,7 @@ def to_markdown(res: dict) -> str:
         for name, d in res["merge"].items()
     ]
     out.append(
-        hdr_eval.markdown_table(["HDR", "PU21-PSNR", "PU21-PSNR (clipped)", "n", "n clipped"], rows)
+        report.markdown_table(["HDR", "PU21-PSNR", "PU21-PSNR (clipped)", "n", "n clipped"], rows)
     )
     if "runtime_s" in res:
         out.append(f"\nRuntime: {res['runtime_s']:.0f} s.\n")
@@ -216,13 +216,10 @@ def to_markdown(res: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    from hdr_jax import pipeline
-
     t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
-    if not _OVERWRITE.value:
-        for p in hdr_eval.existing_results(out_dir):
-            sys.exit(f"{p}: exists (use --overwrite to replace it)")
+    if not _OVERWRITE.value and (existing := report.existing_results(out_dir)):
+        sys.exit(f"{existing[0]}: exists (use --overwrite to replace it)")
     indices = (
         "all"
         if _INDICES.value == "all"
@@ -232,12 +229,12 @@ def main(argv):
     source = _load_validation(
         _DATA_DIR.value, _HDR_DIR.value, _BUILDER_CONFIG.value, _EMOR_DIR.value
     )
-    keep = evaluation.spread_indices(len(source), _LIMIT.value)
+    keep = protocol.spread_indices(len(source), _LIMIT.value)
     n = len(keep)
     records = []
     for count, i in enumerate(keep):
         rec = source[i]
-        r = hdr_eval.evaluate_bracket_record(pipe, rec, None if indices == "all" else indices)
+        r = stage1.evaluate_bracket_record(pipe, rec, None if indices == "all" else indices)
         for key in ("scene", "crf"):
             v = rec[key]
             r[key] = v.decode() if isinstance(v, bytes) else str(v)
@@ -247,9 +244,7 @@ def main(argv):
     res = summarise(records, indices)
     res["weights"] = _weights_info(pipe.directory)
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = hdr_eval.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
-    print(to_markdown(res))
-    print(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

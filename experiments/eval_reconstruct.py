@@ -1,11 +1,11 @@
-"""The whole two-stage system on held-out scenes (issue 5).
+"""The whole two-stage system on held-out scenes.
 
     python -m experiments.eval_reconstruct [--weights DIR] [--hdr_dir DIR] \
         [--out docs/results/reconstruct] [--size 256] [--limit N] [--overwrite]
 
 Scenes: the held-out split both stages were trained with (``hdr_brackets.split_scenes`` on the
 file stems of ``--hdr_dir``; 8 of the 26 bundled panoramas), three fixed perspective views each
-(:data:`hdr_jax.hdr_eval.HELDOUT_VIEWS`). Per view the linear radiance is rendered at
+(:data:`hdr_jax.eval.system.HELDOUT_VIEWS`). Per view the linear radiance is rendered at
 ``size * scale`` (HR) and box-averaged to ``size`` (LR). Input: the LR radiance through sRGB,
 8-bit, exposed so that 5% of the pixels clip; a second variant adds a JPEG (quality 90) round trip.
 
@@ -13,7 +13,7 @@ Tables: PU21-PSNR of the HDR (ours = ``pipeline.reconstruct``; the linearised in
 code's Debevec merge of our stack), overall and on the pixels clipped in the input; and for the
 fused x``scale`` image, PSNR/SSIM (RGB) against the stage-2 label definition
 (``synthetic_pairs.fuse_bracket`` of the true HR radiance) and MEF-SSIM against the true HR
-under/over pair at the exposures the pipeline picked. Protocols in :mod:`hdr_jax.hdr_eval`.
+under/over pair at the exposures the pipeline picked. Protocols in :mod:`hdr_jax.eval.system`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from hdr_jax import bundle, hdr_eval
+from hdr_jax import bundle, pipeline
+from hdr_jax.eval import protocol, report, stats, system
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -43,7 +44,7 @@ _FUSED_METRICS = ("psnr", "ssim", "mef_ssim")
 
 def summarise(per_view: list[dict], variants: list[str]) -> dict:
     """Means over views of the per-view scores, per input variant."""
-    avg = hdr_eval.Averager()
+    avg = stats.Collector()
     for r in per_view:
         for table, rows in (("hdr", r["hdr"]), ("fused", r["fused"])):
             for name, scores in rows.items():
@@ -59,12 +60,12 @@ def summarise(per_view: list[dict], variants: list[str]) -> dict:
             "hdr": {
                 name: {m: avg.mean((var, "hdr", name, m)) for m in _HDR_METRICS}
                 | {"n": avg.count((var, "hdr", name, "pu21"))}
-                for name in hdr_eval.HDR_ROWS
+                for name in system.HDR_ROWS
             },
             "fused": {
                 name: {m: avg.mean((var, "fused", name, m)) for m in _FUSED_METRICS}
                 | {"n": avg.count((var, "fused", name, "psnr"))}
-                for name in hdr_eval.FUSED_ROWS
+                for name in system.FUSED_ROWS
             },
             "mean_clipped_fraction": avg.mean((var, "clipped_fraction")),
             "mean_images_kept": avg.mean((var, "kept")),
@@ -105,9 +106,9 @@ def to_markdown(res: dict) -> str:
     header = ["HDR"] + [f"{v}: {m}" for v in variants for m in ("PU21-PSNR", "clipped")]
     rows = [
         [name] + [res["summary"][v]["hdr"][name][m] for v in variants for m in _HDR_METRICS]
-        for name in hdr_eval.HDR_ROWS
+        for name in system.HDR_ROWS
     ]
-    out.append(hdr_eval.markdown_table(header, rows))
+    out.append(report.markdown_table(header, rows))
     out += [
         f"### Fused x{p['scale']} image",
         "",
@@ -116,13 +117,13 @@ def to_markdown(res: dict) -> str:
     ]
     header = ["fused image"] + [f"{v}: {m}" for v in variants for m in ("PSNR", "SSIM", "MEF-SSIM")]
     rows = []
-    for name in hdr_eval.FUSED_ROWS:
+    for name in system.FUSED_ROWS:
         row = [name]
         for v in variants:
             d = res["summary"][v]["fused"][name]
             row += [f"{d['psnr']:.2f}", f"{d['ssim']:.4f}", f"{d['mef_ssim']:.4f}"]
         rows.append(row)
-    out.append(hdr_eval.markdown_table(header, rows))
+    out.append(report.markdown_table(header, rows))
     t = res["summary"][variants[0]]["median_timings_s"]
     out.append(
         "\nMonotone selection kept "
@@ -138,25 +139,22 @@ def to_markdown(res: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    from hdr_jax import pipeline
-
-    t_start = time.perf_counter()
     out_dir = Path(_OUT.value)
-    if not _OVERWRITE.value:
-        for p in hdr_eval.existing_results(out_dir):
-            sys.exit(f"{p}: exists (use --overwrite to replace it)")
+    if not _OVERWRITE.value and (existing := report.existing_results(out_dir)):
+        sys.exit(f"{existing[0]}: exists (use --overwrite to replace it)")
+    t_start = time.perf_counter()
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     pipe.cfnet(_SCALE.value)  # fail on missing stage-2 weights before any work
     variants = {"PNG": None}
     if _JPEG.value:
         variants[f"JPEG q{_JPEG.value}"] = _JPEG.value
     per_view = []
-    views = hdr_eval.heldout_views(_HDR_DIR.value, size=_SIZE.value, scale=_SCALE.value)
+    views = system.heldout_views(_HDR_DIR.value, size=_SIZE.value, scale=_SCALE.value)
     for i, (scene, v, lr, hr) in enumerate(views):
         if _LIMIT.value and i >= _LIMIT.value:
             break
         for name, quality in variants.items():
-            r = hdr_eval.evaluate_view(pipe, lr, hr, scale=_SCALE.value, jpeg_quality=quality)
+            r = system.evaluate_view(pipe, lr, hr, scale=_SCALE.value, jpeg_quality=quality)
             per_view.append(
                 {
                     "scene": scene,
@@ -175,11 +173,11 @@ def main(argv):
         "protocol": {
             "scenes": sorted({r["scene"] for r in per_view}),
             "views": len(per_view) // len(variants),
-            "view_angles": [list(v) for v in hdr_eval.HELDOUT_VIEWS],
+            "view_angles": [list(v) for v in system.HELDOUT_VIEWS],
             "size": _SIZE.value,
             "scale": _SCALE.value,
             "variants": list(variants),
-            "clip_fraction": hdr_eval.CLIP_FRACTION,
+            "clip_fraction": protocol.CLIP_FRACTION,
             "pu21": "gain fitted on pixels not clipped in the input (any channel >= 254/255), "
             "then 99.9th-percentile reference luminance -> 1000 cd/m^2, PU21 per RGB channel, "
             "peak 256",
@@ -198,9 +196,7 @@ def main(argv):
         if k in manifest
     }
     res["runtime_s"] = time.perf_counter() - t_start
-    paths = hdr_eval.write_results(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
-    print(to_markdown(res))
-    print(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(out_dir, res, to_markdown(res), overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from hdr_jax import bundle
-from hdr_jax.training import checkpoint, tasks
+from hdr_jax.training import checkpoint, loop, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of per-network workdirs.", required=True)
 _OUT = flags.DEFINE_string("out", "hdr_jax/weights", "Weights directory to write.")
@@ -27,15 +27,8 @@ _COMPRESS = flags.DEFINE_bool("compress", True, "zlib-compress the weight files 
 
 
 def _last_eval(workdir: str) -> dict:
-    path = os.path.join(workdir, "metrics.jsonl")
-    last = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                if rec.get("split") == "eval":
-                    last = rec
-    return last
+    evals = [r for r in loop.read_metrics(workdir) if r.get("split") == "eval"]
+    return evals[-1] if evals else {}
 
 
 def export_one(workdir: str, name: str, out: str, dtype: str, compress: bool = True) -> None:

@@ -22,8 +22,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from hdr_jax import hdr_eval
 from hdr_jax import io as hdr_io
+from hdr_jax.eval import system
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -85,22 +85,22 @@ def main(argv):
     out = Path(_OUT.value)
     if out.exists() and not _OVERWRITE.value:
         sys.exit(f"{out}: exists (use --overwrite to replace it)")
-    if not 0 <= _VIEW.value < len(hdr_eval.HELDOUT_VIEWS):
-        sys.exit(f"--view must lie in [0, {len(hdr_eval.HELDOUT_VIEWS) - 1}]")
+    if not 0 <= _VIEW.value < len(system.HELDOUT_VIEWS):
+        sys.exit(f"--view must lie in [0, {len(system.HELDOUT_VIEWS) - 1}]")
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     pipe.cfnet(2)
     if _SCENES.value:
         scenes = [s.strip() for s in _SCENES.value.split(",") if s.strip()]
     else:
-        scenes = [f.stem for f in hdr_eval.heldout_scenes(_HDR_DIR.value)][: _NUM_SCENES.value]
-    view = hdr_eval.HELDOUT_VIEWS[_VIEW.value]
+        scenes = [f.stem for f in system.heldout_scenes(_HDR_DIR.value)][: _NUM_SCENES.value]
+    view = system.HELDOUT_VIEWS[_VIEW.value]
     rows = []
-    for scene, _, lr, hr in hdr_eval.heldout_views(
+    for scene, _, lr, hr in system.heldout_views(
         _HDR_DIR.value, size=_SIZE.value, scale=2, views=(view,), scenes=scenes
     ):
-        r = hdr_eval.evaluate_view(pipe, lr, hr, scale=2)
+        r = system.evaluate_view(pipe, lr, hr, scale=2)
         rows.append((scene, r.images))
-        print(f"{scene}: PU21 ours {r.hdr_scores[hdr_eval.HDR_ROWS[0]]['pu21']:.2f} dB")
+        print(f"{scene}: PU21 ours {r.hdr_scores[system.HDR_ROWS[0]]['pu21']:.2f} dB")
     side = _CELL.value
     while True:
         buf = io.BytesIO()

@@ -328,19 +328,38 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from hdr_jax import evaluation
+    """Stage 2 on the held-out test split of SICE: CF-Net and the baselines of
+    :mod:`hdr_jax.eval.stage2`, written to OUT/results.{json,md}."""
+    import tensorflow_datasets as tfds
+
+    from hdr_jax.data import sice
+    from hdr_jax.eval import report, stage2
 
     if args.dataset != "sice":
         raise CLIError(f"unknown dataset {args.dataset!r} (supported: sice)")
-    evaluation.evaluate_sice_cli(
-        data_dir=args.data_dir,
-        weights=args.weights,
-        scale=args.scale,
-        out_dir=args.out,
-        tfds_dir=args.tfds_dir,
-        limit=args.limit,
-        overwrite=args.overwrite,
+    if not Path(args.data_dir).is_dir():
+        raise hdr_io.ImageIOError(f"{args.data_dir}: SICE folder not found")
+    out_dir = Path(args.out)
+    report.refuse_existing(out_dir, overwrite=args.overwrite)
+    builder = sice.Sice(
+        config=f"x{args.scale}",
+        data_dir=str(args.tfds_dir or out_dir / "tfds"),
+        file_format="array_record",
     )
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(args.data_dir))
+        )
+    except (AssertionError, ValueError, OSError) as e:  # tfds: empty dir; sice: no SICE layout
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise hdr_io.ImageIOError(f"{args.data_dir}: no usable SICE data ({first})") from e
+    if "test" not in builder.info.splits:
+        raise hdr_io.ImageIOError(f"{args.data_dir}: no sequence falls in the held-out test split")
+    results = stage2.evaluate_split(
+        builder.as_data_source("test"), weights=args.weights, scale=args.scale, limit=args.limit
+    )
+    markdown = stage2.markdown(results, f"SICE held-out test split, x{args.scale}")
+    report.publish(out_dir, results, markdown, overwrite=args.overwrite)
 
 
 MERGE_CHOICES = merge.MERGE_METHODS

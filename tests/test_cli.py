@@ -453,3 +453,27 @@ def test_up_choices_are_the_pipelines_methods():
         assert (
             cli.build_parser().parse_args([*command, "-o", "o", "--up", "network"]).up == "network"
         )
+
+
+def test_evaluate_sice_writes_the_stage2_table(tiny_weights, tmp_path, capfd):
+    """`evaluate sice` on a miniature SICE tree: the CF-Net row and the baseline rows of
+    hdr_jax.eval.stage2 on the held-out test split; a second run keeps the results."""
+    from hdr_jax.data import testing
+    from hdr_jax.eval import baselines
+
+    testing.write_fake_sice(tmp_path / "sice")
+    out = tmp_path / "out"
+    args = ["evaluate", "sice", "--data-dir", tmp_path / "sice", "--out", out]
+    args += ["--weights", tiny_weights, "--tfds-dir", tmp_path / "tfds"]
+    rc, err = _main(args, capfd)
+    assert rc == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert list(res) == ["CF-Net (ours)", *baselines.baseline_methods()]
+    for row in res.values():
+        assert row["n"] >= 1 and np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1
+    md = (out / "results.md").read_text()
+    assert md.startswith("### SICE held-out test split, x2") and "| CF-Net (ours) |" in md
+    before = (out / "results.json").read_bytes()
+    rc, err = _main(args, capfd)
+    assert_one_line_error(rc, err, contains="exists")
+    assert (out / "results.json").read_bytes() == before

@@ -28,8 +28,6 @@ from typing import Any, Literal
 import grain
 import numpy as np
 
-# Re-exported for the evaluation code that still imports it from here.
-from hdr_jax.camera.exposure import naive_bracket_baseline  # noqa: F401
 from hdr_jax.data import sharding
 
 Direction = Literal["up", "down"]

@@ -34,6 +34,7 @@ from absl import logging
 
 from hdr_jax import interrupts
 from hdr_jax import io as hdr_io
+from hdr_jax.eval import stats
 from hdr_jax.training import checkpoint, parallel
 
 
@@ -81,26 +82,42 @@ class MetricWriter:
         self._jsonl.close()
 
 
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+    """The records of a run's metrics.jsonl (:class:`MetricWriter`), oldest first; a torn last
+    line of a killed writer is skipped."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
 def numeric(batch: dict) -> dict:
     """The array entries of a batch (drops names/ids, which jit cannot take)."""
     return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
 
 
+def evaluate_per_example(task: Task, state: Any, eval_step: Callable) -> stats.Collector:
+    """The per-example metrics of one pass of the evaluation data, in example order."""
+    metrics = stats.Collector()
+    for batch in task.eval_batches():
+        metrics.update(jax.device_get(eval_step(state, numeric(batch))))
+    return metrics
+
+
 def evaluate(task: Task, state: Any, eval_step: Callable) -> dict[str, float]:
     """Mean of per-example metrics over one pass of the evaluation data.
 
-    NaN entries mark undefined values (e.g. a bracket slot past the end) and are not counted.
+    NaN entries mark undefined values (e.g. a bracket slot past the end) and are not counted
+    (:class:`hdr_jax.eval.stats.Collector`).
     """
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for batch in task.eval_batches():
-        for k, v in jax.device_get(eval_step(state, numeric(batch))).items():
-            v = np.asarray(v, np.float64).ravel()
-            v = v[~np.isnan(v)]
-            # An exact match has infinite PSNR, which would swamp the mean; cap it.
-            sums[k] = sums.get(k, 0.0) + float(np.sum(np.minimum(v, 100.0)))
-            counts[k] = counts.get(k, 0) + v.size
-    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+    return evaluate_per_example(task, state, eval_step).means()
 
 
 def train_and_evaluate(
@@ -110,11 +127,14 @@ def train_and_evaluate(
     *,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    previews: bool = True,
 ) -> Any:
     """Trains `task` for config.num_train_steps, resuming from the latest checkpoint in workdir.
 
     On `mesh` (default: every device of every process, `parallel.make_mesh`); a checkpoint saved
-    on any number of devices resumes on any other.
+    on any number of devices resumes on any other. ``previews``: after each evaluation, write
+    the task's preview images (when it has a ``previews`` method); off, no forward pass is
+    compiled for them.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.per_process_batch(config.batch_size, mesh)  # fails before anything is written
@@ -171,7 +191,7 @@ def train_and_evaluate(
                 text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
                 if primary:
                     _say(progress, bar, f"step {step} eval: {text}")
-                if hasattr(task, "previews"):
+                if previews and hasattr(task, "previews"):
                     _write_previews(workdir, step, task, state, writer)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
         if interrupts.pending() and saved != int(jax.device_get(state.step)):

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from hdr_jax import losses, metrics
+from hdr_jax.eval import protocol, stage1, stage2
 from hdr_jax.models import factory, response
 from hdr_jax.training.state import TrainState, make_optimizer
 
@@ -203,17 +204,11 @@ class CFNetTask:
 
     def eval_step(self, state: TrainState, batch: dict) -> dict:
         out = self.predict(state.params, batch)
-        fused, label = out["fused"], batch["label_hr"]
-        stack = jnp.stack([batch["under_hr"], batch["over_hr"]], axis=1)
-        result = {
-            "psnr": metrics.psnr(fused, label),
-            "ssim": metrics.ssim(fused, label),
-        }
-        if min(fused.shape[1:3]) >= metrics.MEF_SSIM_MIN_SIDE:  # 3 scales of an 11x11 window
-            result["mef_ssim"] = metrics.mef_ssim(fused, stack)
+        label = batch["label_hr"]
+        result = stage2.fused_scores(out["fused"], label, batch["under_hr"], batch["over_hr"])
         for t in range(out["steps_over"].shape[0]):
             step_img = 0.5 * (out["steps_over"][t] + out["steps_under"][t])
-            result[f"psnr_step{t + 1}"] = metrics.psnr(step_img, label)
+            result[f"psnr_step{t + 1}"] = protocol.psnr(step_img, label)
         return result
 
     def previews(self, state: TrainState, batch: dict) -> dict[str, np.ndarray]:
@@ -330,16 +325,10 @@ class DrTMOTask(_HdrBracketsData):
         return self.model.apply(state.variables, x, train=False)
 
     def eval_step(self, state: TrainState, batch: dict) -> dict:
-        """PSNR of every valid predicted exposure, reported per exposure step (+1..+N or -1..-N)."""
+        """PSNR of every valid predicted exposure, per exposure step (+1..+N or -1..-N), and its
+        mean over the valid slots (NaN for an input with none)."""
         pred = self.predict(state, batch["input"])
-        mse = jnp.mean((pred - batch["target"]) ** 2, axis=(2, 3, 4))  # (B, N)
-        psnr = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-        mask = batch["mask"]
-        result = {"psnr": jnp.sum(psnr * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1)}
-        for k in range(self.config.model.num_exposures):
-            # NaN where slot k is padded; the loop averages with nan-aware counting below.
-            result[f"psnr_step{k + 1}"] = jnp.where(mask[:, k] > 0, psnr[:, k], jnp.nan)
-        return result
+        return stage1.exposure_scores(pred, batch["target"], batch["mask"])
 
     def previews(self, state: TrainState, batch: dict) -> dict[str, np.ndarray]:
         pred = np.asarray(jax.device_get(self.predict(state, batch["input"])))[0]

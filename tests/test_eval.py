@@ -1,9 +1,10 @@
-"""Tests for hdr_jax.hdr_eval: input rendering with a target clipped fraction, the PU21 protocol
-(against a NumPy re-implementation), aggregation, and both per-item evaluators end to end on
-tiny random networks and generated data."""
+"""Tests for hdr_jax.eval: input rendering with a target clipped fraction, the PU21 protocol
+(against a NumPy re-implementation), per-example metrics, aggregation, result files, and the
+per-item evaluators end to end on tiny random networks and generated data."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -11,11 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
-from hdr_jax import bundle, hdr_eval, pipeline
+from hdr_jax import bundle, pipeline
+from hdr_jax import io as hdr_io
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure
 from hdr_jax.data import hdr_brackets, testing
+from hdr_jax.eval import baselines, protocol, report, stage1, stage2, stats, system
 from hdr_jax.models import factory
 
 
@@ -38,66 +42,66 @@ def test_clipped_mask_matches_loop():
     for i in range(9):
         for j in range(7):
             want[i, j] = any(round(float(v) * 255) >= 254 for v in img[i, j])
-    np.testing.assert_array_equal(hdr_eval.clipped_mask(img), want)
+    np.testing.assert_array_equal(protocol.clipped_mask(img), want)
     assert want.any() and not want.all()
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.05, 0.2])
 def test_clipping_exposure_hits_target(fraction):
     e = _radiance(1)
-    a = hdr_eval.clipping_exposure(e, fraction)
+    a = protocol.clipping_exposure(e, fraction)
     # Independent rendering: the IEC sRGB formula, 8-bit rounding, any channel >= 254.
     levels = np.rint(_srgb_iec(e * a) * 255.0)
     measured = np.mean(np.any(levels >= 254, axis=-1))
     assert abs(measured - fraction) <= 0.005
     # And the library's own renderer agrees with its mask.
-    ldr = hdr_eval.render_srgb8(e, a)
-    assert abs(hdr_eval.clipped_mask(ldr).mean() - fraction) <= 0.005
+    ldr = protocol.render_srgb8(e, a)
+    assert abs(protocol.clipped_mask(ldr).mean() - fraction) <= 0.005
 
 
 def test_clipping_exposure_is_scale_covariant():
     e = _radiance(2)
-    a1 = hdr_eval.clipping_exposure(e)
-    a2 = hdr_eval.clipping_exposure(e * 1000.0)
+    a1 = protocol.clipping_exposure(e)
+    a2 = protocol.clipping_exposure(e * 1000.0)
     assert a2 * 1000.0 == pytest.approx(a1, rel=1e-3)
 
 
 def test_clipping_exposure_errors():
     with pytest.raises(ValueError, match="positive"):
-        hdr_eval.clipping_exposure(np.zeros((8, 8, 3), np.float32))
+        protocol.clipping_exposure(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="fraction"):
-        hdr_eval.clipping_exposure(_radiance(), 1.5)
+        protocol.clipping_exposure(_radiance(), 1.5)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        hdr_eval.clipping_exposure(np.ones((8, 8), np.float32))
+        protocol.clipping_exposure(np.ones((8, 8), np.float32))
     bad = _radiance()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        hdr_eval.clipping_exposure(bad)
+        protocol.clipping_exposure(bad)
 
 
 def test_render_and_linearise_match_the_srgb_formula():
     e = _radiance(3)
-    ldr = hdr_eval.render_srgb8(e, 0.5)
+    ldr = protocol.render_srgb8(e, 0.5)
     np.testing.assert_allclose(ldr * 255.0, np.rint(ldr * 255.0), atol=1e-4)  # 8-bit levels
     np.testing.assert_allclose(ldr, _srgb_iec(e * 0.5), atol=0.5 / 255 + 2e-3)
-    lin = hdr_eval.linearise_srgb(ldr)
+    lin = protocol.linearise_srgb(ldr)
     ok = (ldr > 0.2) & (ldr < 0.9)
     np.testing.assert_allclose(lin[ok], (e * 0.5)[ok], rtol=0.03)
 
 
 def test_jpeg_roundtrip():
-    ldr = hdr_eval.render_srgb8(_radiance(4), 0.2)
-    out = hdr_eval.jpeg_roundtrip(ldr, 90)
+    ldr = protocol.render_srgb8(_radiance(4), 0.2)
+    out = protocol.jpeg_roundtrip(ldr, 90)
     assert out.shape == ldr.shape and out.dtype == np.float32
     assert not np.array_equal(out, ldr)
     assert 10 * math.log10(1 / np.mean((out - ldr) ** 2)) > 30
     with pytest.raises(ValueError, match="quality"):
-        hdr_eval.jpeg_roundtrip(ldr, 0)
+        protocol.jpeg_roundtrip(ldr, 0)
 
 
 def test_render_view_lr_is_box_average_of_hr():
     pano = _radiance(5, 32, 64)
-    lr, hr = hdr_eval.render_view(pano, (80.0, 10.0, 30.0), 12, 2)
+    lr, hr = system.render_view(pano, (80.0, 10.0, 30.0), 12, 2)
     assert lr.shape == (12, 12, 3) and hr.shape == (24, 24, 3)
     want = cv2.resize(hr, (12, 12), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(lr, want, rtol=1e-5, atol=1e-6)
@@ -106,18 +110,18 @@ def test_render_view_lr_is_box_average_of_hr():
 def test_heldout_scenes_and_views_follow_the_training_split(tmp_path):
     scenes = {f"s{i}": (16, 32) for i in range(6)} | {"photo": (20, 24)}
     testing.write_fake_hdr_folder(tmp_path, scenes)
-    held = hdr_eval.heldout_scenes(tmp_path)
+    held = system.heldout_scenes(tmp_path)
     want = hdr_brackets.split_scenes(list(scenes))[1]
     assert [p.stem for p in held] == want and want
-    views = list(hdr_eval.heldout_views(tmp_path, size=8, scale=2))
-    per_scene = {s: 1 if s == "photo" else len(hdr_eval.HELDOUT_VIEWS) for s in want}
+    views = list(system.heldout_views(tmp_path, size=8, scale=2))
+    per_scene = {s: 1 if s == "photo" else len(system.HELDOUT_VIEWS) for s in want}
     assert len(views) == sum(per_scene.values())
     for _scene, view, lr, hr in views:
         assert lr.shape == (8, 8, 3) and hr.shape == (16, 16, 3)
         np.testing.assert_allclose(lr, hr.reshape(8, 2, 8, 2, 3).mean((1, 3)), rtol=1e-5)
-        assert view is None or view in hdr_eval.HELDOUT_VIEWS
+        assert view is None or view in system.HELDOUT_VIEWS
     with pytest.raises(ValueError, match="held-out"):
-        list(hdr_eval.heldout_views(tmp_path, size=8, scale=2, scenes=["nope"]))
+        list(system.heldout_views(tmp_path, size=8, scale=2, scenes=["nope"]))
 
 
 # -- PU21 protocol ------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def _protocol_numpy(pred, ref, clipped):
 def _hdr_case(seed=6):
     rng = np.random.default_rng(seed)
     ref = _radiance(seed)
-    clipped = hdr_eval.clipped_mask(hdr_eval.render_srgb8(ref, hdr_eval.clipping_exposure(ref)))
+    clipped = protocol.clipped_mask(protocol.render_srgb8(ref, protocol.clipping_exposure(ref)))
     pred = ref * np.exp(0.3 * rng.standard_normal(ref.shape)).astype(np.float32) * 0.37
     pred[clipped] *= 0.2  # much worse where the input clipped
     return pred.astype(np.float32), ref, clipped
@@ -155,7 +159,7 @@ def _hdr_case(seed=6):
 
 def test_pu21_protocol_matches_numpy_reference():
     pred, ref, clipped = _hdr_case()
-    got = hdr_eval.pu21_protocol(pred, ref, clipped)
+    got = protocol.pu21_protocol(pred, ref, clipped)
     overall, on_clipped, gain = _protocol_numpy(pred, ref, clipped)
     assert got["gain"] == pytest.approx(gain, rel=1e-4)
     assert got["pu21"] == pytest.approx(overall, abs=0.02)
@@ -165,12 +169,12 @@ def test_pu21_protocol_matches_numpy_reference():
 
 def test_pu21_protocol_perfect_prediction_and_invariances():
     pred, ref, clipped = _hdr_case(7)
-    perfect = hdr_eval.pu21_protocol(ref, ref, clipped)
+    perfect = protocol.pu21_protocol(ref, ref, clipped)
     assert perfect["pu21"] == np.inf and perfect["pu21_clipped"] == np.inf
-    assert hdr_eval.pu21_protocol(ref * 3.0, ref, clipped)["pu21"] > 80
-    base = hdr_eval.pu21_protocol(pred, ref, clipped)
-    gained = hdr_eval.pu21_protocol(pred * 13.7, ref, clipped)
-    both = hdr_eval.pu21_protocol(pred * 0.01, ref * 0.01, clipped)
+    assert protocol.pu21_protocol(ref * 3.0, ref, clipped)["pu21"] > 80
+    base = protocol.pu21_protocol(pred, ref, clipped)
+    gained = protocol.pu21_protocol(pred * 13.7, ref, clipped)
+    both = protocol.pu21_protocol(pred * 0.01, ref * 0.01, clipped)
     for other in (gained, both):
         assert other["pu21"] == pytest.approx(base["pu21"], abs=1e-3)
         assert other["pu21_clipped"] == pytest.approx(base["pu21_clipped"], abs=1e-3)
@@ -180,7 +184,7 @@ def test_pu21_protocol_gain_ignores_clipped_pixels():
     _, ref, clipped = _hdr_case(8)
     pred = ref * 2.0
     pred[clipped] = 0.0  # no effect on the gain: fitted on unclipped pixels only
-    r = hdr_eval.pu21_protocol(pred, ref, clipped)
+    r = protocol.pu21_protocol(pred, ref, clipped)
     assert r["gain"] == pytest.approx(0.5, rel=1e-5)
     # Unclipped pixels are exact, so the overall MSE is the clipped MSE times their fraction.
     frac = clipped.mean()
@@ -190,36 +194,160 @@ def test_pu21_protocol_gain_ignores_clipped_pixels():
 def test_pu21_protocol_edge_cases():
     _, ref, _ = _hdr_case(9)
     none = np.zeros(ref.shape[:2], bool)
-    assert math.isnan(hdr_eval.pu21_protocol(ref * 0.9, ref, none)["pu21_clipped"])
+    assert math.isnan(protocol.pu21_protocol(ref * 0.9, ref, none)["pu21_clipped"])
     with pytest.raises(ValueError, match="every pixel"):
-        hdr_eval.pu21_protocol(ref, ref, ~none)
+        protocol.pu21_protocol(ref, ref, ~none)
     with pytest.raises(ValueError, match="mask"):
-        hdr_eval.pu21_protocol(ref, ref, none[1:])
+        protocol.pu21_protocol(ref, ref, none[1:])
     with pytest.raises(ValueError, match="black"):
-        hdr_eval.pu21_protocol(ref, ref * 0, none)
+        protocol.pu21_protocol(ref, ref * 0, none)
 
 
 # -- small helpers ------------------------------------------------------------------------------
 
 
-def test_bracket_psnr_is_capped():
+def test_psnr_is_capped():
     a = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
     b = a.copy()
     b[1] += 0.1
-    got = hdr_eval.bracket_psnr(a, b)
-    assert got[0] == hdr_eval.MAX_PSNR_DB
+    got = protocol.psnr(a, b)
+    assert got[0] == protocol.MAX_PSNR_DB
     assert got[1] == pytest.approx(20.0, abs=1e-3)
 
 
-def test_averager_and_markdown():
-    avg = hdr_eval.Averager()
+def test_exposure_scores_mask_undefined_slots():
+    """Per slot PSNR with NaN on padded slots; an example with no valid slot (input at the end
+    of the bracket in the network's direction) has no PSNR: NaN, not 0, so that it does not
+    pull a mean down."""
+    rng = np.random.default_rng(0)
+    target = rng.random((3, 2, 8, 8, 3)).astype(np.float32)
+    pred = target + 0.1
+    pred[1, 1] = target[1, 1]  # an exact slot: capped, not inf
+    mask = np.array([[1, 1], [1, 1], [0, 0]], np.float32)
+    mask[0, 1] = 0
+    got = jax.device_get(stage1.exposure_scores(pred, target, mask))
+    np.testing.assert_allclose(got["psnr_step1"][:2], 20.0, atol=1e-3)
+    assert np.isnan(got["psnr_step2"][0]) and got["psnr_step2"][1] == protocol.MAX_PSNR_DB
+    assert np.isnan(got["psnr_step1"][2]) and np.isnan(got["psnr_step2"][2])
+    np.testing.assert_allclose(got["psnr"][:2], [20.0, 60.0], atol=1e-3)
+    assert np.isnan(got["psnr"][2])
+
+
+def test_fused_scores_batched_and_single():
+    rng = np.random.default_rng(1)
+    e = np.stack([_radiance(s, 48, 48) for s in (1, 2)])
+    under, over = protocol.render_srgb8(e, 0.3), protocol.render_srgb8(e, 3.0)
+    label = protocol.render_srgb8(e, 1.0)
+    fused = np.clip(label + 0.05 * rng.standard_normal(label.shape), 0, 1).astype(np.float32)
+    batched = jax.device_get(stage2.fused_scores(fused, label, under, over))
+    assert set(batched) == set(stage2.METRICS) and batched["psnr"].shape == (2,)
+    one = jax.device_get(stage2.fused_scores(fused[1], label[1], under[1], over[1]))
+    for k in stage2.METRICS:
+        assert one[k] == pytest.approx(batched[k][1], rel=1e-5), k
+    # Too small for three MEF-SSIM scales: left out rather than computed on padding.
+    small = stage2.fused_scores(fused[:, :16, :16], label[:, :16, :16], under, over)
+    assert set(small) == {"psnr", "ssim"}
+    assert stage2.fused_scores(label, label, under, over)["psnr"][0] == protocol.MAX_PSNR_DB
+
+
+def test_stage2_methods_and_markdown():
+    rng = np.random.default_rng(2)
+    examples = []
+    for _ in range(3):
+        hr = rng.random((48, 48, 3)).astype(np.float32)
+        lr = hr.reshape(24, 2, 24, 2, 3).mean(axis=(1, 3))
+        examples.append(
+            {"under_lr": lr * 0.5, "over_lr": np.minimum(lr * 2, 1), "under_hr": hr * 0.5,
+             "over_hr": np.minimum(hr * 2, 1), "label_hr": hr}  # fmt: skip
+        )
+    methods = baselines.baseline_methods()
+    per = stage2.per_example_scores(examples, methods, 2)
+    res = stage2.evaluate_methods(examples, methods, 2)
+    assert list(res) == list(methods)
+    for name in methods:
+        assert res[name]["n"] == 3
+        for k in stage2.METRICS:
+            assert res[name][k] == pytest.approx(np.mean(per[name][k]))
+    md = stage2.markdown(res, "t")
+    assert md.startswith("### t\n\n| method | PSNR (RGB) | SSIM (RGB) | MEF-SSIM | n |\n")
+    assert f"| Mertens + bicubic | {res['Mertens + bicubic']['psnr']:.2f} |" in md
+    with pytest.raises(ValueError, match="no evaluation examples"):
+        stage2.evaluate_methods([], methods, 2)
+
+
+def test_collector_and_markdown():
+    avg = stats.Collector()
     for v in (1.0, float("nan"), 3.0):
         avg.add(("a", "x"), v)
     avg.add("b", 5.0)
+    avg.update({"c": np.array([1.0, np.nan]), "d": np.array([np.nan])})
     assert avg.mean(("a", "x")) == 2.0 and avg.count(("a", "x")) == 2
     assert avg.mean("b") == 5.0 and math.isnan(avg.mean("missing"))
-    table = hdr_eval.markdown_table(["m", "v"], [["x", 1.234], ["y", float("nan")]])
-    assert table.splitlines() == ["| m | v |", "| --- | --- |", "| x | 1.23 |", "| y | – |"]
+    assert avg.means() == {"a/x": 2.0, "b": 5.0, "c": 1.0}  # 'd' has no defined value
+    np.testing.assert_array_equal(avg.arrays()["c"], [1.0, np.nan])
+    table = report.markdown_table(["m", "v"], [["x", 1.234], ["y", float("nan")], ["z", None]])
+    assert table.splitlines() == [
+        "| m | v |", "| --- | --- |", "| x | 1.23 |", "| y | – |", "| z | – |"
+    ]  # fmt: skip
+
+
+def test_write_results_strict_json_and_no_overwrite(tmp_path):
+    res = {"a": float("nan"), "b": np.float32(1.5), "c": np.arange(2), "d": (1, float("inf"))}
+    out = tmp_path / "r"
+    paths = report.write_results(out, res, "# md\n", overwrite=False)
+    assert [p.name for p in paths] == list(report.RESULT_FILES)
+    text = paths[0].read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": 1.5, "c": [0, 1], "d": [1, None]}
+    assert report.existing_results(out) == list(paths)
+    with pytest.raises(hdr_io.ImageIOError, match="exists"):
+        report.write_results(out, {"a": 1}, "other\n", overwrite=False)
+    assert paths[1].read_text() == "# md\n"  # untouched
+    report.write_results(out, {"a": 1}, "other\n", overwrite=True)
+    assert json.loads(paths[0].read_text()) == {"a": 1}
+
+
+def test_compare_paired_matches_scipy():
+    rng = np.random.default_rng(0)
+    b = rng.normal(30.0, 2.0, 40)
+    a = b + 0.5 + rng.normal(0.0, 0.3, 40)
+    a[3] = np.nan  # dropped from both sides
+    r = stats.compare(a, b, paired=True)
+    d = (a - b)[~np.isnan(a)]
+    assert r["n"] == 39
+    assert r["delta"] == pytest.approx(d.mean())
+    assert r["two_se"] == pytest.approx(2 * scipy.stats.sem(d))
+    assert r["verdict"] == "confirmed"
+    assert stats.compare(b, a, paired=True)["verdict"] == "contradicted"
+    # Pure noise: the claimed sign cannot be read off 40 examples.
+    c = b + rng.normal(0.0, 0.3, 40) - 0.02
+    assert stats.compare(c, b, paired=True)["verdict"].startswith("not resolved")
+    # 'no gain' holds unless a is significantly better.
+    assert stats.compare(c, b, paired=True, claim="no_gain")["verdict"].startswith("confirmed")
+    assert stats.compare(a, b, paired=True, claim="no_gain")["verdict"] == "contradicted"
+
+
+def test_compare_unpaired_and_degenerate():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(2.0, 1.0, 30), rng.normal(0.0, 1.0, 12)
+    r = stats.compare(a, b, paired=False)
+    se = math.hypot(scipy.stats.sem(a), scipy.stats.sem(b))
+    assert r["delta"] == pytest.approx(a.mean() - b.mean())
+    assert r["two_se"] == pytest.approx(2 * se)
+    assert r["verdict"] == "confirmed"
+    assert stats.compare([1.0], [0.0], paired=True)["verdict"].startswith("not resolved")
+    with pytest.raises(ValueError, match="equal shapes"):
+        stats.compare([1.0, 2.0], [1.0], paired=True)
+
+
+def test_summarise_skips_nan():
+    v = np.array([10.0, np.nan, 20.0, 100.0])
+    s = stats.summarise(v)
+    ref = np.array([10.0, 20.0, 100.0])
+    assert s["n"] == 3
+    assert s["mean"] == pytest.approx(ref.mean())
+    assert s["se"] == pytest.approx(scipy.stats.sem(ref))
+    assert stats.summarise([None, 1.0, 3.0])["mean"] == 2.0  # JSON null reads back as NaN
 
 
 # -- end to end on tiny random networks ---------------------------------------------------------
@@ -270,40 +398,40 @@ def test_evaluate_bracket_record(tiny_pipe):
     bracket = exposure.simulate_bracket(e, curve, normalise=False)
     record = {"bracket": np.rint(bracket * 255).astype(np.uint8), "hdr": e.astype(np.float16),
               "crf_curve": curve}  # fmt: skip
-    r = hdr_eval.evaluate_bracket_record(tiny_pipe, record)
+    r = stage1.evaluate_bracket_record(tiny_pipe, record)
     # Every (j, step) with a target inside the 9-image bracket: 2 * sum_j (8 - j) = 72.
     assert len(r["psnr"]) == 72
     assert {s for s, *_ in r["psnr"]} == set(range(-8, 0)) | set(range(1, 9))
     for step, j, ours, naive_s, naive_t, network in r["psnr"]:
         assert 0 <= j + step <= 8
-        assert np.isfinite(ours) and 0 < naive_s <= hdr_eval.MAX_PSNR_DB
+        assert np.isfinite(ours) and 0 < naive_s <= protocol.MAX_PSNR_DB
         assert naive_s == pytest.approx(naive_t, abs=0.5)  # the true CRF is sRGB here
         assert ours == network  # no response classifier in these weights: up = the network
-    assert set(r["merge"]) == set(hdr_eval.MERGE_ROWS)
-    lin_s, lin_t = (r["merge"][k]["pu21"] for k in hdr_eval.MERGE_ROWS[:2])
+    assert set(r["merge"]) == set(stage1.MERGE_ROWS)
+    lin_s, lin_t = (r["merge"][k]["pu21"] for k in stage1.MERGE_ROWS[:2])
     assert lin_s == pytest.approx(lin_t, abs=0.1)
-    sub = hdr_eval.evaluate_bracket_record(tiny_pipe, record, input_indices=[2, 6])
+    sub = stage1.evaluate_bracket_record(tiny_pipe, record, input_indices=[2, 6])
     assert {j for _, j, *_ in sub["psnr"]} == {2, 6} and len(sub["psnr"]) == 16
     with pytest.raises(ValueError, match="input indices"):
-        hdr_eval.evaluate_bracket_record(tiny_pipe, record, input_indices=[9])
+        stage1.evaluate_bracket_record(tiny_pipe, record, input_indices=[9])
 
 
 def test_evaluate_view(tiny_pipe):
     pano = _radiance(11, 64, 128)
-    lr, hr = hdr_eval.render_view(pano, hdr_eval.HELDOUT_VIEWS[0], 32, 2)
-    r = hdr_eval.evaluate_view(tiny_pipe, lr, hr, jpeg_quality=90)
-    assert abs(r.info["clipped_fraction"] - hdr_eval.CLIP_FRACTION) <= 0.005
-    assert set(r.hdr_scores) == set(hdr_eval.HDR_ROWS)
-    assert set(r.fused_scores) == set(hdr_eval.FUSED_ROWS)
+    lr, hr = system.render_view(pano, system.HELDOUT_VIEWS[0], 32, 2)
+    r = system.evaluate_view(tiny_pipe, lr, hr, jpeg_quality=90)
+    assert abs(r.info["clipped_fraction"] - protocol.CLIP_FRACTION) <= 0.005
+    assert set(r.hdr_scores) == set(system.HDR_ROWS)
+    assert set(r.fused_scores) == set(system.FUSED_ROWS)
     for s in r.hdr_scores.values():
         assert np.isfinite(s["pu21"]) and np.isfinite(s["pu21_clipped"])
     for s in r.fused_scores.values():
         assert 0 < s["ssim"] <= 1 and 0 < s["mef_ssim"] <= 1 and np.isfinite(s["psnr"])
     # The oracle row does not depend on the networks: Mertens of the true pair is close to the
     # Mertens label of the dense true bracket (a 1/255 scaling bug would give ~5 dB).
-    assert r.fused_scores[hdr_eval.FUSED_ROWS[2]]["psnr"] > 15
+    assert r.fused_scores[system.FUSED_ROWS[2]]["psnr"] > 15
     assert r.images["fused"].shape == hr.shape and r.images["input"].shape == lr.shape
     lo, hi = r.info["kept"]
     assert lo <= 8 + r.info["pair_steps"][0] <= 8 + r.info["pair_steps"][1] <= hi
     with pytest.raises(ValueError, match="not 2x"):
-        hdr_eval.evaluate_view(tiny_pipe, lr, hr[:-2])
+        system.evaluate_view(tiny_pipe, lr, hr[:-2])
