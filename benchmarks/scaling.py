@@ -45,7 +45,7 @@ def _config():
     name, _, variant = FLAGS.config.partition(":")
     config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
     config.batch_size = FLAGS.batch_size
-    memory._set_patch(config, FLAGS.patch)  # noqa: SLF001
+    memory.set_patch(config, FLAGS.patch)
     return config
 
 

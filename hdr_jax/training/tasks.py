@@ -19,7 +19,7 @@ import optax
 
 from hdr_jax import losses, metrics
 from hdr_jax.eval import protocol, stage1, stage2
-from hdr_jax.models import factory, response
+from hdr_jax.models import registry, response
 from hdr_jax.training.state import TrainState, make_optimizer
 
 
@@ -106,7 +106,7 @@ def apply_gradients(
 ) -> TrainState:
     """One optimiser update of ``state.params``; ``replace`` sets other fields (batch_stats)."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **replace)
 
 
@@ -115,7 +115,7 @@ class CFNetTask:
 
     def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
         self.config = config
-        self.model = factory.make_cfnet(config.model)
+        self.model = registry.build("cfnet", config.model)
         self.tx = make_optimizer(config.optimizer)
         self._builder = builder
 
@@ -169,9 +169,8 @@ class CFNetTask:
 
     # -- steps --------------------------------------------------------------------------------
     def init_state(self, rng: jax.Array) -> TrainState:
-        p = self.config.data.patch_size
-        x = jnp.zeros((1, p, p, 3), jnp.float32)
-        variables = {"params": self.model.init(rng, x, x)["params"]}
+        inputs = registry.example_inputs("cfnet", self.model, 1, self.config.data.patch_size)
+        variables = registry.init("cfnet", self.model, rng, *inputs)
         name = f"cfnet_x{self.config.model.scale}"
         return new_state(rng, initial_variables(self.config, name, variables), self.tx)
 
@@ -253,7 +252,7 @@ class DrTMOTask(_HdrBracketsData):
 
     def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
         self.config = config
-        self.model = factory.make_drtmo(config.model)
+        self.model = registry.build("drtmo", config.model)
         self.tx = make_optimizer(config.optimizer)
         self._builder = builder
 
@@ -289,10 +288,8 @@ class DrTMOTask(_HdrBracketsData):
             yield batch
 
     def init_state(self, rng: jax.Array) -> TrainState:
-        c = self.config.data.crop_size
-        variables = self.model.init(
-            {"params": rng, "dropout": rng}, jnp.zeros((1, c, c, 3), jnp.float32), train=False
-        )
+        inputs = registry.example_inputs("drtmo", self.model, 1, self.config.data.crop_size)
+        variables = registry.init("drtmo", self.model, rng, *inputs)
         variables = initial_variables(self.config, f"drtmo_{self.config.direction}", variables)
         return new_state(rng, variables, self.tx)
 
@@ -355,7 +352,7 @@ class ResponseTask(_HdrBracketsData):
         bank = hdr_brackets.training_crfs(d.builder_config, d.emor_dir or None)
         self.bank_names = list(bank)
         self.bank = response.bank_array(bank)
-        self.model = factory.make_response(config.model, num_responses=len(self.bank))
+        self.model = registry.build("response", {**config.model, "num_responses": len(self.bank)})
         self.tx = make_optimizer(config.optimizer)
         self._builder = builder
 
@@ -406,8 +403,8 @@ class ResponseTask(_HdrBracketsData):
         }
 
     def init_state(self, rng: jax.Array) -> TrainState:
-        c = self.config.data.crop_size or 32
-        variables = self.model.init(rng, jnp.zeros((2, c, c, 3), jnp.float32), train=False)
+        inputs = registry.example_inputs("response", self.model, 2, self.config.data.crop_size or 32)
+        variables = registry.init("response", self.model, rng, *inputs)
         return new_state(rng, variables, self.tx)
 
     def _labels(self, batch: dict) -> jnp.ndarray:
