@@ -209,19 +209,16 @@ def _with_weights(key: str, message: str):
     return (lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", f[key]], 1, message)
 
 
+def _photo(key: str, message: str, command: str = "reconstruct"):
+    """A case whose only defect is the input photo files[key]."""
+    return (lambda f, w, o: [command, f[key], "-o", o], 1, message)
+
+
 # name -> (argv builder (files, weights, out), exit status, substring of the one stderr line)
 EARLY_CASES = {
     # 1: a flipped byte in the pixel data is an error, not a black image with exit 0
-    "corrupt_png": (
-        lambda f, w, o: ["reconstruct", f["corrupt_png"], "-o", o],
-        1,
-        "cannot decode PNG",
-    ),
-    "corrupt_png_brackets": (
-        lambda f, w, o: ["brackets", f["corrupt_png"], "-o", o],
-        1,
-        "cannot decode PNG",
-    ),
+    "corrupt_png": _photo("corrupt_png", "cannot decode PNG"),
+    "corrupt_png_brackets": _photo("corrupt_png", "cannot decode PNG", command="brackets"),
     # 3: an output that is an input is refused even with --overwrite
     "fuse_output_is_input": (
         lambda f, w, o: ["fuse", f["good"], f["good"], "-o", f["good"], "--overwrite"],
@@ -229,11 +226,7 @@ EARLY_CASES = {
         "is an input",
     ),
     # 4: tracebacks before
-    "long_input_name": (
-        lambda f, w, o: ["reconstruct", f["long_name"], "-o", o],
-        1,
-        "name too long",
-    ),
+    "long_input_name": _photo("long_name", "name too long"),
     "missing_name_over_255": (
         lambda f, w, o: ["reconstruct", f["root"] / ("y" * 300 + ".png"), "-o", o],
         1,
@@ -259,23 +252,11 @@ EARLY_CASES = {
         "is a directory",
     ),
     # 8: C-library messages folded into the one line
-    "truncated_16bit_png": (
-        lambda f, w, o: ["reconstruct", f["trunc16.png"], "-o", o],
-        1,
-        "trunc16.png: cannot decode",
-    ),
-    "truncated_16bit_tif": (
-        lambda f, w, o: ["reconstruct", f["trunc16.tif"], "-o", o],
-        1,
-        "trunc16.tif",
-    ),
+    "truncated_16bit_png": _photo("trunc16.png", "trunc16.png: cannot decode"),
+    "truncated_16bit_tif": _photo("trunc16.tif", "trunc16.tif"),
     # 10: messages that say what is wrong
-    "fifo_input": (lambda f, w, o: ["reconstruct", f["fifo"], "-o", o], 1, "a FIFO"),
-    "dev_zero_link": (
-        lambda f, w, o: ["reconstruct", f["dev_zero"], "-o", o],
-        1,
-        "a character device",
-    ),
+    "fifo_input": _photo("fifo", "a FIFO"),
+    "dev_zero_link": _photo("dev_zero", "a character device"),
     "weights_dir_missing": (
         lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", o / "nowhere"],
         1,
@@ -301,15 +282,15 @@ EARLY_CASES = {
         1,
         "a\\nb.png: no such file",
     ),
-    "ansi_in_name": (lambda f, w, o: ["reconstruct", f["ansi"], "-o", o], 1, "\\x1b[31mred"),
+    "ansi_in_name": _photo("ansi", "\\x1b[31mred"),
     # 12: an empty output path is a usage error
     "empty_output": (lambda f, w, o: ["reconstruct", f["good"], "-o", ""], 2, ""),
     # 13: a manifest cannot point outside its directory
     "weights_absolute_path": _with_weights("w_absolute", "not a file in the directory"),
     "weights_climb_out": _with_weights("w_climbs_out", "not a file in the directory"),
     # what held before, kept
-    "zero_byte_file": (lambda f, w, o: ["reconstruct", f["zero_bytes"], "-o", o], 1, "empty file"),
-    "noise_jpeg": (lambda f, w, o: ["reconstruct", f["noise_jpg"], "-o", o], 1, "not a readable"),
+    "zero_byte_file": _photo("zero_bytes", "empty file"),
+    "noise_jpeg": _photo("noise_jpg", "not a readable"),
     "bomb_header": (
         lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w],
         1,
