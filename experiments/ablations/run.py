@@ -216,12 +216,6 @@ def restore_final_state(task: Any, config: Any, workdir: str | os.PathLike) -> A
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def per_example_eval(task: Any, state: Any) -> dict[str, np.ndarray]:
-    """The task's ``eval_step`` over its evaluation examples, kept per example (NaN: undefined):
-    the examples and aggregation of :func:`hdr_jax.training.loop.evaluate`."""
-    return loop.evaluate_per_example(task, state, jax.jit(task.eval_step)).arrays()
-
-
 def drtmo_naive_baseline(task: Any) -> dict[str, np.ndarray]:
     """Per-example PSNR of the naive re-exposure (inverse sRGB, x tau^step, sRGB, clip) on the
     task's evaluation examples, keyed like the DrTMO ``eval_step``."""
@@ -309,8 +303,9 @@ def _run(task: Any, config: Any, workdir: Path, *, progress: bool) -> tuple[dict
     if trained_now or result is None or result.get("steps") != total:
         if state is None:
             state = restore_final_state(task, config, workdir)
-        per_example = per_example_eval(task, state)
-        means = {k: stats.summarise(v)["mean"] for k, v in per_example.items()}
+        # The loop's own evaluation, kept per example for the paired comparisons.
+        metrics = loop.evaluate_per_example(task, state, jax.jit(task.eval_step))
+        per_example, means = metrics.arrays(), metrics.means()
         if run_status(workdir, total) != "done":
             append_eval_record(workdir, total, means)
         result = {

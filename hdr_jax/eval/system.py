@@ -1,8 +1,8 @@
 """The two-stage system (DrTMO stack + merge, then CF-Net on a pair of the stack) on held-out
 panorama views.
 
-Scenes: the held-out split both stages train with (:func:`hdr_jax.data.hdr_brackets.
-split_scenes`), :data:`HELDOUT_VIEWS` of each. Per view the linear radiance is rendered at
+Scenes: the held-out split both stages train with
+(:func:`hdr_jax.data.hdr_brackets.split_scenes`), :data:`HELDOUT_VIEWS` of each. Per view the linear radiance is rendered at
 ``size * scale`` (HR) and box-averaged to ``size`` (LR); the input is the LR radiance through
 sRGB, 8-bit, exposed so that :data:`protocol.CLIP_FRACTION` of the pixels clip, optionally
 through a JPEG round trip. HDR rows are scored with :func:`protocol.pu21_protocol`, the fused
