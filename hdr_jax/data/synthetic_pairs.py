@@ -101,7 +101,16 @@ def fuse_bracket(hdr: np.ndarray, evs: Sequence[float] = GT_BRACKET_EV) -> np.nd
     srgb = crf_lib.srgb_crf()
     # MergeMertens on 8-bit input: it rescales to [0, 1] itself (float input is taken as-is).
     bracket = [to_uint8(exposure.expose(hdr, 2.0**ev, srgb, quantize=False)) for ev in evs]
-    fused = cv2.createMergeMertens().process([np.ascontiguousarray(b[..., ::-1]) for b in bracket])
+    # One OpenCV thread: the threaded fusion sums its pyramids in a varying order, so the same
+    # HDR gave labels that differ in the last bits from call to call.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        fused = cv2.createMergeMertens().process(
+            [np.ascontiguousarray(b[..., ::-1]) for b in bracket]
+        )
+    finally:
+        cv2.setNumThreads(threads)
     return to_uint8(fused[..., ::-1])
 
 
