@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from hdr_jax import bundle, pipeline
-from hdr_jax.eval import protocol, report, stats, system
+from hdr_jax.eval import protocol, report, stage2, stats, system
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -39,7 +39,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result file
 
 TITLE = "Two-stage system on the held-out scenes"
 _HDR_METRICS = ("pu21", "pu21_clipped")
-_FUSED_METRICS = ("psnr", "ssim", "mef_ssim")
+_FUSED_METRICS = stage2.METRICS
 
 
 def summarise(per_view: list[dict], variants: list[str]) -> dict:
@@ -112,16 +112,17 @@ def to_markdown(res: dict) -> str:
     out += [
         f"### Fused x{p['scale']} image",
         "",
-        f"PSNR (dB) / SSIM on RGB against {p['label']}; MEF-SSIM against {p['mef_pair']}.",
+        f"PSNR (dB) / SSIM / CIEDE2000 on RGB against {p['label']}; MEF-SSIM and MEF-SSIMc "
+        f"against {p['mef_pair']}; mean HSV saturation of the bright pixels (max channel > 0.6) "
+        "of the image and of the label.",
         "",
     ]
-    header = ["fused image"] + [f"{v}: {m}" for v in variants for m in ("PSNR", "SSIM", "MEF-SSIM")]
+    header = ["fused image"] + [f"{v}: {m}" for v in variants for m in stage2.COLUMNS]
     rows = []
     for name in system.FUSED_ROWS:
         row = [name]
         for v in variants:
-            d = res["summary"][v]["fused"][name]
-            row += [f"{d['psnr']:.2f}", f"{d['ssim']:.4f}", f"{d['mef_ssim']:.4f}"]
+            row += stage2.format_row(res["summary"][v]["fused"][name])
         rows.append(row)
     out.append(report.markdown_table(header, rows))
     t = res["summary"][variants[0]]["median_timings_s"]

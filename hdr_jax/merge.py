@@ -24,6 +24,22 @@ MONOTONICITY_THRESHOLD = 64.0 / 255.0
 ANCHORED_THRESHOLDS = (250.0 / 255.0, 254.0 / 255.0)
 
 
+def mertens_fusion(images, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Mertens exposure fusion (Mertens, Kautz, Van Reeth 2007; OpenCV) of 8-bit RGB images
+    (uint8, HWC) with (contrast, saturation, well-exposedness) weight exponents -> float32 RGB,
+    about [0, 1] (unclipped). One OpenCV thread: the threaded fusion sums its pyramids in a
+    varying order, so the same input gave results that differ from call to call."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        fused = cv2.createMergeMertens(*weights).process(
+            [np.ascontiguousarray(np.asarray(im, np.uint8)[..., ::-1]) for im in images]
+        )
+    finally:
+        cv2.setNumThreads(threads)
+    return np.ascontiguousarray(fused[..., ::-1], dtype=np.float32)
+
+
 def select_monotone(
     stack: np.ndarray, input_index: int, threshold: float = MONOTONICITY_THRESHOLD
 ) -> tuple[int, int]:

@@ -255,6 +255,8 @@ _MEF_SCALE_WEIGHTS = np.array([0.0448, 0.2856, 0.3001]) / (0.0448 + 0.2856 + 0.3
 _MEF_P_CAP = 10.0
 #: Smallest image side mef_ssim accepts: the coarsest of 3 scales must still hold a window.
 MEF_SSIM_MIN_SIDE = _MEF_WINDOW * 2 ** (len(_MEF_SCALE_WEIGHTS) - 1) - 3
+#: The smallest image side MEF-SSIMc (single scale) accepts.
+MEF_SSIM_C_MIN_SIDE = _MEF_WINDOW
 # Clamping R here keeps tan() away from its pole (float32 pi/2 * 1 would overshoot it);
 # tan(pi/2 * R_cap) = 10, the same cap as the authors' code.
 _MEF_R_CAP = 2.0 / math.pi * math.atan(_MEF_P_CAP)

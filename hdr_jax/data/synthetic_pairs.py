@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hdr_jax import io as hio
+from hdr_jax import merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure, panorama
 from hdr_jax.data import hdr_brackets
@@ -101,17 +102,7 @@ def fuse_bracket(hdr: np.ndarray, evs: Sequence[float] = GT_BRACKET_EV) -> np.nd
     srgb = crf_lib.srgb_crf()
     # MergeMertens on 8-bit input: it rescales to [0, 1] itself (float input is taken as-is).
     bracket = [to_uint8(exposure.expose(hdr, 2.0**ev, srgb, quantize=False)) for ev in evs]
-    # One OpenCV thread: the threaded fusion sums its pyramids in a varying order, so the same
-    # HDR gave labels that differ in the last bits from call to call.
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        fused = cv2.createMergeMertens().process(
-            [np.ascontiguousarray(b[..., ::-1]) for b in bracket]
-        )
-    finally:
-        cv2.setNumThreads(threads)
-    return to_uint8(fused[..., ::-1])
+    return to_uint8(merge.mertens_fusion(bracket))
 
 
 def split_test_scenes(stems: Sequence[str], test_percent: int = 20) -> list[str]:

@@ -1,8 +1,10 @@
 """Stage 2 (CF-Net, Deng et al. 2021): scores of a fused, super-resolved image.
 
-Columns: PSNR and SSIM on RGB (SSIM: Gaussian window 11, sigma 1.5, mean over channels) against
-the label, and MEF-SSIM (Ma et al. 2015) against the HR exposures the image fuses, all on [0, 1]
-images. :func:`fused_scores` is the one implementation, used by ``CFNetTask.eval_step`` during
+Columns: PSNR and SSIM on RGB (SSIM: Gaussian window 11, sigma 1.5, mean over channels) and the
+mean CIEDE2000 colour difference against the label; MEF-SSIM (Ma et al. 2015, grey) and the
+colour MEF-SSIMc (Ma et al. 2018) against the HR exposures the image fuses; and the mean HSV
+saturation of the image's bright pixels (max channel > 0.6) next to the label's, which shows a
+fusion that washes out bright colours. All on [0, 1] images. :func:`fused_scores` is the one implementation, used by ``CFNetTask.eval_step`` during
 training and by the held-out evaluations here.
 """
 
@@ -31,7 +33,7 @@ __all__ = [
     "per_example_scores",
 ]
 
-METRICS = ("psnr", "ssim", "mef_ssim")
+METRICS = ("psnr", "ssim", "ciede2000", "mef_ssim", "mef_ssim_c", "saturation", "label_saturation")
 #: The HWC float images of one evaluation example.
 EXAMPLE_KEYS = ("under_lr", "over_lr", "under_hr", "over_hr", "label_hr")
 
@@ -39,13 +41,24 @@ EXAMPLE_KEYS = ("under_lr", "over_lr", "under_hr", "over_hr", "label_hr")
 def fused_scores(
     fused: jax.Array, label: jax.Array, under_hr: jax.Array, over_hr: jax.Array
 ) -> dict[str, jax.Array]:
-    """Per image: capped PSNR and SSIM of ``fused`` (..., H, W, 3) against ``label``, and
-    MEF-SSIM against the HR under/over pair it fuses. MEF-SSIM needs three scales of an 11x11
-    window; it is left out for smaller images. Traced inside ``CFNetTask.eval_step``, jitted
+    """Per image: capped PSNR, SSIM and CIEDE2000 of ``fused`` (..., H, W, 3) against
+    ``label``, MEF-SSIM and MEF-SSIMc against the HR under/over pair it fuses, and the
+    bright-region saturation of ``fused`` and of ``label`` (NaN where no pixel is bright).
+    MEF-SSIM needs three scales of an 11x11 window, MEF-SSIMc one; each is left out for
+    smaller images. Traced inside ``CFNetTask.eval_step``, jitted
     over an example loop by :func:`per_example_scores`, run op by op on single images."""
-    out = {"psnr": protocol.psnr(fused, label), "ssim": metrics.ssim(fused, label)}
+    out = {
+        "psnr": protocol.psnr(fused, label),
+        "ssim": metrics.ssim(fused, label),
+        "ciede2000": metrics.mean_ciede2000(fused, label),
+        "saturation": metrics.bright_saturation(fused),
+        "label_saturation": metrics.bright_saturation(label),
+    }
+    pair = jnp.stack([under_hr, over_hr], axis=-4)
     if min(fused.shape[-3:-1]) >= metrics.MEF_SSIM_MIN_SIDE:
-        out["mef_ssim"] = metrics.mef_ssim(fused, jnp.stack([under_hr, over_hr], axis=-4))
+        out["mef_ssim"] = metrics.mef_ssim(fused, pair)
+    if min(fused.shape[-3:-1]) >= metrics.MEF_SSIM_C_MIN_SIDE:
+        out["mef_ssim_c"] = metrics.mef_ssim_c(fused, pair)
     return out
 
 
@@ -111,9 +124,22 @@ def evaluate_split(source: Any, *, weights: str | None, scale: int, limit: int =
 
 def markdown(results: Mapping[str, Mapping[str, Any]], title: str) -> str:
     """The stage-2 table: one row per method."""
-    rows = [
-        (name, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['mef_ssim']:.4f}", r["n"])
-        for name, r in results.items()
-    ]
-    header = ("method", "PSNR (RGB)", "SSIM (RGB)", "MEF-SSIM", "n")
-    return f"### {title}\n\n" + report.markdown_table(header, rows)
+    rows = [(name, *format_row(r), r["n"]) for name, r in results.items()]
+    return f"### {title}\n\n" + report.markdown_table(("method", *COLUMNS, "n"), rows)
+
+
+#: Table headers of :data:`METRICS` (the label's saturation is a column of every row).
+COLUMNS = ("PSNR (RGB)", "SSIM (RGB)", "CIEDE2000", "MEF-SSIM", "MEF-SSIMc", "bright sat.",
+           "label bright sat.")
+
+
+def format_row(scores: Mapping[str, Any]) -> list[str]:
+    """The :data:`METRICS` of one row as table cells ('-' where a metric is missing)."""
+    fmt = {"psnr": "{:.2f}", "ciede2000": "{:.2f}", "saturation": "{:.3f}",
+           "label_saturation": "{:.3f}"}
+
+    def cell(k):
+        v = scores.get(k)
+        return "-" if v is None or v != v else fmt.get(k, "{:.4f}").format(v)
+
+    return [cell(k) for k in METRICS]
