@@ -21,6 +21,7 @@ Buffer assignment happens before code generation, so the analysis compiles with
 
 from hdr_jax.memory.analysis import (
     ANALYSIS_OPTIONS,
+    analysis,
     MemoryBudgetError,
     MemoryStats,
     compiled_peak_bytes,
@@ -47,7 +48,7 @@ from hdr_jax.memory.budget import (
 from hdr_jax.memory.tiles import choose_pipeline_tiles, choose_tile
 
 __all__ = [
-    "ANALYSIS_OPTIONS", "MemoryBudgetError", "MemoryStats", "apply_training_budget",
+    "ANALYSIS_OPTIONS", "MemoryBudgetError", "analysis", "MemoryStats", "apply_training_budget",
     "cfnet_settings", "choose_pipeline_tiles", "choose_tile", "choose_training_settings",
     "compiled_peak_bytes", "drtmo_settings", "format_bytes", "inference_analysis", "inference_fn",
     "lower_inference", "lower_training", "memory_stats", "param_bytes", "parse_bytes",

@@ -233,14 +233,37 @@ def lower_inference(
     return jax.jit(fn).lower(*args)
 
 
-def _analyse(kind, config, batch_size, size, settings, options, compiled) -> Any:
-    if compiled is not None:  # the caller's own compile (e.g. for timing): read, not cached
+def analysis(
+    kind: str,
+    config: Any,
+    batch_size: int,
+    size: int,
+    settings: Mapping[str, Any] | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
+    *,
+    compiled: Any = None,
+) -> tuple[MemoryStats, float]:
+    """(memory, FLOPs) of the compiled train step (``kind`` 'train', state donated, ``size`` the
+    patch) or of inference ('infer', on a size^2 tile), memoised per arguments.
+
+    `compiled`: the caller's own compile of `lower_training(...)` / `lower_inference(...)` (e.g.
+    for timing), read instead of compiling again.
+    """
+    if kind not in ("train", "infer"):
+        raise ValueError(f"kind must be 'train' or 'infer', got {kind!r}")
+    if compiled is not None:
         return memory_stats(compiled), float(compiled.cost_analysis()["flops"])
     cfg = _apply_settings(_experiment_config(config), settings)
-    extra = [] if options is None else [dict(options)]
+    extra = [] if compiler_options is None else [dict(compiler_options)]
     return _cached_analysis(
         json.dumps([kind, cfg.to_dict(), batch_size, size, *extra], sort_keys=True, default=str)
     )
+
+
+#: `analysis` of the train step: (config, batch_size, patch, settings, compiler_options).
+training_analysis = functools.partial(analysis, "train")
+#: `analysis` of inference: (config, batch_size, tile, settings, compiler_options).
+inference_analysis = functools.partial(analysis, "infer")
 
 
 @functools.lru_cache(maxsize=256)
@@ -255,36 +278,6 @@ def _cached_analysis(key: str) -> tuple[MemoryStats, float]:
         compiler_options=ANALYSIS_OPTIONS if not extra else extra[0]
     )
     return memory_stats(compiled), float(compiled.cost_analysis()["flops"])
-
-
-def training_analysis(
-    config: Any,
-    batch_size: int,
-    patch: int,
-    settings: Mapping[str, Any] | None = None,
-    compiler_options: Mapping[str, Any] | None = None,
-    *,
-    compiled: Any = None,
-) -> tuple[MemoryStats, float]:
-    """(memory, FLOPs) of the compiled train step (state donated), cached per arguments.
-
-    `compiled`: the caller's own compile of `lower_training(...)` (e.g. for timing), recorded
-    instead of compiling again.
-    """
-    return _analyse("train", config, batch_size, patch, settings, compiler_options, compiled)
-
-
-def inference_analysis(
-    config: Any,
-    batch_size: int,
-    tile: int,
-    settings: Mapping[str, Any] | None = None,
-    compiler_options: Mapping[str, Any] | None = None,
-    *,
-    compiled: Any = None,
-) -> tuple[MemoryStats, float]:
-    """(memory, FLOPs) of compiled inference on a tile^2 input; as `training_analysis`."""
-    return _analyse("infer", config, batch_size, tile, settings, compiler_options, compiled)
 
 
 def param_bytes(config: Any) -> int:
