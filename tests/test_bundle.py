@@ -161,8 +161,12 @@ def test_template_structure_mismatch(saved):
 
 
 def test_manifest_errors(tmp_path, saved):
-    with pytest.raises(bundle.WeightsError, match="no manifest.json") as e:
+    with pytest.raises(bundle.WeightsError, match="no such directory") as e:
         bundle.load_network(tmp_path / "nowhere", "net")
+    _one_line_error(e)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(bundle.WeightsError, match="no manifest.json") as e:
+        bundle.load_network(tmp_path / "empty", "net")
     _one_line_error(e)
     directory, _ = saved
     with pytest.raises(bundle.WeightsError, match="no network 'other'") as e:
