@@ -202,3 +202,11 @@ def photo_png(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photos") / "photo.png"
     hio.write_ldr(path, make_photo())
     return path
+
+
+@pytest.fixture(scope="session")
+def fake_hdr_dir(tmp_path_factory):
+    """A folder of small generated HDR scenes (`testing.write_fake_hdr_folder`); read-only."""
+    d = tmp_path_factory.mktemp("fake_hdr")
+    testing.write_fake_hdr_folder(d)
+    return d

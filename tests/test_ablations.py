@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from experiments.ablations import claims, grid, run
-from hdr_jax.data import testing
 from hdr_jax.eval import stats
 from hdr_jax.models import drtmo
 from hdr_jax.training import loop
@@ -100,10 +99,8 @@ def test_run_status(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hdr_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hdr")
-    testing.write_fake_hdr_folder(d)
-    return d
+def hdr_dir(fake_hdr_dir):
+    return fake_hdr_dir
 
 
 @pytest.fixture(scope="module")

@@ -71,10 +71,8 @@ def sice_built(fake_sice, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fake_hdr(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hdr_raw")
-    testing.write_fake_hdr_folder(root)
-    return root
+def fake_hdr(fake_hdr_dir):
+    return fake_hdr_dir
 
 
 @pytest.fixture(scope="module")
