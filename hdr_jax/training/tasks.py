@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow_datasets as tfds
 
-from hdr_jax import losses, metrics
+from hdr_jax import bundle, losses, metrics
+from hdr_jax.data import bracket_pipeline, hdr_brackets, pair_pipeline, sice, synthetic_pairs
 from hdr_jax.eval import protocol, stage1, stage2
 from hdr_jax.models import registry, response
 from hdr_jax.training.state import TrainState, make_optimizer
@@ -25,8 +27,6 @@ from hdr_jax.training.state import TrainState, make_optimizer
 
 def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, **kwargs) -> Any:
     """Builds (once) the tfds array_record dataset and returns the builder."""
-    import tensorflow_datasets as tfds
-
     builder = builder_cls(
         data_dir=os.path.abspath(data_config.data_dir),
         config=data_config.builder_config,
@@ -47,8 +47,6 @@ def initial_variables(config: ml_collections.ConfigDict, name: str, variables: d
     directory = config.get("init_weights", "")
     if not directory:
         return variables
-    from hdr_jax import bundle
-
     template = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype), variables)
     loaded, _ = bundle.load_network(directory, name, template)
     return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype), variables, loaded)
@@ -123,8 +121,6 @@ class CFNetTask:
     @functools.cached_property
     def builder(self):
         if self._builder is None:
-            from hdr_jax.data import sice, synthetic_pairs
-
             d = self.config.data
             cls = sice.Sice if d.builder == "sice" else synthetic_pairs.SyntheticPairs
             d = d.copy_and_resolve_references()
@@ -138,8 +134,6 @@ class CFNetTask:
         return self.builder.as_data_source(split=split)
 
     def train_iterator(self):
-        from hdr_jax.data import pair_pipeline
-
         return pair_pipeline.make_train_iterator(
             self._source("train"),
             scale=self.config.model.scale,
@@ -150,8 +144,6 @@ class CFNetTask:
         )
 
     def eval_batches(self) -> Iterable[dict]:
-        from hdr_jax.data import pair_pipeline
-
         ds = pair_pipeline.make_dataset(
             self._source("test"),
             scale=self.config.model.scale,
@@ -235,8 +227,6 @@ class _HdrBracketsData:
     @functools.cached_property
     def builder(self):
         if self._builder is None:
-            from hdr_jax.data import hdr_brackets
-
             d = self.config.data
             self._builder = prepare_builder(
                 d, hdr_brackets.HdrBrackets, emor_dir=d.emor_dir or None
@@ -257,8 +247,6 @@ class DrTMOTask(_HdrBracketsData):
         self._builder = builder
 
     def train_iterator(self):
-        from hdr_jax.data import bracket_pipeline
-
         return bracket_pipeline.make_train_iterator(
             self._source("train"),
             direction=self.config.direction,
@@ -270,8 +258,6 @@ class DrTMOTask(_HdrBracketsData):
         )
 
     def eval_batches(self) -> Iterable[dict]:
-        from hdr_jax.data import bracket_pipeline
-
         ds = bracket_pipeline.make_dataset(
             self._source("validation"),
             direction=self.config.direction,
@@ -344,8 +330,6 @@ class ResponseTask(_HdrBracketsData):
     export_dtype = "float32"
 
     def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
-        from hdr_jax.data import hdr_brackets
-
         self.config = config
         d = config.data
         # The bank is a pure function of the data config; the exported weights carry it.
@@ -365,8 +349,6 @@ class ResponseTask(_HdrBracketsData):
         }
 
     def train_iterator(self):
-        from hdr_jax.data import bracket_pipeline
-
         return bracket_pipeline.make_train_iterator(
             self._source("train"),
             seed=self.config.seed,
@@ -376,8 +358,6 @@ class ResponseTask(_HdrBracketsData):
         )
 
     def eval_batches(self) -> Iterable[dict]:
-        from hdr_jax.data import bracket_pipeline
-
         # Every input exposure of num_eval records spread evenly over the split (record-major).
         src = self._source("validation")
         n = min(self.config.data.num_eval or len(src), len(src))
