@@ -19,7 +19,7 @@ from hdr_jax import io as hdr_io
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import exposure
 from hdr_jax.data import hdr_brackets, testing
-from hdr_jax.eval import baselines, protocol, report, stage1, stage2, stats, system
+from hdr_jax.eval import baselines, protocol, report, responses, stage1, stage2, stats, system
 from hdr_jax.models import factory
 
 
@@ -439,3 +439,48 @@ def test_evaluate_view(tiny_pipe):
     assert lo <= 8 + r.info["pair_steps"][0] <= 8 + r.info["pair_steps"][1] <= hi
     with pytest.raises(ValueError, match="not 2x"):
         system.evaluate_view(tiny_pipe, lr, hr[:-2])
+
+
+# -- the response-family protocol ---------------------------------------------------------------
+
+
+def test_highlight_levels_against_numpy():
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(0.5, 4.0, (6, 7, 3)).astype(np.float32)
+    clipped = ref.max(-1) > 2.0
+    pred = ref * 0.5  # half as bright everywhere: -1 stop after a gain of 1
+    got = protocol.highlight_levels(pred, ref, clipped, 1.0, 2.0)
+    assert got["log2_ratio_median"] == pytest.approx(-1.0, abs=1e-5)
+    lum = ref @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    assert got["p90_true_over_clip"] == pytest.approx(np.percentile(lum[clipped], 90) / 2.0, rel=1e-5)
+    assert got["p90_pred_over_clip"] == pytest.approx(got["p90_true_over_clip"] / 2, rel=1e-5)
+    assert protocol.highlight_levels(pred, ref, clipped, 2.0, 2.0)["log2_ratio_median"] == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(protocol.highlight_levels(pred, ref, np.zeros_like(clipped), 1.0, 2.0)["log2_ratio_median"])
+
+
+def test_response_families_and_plan():
+    fams = responses.response_families()
+    assert list(fams) == ["sRGB", "gamma", "gamma+S"]  # EMoR needs its files
+    assert all(crf_lib.is_valid_crf(c) for f in fams.values() for c in f.values())
+    p = responses.plan(4, fams)
+    assert len(p) == 4 * len(fams) * len(responses.ENCODINGS)
+    assert [r["curve"] for r in p if r["family"] == "gamma" and r["encoding"] == "PNG"] == [
+        "gamma 1.8", "gamma 2.2", "gamma 2.6", "gamma 1.8"]
+    assert {r["fraction"] for r in p} == set(responses.CLIP_FRACTIONS)
+
+
+def test_evaluate_input_rows_and_the_oracle(tiny_weights):
+    """On a gamma-2.6 camera the oracle (true inverse response) beats the sRGB linearisation
+    overall; every row is scored with the clipped mask of the rendering."""
+    pipe = pipeline.Pipeline.load(tiny_weights)
+    radiance = _radiance(3, 64, 64)
+    out = responses.evaluate_input(pipe, radiance, crf_lib.gamma_crf(2.6), fraction=0.05,
+                                   jpeg_quality=None)
+    assert set(out["scores"]) == set(responses.ROWS)
+    assert out["clipped_fraction"] == pytest.approx(0.05, abs=0.02)
+    s = out["scores"]
+    assert s[responses.ROWS[2]]["pu21"] > s[responses.ROWS[1]]["pu21"]
+    assert np.isfinite(s[responses.ROWS[0]]["log2_ratio_median"])
+    summary = responses.summarise([{"family": "gamma", **out}, {"family": "gamma", **out}])
+    assert summary["gamma"][responses.ROWS[0]]["n"] == 2
+    assert summary["gamma"][responses.ROWS[0]]["pu21"] == pytest.approx(s[responses.ROWS[0]]["pu21"])

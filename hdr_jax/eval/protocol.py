@@ -40,6 +40,7 @@ __all__ = [
     "clipped_mask",
     "clipping_exposure",
     "jpeg_roundtrip",
+    "highlight_levels",
     "linearise_srgb",
     "psnr",
     "pu21_protocol",
@@ -77,14 +78,20 @@ def spread_indices(n: int, limit: int = 0) -> list[int]:
 # -- inputs -------------------------------------------------------------------------------------
 
 
-def render_srgb8(radiance: np.ndarray, exposure_scale: float = 1.0) -> np.ndarray:
-    """sRGB 8-bit rendering f(clip(E a)) as float32 in [0, 1]."""
-    return exposure.expose(np.asarray(radiance, np.float32), exposure_scale, _SRGB, quantize=True)
+def render_srgb8(
+    radiance: np.ndarray, exposure_scale: float = 1.0, curve: np.ndarray | None = None
+) -> np.ndarray:
+    """8-bit rendering f(clip(E a)) as float32 in [0, 1]; f is sRGB unless ``curve`` (a
+    (1024,) response, :mod:`hdr_jax.camera.crf`) is given."""
+    f = _SRGB if curve is None else curve
+    return exposure.expose(np.asarray(radiance, np.float32), exposure_scale, f, quantize=True)
 
 
-def linearise_srgb(ldr: np.ndarray) -> np.ndarray:
-    """Inverse sRGB of an LDR image: the 'linearised LDR input' baseline."""
-    return crf_lib.apply_inverse_crf(_SRGB, np.asarray(ldr, np.float32))
+def linearise_srgb(ldr: np.ndarray, curve: np.ndarray | None = None) -> np.ndarray:
+    """Inverse sRGB (or inverse ``curve``) of an LDR image: the 'linearised LDR input'
+    baseline (with the true curve: the oracle that knows the camera)."""
+    f = _SRGB if curve is None else curve
+    return crf_lib.apply_inverse_crf(f, np.asarray(ldr, np.float32))
 
 
 def clipped_mask(ldr: np.ndarray, level: float = CLIP_LEVEL) -> np.ndarray:
@@ -96,17 +103,25 @@ def clipped_mask(ldr: np.ndarray, level: float = CLIP_LEVEL) -> np.ndarray:
     return np.any(ldr >= level - 1e-6, axis=-1)
 
 
-def clipped_fraction(radiance: np.ndarray, exposure_scale: float) -> float:
-    """Fraction of pixels of ``render_srgb8(radiance, exposure_scale)`` that :func:`clipped_mask`
-    marks; the CRF is monotone, so rendering the per-pixel maximum channel is enough."""
+def clipped_fraction(
+    radiance: np.ndarray, exposure_scale: float, curve: np.ndarray | None = None
+) -> float:
+    """Fraction of pixels of ``render_srgb8(radiance, exposure_scale, curve)`` that
+    :func:`clipped_mask` marks; the CRF is monotone, so rendering the per-pixel maximum
+    channel is enough."""
     peak = np.max(np.asarray(radiance, np.float32), axis=-1, keepdims=True)
-    return float(np.mean(clipped_mask(render_srgb8(peak, exposure_scale))))
+    return float(np.mean(clipped_mask(render_srgb8(peak, exposure_scale, curve))))
 
 
 def clipping_exposure(
-    radiance: np.ndarray, fraction: float = CLIP_FRACTION, *, iterations: int = 60
+    radiance: np.ndarray,
+    fraction: float = CLIP_FRACTION,
+    *,
+    iterations: int = 60,
+    curve: np.ndarray | None = None,
 ) -> float:
-    """Exposure scale a such that ``fraction`` of the pixels of f(E a) clip (bisection on log a).
+    """Exposure scale a such that ``fraction`` of the pixels of f(E a) clip (bisection on log a;
+    f sRGB unless ``curve``).
 
     The clipped fraction is a non-decreasing step function of a; the result is the end of the
     final bracket whose fraction is closer to the target (ties in the radiance can make the
@@ -128,17 +143,20 @@ def clipping_exposure(
     # Start from the closed form a = 1 / quantile and widen until the target is bracketed.
     guess = 1.0 / float(np.quantile(peak[peak > 0], 1.0 - fraction))
     lo, hi = math.log(guess) - 1.0, math.log(guess) + 1.0
-    while clipped_fraction(e, math.exp(lo)) >= fraction:
+    def frac(log_a: float) -> float:
+        return clipped_fraction(e, math.exp(log_a), curve)
+
+    while frac(lo) >= fraction:
         lo -= 2.0
-    while clipped_fraction(e, math.exp(hi)) < fraction:
+    while frac(hi) < fraction:
         hi += 2.0
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if clipped_fraction(e, math.exp(mid)) < fraction:
+        if frac(mid) < fraction:
             lo = mid
         else:
             hi = mid
-    f_lo, f_hi = clipped_fraction(e, math.exp(lo)), clipped_fraction(e, math.exp(hi))
+    f_lo, f_hi = frac(lo), frac(hi)
     return math.exp(lo if abs(f_lo - fraction) < abs(f_hi - fraction) else hi)
 
 
@@ -182,3 +200,25 @@ def pu21_protocol(
         else float("nan")
     )
     return {"pu21": overall, "pu21_clipped": on_clipped, "gain": gain}
+
+
+def highlight_levels(
+    pred: np.ndarray, ref: np.ndarray, clipped: np.ndarray, gain: float, clip_radiance: float
+) -> dict[str, float]:
+    """How bright the prediction makes what the photo clipped, on the ``clipped`` pixels:
+    the median log2 of predicted / true luminance (the prediction scaled by the protocol's
+    ``gain``; 0 is right, negative too dark), and the 90th percentiles of predicted and true
+    luminance over the level at which the photo clips (``clip_radiance`` = 1 / a for an input
+    f(clip(E a))). NaN when no pixel is clipped."""
+    mask = np.asarray(clipped, bool)
+    if not mask.any():
+        nan = float("nan")
+        return {"log2_ratio_median": nan, "p90_pred_over_clip": nan, "p90_true_over_clip": nan}
+    lp = np.asarray(metrics.luminance(np.asarray(pred, np.float32) * np.float32(gain)))[..., 0]
+    lr = np.asarray(metrics.luminance(np.asarray(ref, np.float32)))[..., 0]
+    lp, lr = np.maximum(lp[mask], 1e-12), np.maximum(lr[mask], 1e-12)
+    return {
+        "log2_ratio_median": float(np.median(np.log2(lp / lr))),
+        "p90_pred_over_clip": float(np.percentile(lp, 90) / clip_radiance),
+        "p90_true_over_clip": float(np.percentile(lr, 90) / clip_radiance),
+    }

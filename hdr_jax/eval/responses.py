@@ -1,0 +1,131 @@
+"""Stage-1 HDR on held-out views photographed by many cameras: the response-family protocol.
+
+Single-image HDR is usually scored on sRGB renderings only, where the unprocessed input,
+linearised with the inverse sRGB curve, is already exact below the clip level. A photo from
+another camera is not: linearising it as sRGB bends every unclipped value, and whatever a method
+fills into the clipped pixels has to agree with that bent scale. So each held-out view is
+rendered through camera responses of four families, as an 8-bit PNG and as JPEG at two
+qualities, exposed so that a fraction of the pixels clip:
+
+* ``sRGB``;
+* ``gamma``: x^(1/g), g = 1.8, 2.2, 2.6;
+* ``gamma+S``: the same gammas followed by a film-like S-curve (:func:`crf.s_curve_crf`);
+* ``EMoR``: curves sampled from the EMoR model (Grossberg and Nayar 2004) with a seed no
+  training set uses, when the EMoR files are given.
+
+Rows per input: the system (``pipeline.reconstruct`` without stage 2), the input linearised with
+the inverse sRGB curve (what a tool that does not know the camera does) and with the true inverse
+response (an oracle: what is lost to not knowing the camera). Scores: the PU21 protocol of
+:func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight levels of
+:func:`protocol.highlight_levels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hdr_jax import pipeline
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.eval import protocol
+
+__all__ = [
+    "CLIP_FRACTIONS",
+    "EMOR_SEED",
+    "ENCODINGS",
+    "ROWS",
+    "VIEWS",
+    "evaluate_input",
+    "plan",
+    "response_families",
+    "summarise",
+]
+
+#: JPEG quality per encoding (None: PNG, no compression).
+ENCODINGS: dict[str, int | None] = {"PNG": None, "JPEG q90": 90, "JPEG q75": 75}
+#: Fractions of clipped pixels; view i is exposed for CLIP_FRACTIONS[i % 3].
+CLIP_FRACTIONS = (0.02, 0.05, 0.15)
+#: Six (fov, elevation, azimuth) views per held-out panorama: 48 views of the 8 scenes.
+VIEWS: tuple[tuple[float, float, float], ...] = tuple(
+    (fov, el, az) for fov, el in ((80.0, 10.0), (60.0, 25.0)) for az in (0.0, 120.0, 240.0)
+)
+#: Seed of the EMoR sample; the training sets draw theirs with seed 0.
+EMOR_SEED = 20261201
+ROWS = (
+    "ours (default pipeline)",
+    "linearised input (inverse sRGB)",
+    "linearised input (true inverse response, oracle)",
+)
+
+
+def response_families(
+    emor_dir: str | Path | None = None, n_emor: int = 10
+) -> dict[str, dict[str, np.ndarray]]:
+    """{family: {curve name: (1024,) response}}; the EMoR family only with ``emor_dir``."""
+    gammas = (1.8, 2.2, 2.6)
+    families = {
+        "sRGB": {"sRGB": crf_lib.srgb_crf()},
+        "gamma": {f"gamma {g}": crf_lib.gamma_crf(g) for g in gammas},
+        "gamma+S": {f"gamma {g} + S": crf_lib.s_curve_crf(6.0, gamma=g) for g in gammas},
+    }
+    if emor_dir:
+        emor = crf_lib.load_emor(emor_dir)
+        curves = crf_lib.sample_emor_crfs(emor, n_emor, np.random.default_rng(EMOR_SEED))
+        families["EMoR"] = {f"EMoR #{i}": c for i, c in enumerate(curves)}
+    return families
+
+
+def plan(
+    num_views: int, families: Mapping[str, Mapping[str, np.ndarray]]
+) -> list[dict[str, Any]]:
+    """The inputs to render: for view i and each family, curve i (cycling through the family),
+    every encoding, clip fraction CLIP_FRACTIONS[i % 3]. Deterministic."""
+    out = []
+    for i in range(num_views):
+        for family, curves in families.items():
+            names = list(curves)
+            name = names[i % len(names)]
+            for encoding in ENCODINGS:
+                out.append(dict(view=i, family=family, curve=name, encoding=encoding,
+                                fraction=CLIP_FRACTIONS[i % len(CLIP_FRACTIONS)]))
+    return out
+
+
+def evaluate_input(
+    pipe: Any, radiance: np.ndarray, curve: np.ndarray, *, fraction: float,
+    jpeg_quality: int | None,
+) -> dict[str, Any]:
+    """Scores of the :data:`ROWS` on one input: ``radiance`` (H, W, 3) rendered through
+    ``curve``, exposed so that ``fraction`` of the pixels clip, then JPEG if ``jpeg_quality``
+    (the clipped mask is taken before the JPEG step)."""
+    a = protocol.clipping_exposure(radiance, fraction, curve=curve)
+    clean = protocol.render_srgb8(radiance, a, curve)
+    clipped = protocol.clipped_mask(clean)
+    ldr = protocol.jpeg_roundtrip(clean, jpeg_quality) if jpeg_quality else clean
+    res = pipeline.reconstruct(pipe, ldr, scale=None)
+    preds = dict(zip(ROWS, (res.hdr, protocol.linearise_srgb(ldr),
+                            protocol.linearise_srgb(ldr, curve))))
+    scores = {}
+    for name, pred in preds.items():
+        s = protocol.pu21_protocol(pred, radiance, clipped)
+        scores[name] = s | protocol.highlight_levels(pred, radiance, clipped, s["gain"], 1.0 / a)
+    return {"scores": scores, "clipped_fraction": float(clipped.mean()), "exposure": a,
+            "stage1_s": res.timings.get("stage1_s")}
+
+
+def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{family: {row: {metric: mean over the family's inputs}}} (NaN left out), plus the
+    number of inputs per family under 'n'."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for family in dict.fromkeys(r["family"] for r in records):
+        rs = [r for r in records if r["family"] == family]
+        out[family] = {}
+        for row in ROWS:
+            keys = rs[0]["scores"][row].keys()
+            out[family][row] = {
+                k: float(np.nanmean([r["scores"][row][k] for r in rs])) for k in keys if k != "gain"
+            } | {"n": len(rs)}
+    return out
