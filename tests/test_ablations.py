@@ -23,6 +23,9 @@ from hdr_jax.models import drtmo
 from hdr_jax.training import loop
 from hdr_jax.training import state as state_lib
 
+# Trains the --quick ablation grid.
+pytestmark = pytest.mark.slow
+
 # -- grid and bookkeeping -----------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 F32 = 4
 
@@ -12,6 +13,7 @@ F32 = 4
 # -- the benchmark, end to end --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_benchmark(tmp_path):
     from benchmarks import report, targets
     from benchmarks import run as bench

@@ -29,6 +29,9 @@ from PIL import Image
 from hdr_jax import cli
 from hdr_jax import io as hio
 
+# Runs the hdr-jax CLI in subprocesses.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:

@@ -266,6 +266,7 @@ for budget in sys.argv[2:]:
 """
 
 
+@pytest.mark.slow
 def test_train_script_budget(tmp_path):
     """`experiments.train --memory_budget`: a budget that fits trains as configured (after one
     compile-only analysis); one that cannot fit stops with a one-line error, the training loop
@@ -300,6 +301,7 @@ def test_train_script_budget(tmp_path):
 # -- the budget where users set it: inference (hdr-jax --memory-budget) ---------------------------
 
 
+@pytest.mark.slow
 def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, capfd, monkeypatch):
     """The tiles chosen for the budget reach `generate_stack` / `fuse_pair`; a budget below the
     weights' own size is a one-line error before any output; a malformed one a usage error."""

@@ -33,7 +33,8 @@ from hdr_jax import pipeline
 from hdr_jax.data import testing
 from hdr_jax.training import checkpoint, loop, tasks
 
-pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
+# Trains, exports and restores tiny networks.
+pytestmark = [pytest.mark.usefixtures("persistent_compilation_cache"), pytest.mark.slow]
 
 SUBPROCESS_TIMEOUT = 600
 
