@@ -14,11 +14,9 @@ import math
 import shutil
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from skimage.color import rgb2xyz, xyz2rgb
 
 from hdr_jax import io as hdr_io
 from hdr_jax.camera import crf as crf_lib
