@@ -18,14 +18,14 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from hdr_jax import pipeline
-from hdr_jax.eval import report, responses, system
+from hdr_jax.eval import protocol, report, responses, system
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
 _EMOR_DIR = flags.DEFINE_string("emor_dir", "", "EMoR model folder (adds the EMoR family).")
 _OUT = flags.DEFINE_string("out", "docs/results/responses", "Output folder.")
 _SIZE = flags.DEFINE_integer("size", 256, "Side of the (square) input view, pixels.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate only the first N views (0: all).")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate N views spread over the scenes (0: all).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
 _COLUMNS = (("pu21", "PU21-PSNR", "{:.2f}"), ("pu21_clipped", "clipped", "{:.2f}"),
@@ -56,8 +56,7 @@ def main(argv):
     families = responses.response_families(_EMOR_DIR.value or None)
     views = list(system.heldout_views(_HDR_DIR.value, size=_SIZE.value, scale=1,
                                       views=responses.VIEWS))
-    if _LIMIT.value:
-        views = views[: _LIMIT.value]
+    views = [views[i] for i in protocol.spread_indices(len(views), _LIMIT.value)]
     if not views:
         sys.exit(f"{_HDR_DIR.value}: no held-out view to evaluate")
     records = []
