@@ -360,3 +360,16 @@ def test_cli_bad_variant_is_one_line(tmp_path, hdr_dir):
     assert proc.returncode == 1, proc.stderr
     assert lines[-1].startswith("ablations: error: unknown variant(s) ['nope']"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_takes_the_multi_process_flags():
+    """The ablation runner starts a multi-process run with experiments.train's flags."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "experiments.ablations", "--helpfull"],
+                          check=False, capture_output=True, text=True, env=env, timeout=300,
+                          cwd=root)
+    text = proc.stdout + proc.stderr
+    for flag in ("coordinator_address", "num_processes", "process_id", "distributed_auto"):
+        assert flag in text, flag

@@ -14,6 +14,7 @@ from absl import app, flags, logging
 
 from experiments.ablations import run
 from hdr_jax import io as hdr_io
+from hdr_jax.training import parallel
 
 _SUITE = flags.DEFINE_enum("suite", None, ["drtmo", "cfnet", "all"], "Which grid to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the report.")
@@ -61,6 +62,7 @@ def main(argv: Sequence[str]) -> None:
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", str(Path(_WORKDIR.value) / "xla_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    parallel.initialize_from_flags()  # before anything touches a device
     command = "python -m experiments.ablations " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         paths = run.run_ablations(
@@ -78,4 +80,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    parallel.define_flags()  # the multi-process flags of experiments.train
     app.run(main)

@@ -527,7 +527,14 @@ def write_report(
     else:
         pngs = sorted(plot_dir.glob("*.png"))
     eval_report.write_json(root / "ablations.json", results)
-    md_path = root / "ablations.md"
-    with hdr_io.atomic_output(md_path, overwrite=True) as tmp:
+    paths = report_paths(root)
+    with hdr_io.atomic_output(paths["markdown"], overwrite=True) as tmp:
         Path(tmp).write_text(report_markdown(results, pngs, root))
-    return {"markdown": md_path, "json": root / "ablations.json", "plots": plot_dir}
+    return paths
+
+
+def report_paths(root: str | os.PathLike) -> dict[str, Path]:
+    """Where :func:`write_report` puts the report under ``root``."""
+    root = Path(root)
+    return {"markdown": root / "ablations.md", "json": root / "ablations.json",
+            "plots": root / "plots"}

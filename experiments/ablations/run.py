@@ -44,7 +44,7 @@ from hdr_jax.camera.exposure import naive_bracket_baseline
 from hdr_jax.eval import baselines, stage1, stage2, stats
 from hdr_jax.eval import report as eval_report
 from hdr_jax.models import drtmo
-from hdr_jax.training import checkpoint, loop, tasks
+from hdr_jax.training import checkpoint, loop, parallel, tasks
 from hdr_jax.training import state as state_lib
 
 RESULT_FILE = "ablation_result.json"
@@ -173,10 +173,16 @@ def run_status(workdir: str | os.PathLike, num_train_steps: int) -> str:
     return "partial"
 
 
+def _write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Result files are written by process 0 only (every process computes the same values)."""
+    if parallel.is_primary():
+        eval_report.write_json(path, obj)
+
+
 def append_eval_record(workdir: str | os.PathLike, step: int, means: dict[str, float]) -> None:
     """Adds an eval record through the loop's writer (for a run whose final evaluation was
     interrupted: the checkpoint is final but the loop has no step left to evaluate at)."""
-    writer = loop.MetricWriter(str(workdir))
+    writer = loop.MetricWriter(str(workdir), active=parallel.is_primary())
     try:
         writer.scalars(int(step), "eval", means)
     finally:
@@ -194,7 +200,7 @@ def add_wall_time(workdir: str | os.PathLike, seconds: float) -> float:
     rec = read_json(path) or {"wall_s": 0.0, "sessions": 0}
     rec["wall_s"] = float(rec["wall_s"]) + float(seconds)
     rec["sessions"] = int(rec["sessions"]) + 1
-    eval_report.write_json(path, rec)
+    _write_json(path, rec)
     return rec["wall_s"]
 
 
@@ -314,7 +320,7 @@ def _run(task: Any, config: Any, workdir: Path, *, progress: bool) -> tuple[dict
             "per_example": per_example,
             "means": means,
         }
-        eval_report.write_json(workdir / RESULT_FILE, result)
+        _write_json(workdir / RESULT_FILE, result)
     result.update(_run_info(workdir), trained_now=trained_now)
     return result, state
 
@@ -419,7 +425,7 @@ def run_drtmo(
                     "num": s["num_hdr"],
                     **drtmo_hdr_eval(nets["up"], nets["down"], source, s["num_hdr"]),
                 }
-                eval_report.write_json(hdr_path, cached)
+                _write_json(hdr_path, cached)
         if cached:
             out["hdr"][v.name] = cached
     base_path = root / "drtmo" / BASELINE_FILE
@@ -429,7 +435,7 @@ def run_drtmo(
         for d in grid.DIRECTIONS:
             cfg = grid.drtmo_config(grid.DRTMO_VARIANTS[0], d, **opts.config_args())
             base_results["naive"][d] = drtmo_naive_baseline(task_for(cfg))
-        eval_report.write_json(base_path, base_results)
+        _write_json(base_path, base_results)
     if base_results:
         out["baselines"] = {"naive": base_results["naive"]}
     return out
@@ -475,7 +481,7 @@ def run_cfnet(
     if train and (base_results is None or base_results.get("num_eval") != s["num_eval"]):
         task = make_task(base, builders.pairs(grid.pairs_config_name(opts.quick, 2)))
         base_results = {"num_eval": s["num_eval"], "methods": cfnet_baselines(task)}
-        eval_report.write_json(base_path, base_results)
+        _write_json(base_path, base_results)
     if base_results:
         out["baselines"] = dict(base_results["methods"])
     return out
@@ -552,7 +558,7 @@ def run_ablations(
                 "time": datetime.datetime.now().isoformat(timespec="seconds"),
             }
         )
-        eval_report.write_json(root / "commands.json", history)
+        _write_json(root / "commands.json", history)
 
     builders = Builders(tfds_dir or str(root / "tfds"), hdr_dir)
     results: dict[str, Any] = {
@@ -579,7 +585,9 @@ def run_ablations(
         invocation = last.get("timing", {}).get("invocation_s")
     else:
         history[-1]["wall_s"] = invocation
-        eval_report.write_json(root / "commands.json", history)
+        _write_json(root / "commands.json", history)
     results["timing"] = {"runs_total_s": total, "invocation_s": invocation}
     out = Path(report_dir) if report_dir else root
+    if not parallel.is_primary():  # one process writes the report (all took part in the runs)
+        return ablation_report.report_paths(out)
     return ablation_report.write_report(results, out, plots=plots)
