@@ -24,10 +24,15 @@ MONOTONICITY_THRESHOLD = 64.0 / 255.0
 ANCHORED_THRESHOLDS = (250.0 / 255.0, 254.0 / 255.0)
 
 
-def mertens_fusion(images, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+#: OpenCV's default Mertens weight exponents (contrast, saturation, well-exposedness): note
+#: that its well-exposedness measure is off by default.
+MERTENS_WEIGHTS = (1.0, 1.0, 0.0)
+
+
+def mertens_fusion(images, weights: tuple[float, float, float] = MERTENS_WEIGHTS) -> np.ndarray:
     """Mertens exposure fusion (Mertens, Kautz, Van Reeth 2007; OpenCV) of 8-bit RGB images
-    (uint8, HWC) with (contrast, saturation, well-exposedness) weight exponents -> float32 RGB,
-    about [0, 1] (unclipped). One OpenCV thread: the threaded fusion sums its pyramids in a
+    (uint8, HWC) with (contrast, saturation, well-exposedness) weight exponents (default:
+    OpenCV's) -> float32 RGB, about [0, 1] (unclipped). One OpenCV thread: the threaded fusion sums its pyramids in a
     varying order, so the same input gave results that differ from call to call."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)

@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from hdr_jax import io as hio
+from hdr_jax import merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.data import pair_pipeline as pp
 from hdr_jax.data import sice, testing
@@ -415,3 +416,11 @@ def test_fuse_bracket_is_deterministic():
     hdr = cv2.GaussianBlur(np.exp(rng.normal(0, 2, (512, 700, 3))).astype(np.float32), (0, 0), 3)
     first = sp.fuse_bracket(hdr)
     assert all(np.array_equal(first, sp.fuse_bracket(hdr)) for _ in range(3))
+
+
+def test_mertens_fusion_is_opencvs_default_fusion():
+    """merge.mertens_fusion (one thread) gives OpenCV's default MergeMertens result."""
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+    want = cv2.createMergeMertens().process([np.ascontiguousarray(i[..., ::-1]) for i in imgs])
+    np.testing.assert_allclose(merge.mertens_fusion(imgs), want[..., ::-1], atol=1e-5)

@@ -1,7 +1,7 @@
 """Non-learned stage-2 baselines: Mertens exposure fusion and bicubic upscaling.
 
-Rows of every stage-2 table: Mertens fusion (Mertens et al. 2007; OpenCV, contrast, saturation
-and well-exposedness weights all with exponent 1) of the LR pair followed by bicubic upscaling,
+Rows of every stage-2 table: Mertens fusion (Mertens et al. 2007; OpenCV with its default
+weights: contrast and saturation exponent 1, well-exposedness off) of the LR pair followed by bicubic upscaling,
 and bicubic upscaling of each input alone. The stage-1 baseline, the naive re-exposure
 f(f^-1(Z) tau^k), is :func:`hdr_jax.camera.exposure.naive_bracket_baseline`.
 """
@@ -28,8 +28,9 @@ def bicubic_up(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def mertens(under: np.ndarray, over: np.ndarray, saturation: float = 1.0) -> np.ndarray:
-    """OpenCV's Mertens fusion (contrast, saturation, well-exposedness; exponent 1 each unless
-    ``saturation`` says otherwise) of the pair, clipped to [0, 1].
+    """OpenCV's Mertens fusion with its default weights (contrast and saturation exponent 1,
+    well-exposedness off; ``saturation`` replaces the saturation exponent) of the pair, clipped
+    to [0, 1].
 
     Fed 8-bit images, as the inputs are: OpenCV scales float input by 1/255 internally, so
     float images in [0, 1] would come out 255x too dark.
@@ -38,7 +39,8 @@ def mertens(under: np.ndarray, over: np.ndarray, saturation: float = 1.0) -> np.
     def to8(x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
-    return np.clip(merge.mertens_fusion([to8(under), to8(over)], (1.0, saturation, 1.0)), 0, 1)
+    c, _, e = merge.MERTENS_WEIGHTS
+    return np.clip(merge.mertens_fusion([to8(under), to8(over)], (c, saturation, e)), 0, 1)
 
 
 def baseline_methods() -> dict[str, Method]:
