@@ -36,6 +36,7 @@ from experiments.configs import cfnet as cfnet_config
 from experiments.configs import drtmo as drtmo_config
 from hdr_jax import bundle
 from hdr_jax import io as hio
+from hdr_jax import cli
 from hdr_jax.data import testing
 from hdr_jax.models import factory
 
@@ -210,3 +211,13 @@ def fake_hdr_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("fake_hdr")
     testing.write_fake_hdr_folder(d)
     return d
+
+
+def cli_in_process(args, capfd) -> tuple[int, str]:
+    """``hdr-jax ARGS`` run in this process: (exit status, what it wrote to stderr)."""
+    capfd.readouterr()
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return rc, capfd.readouterr().err

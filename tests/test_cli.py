@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     PHOTO_HW,
     assert_one_line_error,
+    cli_in_process,
     files_under,
     make_photo,
     run_cli,
@@ -112,13 +113,7 @@ def bad_weights(tiny_weights, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def _main(args, capfd) -> tuple[int, str]:
-    capfd.readouterr()
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        rc = e.code
-    return rc, capfd.readouterr().err
+_main = cli_in_process
 
 
 # name -> (argv builder (inputs, weights, bad_weights, out_dir), substring of the message)
@@ -441,14 +436,14 @@ def test_reconstruct_grey_and_16bit_then_overwrite(inputs, tiny_weights, cli_env
 
 
 def test_merge_choices_are_the_merge_modules_methods():
-    from hdr_jax import cli, merge
+    from hdr_jax import merge
 
     assert cli.MERGE_CHOICES == merge.MERGE_METHODS
     assert cli.build_parser().parse_args(["reconstruct", "x.jpg", "-o", "o"]).merge == "anchored"
 
 
 def test_up_choices_are_the_pipelines_methods():
-    from hdr_jax import cli, pipeline
+    from hdr_jax import pipeline
 
     assert cli.UP_CHOICES == pipeline.UP_METHODS
     for command in (["reconstruct", "x.jpg"], ["brackets", "x.jpg"]):

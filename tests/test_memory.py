@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import cli_in_process
 
 from hdr_jax import memory
 
@@ -307,7 +308,7 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
     weights' own size is a one-line error before any output; a malformed one a usage error."""
     from conftest import assert_one_line_error, files_under
 
-    from hdr_jax import cli, pipeline
+    from hdr_jax import pipeline
 
     used = []
     for name in ("generate_stack", "fuse_pair"):
@@ -320,12 +321,7 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
         monkeypatch.setattr(pipeline, name, spy)
 
     def main(*args):
-        capfd.readouterr()
-        try:
-            rc = cli.main([str(a) for a in args])
-        except SystemExit as e:  # argparse
-            rc = e.code
-        return rc, capfd.readouterr().err
+        return cli_in_process(args, capfd)
 
     out = tmp_path / "out"
     common = ("--weights", tiny_weights)
