@@ -31,6 +31,7 @@ from experiments.configs import response as response_config
 from hdr_jax import io as hio
 from hdr_jax import pipeline
 from hdr_jax.data import testing
+from hdr_jax.eval import baselines
 from hdr_jax.training import checkpoint, loop, tasks
 
 # Trains, exports and restores tiny networks.
@@ -372,11 +373,11 @@ def test_cli_evaluate_sice(trained_weights, data, cli_env, tmp_path):
     res = run_cli([*args, "--out", out, "--tfds-dir", data["tfds"]], cli_env)
     assert res.returncode == 0, res.stderr
     results = json.loads((out / "results.json").read_text())
-    rows = ["CF-Net (ours)", "Mertens + bicubic", "bicubic (under)", "bicubic (over)"]
+    rows = ["CF-Net (ours)", *baselines.baseline_methods()]
     assert list(results) == rows
     for name in rows:
         assert results[name]["n"] == 1  # the fake tree has one held-out sequence
-        for metric in ("psnr", "ssim", "mef_ssim"):
+        for metric in ("psnr", "ssim", "mef_ssim", "ciede2000", "mef_ssim_c"):
             assert math.isfinite(results[name][metric]), (name, metric)
         assert 0 < results[name]["ssim"] <= 1
     assert results["bicubic (under)"]["psnr"] != results["bicubic (over)"]["psnr"]
