@@ -23,11 +23,10 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.measure import pipeline_timing
+from benchmarks.measure import pipeline_timing, random_batch
 from experiments.configs import cfnet as cfnet_configs
 from experiments.configs import drtmo as drtmo_configs
 from hdr_jax import memory
@@ -57,16 +56,6 @@ def targets(quick: bool) -> list[dict]:
     ]
 
 
-def random_batch(shapes: dict, key: jax.Array) -> dict:
-    """Images uniform in [0, 1], masks all ones."""
-    keys = jax.random.split(key, len(shapes))
-    return {
-        name: (jnp.ones(s.shape, s.dtype) if name == "mask"
-               else jax.random.uniform(k, s.shape, s.dtype))
-        for k, (name, s) in zip(keys, sorted(shapes.items()))
-    }
-
-
 def device_peak_bytes() -> int | None:
     stats = jax.local_devices()[0].memory_stats()
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
@@ -89,7 +78,7 @@ def train_target(name: str, config: Any, batch: int, patch: int, budget: str, st
     task, shapes = memory.training_setup(config, batch, patch, choice)
     try:
         state = jax.jit(task.init_state)(jax.random.key(0))
-        data = random_batch(shapes, jax.random.key(1))
+        data = jax.device_put(random_batch(shapes))
         t0 = time.perf_counter()
         compiled = jax.jit(task.train_step, donate_argnums=0).lower(state, data).compile()
         row["compile_s"] = time.perf_counter() - t0

@@ -52,7 +52,8 @@ def _concrete(tree: Any, seed: int = 0) -> Any:
     return jax.tree_util.tree_map_with_path(lambda p, s: _random_leaf(p, s, rng), tree)
 
 
-def _random_batch(shapes: dict, seed: int = 1) -> dict:
+def random_batch(shapes: dict, seed: int = 1) -> dict:
+    """Arrays of the abstract ``shapes``: images uniform in [0, 1], masks all ones."""
     rng = np.random.default_rng(seed)
     out = {}
     for k, s in shapes.items():
@@ -87,7 +88,7 @@ def time_training(row: dict, settings: dict, reps: int) -> dict:
     state = task.init_state(jax.random.key(0)).replace(
         params=params, batch_stats=_concrete(state.batch_stats), opt_state=task.tx.init(params)
     )
-    batch = jax.device_put(_random_batch(batch_shape))
+    batch = jax.device_put(random_batch(batch_shape))
     holder = [state]
 
     def step():
@@ -110,7 +111,7 @@ def time_inference(row: dict, settings: dict, reps: int) -> dict:
     stats, flops = memory.inference_analysis(cfg, batch_size, tile, settings, compiled=compiled)
     _, args = memory.inference_fn(cfg, batch_size, tile, settings)
     variables = jax.device_put(_concrete(args[0]))
-    inputs = [jax.device_put(_random_batch({"x": a})["x"]) for a in args[1:]]
+    inputs = [jax.device_put(random_batch({"x": a})["x"]) for a in args[1:]]
     seconds, times = _median_time(lambda: compiled(variables, *inputs), reps)
     return {"memory": stats, "flops": flops, "seconds": seconds, "times": times}
 

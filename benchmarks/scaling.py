@@ -24,7 +24,7 @@ import time
 import jax
 from absl import app, flags
 
-from benchmarks.run import _random_batch
+from benchmarks.measure import random_batch
 from hdr_jax import memory
 from hdr_jax.training import loop, parallel, tasks
 
@@ -56,7 +56,7 @@ def time_steps(config, mesh, steps: int) -> float:
     _, (_, shapes) = memory.training_step_fn(config, config.batch_size, FLAGS.patch)
     rows = parallel.per_process_batch(config.batch_size, mesh)
     start = jax.process_index() * rows
-    local = {k: v[start : start + rows] for k, v in _random_batch(shapes).items()}
+    local = {k: v[start : start + rows] for k, v in random_batch(shapes).items()}
     batch = parallel.global_batch(local, sharding)
     times = []
     for i in range(steps + 2):

@@ -110,6 +110,15 @@ def run_cli(
     )
 
 
+def run_python_checked(argv: Sequence[str], env: dict[str, str], timeout: float):
+    """``python ARGV`` in the repository root; fails the test (with the output's tail) unless it
+    exits 0."""
+    res = subprocess.run([sys.executable, *map(str, argv)], env=env, cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    return res
+
+
 def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 

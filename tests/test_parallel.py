@@ -26,7 +26,7 @@ import grain
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_python_checked
 from test_training import _HANG_AT_STEP_4, _restore
 
 from experiments.configs import cfnet as cfnet_config
@@ -63,23 +63,11 @@ def four_devices(data, cli_env, tmp_path_factory) -> dict:
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "tests" / "parallel_checks.py"),
-            str(data["hdr"]),
-            str(data["tfds"]),
-            str(out / "runs"),
-            str(out / "results.json"),
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=CHECKS_TIMEOUT,
-        check=False,
+    run_python_checked(
+        [REPO_ROOT / "tests" / "parallel_checks.py", data["hdr"], data["tfds"], out / "runs",
+         out / "results.json"],
+        env, CHECKS_TIMEOUT,
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return json.loads((out / "results.json").read_text())
 
 

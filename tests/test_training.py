@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import PHOTO_HW, REPO_ROOT, files_under, make_photo, run_cli
+from conftest import PHOTO_HW, REPO_ROOT, files_under, make_photo, run_cli, run_python_checked
 
 from experiments.configs import cfnet as cfnet_config
 from experiments.configs import response as response_config
@@ -130,16 +130,7 @@ def _drtmo_args(data: dict[str, Path], workdir: Path) -> list[str]:
 
 
 def _train_subprocess(args: list[str], env: dict[str, str]) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "experiments.train", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    run_python_checked(["-m", "experiments.train", *args], env, SUBPROCESS_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
