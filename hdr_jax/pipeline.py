@@ -122,6 +122,9 @@ class Pipeline:
 
 #: Mirrored border (pixels) around each stage-1 tile, cropped from the networks' outputs.
 STAGE1_MARGIN = 16
+#: Default largest stage-1 tile (before that margin): the networks see at most 1024 x 1024, where
+#: the bundled DrTMO peaks near 0.5 GiB and runs as fast per pixel as on smaller tiles.
+STAGE1_TILE = 1024 - 2 * STAGE1_MARGIN
 #: Default stage-2 LR tile: with the 'auto' conv (hdr_jax/models/layers.py) a 256-px tile of the
 #: bundled CF-Net peaks at 0.39 GiB (XLA analysis), and its 16-px overlap recomputes 14% of the
 #: pixels instead of 31% at 128 px.
@@ -146,11 +149,32 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def tile_length(size: int, max_tile: int, overlap: int, *, multiple: int = 1,
+                margin: int = 0) -> int:
+    """The tile length along an axis of `size` pixels: the fewest tiles of at most `max_tile`
+    that cover it with `overlap`, each as short as that count allows, then lengthened (up to
+    `max_tile`) to where `length + 2 * margin` is a multiple of `multiple`.
+
+    The work of a tiled stage is the number of tiles times the (padded) tile area, so equal
+    tiles just long enough beat a fixed tile size whose last tile mostly re-computes its
+    neighbour, and a network that pads its input to a multiple might as well see real pixels.
+    """
+    if max_tile <= overlap:
+        raise ValueError(f"tile {max_tile} must be longer than the overlap {overlap}")
+    if size <= max_tile:
+        n = 1
+    else:
+        n = -(-(size - overlap) // (max_tile - overlap))
+    length = -(-(size + (n - 1) * overlap) // n)
+    padded = -(-(length + 2 * margin) // multiple) * multiple
+    return min(size, max_tile, max(length, padded - 2 * margin))
+
+
 def tiled_apply(
     fn: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
     *,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int,
     out_scale: int = 1,
     lead_shape: tuple[int, ...] = (),
@@ -158,19 +182,21 @@ def tiled_apply(
 ) -> np.ndarray:
     """Applies `fn` (HWC tile -> (*lead, s*h, s*w, C)) over overlapping tiles and blends.
 
-    Tiles smaller than `tile` only occur when the image itself is smaller; `fn` must accept them.
+    `tile`: the tile's side, or its (height, width). Tiles smaller than that only occur when the
+    image itself is smaller; `fn` must accept them. All tiles of one image have one shape.
     """
     h, w = image.shape[:2]
+    tile_h, tile_w = (tile, tile) if isinstance(tile, (int, np.integer)) else tile
     s = out_scale
     out = np.zeros(lead_shape + (h * s, w * s, out_channels), np.float32)
     wsum = np.zeros((h * s, w * s, 1), np.float32)
-    for y in _starts(h, tile, overlap):
-        for x in _starts(w, tile, overlap):
-            th, tw = min(tile, h), min(tile, w)
+    th, tw = min(tile_h, h), min(tile_w, w)
+    for y in _starts(h, tile_h, overlap):
+        for x in _starts(w, tile_w, overlap):
             patch = image[y : y + th, x : x + tw]
             res = np.asarray(fn(patch), np.float32)
-            wy = _ramp(th * s, overlap * s if h > tile else 0)
-            wx = _ramp(tw * s, overlap * s if w > tile else 0)
+            wy = _ramp(th * s, overlap * s if h > tile_h else 0)
+            wx = _ramp(tw * s, overlap * s if w > tile_w else 0)
             wt = (wy[:, None] * wx[None, :])[..., None]
             out[..., y * s : (y + th) * s, x * s : (x + tw) * s, :] += res * wt
             wsum[y * s : (y + th) * s, x * s : (x + tw) * s] += wt
@@ -227,7 +253,7 @@ def generate_stack(
     pipe: Pipeline,
     image: np.ndarray,
     *,
-    tile: int = 512,
+    tile: int = STAGE1_TILE,
     overlap: int = 64,
     up_method: str | None = None,
 ) -> np.ndarray:
@@ -242,10 +268,11 @@ def generate_stack(
     steps = np.arange(1, n + 1)
     curve = estimate_response(pipe, image)[1] if up_method == "response" else None
     multiple = 2**pipe.up.module.depth
-    tile = max(multiple, tile // multiple * multiple)
     # Mirrored context around every tile: zero padding at a tile's border would otherwise show
     # as a bright or dark seam along the photo's edges (interior seams are blended away).
     m = STAGE1_MARGIN
+    tiles = tuple(tile_length(n, tile, overlap, multiple=multiple, margin=m)
+                  for n in image.shape[:2])
 
     def both(patch: np.ndarray) -> np.ndarray:
         padded, (h, w) = _pad_reflect(patch, multiple, m)
@@ -257,7 +284,7 @@ def generate_stack(
         down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, m : m + h, m : m + w]
         return np.concatenate([down[::-1], patch[None], up], axis=0)
 
-    return tiled_apply(both, image, tile=tile, overlap=overlap, lead_shape=(2 * n + 1,))
+    return tiled_apply(both, image, tile=tiles, overlap=overlap, lead_shape=(2 * n + 1,))
 
 
 # -- stage 2 ------------------------------------------------------------------------------------
@@ -280,7 +307,8 @@ def fuse_pair(
         u, o = jnp.asarray(patch[None, ..., :3]), jnp.asarray(patch[None, ..., 3:])
         return np.asarray(net.apply(net.variables, o, u))[0]
 
-    return tiled_apply(run, pair, tile=tile, overlap=overlap, out_scale=net.module.scale)
+    tiles = tuple(tile_length(n, tile, overlap) for n in pair.shape[:2])
+    return tiled_apply(run, pair, tile=tiles, overlap=overlap, out_scale=net.module.scale)
 
 
 def pick_pair(stack: np.ndarray, kept: tuple[int, int]) -> tuple[int, int]:
@@ -330,7 +358,7 @@ def reconstruct(
     *,
     scale: int | None = 2,
     merge_method: str = "anchored",
-    stage1_tile: int = 512,
+    stage1_tile: int = STAGE1_TILE,
     stage2_tile: int = STAGE2_TILE,
     up_method: str | None = None,
 ) -> Result:

@@ -280,6 +280,41 @@ def test_conv_impls_agree(ks, strides, pads):
         layers.conv_transpose(x, w, strides, pads, impl="bogus")
 
 
+@pytest.mark.parametrize(
+    "size,ks,strides,pads",
+    [
+        ((9, 8), (6, 6), (2, 2), (2, 2)),  # odd size: the last input row is never read
+        ((11, 12), (8, 8), (4, 4), (2, 2)),
+        ((5, 6, 7), (3, 4, 4), (1, 2, 2), (1, 1, 1)),
+    ],
+)
+@pytest.mark.parametrize("impl", ["xla", "auto", "im2col"])
+def test_strided_conv_values_and_gradients_match_lax(size, ks, strides, pads, impl):
+    """Every strided-conv path (the strided lax conv with the space-to-depth VJP for 'xla' and
+    'auto', space-to-depth both ways for 'im2col') against lax's own strided conv and its
+    autodiff gradients."""
+    rng = np.random.default_rng(2)
+    nd = len(ks)
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*ks, 3, 4)), jnp.float32)
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, strides, [(p, p) for p in pads], dimension_numbers=layers._dimension_numbers(nd)
+        )
+
+    def ours(x, w):
+        return layers.strided_conv(x, w, strides, pads, impl=impl)
+
+    y_ref, y = ref(x, w), jax.jit(ours)(x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+    g_ref = jax.vjp(ref, x, w)[1](cot)
+    g = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cot)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
 def test_concat_conv1x1_equals_conv_of_concatenation():
     """ConcatConv1x1 over parts == StridedConv 1x1 over their concatenation (same parameters,
     same init), values and gradients."""

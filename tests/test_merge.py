@@ -281,6 +281,40 @@ def test_tiled_apply_pointwise_equals_direct(hw, tile, overlap):
         assert calls == [hw]
 
 
+@pytest.mark.parametrize("multiple, margin", [(1, 0), (32, 16), (8, 3)])
+def test_tile_length_covers_with_fewest_tiles(multiple, margin):
+    """For every size: tiles of the chosen length never exceed the maximum, cover the axis with
+    the overlap, are as few as any length allows, and are no longer than needed except to fill
+    the network's padding."""
+    max_tile, overlap = 4 * multiple + 40, 12
+    for size in range(1, 700, 7):
+        length = pipeline.tile_length(size, max_tile, overlap, multiple=multiple, margin=margin)
+        starts = pipeline._starts(size, length, overlap)
+        assert length <= min(size, max_tile)
+        assert starts[0] == 0 and starts[-1] + length == size
+        assert all(b - a <= length - overlap for a, b in zip(starts, starts[1:]))
+        assert len(starts) == len(pipeline._starts(size, min(size, max_tile), overlap))
+        if len(starts) > 1:  # one shorter tile with as many tiles would leave a gap
+            need = -(-(size + (len(starts) - 1) * overlap) // len(starts))
+            padded = -(-(need + 2 * margin) // multiple) * multiple
+            assert length <= max(need, padded - 2 * margin)
+    with pytest.raises(ValueError, match="longer than the overlap"):
+        pipeline.tile_length(100, 8, 8)
+
+
+def test_tiled_apply_rectangular_tiles():
+    image = np.random.default_rng(3).uniform(0, 1, (41, 67, 3)).astype(np.float32)
+    calls = []
+
+    def fn(patch):
+        calls.append(patch.shape[:2])
+        return np.cos(patch)
+
+    out = pipeline.tiled_apply(fn, image, tile=(24, 30), overlap=6)
+    np.testing.assert_allclose(out, np.cos(image), rtol=1e-5, atol=1e-6)
+    assert set(calls) == {(24, 30)} and len(calls) == 2 * 3
+
+
 @pytest.mark.parametrize(
     "hw, tile, overlap", [((20, 23), 16, 4), ((37, 50), 16, 6), ((9, 9), 16, 4)]
 )

@@ -9,7 +9,9 @@ plus a fixed rearrangement:
 * transposed conv, stride s, kernel k = m*s: a stride-1 conv with an m-tap kernel producing
   prod(s) output phases as channels, then `depth_to_space` and a crop of the torch padding;
 * strided conv, stride s: `space_to_depth` of the padded input, then a stride-1 conv with a
-  ceil(k/s)-tap kernel over prod(s) * C_in channels.
+  ceil(k/s)-tap kernel over prod(s) * C_in channels. With the lax implementations this form is
+  only the backward pass: XLA:CPU runs lax's own strided conv forward faster, and differentiates
+  it slower.
 
 Parameters keep the *paper layout* and the paper semantics (PyTorch / Chainer), so published
 weights load with a transpose:
@@ -36,6 +38,7 @@ flattening of (b_1, ..., b_n, C), i.e. C varies fastest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -262,20 +265,12 @@ def conv_transpose(
     return y[(slice(None), *crops, slice(None))]
 
 
-def strided_conv(
-    x: Array,
-    kernel: Array,
-    strides: Sequence[int],
-    padding: Sequence[int],
-    precision: Any = None,
-    impl: str = "im2col",
+def _strided_conv_s2d(
+    x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[int], precision: Any,
+    impl: str,
 ) -> Array:
-    """Torch-semantics conv (no bias) with stride s, pad p, as space-to-depth + stride-1 conv.
-
-    Per dim: ``y[Y] = sum_{j<m, r<s} x_pad[(Y + j)*s + r] * w[j*s + r]`` with m = ceil(k/s):
-    a stride-1 correlation over space_to_depth(x_pad) with an m-tap kernel.
-    """
-    nd = _check_args("strided_conv", x, kernel, strides, padding)
+    """The space-to-depth form of :func:`strided_conv` (argument checks done by the caller)."""
+    nd = kernel.ndim - 2
     split, m = _split_taps(kernel, strides)
     cin, cout = kernel.shape[-2:]
     perm = [2 * d for d in range(nd)] + [2 * d + 1 for d in range(nd)] + [2 * nd, 2 * nd + 1]
@@ -285,10 +280,6 @@ def strided_conv(
     for d in range(nd):
         n, k, s, p, md = x.shape[1 + d], kernel.shape[d], strides[d], padding[d], m[d]
         out_len = (n + 2 * p - k) // s + 1
-        if n + 2 * p < k:
-            raise ValueError(
-                f"strided_conv: input too small along spatial dim {d} (in={n}, k={k}, p={p})"
-            )
         if s == 1:  # no space-to-depth along this dim: let the conv pad
             explicit.append((0, 0))
             conv_pads.append((p, p))
@@ -306,6 +297,69 @@ def strided_conv(
         x = jnp.pad(x, [(0, 0)] + [(lo, max(hi, 0)) for lo, hi in explicit] + [(0, 0)])
     x = space_to_depth(x, strides)
     return _conv_stride1(x, s2d_kernel, conv_pads, precision, impl)
+
+
+# XLA:CPU runs a strided lax convolution forward several times faster than the space-to-depth
+# form (which it lowers to a stride-1 conv over prod(s) * C_in channels), but differentiates it
+# several times slower (its input gradient is a conv over an s-dilated array). So the forward
+# pass is the strided conv and the backward pass is the VJP of the space-to-depth form: the same
+# linear map, hence the same gradients (docs/benchmarks.md has the per-layer times).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _strided_conv_direct(x, kernel, strides, padding, precision, impl):
+    nd = kernel.ndim - 2
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=[(p, p) for p in padding],
+        dimension_numbers=_dimension_numbers(nd),
+        precision=precision,
+    )
+
+
+def _strided_conv_direct_fwd(x, kernel, strides, padding, precision, impl):
+    return _strided_conv_direct(x, kernel, strides, padding, precision, impl), (x, kernel)
+
+
+def _strided_conv_direct_bwd(strides, padding, precision, impl, residuals, g):
+    x, kernel = residuals
+    # The s2d form is linear in each argument, so its VJP never needs its own forward output
+    # (XLA drops that computation).
+    _, vjp = jax.vjp(
+        lambda x, k: _strided_conv_s2d(x, k, strides, padding, precision, impl), x, kernel
+    )
+    return vjp(g)
+
+
+_strided_conv_direct.defvjp(_strided_conv_direct_fwd, _strided_conv_direct_bwd)
+
+
+def strided_conv(
+    x: Array,
+    kernel: Array,
+    strides: Sequence[int],
+    padding: Sequence[int],
+    precision: Any = None,
+    impl: str = "im2col",
+) -> Array:
+    """Torch-semantics conv (no bias) with stride s, pad p.
+
+    Per dim: ``y[Y] = sum_{j<m, r<s} x_pad[(Y + j)*s + r] * w[j*s + r]`` with m = ceil(k/s):
+    a stride-1 correlation over space_to_depth(x_pad) with an m-tap kernel. With ``impl`` 'xla'
+    or 'auto' and a stride above 1, the forward pass is lax's strided convolution and only the
+    backward pass uses that rearrangement; with 'im2col' both do.
+    """
+    nd = _check_args("strided_conv", x, kernel, strides, padding)
+    for d in range(nd):
+        n, k, p = x.shape[1 + d], kernel.shape[d], padding[d]
+        if n + 2 * p < k:
+            raise ValueError(
+                f"strided_conv: input too small along spatial dim {d} (in={n}, k={k}, p={p})"
+            )
+    strides, padding = tuple(int(s) for s in strides), tuple(int(p) for p in padding)
+    if impl in ("xla", "auto") and any(s > 1 for s in strides):
+        return _strided_conv_direct(x, kernel, strides, padding, precision, impl)
+    return _strided_conv_s2d(x, kernel, strides, padding, precision, impl)
 
 
 # ---------------------------------------------------------------------------------------------
