@@ -26,7 +26,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks.measure import pipeline_timing, random_batch
+from benchmarks.measure import random_batch
+from benchmarks.pipeline_timing import time_pipeline
 from experiments.configs import cfnet as cfnet_configs
 from experiments.configs import drtmo as drtmo_configs
 from hdr_jax import memory
@@ -164,7 +165,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(row, default=str), flush=True)
         report["training"].append(row)
     for mp in FLAGS.pipeline_mp:
-        row = pipeline_timing(float(mp), reps=1)
+        row = time_pipeline(float(mp), reps=1)
         print(json.dumps(row, default=str), flush=True)
         report["pipeline"].append(row)
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)

@@ -9,6 +9,7 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,8 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import grid, report
-from hdr_jax import io as hdr_io
-from hdr_jax import memory, pipeline
+from hdr_jax import memory
 from hdr_jax.losses import ssim_loss
 from hdr_jax.models import cfnet
 
@@ -272,35 +272,41 @@ def _tag(rows: list[dict], scale: int, lr: int) -> list[dict]:
     return rows
 
 
-def pipeline_timing(megapixels: float, reps: int = 0) -> dict:
-    """`pipeline.reconstruct` (bundled weights, x2) on the demo photo resized to `megapixels`:
-    per-stage seconds of the first call (what one `hdr-jax reconstruct` pays, compilation
-    included) and of `reps` more calls on the same photo (compiled)."""
-    photo = hdr_io.read_ldr(os.path.join(os.path.dirname(pipeline.__file__), "assets", "demo.jpg"))
-    h0, w0 = photo.shape[:2]
-    f = math.sqrt(megapixels * 1e6 / (h0 * w0))
-    h, w = max(32, round(h0 * f)), max(32, round(w0 * f))
-    image = np.clip(np.asarray(jax.image.resize(photo, (h, w, 3), "cubic")), 0.0, 1.0)
-    t0 = time.perf_counter()
-    pipe = pipeline.Pipeline.load()
-    pipe.cfnet(2)
-    load_s = time.perf_counter() - t0
-    runs = []
-    for _ in range(1 + reps):
-        t0 = time.perf_counter()
-        res = pipeline.reconstruct(pipe, image, scale=2)
-        total = time.perf_counter() - t0
-        stages = {k: round(v, 3) for k, v in res.timings.items()}
-        stages["other_s"] = round(total - sum(res.timings.values()), 3)  # preview, glue
-        runs.append({"total_s": total, **stages})
-    return {
-        "width": w,
-        "height": h,
-        "megapixels": h * w / 1e6,
-        "load_s": load_s,
-        "first": runs[0],
-        "warm": runs[1:],
-    }
+def pipeline_timing_in(code: str, megapixels: float, scale: int = 2) -> dict:
+    """`benchmarks/pipeline_timing.py` in a fresh process that imports `hdr_jax` from the
+    checkout at ``code`` (this one or, say, an older commit's `git worktree`): its JSON, or
+    {'skipped': reason}. Both sides of a comparison are timed this way, imports and
+    compilation included."""
+    script = os.path.join(os.path.dirname(__file__), "pipeline_timing.py")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(code)}
+    cmd = [sys.executable, script, "--megapixels", str(megapixels), "--scale", str(scale)]
+    result = _json_of(cmd, env)
+    timed = result.get("code")
+    if timed and os.path.realpath(timed) != os.path.realpath(code):  # no hdr_jax there
+        return {"skipped": f"{code} holds no hdr_jax package (would have timed {timed})"}
+    return result
+
+
+def git_commit(path: str) -> str:
+    """The commit checked out at ``path`` ('' when it is not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _json_of(cmd: list[str], env: dict | None = None) -> dict:
+    """The last stdout line of a benchmark subprocess as JSON, or {'skipped': reason}."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False,
+                              env=env)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"skipped": f"{type(e).__name__}: {e}"}
+    if proc.returncode != 0:
+        return {"skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def torch_reference(python: str, scale: int, lr: int, reps: int) -> dict:
@@ -309,10 +315,4 @@ def torch_reference(python: str, scale: int, lr: int, reps: int) -> dict:
     script = os.path.join(os.path.dirname(__file__), "torch_reference.py")
     cmd = [python, script, "--scale", str(scale), "--lr", str(lr), "--reps", str(reps),
            "--threads", str(os.cpu_count() or 1)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"skipped": f"{type(e).__name__}: {e}"}
-    if proc.returncode != 0:
-        return {"skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _json_of(cmd)

@@ -44,6 +44,7 @@ from benchmarks import grid as grids
 from benchmarks import measure, report, targets
 
 FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_flags() -> None:
@@ -58,6 +59,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("pipeline", True, "Time the two-stage pipeline (bundled weights) on a photo.")
     flags.DEFINE_float("megapixels", 1.0, "Photo size of the pipeline timing.")
     flags.DEFINE_string("out", "docs/benchmarks", "Output prefix: writes <out>.json and <out>.md.")
+    flags.DEFINE_string("baseline", "", "Another checkout of the project (e.g. a `git worktree` "
+                        "of an older commit): time its pipeline in this run and report the speedup.")
     flags.DEFINE_string("torch_python", "", "An interpreter with torch: time the PyTorch CF-Net "
                         "(benchmarks/torch_reference.py) in this run and report the ratios.")
 
@@ -74,6 +77,7 @@ def run(
     megapixels: float = 1.0,
     out: str | None = None,
     torch_python: str = "",
+    baseline: str = "",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Runs the benchmark; returns the JSON document (also written to `out` when given)."""
@@ -101,16 +105,22 @@ def run(
         else:
             prof = measure.layer_profile(2, 64, reps) + measure.layer_profile(4, 64, reps)
         log(report.profile_table(prof))
-    pipe = None
+    pipes = {}
     if pipeline and timing and not quick:  # compiling both stages takes ~40 s even on a tiny photo
-        pipe = measure.pipeline_timing(megapixels, reps=1 if grid == "full" else 0)
-        log(f"pipeline: {json.dumps(pipe)}")
+        # each in a fresh process, so that a baseline checkout is timed on equal terms
+        runs = [("x2", ROOT, 2), ("hdr_only", ROOT, 0)] + ([("baseline", baseline, 2)]
+                                                           if baseline else [])
+        for key, code, scale in runs:
+            pipes[key] = measure.pipeline_timing_in(code, megapixels, scale)
+            if baseline and key == "baseline":
+                pipes[key]["commit"] = measure.git_commit(baseline)
+            log(f"pipeline ({key}): {json.dumps(pipes[key])}")
     torch_ref = {}
     if torch_python and timing:
         for scale in (2, 4):  # the shapes the JAX rows are timed at
             torch_ref[scale] = measure.torch_reference(torch_python, scale, 8 if quick else 64, reps)
             log(f"PyTorch reference x{scale}: {json.dumps(torch_ref[scale])}")
-    checked, settings = targets.check_targets(results, mm, budget, quick, log, pipe, torch_ref)
+    checked, settings = targets.check_targets(results, mm, budget, quick, log, pipes, torch_ref)
     doc = {
         "quick": quick,
         "grid": grid,
@@ -119,7 +129,8 @@ def run(
         "results": results,
         "profile": prof,
         "targets": checked,
-        "pipeline": pipe,
+        "pipeline": pipes.get("x2"),
+        "pipelines": pipes,
         "torch_reference": torch_ref,
         "chosen_settings": settings,
         "total_s": time.perf_counter() - t_start,
@@ -145,6 +156,7 @@ def main(argv: Sequence[str]) -> None:
         megapixels=FLAGS.megapixels,
         out=FLAGS.out or None,
         torch_python=FLAGS.torch_python,
+        baseline=FLAGS.baseline,
         log=lambda s: print(s, flush=True),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -70,14 +71,24 @@ def test_quick_benchmark(tmp_path):
         },
         "warm": [],
     }
-    found, _ = targets.check_targets([], mm, "4GiB", True, lines.append, pipe)
+    found, _ = targets.check_targets([], mm, "4GiB", True, lines.append, {"x2": pipe})
     assert (
         found[-1]["status"] == "FAIL"
         and "first call 61.0 s + load 2.0 s" in found[-1]["detail"]
     )
+    pipe["first"]["total_s"] = 25.0
+    hdr_only = {**pipe, "load_s": 1.0, "first": {**pipe["first"], "total_s": 4.5}}
+    base = {**pipe, "commit": "238aa63", "first": {**pipe["first"], "total_s": 52.0}}
+    found, _ = targets.check_targets([], mm, "4GiB", True, lines.append,
+                                     {"x2": pipe, "hdr_only": hdr_only, "baseline": base})
+    assert [t["status"] for t in found[-3:]] == ["PASS", "FAIL", "PASS"]
+    assert "54.0 s -> 27.0 s = 2.00x" in found[-1]["detail"]
+    assert "commit 238aa63" in found[-1]["target"]
+    base["first"]["total_s"] = 51.0  # 53 / 27 < 2
+    found, _ = targets.check_targets([], mm, "4GiB", True, lines.append,
+                                     {"x2": pipe, "baseline": base, "hdr_only": {"skipped": "x"}})
+    assert found[-1]["status"] == "FAIL" and not any("scale 0" in t["target"] for t in found)
     pipe["first"]["total_s"] = 50.0
-    found, _ = targets.check_targets([], mm, "4GiB", True, lines.append, pipe)
-    assert found[-1]["status"] == "PASS"
     md = report.report_markdown({**doc, "targets": found, "pipeline": pipe})
     assert "| first call | 20.0 | 1.0 | 39.5 | 0.5 | 50.0 |" in md
 
@@ -106,3 +117,17 @@ def test_torch_reference_ratio_targets(tmp_path):
     found, _ = targets.check_targets(rows, mm, "4GiB", True, lines.append, None, {})
     (x2,) = [t for t in found if t["target"].startswith("CF-Net x2 training step")]
     assert "recorded earlier" in x2["target"]
+
+
+@pytest.mark.slow
+def test_pipeline_timing_in_a_fresh_process(tmp_path):
+    """The pipeline timing runs in a subprocess on whichever checkout it is given, says which
+    code it timed, and refuses a folder without the package instead of timing this one."""
+    from benchmarks import measure
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(measure.__file__)))
+    res = measure.pipeline_timing_in(root, 0.02, 0)
+    assert os.path.realpath(res["code"]) == os.path.realpath(root), res
+    assert res["first"]["total_s"] > 0 and res["first"]["stage1_s"] > 0
+    assert "stage2_s" not in res["first"] and res["scale"] == 0
+    assert "no hdr_jax" in measure.pipeline_timing_in(str(tmp_path), 0.02, 0)["skipped"]

@@ -315,6 +315,42 @@ def test_strided_conv_values_and_gradients_match_lax(size, ks, strides, pads, im
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "size,ks,strides,pads",
+    [
+        ((5, 6), (6, 6), (2, 2), (2, 2)),
+        ((4, 3), (8, 8), (4, 4), (2, 2)),
+        ((3, 4, 5), (3, 4, 4), (1, 2, 2), (1, 1, 1)),
+        ((3, 3, 3), (4, 4, 4), (2, 2, 2), (1, 1, 1)),
+    ],
+)
+@pytest.mark.parametrize("impl", ["xla", "auto", "im2col"])
+def test_conv_transpose_values_and_gradients_match_lax(size, ks, strides, pads, impl):
+    """Every transposed-conv path (with the lax convs, the input gradient is lax's strided conv)
+    against lax.conv_transpose and its autodiff gradients."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*ks, 3, 4)), jnp.float32)
+    nd = len(ks)
+
+    def ref(x, w):
+        axes = tuple(range(nd))
+        pad = [(k - 1 - p, k - 1 - p) for k, p in zip(ks, pads)]
+        spec = ("NHWC", "HWIO", "NHWC") if nd == 2 else ("NDHWC", "DHWIO", "NDHWC")
+        return jax.lax.conv_transpose(x, jnp.flip(w, axes), strides, pad, dimension_numbers=spec)
+
+    def ours(x, w):
+        return layers.conv_transpose(x, w, strides, pads, impl=impl)
+
+    y_ref, y = ref(x, w), jax.jit(ours)(x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+    g_ref = jax.vjp(ref, x, w)[1](cot)
+    g = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cot)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
 def test_concat_conv1x1_equals_conv_of_concatenation():
     """ConcatConv1x1 over parts == StridedConv 1x1 over their concatenation (same parameters,
     same init), values and gradients."""
