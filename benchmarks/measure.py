@@ -4,6 +4,7 @@ the two-stage pipeline's time on a photo, and the machine's reference matmul rat
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -190,44 +191,39 @@ def measure_row(row: dict, reps: int, log: Callable[[str], None]) -> list[dict]:
     return out
 
 
-def layer_profile(scale: int, lr: int, reps: int, only: Sequence[str] = ()) -> list[dict]:
+#: Conv implementations the per-layer profile compares (CF-Net trains with 'auto').
+PROFILE_IMPLS = ("im2col", "auto")
+
+
+def layer_profile(scale: int, lr: int, reps: int, only: Sequence[str] = (),
+                  impls: Sequence[str] = PROFILE_IMPLS) -> list[dict]:
     """Forward and gradient (params + input) time of each CF-Net layer kind at LR lr, batch 1,
-    64 features, with its count per training step (T = 3, 6 groups) and implied share."""
+    64 features, under each conv implementation in `impls`, with its count per training step
+    (T = 3, 6 groups) and implied share (the loss row once)."""
     k, s, p = cfnet.PROJECTION_GEOMETRY[scale]
     hr = lr * scale
     f, groups, steps = 64, 6, 3
     blocks = 2 * (1 + steps)  # SRB + T CFBs, two branches
     # (name, module, input shape, count per forward pass)
+    def block(impl, *args, **kw):
+        return cfnet.ConvBlock(*args, conv_impl=impl, **kw)
+
     kinds = [
-        ("FEB conv3x3 3->256 (LR)", cfnet.ConvBlock(4 * f, 3), (lr, 3), 2),
-        ("FEB conv1x1 256->64 (LR)", cfnet.ConvBlock(f, 1), (lr, 4 * f), 2),
-        (
-            "up projection (LR->HR)",
-            cfnet.ConvBlock(f, k, s, p, transpose=True),
-            (lr, f),
-            blocks * groups,
-        ),
-        ("down projection (HR->LR)", cfnet.ConvBlock(f, k, s, p), (hr, f), blocks * groups),
-        (
-            "1x1 over LR concat (avg 4x64)",
-            cfnet.ConvBlock(f, 1),
-            (lr, 4 * f),
-            blocks * (groups + 1),
-        ),
-        (
-            "1x1 over HR concat (avg 4x64)",
-            cfnet.ConvBlock(f, 1),
-            (hr, 4 * f),
-            blocks * (groups - 1),
-        ),
-        ("REC deconv (LR->HR)", cfnet.ConvBlock(f, k, s, p, transpose=True), (lr, f), blocks),
-        ("REC conv3x3 64->3 (HR)", cfnet.ConvBlock(3, 3, act=False), (hr, f), blocks),
+        ("FEB conv3x3 3->256 (LR)", (4 * f, 3), {}, (lr, 3), 2),
+        ("FEB conv1x1 256->64 (LR)", (f, 1), {}, (lr, 4 * f), 2),
+        ("up projection (LR->HR)", (f, k, s, p), {"transpose": True}, (lr, f), blocks * groups),
+        ("down projection (HR->LR)", (f, k, s, p), {}, (hr, f), blocks * groups),
+        ("1x1 over LR concat (avg 4x64)", (f, 1), {}, (lr, 4 * f), blocks * (groups + 1)),
+        ("1x1 over HR concat (avg 4x64)", (f, 1), {}, (hr, 4 * f), blocks * (groups - 1)),
+        ("REC deconv (LR->HR)", (f, k, s, p), {"transpose": True}, (lr, f), blocks),
+        ("REC conv3x3 64->3 (HR)", (3, 3), {"act": False}, (hr, f), blocks),
     ]
     rows = []
     rng = np.random.default_rng(0)
     if only:
         kinds = [kind for kind in kinds if kind[0] in only]
-    for name, module, (size, cin), count in kinds:
+    for (name, args, kw, (size, cin), count), impl in itertools.product(kinds, impls):
+        module = block(impl, *args, **kw)
         x = jnp.asarray(rng.uniform(-1, 1, (1, size, size, cin)).astype(np.float32))
         variables = _concrete(jax.eval_shape(module.init, jax.random.key(0), x))
         fwd = jax.jit(module.apply)
@@ -238,12 +234,13 @@ def layer_profile(scale: int, lr: int, reps: int, only: Sequence[str] = ()) -> l
         rows.append(
             {
                 "layer": name,
+                "impl": impl,
                 "count": count,
                 "forward_ms": 1e3 * t_fwd,
                 "grad_ms": 1e3 * t_grad,
                 "forward_gflops": flops / t_fwd / 1e9,
                 "grad_gflops": 2 * flops / t_grad / 1e9,  # the gradient is ~2 forward convs
-                "step_share_s": count * (t_fwd + t_grad),
+                "step_share_s": count * t_grad,  # the gradient call runs the forward too
             }
         )
     if only and "SSIM loss" not in only:
@@ -255,6 +252,7 @@ def layer_profile(scale: int, lr: int, reps: int, only: Sequence[str] = ()) -> l
     rows.append(
         {
             "layer": "SSIM loss + gradient (HR)",
+            "impl": "-",
             "count": 2 + 2 * steps,
             "forward_ms": float("nan"),
             "grad_ms": 1e3 * t_l,

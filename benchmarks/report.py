@@ -58,12 +58,12 @@ def markdown_table(results: list[dict]) -> str:
 
 def profile_table(rows: list[dict]) -> str:
     lines = [
-        "| scale | layer | count/step | forward ms | gradient ms | forward GFLOP/s | gradient GFLOP/s | ≈ s per step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scale | layer | conv impl | count/step | forward ms | gradient ms | forward GFLOP/s | gradient GFLOP/s | ≈ s per step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| x{r['scale']} | {r['layer']} | {r['count']} | {r['forward_ms']:.1f} | "
+            f"| x{r['scale']} | {r['layer']} | {r.get('impl', '-')} | {r['count']} | {r['forward_ms']:.1f} | "
             f"{r['grad_ms']:.1f} | {r['forward_gflops']:.1f} | {r['grad_gflops']:.1f} | "
             f"{r['step_share_s']:.2f} |"
         )

@@ -159,7 +159,7 @@ def _tiles(pipe, args: argparse.Namespace, hw: tuple[int, int], *, stage1: bool,
         raise CLIError(f"--memory-budget: {e}") from None
     if not getattr(args, "quiet", False):
         chosen = ", ".join(
-            f"stage {i} tile {tiles[f'stage{i}']['tile']} (peak "
+            f"stage {i} tile {tiles[f'stage{i}_tile']} (peak "
             f"{memory.format_bytes(tiles[f'stage{i}']['peak_bytes'])})"
             for i in (1, 2)
             if tiles[f"stage{i}_tile"]

@@ -159,10 +159,10 @@ def tile_length(size: int, max_tile: int, overlap: int, *, multiple: int = 1,
     tiles just long enough beat a fixed tile size whose last tile mostly re-computes its
     neighbour, and a network that pads its input to a multiple might as well see real pixels.
     """
-    if max_tile <= overlap:
-        raise ValueError(f"tile {max_tile} must be longer than the overlap {overlap}")
     if size <= max_tile:
         n = 1
+    elif max_tile <= overlap:
+        raise ValueError(f"tile {max_tile} must be longer than the overlap {overlap}")
     else:
         n = -(-(size - overlap) // (max_tile - overlap))
     length = -(-(size + (n - 1) * overlap) // n)

@@ -17,6 +17,7 @@ from hdr_jax.memory.analysis import (
     inference_analysis,
     parse_bytes,
 )
+from hdr_jax import pipeline
 from hdr_jax.models import registry
 
 def _tile_candidates(config: ml_collections.ConfigDict) -> list[int]:
@@ -110,23 +111,26 @@ def choose_pipeline_tiles(
     networks stay loaded). Not counted: the host arrays of the photo and its 17 exposures
     (about 200 MB per megapixel). Returns {'stage1_tile', 'stage2_tile'} (None where a stage is
     not run) and the `choose_tile` results under 'stage1' / 'stage2'. `min_tiles`: the
-    smallest tile of each stage, twice the pipeline's overlap (64 and 16 pixels) so that tiles
-    advance by at least the overlap.
+    smallest tile of each stage (stage 1: the network's input, margin included), at least twice
+    the pipeline's overlap (64 and 16 pixels) so that tiles advance by at least the overlap.
     """
     side = max(image_hw)
     out: dict[str, Any] = {"stage1_tile": None, "stage2_tile": None}
     up, down = pipe.up, pipe.down
     stage1_bytes = _tree_bytes(up.variables) + _tree_bytes(down.variables)
     if stage1:
+        # The networks see a stage-1 tile with its mirrored margin: the candidates are those
+        # network inputs, and the pipeline gets the tile inside the margin.
+        margin = 2 * pipeline.STAGE1_MARGIN
         cfg = _experiment_config(up.entry["config"])
-        cands = _capped(_tile_candidates(cfg), side, min_tiles[0])
+        cands = _capped(_tile_candidates(cfg), side + margin, min_tiles[0])
         try:
             res = choose_tile(
                 cfg, budget, candidates=cands, resident_bytes=_tree_bytes(down.variables)
             )
         except MemoryBudgetError as e:
             raise MemoryBudgetError(f"stage 1 (DrTMO): {e}") from None
-        out["stage1"], out["stage1_tile"] = res, res["tile"]
+        out["stage1"], out["stage1_tile"] = res, res["tile"] - margin
     if scale:
         cfg = _experiment_config(pipe.cfnet(scale).entry["config"])
         cands = _capped(_tile_candidates(cfg), side, min_tiles[1])
