@@ -280,6 +280,17 @@ def test_conv_impls_agree(ks, strides, pads):
         layers.conv_transpose(x, w, strides, pads, impl="bogus")
 
 
+def _assert_same_map(ours, ref, x, w, rng):
+    """`ours` and `ref` agree in value and in both gradients (for a random cotangent)."""
+    y_ref, y = ref(x, w), jax.jit(ours)(x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+    g_ref = jax.vjp(ref, x, w)[1](cot)
+    g = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cot)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "size,ks,strides,pads",
     [
@@ -306,13 +317,7 @@ def test_strided_conv_values_and_gradients_match_lax(size, ks, strides, pads, im
     def ours(x, w):
         return layers.strided_conv(x, w, strides, pads, impl=impl)
 
-    y_ref, y = ref(x, w), jax.jit(ours)(x, w)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
-    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
-    g_ref = jax.vjp(ref, x, w)[1](cot)
-    g = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cot)
-    for a, b in zip(g, g_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    _assert_same_map(ours, ref, x, w, rng)
 
 
 @pytest.mark.parametrize(
@@ -342,13 +347,7 @@ def test_conv_transpose_values_and_gradients_match_lax(size, ks, strides, pads, 
     def ours(x, w):
         return layers.conv_transpose(x, w, strides, pads, impl=impl)
 
-    y_ref, y = ref(x, w), jax.jit(ours)(x, w)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
-    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
-    g_ref = jax.vjp(ref, x, w)[1](cot)
-    g = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cot)
-    for a, b in zip(g, g_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    _assert_same_map(ours, ref, x, w, rng)
 
 
 def test_concat_conv1x1_equals_conv_of_concatenation():

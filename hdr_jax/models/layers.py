@@ -150,6 +150,12 @@ def _dimension_numbers(nd: int) -> lax.ConvDimensionNumbers:
 CONV_IMPLS = ("im2col", "xla", "auto")
 
 
+def _lax_path(impl: str, kernel_shape: Sequence[int]) -> bool:
+    """Whether ``impl`` runs the stride-1 conv of this (rearranged) kernel as a lax conv."""
+    nd = len(kernel_shape) - 2
+    return impl == "xla" or (impl == "auto" and nd == 2 and max(kernel_shape[:nd]) > 2)
+
+
 def _conv_stride1(
     x: Array, kernel: Array, pads: Sequence[tuple[int, int]], precision: Any, impl: str = "im2col"
 ) -> Array:
@@ -162,7 +168,7 @@ def _conv_stride1(
         x = x[idx]
         pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
     if impl == "auto":
-        impl = "xla" if nd == 2 and max(kernel.shape[:nd]) > 2 else "im2col"
+        impl = "xla" if _lax_path(impl, kernel.shape) else "im2col"
     if impl == "xla":
         return lax.conv_general_dilated(
             x,
@@ -251,12 +257,6 @@ def _conv_transpose_phase(
     return y[(slice(None), *crops, slice(None))]
 
 
-def _lax_path(impl: str, kernel_shape: Sequence[int]) -> bool:
-    """Whether ``impl`` runs the stride-1 conv of this (rearranged) kernel as a lax conv."""
-    nd = len(kernel_shape) - 2
-    return impl == "xla" or (impl == "auto" and nd == 2 and max(kernel_shape[:nd]) > 2)
-
-
 # The input gradient of a transposed conv is the strided conv with the same kernel (in/out
 # swapped), which XLA:CPU runs several times faster than the phase conv's own input gradient
 # (a stride-1 conv from prod(s) * C_out channels down to C_in); the kernel gradient stays the
@@ -272,15 +272,7 @@ def _conv_transpose_lax_fwd(x, kernel, strides, padding, precision, impl):
 
 def _conv_transpose_lax_bwd(strides, padding, precision, impl, residuals, g):
     x, kernel = residuals
-    nd = kernel.ndim - 2
-    dx = lax.conv_general_dilated(
-        g,
-        jnp.swapaxes(kernel, -1, -2),
-        window_strides=strides,
-        padding=[(p, p) for p in padding],
-        dimension_numbers=_dimension_numbers(nd),
-        precision=precision,
-    )
+    dx = _lax_strided_conv(g, jnp.swapaxes(kernel, -1, -2), strides, padding, precision)
     _, vjp = jax.vjp(
         lambda k: _conv_transpose_phase(x, k, strides, padding, precision, impl), kernel
     )
@@ -360,17 +352,21 @@ def _strided_conv_s2d(
 # several times slower (its input gradient is a conv over an s-dilated array). So the forward
 # pass is the strided conv and the backward pass is the VJP of the space-to-depth form: the same
 # linear map, hence the same gradients (docs/benchmarks.md has the per-layer times).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _strided_conv_direct(x, kernel, strides, padding, precision, impl):
-    nd = kernel.ndim - 2
+def _lax_strided_conv(x, kernel, strides, padding, precision):
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=strides,
         padding=[(p, p) for p in padding],
-        dimension_numbers=_dimension_numbers(nd),
+        dimension_numbers=_dimension_numbers(kernel.ndim - 2),
         precision=precision,
     )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _strided_conv_direct(x, kernel, strides, padding, precision, impl):
+    del impl  # the backward pass's
+    return _lax_strided_conv(x, kernel, strides, padding, precision)
 
 
 def _strided_conv_direct_fwd(x, kernel, strides, padding, precision, impl):
