@@ -195,10 +195,12 @@ def tiled_apply(
         for x in _starts(w, tile_w, overlap):
             patch = image[y : y + th, x : x + tw]
             res = np.asarray(fn(patch), np.float32)
+            if not res.flags.writeable:  # a device array's view: weighted in place below
+                res = res.copy()
             wy = _ramp(th * s, overlap * s if h > tile_h else 0)
             wx = _ramp(tw * s, overlap * s if w > tile_w else 0)
             wt = (wy[:, None] * wx[None, :])[..., None]
-            out[..., y * s : (y + th) * s, x * s : (x + tw) * s, :] += res * wt
+            out[..., y * s : (y + th) * s, x * s : (x + tw) * s, :] += np.multiply(res, wt, out=res)
             wsum[y * s : (y + th) * s, x * s : (x + tw) * s] += wt
     out /= wsum  # in place: the stack of a large photo is the biggest array of the pipeline
     return out
@@ -249,6 +251,10 @@ def up_brackets(pipe: Pipeline, images: np.ndarray, up_method: str = "response")
     return np.asarray(response.reexpose_with_responses(images, probs, bank, steps, TAU))
 
 
+# One fused pass over the tile for all the up-exposures (NumPy would make several).
+_reexpose = jax.jit(naive_bracket_baseline, static_argnums=2)
+
+
 def generate_stack(
     pipe: Pipeline,
     image: np.ndarray,
@@ -267,6 +273,7 @@ def generate_stack(
     n = pipe.up.module.num_exposures
     steps = np.arange(1, n + 1)
     curve = estimate_response(pipe, image)[1] if up_method == "response" else None
+    curve = None if curve is None else jnp.asarray(curve)
     multiple = 2**pipe.up.module.depth
     # Mirrored context around every tile: zero padding at a tile's border would otherwise show
     # as a bright or dark seam along the photo's edges (interior seams are blended away).
@@ -280,7 +287,7 @@ def generate_stack(
         if curve is None:
             up = np.asarray(pipe.up.apply(pipe.up.variables, x))[0, :, m : m + h, m : m + w]
         else:  # pointwise, so tiling changes nothing
-            up = naive_bracket_baseline(patch, steps, TAU, curve)
+            up = np.asarray(_reexpose(jnp.asarray(patch), steps, TAU, curve))
         down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, m : m + h, m : m + w]
         return np.concatenate([down[::-1], patch[None], up], axis=0)
 
