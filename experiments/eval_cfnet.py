@@ -13,12 +13,11 @@ from __future__ import annotations
 import sys
 import time
 
-import tensorflow_datasets as tfds
 from absl import app, flags
 
 from hdr_jax import cli
 from hdr_jax.data import synthetic_pairs
-from hdr_jax.eval import report, stage2
+from hdr_jax.eval import stage2
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled).")
 _SCALE = flags.DEFINE_enum("scale", "2", ["2", "4"], "Super-resolution factor.")
@@ -39,21 +38,13 @@ def main(argv):
         args += ["--out", _OUT.value, "--tfds-dir", _DATA_DIR.value]
         args += ["--limit", str(_LIMIT.value), "--overwrite"]
         sys.exit(cli.main(args + (["--weights", _WEIGHTS.value] if _WEIGHTS.value else [])))
-    builder = synthetic_pairs.SyntheticPairs(
-        config=f"x{scale}", data_dir=_DATA_DIR.value, file_format="array_record"
-    )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=_HDR_DIR.value)
-    )
+    builder = synthetic_pairs.prepared(scale, _DATA_DIR.value, _HDR_DIR.value)
     t0 = time.perf_counter()
     results = stage2.evaluate_split(
         builder.as_data_source("test"), weights=_WEIGHTS.value, scale=scale, limit=_LIMIT.value
     )
-    title = (
-        f"Synthetic pairs from held-out scenes, x{scale} "
-        f"(HR {builder.builder_config.crop_size}px, {time.perf_counter() - t0:.0f} s)"
-    )
-    report.publish(_OUT.value, results, stage2.markdown(results, title), overwrite=True)
+    stage2.publish(_OUT.value, results, f"Synthetic pairs from held-out scenes, x{scale}",
+                   builder.builder_config.crop_size, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

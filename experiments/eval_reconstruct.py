@@ -39,7 +39,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result file
 
 TITLE = "Two-stage system on the held-out scenes"
 _HDR_METRICS = ("pu21", "pu21_clipped")
-_FUSED_METRICS = stage2.METRICS
+_FUSED_METRICS = (*stage2.METRICS, "photo_region_saturation", "photo_saturation")
 
 
 def summarise(per_view: list[dict], variants: list[str]) -> dict:
@@ -114,15 +114,22 @@ def to_markdown(res: dict) -> str:
         "",
         f"PSNR (dB) / SSIM / CIEDE2000 on RGB against {p['label']}; MEF-SSIM and MEF-SSIMc "
         f"against {p['mef_pair']}; mean HSV saturation of the bright pixels (max channel > 0.6) "
-        "of the image and of the label.",
+        "of the image and of the label, and over the pixels where the input photo is bright and "
+        "unclipped: of the image ('sat. where photo bright') and of the photo itself.",
         "",
     ]
-    header = ["fused image"] + [f"{v}: {m}" for v in variants for m in stage2.COLUMNS]
+    photo_cols = (("photo_region_saturation", "sat. where photo bright"),
+                  ("photo_saturation", "photo's sat. there"))
+    header = ["fused image"] + [
+        f"{v}: {m}" for v in variants for m in (*stage2.COLUMNS, *(c for _, c in photo_cols))
+    ]
     rows = []
     for name in system.FUSED_ROWS:
         row = [name]
         for v in variants:
-            row += stage2.format_row(res["summary"][v]["fused"][name])
+            scores = res["summary"][v]["fused"][name]
+            row += stage2.format_row(scores)
+            row += [f"{scores[k]:.3f}" if k in scores else "-" for k, _ in photo_cols]
         rows.append(row)
     out.append(report.markdown_table(header, rows))
     t = res["summary"][variants[0]]["median_timings_s"]

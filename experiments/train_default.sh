@@ -2,10 +2,12 @@
 # Trains the bundled default weights and exports them into hdr_jax/weights/.
 #
 # The configs' 'cpu' variants are the recipe (DrTMO: 6000 steps of batch 8; CF-Net: 1000 steps
-# of batch 8 with the MEF-SSIM term). On 2 CPU cores that is roughly 3-4 h per DrTMO network and
-# 1 h per CF-Net. The committed weights came from these configs on a lent H100, the four runs side
-# by side for 7 minutes (see the manifest's 'trained_on'); the CF-Net runs there were stopped at
-# their step-1000 checkpoint, which is what num_train_steps now says. The response classifier
+# of batch 8 with the MEF-SSIM term, then the 'colour' stage: 300 steps with the chroma term,
+# from the first stage's exported weights). On 2 CPU cores that is roughly 3-4 h per DrTMO
+# network and 1.5 h per CF-Net. The committed DrTMO weights and the CF-Nets' first stage came from
+# these configs on a lent H100, the four runs side by side for 7 minutes (see the manifest's
+# 'trained_on'; the CF-Net runs there were stopped at their step-1000 checkpoint, which is what
+# num_train_steps now says); the colour stage ran on 2 CPU cores, one network per core. The response classifier
 # (configs/response.py: 3000 steps of batch 64, ~10 min on 2 CPU cores) trains last, on the
 # DrTMO data.
 #
@@ -18,9 +20,16 @@ set -euo pipefail
 HDR_DIR=${1:-../shared/data/hdri}
 WORK=${2:-workdirs/default}
 TFDS=$WORK/tfds
-run() {  # name config
-  python -m experiments.train --config "$2" --workdir "$WORK/$1" \
+run() {  # name config [flags...]
+  mkdir -p "$(dirname "$WORK/$1")"
+  python -m experiments.train --config "$2" --workdir "$WORK/$1" "${@:3}" \
     --config.data.manual_dir="$HDR_DIR" --config.data.data_dir="$TFDS" --noprogress 2>&1 | tee -a "$WORK/$1.log"
+}
+run_cfnet() {  # scale: the cpu recipe, exported, then its colour fine-tuning
+  run "base_x$1/cfnet_x$1" "experiments/configs/cfnet.py:x$1,cpu"
+  python -m experiments.export_weights --workdir "$WORK/base_x$1" --out "$WORK/base_x$1/weights"
+  run "cfnet_x$1" "experiments/configs/cfnet.py:x$1,cpu,colour" \
+    --config.init_weights="$WORK/base_x$1/weights"
 }
 mkdir -p "$WORK"
 # Build the three datasets first, one at a time (two chains must not build the same one).
@@ -31,16 +40,16 @@ done
 if [ "${PARALLEL:-0}" = 1 ]; then
   # Two chains side by side (2 CPU cores: about the same total time, earlier first results).
   # Each chain is pinned to one core: two XLA thread pools sharing two cores slow both ~3x.
-  ( taskset -c 0 bash -c "$(declare -f run); WORK=$WORK HDR_DIR=$HDR_DIR TFDS=$TFDS; \
-      run drtmo_up experiments/configs/drtmo.py:up,cpu && run cfnet_x2 experiments/configs/cfnet.py:x2,cpu" ) &
-  ( taskset -c 1 bash -c "$(declare -f run); WORK=$WORK HDR_DIR=$HDR_DIR TFDS=$TFDS; \
-      run drtmo_down experiments/configs/drtmo.py:down,cpu && run cfnet_x4 experiments/configs/cfnet.py:x4,cpu" ) &
+  ( taskset -c 0 bash -c "set -euo pipefail; $(declare -f run run_cfnet); WORK=$WORK HDR_DIR=$HDR_DIR TFDS=$TFDS; \
+      run drtmo_up experiments/configs/drtmo.py:up,cpu && run_cfnet 2" ) &
+  ( taskset -c 1 bash -c "set -euo pipefail; $(declare -f run run_cfnet); WORK=$WORK HDR_DIR=$HDR_DIR TFDS=$TFDS; \
+      run drtmo_down experiments/configs/drtmo.py:down,cpu && run_cfnet 4" ) &
   wait
 else
   run drtmo_up experiments/configs/drtmo.py:up,cpu
   run drtmo_down experiments/configs/drtmo.py:down,cpu
-  run cfnet_x2 experiments/configs/cfnet.py:x2,cpu
-  run cfnet_x4 experiments/configs/cfnet.py:x4,cpu
+  run_cfnet 2
+  run_cfnet 4
 fi
 run response experiments/configs/response.py
 python -m experiments.export_weights --workdir "$WORK" --out hdr_jax/weights

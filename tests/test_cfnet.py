@@ -266,3 +266,72 @@ def test_bad_inputs_raise():
         jax.eval_shape(CFNet(**TINY, scale=3).init, jax.random.key(0), over, under)
     with pytest.raises(ValueError, match="remat_policy"):
         jax.eval_shape(CFNet(**TINY, remat_policy="bogus").init, jax.random.key(0), over, under)
+
+
+def _restore_chroma_numpy(fused, under, over, blend, sigma):
+    """Independent per-pixel transcription of restore_chroma (loops over the two exposures)."""
+    luma = np.array([0.2126, 0.7152, 0.0722])
+    out = np.empty_like(fused, dtype=np.float64)
+    for idx in np.ndindex(fused.shape[:-1]):
+        num, den = np.zeros(3), 0.0
+        for img in (under, over):
+            p = np.clip(img[idx].astype(np.float64), 0, 1)
+            y = p @ luma
+            sat = (p.max() - p.min()) / max(p.max(), 1e-3)
+            w = max(sat, 1e-3) * np.exp(-((y - 0.5) ** 2) / (2 * sigma**2)) + 1e-6
+            num += w * p / max(y, 1e-3)
+            den += w
+        f = fused[idx].astype(np.float64)
+        y = f @ luma
+        out[idx] = np.clip(y * (blend * num / den + (1 - blend) * f / max(y, 1e-3)), 0, 1)
+    return out
+
+
+def test_restore_chroma_matches_numpy_and_keeps_luma():
+    from hdr_jax.models.cfnet import CHROMA_SIGMA, restore_chroma
+
+    rng = np.random.default_rng(3)
+    fused, under, over = (rng.uniform(0.05, 0.95, (2, 5, 7, 3)).astype(np.float32) for _ in "fuo")
+    for blend in (0.0, 0.5, 1.0):
+        got = np.asarray(restore_chroma(fused, under, over, blend))
+        np.testing.assert_allclose(
+            got, _restore_chroma_numpy(fused, under, over, blend, CHROMA_SIGMA), atol=2e-6
+        )
+    np.testing.assert_allclose(restore_chroma(fused, under, over, 0.0), fused, atol=1e-6)
+    # Unclipped pixels keep the fused luma exactly; only the chromaticity moves.
+    got = np.asarray(restore_chroma(fused, under, over, 0.5))
+    inside = np.all((got > 0) & (got < 1), axis=-1)
+    luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    np.testing.assert_allclose((got @ luma)[inside], (fused @ luma)[inside], atol=1e-5)
+
+
+def test_restore_chroma_takes_colour_from_the_exposure_that_holds_it():
+    """A bright orange sky: clipped to near-white in the over exposure, orange but dark in the
+    under one. The fused grey-white pixel regains the orange hue, the luma stays."""
+    from hdr_jax.metrics import bright_saturation
+    from hdr_jax.models.cfnet import restore_chroma
+
+    under = np.broadcast_to(np.float32([0.55, 0.35, 0.15]), (1, 4, 4, 3))
+    over = np.broadcast_to(np.float32([1.0, 0.98, 0.95]), (1, 4, 4, 3))
+    fused = np.broadcast_to(np.float32([0.92, 0.88, 0.84]), (1, 4, 4, 3))
+    got = np.asarray(restore_chroma(fused, under, over, 1.0))
+    assert float(bright_saturation(got)[0]) > 0.5 > float(bright_saturation(fused)[0])
+    assert got[0, 0, 0, 0] > got[0, 0, 0, 1] > got[0, 0, 0, 2]  # orange: R > G > B
+    grey = np.full((1, 4, 4, 3), 0.7, np.float32)  # grey sources: a grey of the fused luma
+    luma = float(fused[0, 0, 0] @ np.float32([0.2126, 0.7152, 0.0722]))
+    np.testing.assert_allclose(restore_chroma(fused, grey, grey, 1.0), luma, atol=1e-5)
+
+
+def test_chroma_blend_changes_only_the_fused_output(tiny):
+    from hdr_jax.models.cfnet import restore_chroma
+
+    _, variables, _, out, (over, under) = tiny
+    blended = jax.jit(CFNet(**TINY, scale=2, chroma_blend=0.5).apply)(variables, over, under)
+    for k in ("srb_over", "srb_under", "steps_over", "steps_under"):
+        np.testing.assert_array_equal(blended[k], out[k])
+    np.testing.assert_allclose(
+        blended["fused"],
+        restore_chroma(out["fused"], out["srb_under"], out["srb_over"], 0.5),
+        atol=1e-6,
+    )
+    assert not np.allclose(blended["fused"], out["fused"], atol=1e-3)

@@ -48,3 +48,12 @@ def test_cfnet_scale_and_tiny_schedule():
     tiny = cfnet.get_config("tiny")
     assert tiny.model.scale == 2
     assert (tiny.num_train_steps, tiny.log_every, tiny.eval_every, tiny.checkpoint_every) == (4, 2, 4, 2)
+
+
+def test_cfnet_colour_stage_of_the_bundled_recipe():
+    base, colour = cfnet.get_config("x2,cpu"), cfnet.get_config("x2,cpu,colour")
+    assert (base.loss.colour_weight, base.loss.mef_weight, base.num_train_steps) == (0.0, 1.0, 1000)
+    assert (colour.loss.colour_weight, colour.loss.mef_weight, colour.num_train_steps) == (4.0, 1.0, 300)
+    assert base.model.chroma_blend == colour.model.chroma_blend == 0.35
+    # Only the loss and the schedule differ: the colour stage fine-tunes the same network.
+    assert colour.model.to_dict() == base.model.to_dict()

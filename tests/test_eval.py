@@ -435,6 +435,21 @@ def test_evaluate_view(tiny_pipe):
     # Mertens label of the dense true bracket (a 1/255 scaling bug would give ~5 dB).
     assert r.fused_scores[system.FUSED_ROWS[2]]["psnr"] > 15
     assert r.images["fused"].shape == hr.shape and r.images["input"].shape == lr.shape
+    # The photo-region saturation, recomputed: HSV saturation over the pixels the photo shows
+    # bright and unclipped, on the fused image (nearest-upsampled mask) and on the photo.
+    photo = r.images["input"]
+    clean = protocol.render_srgb8(lr, r.info["exposure"])  # clipping is judged before the JPEG
+    region = (photo.max(-1) > 0.6) & np.all(clean < 254 / 255 - 1e-6, axis=-1)
+    assert region.any()
+
+    def hsv_s(im):
+        return (im.max(-1) - im.min(-1)) / np.maximum(im.max(-1), 1e-12)
+
+    region_hr = np.kron(region, np.ones((2, 2), bool))  # each LR pixel covers 2x2 HR pixels
+    for s in r.fused_scores.values():
+        assert s["photo_saturation"] == pytest.approx(hsv_s(photo)[region].mean(), rel=1e-4)
+    got = r.fused_scores[system.FUSED_ROWS[0]]["photo_region_saturation"]
+    assert got == pytest.approx(hsv_s(r.images["fused"])[region_hr].mean(), rel=1e-4)
     lo, hi = r.info["kept"]
     assert lo <= 8 + r.info["pair_steps"][0] <= 8 + r.info["pair_steps"][1] <= hi
     with pytest.raises(ValueError, match="not 2x"):

@@ -132,6 +132,7 @@ _QUICK_SCHEDULE = {
     "checkpoint_every": 1,
     "log_every": 1,
     "num_eval": 2,
+    "fast_init": True,  # init from XLA's RNG (other numbers; these runs only smoke-test)
 }
 # Sizes of the default grid (False) and of --quick (True: test-sized models and data).
 SIZES = {
@@ -234,6 +235,8 @@ def _schedule(c: ml_collections.ConfigDict, s: Mapping[str, Any], steps: int) ->
     c.eval_every = min(s["eval_every"], c.num_train_steps)
     c.checkpoint_every = s.get("checkpoint_every", c.eval_every)
     c.max_checkpoints = 2
+    if s.get("fast_init"):  # smoke runs: a cheaper-to-compile init (hdr_jax.training.loop)
+        c.init_rng_impl = "unsafe_rbg"
 
 
 def drtmo_config(
@@ -259,6 +262,7 @@ def cfnet_config(
     c = cfnet_configs.get_config("x2,tiny" if quick else "x2,cpu")
     c.seed = seed
     c.model.update(features=s["features"], num_groups=s["groups"], num_steps=3)
+    c.model.chroma_blend = 0.0  # the paper's fused output: the ablations are the paper's
     c.data.update(num_eval=s["num_eval"], builder_config=s["data"] or None)
     c.optimizer.learning_rate = s["lr"]
     _schedule(c, s, steps)

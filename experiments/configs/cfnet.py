@@ -6,6 +6,8 @@ Usage: --config experiments/configs/cfnet.py[:VARIANT], VARIANT a comma-separate
     cpu                narrower model that trains on a laptop CPU (32 features, 3 groups, T=3)
     tiny               test-sized model and data (seconds per step)
     sice               train on a SICE folder (data.manual_dir) instead of synthetic pairs
+    colour             the colour fine-tuning of the bundled weights: 300 steps with the chroma
+                       loss term, from config.init_weights (set it to the first stage's weights)
 An unknown option is an error.
 """
 
@@ -14,7 +16,7 @@ import ml_collections
 from experiments.configs import common
 
 SCALES = ("x2", "x4")
-VARIANTS = SCALES + ("paper", "cpu", "tiny", "sice")
+VARIANTS = SCALES + ("paper", "cpu", "tiny", "sice", "colour")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -44,6 +46,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             conv_impl="auto",
             split_concat=False,  # dense 1x1 transitions without concat copies (memory setting)
             unroll_steps=None,  # None: rolled loop exactly when remat is on
+            # 35 % of the fused chromaticity from the SRB images' exposure-weighted one
+            # (hdr_jax.models.cfnet.restore_chroma; chosen on training-scene pairs); 0 = paper.
+            chroma_blend=0.35,
         )
     )
 
@@ -93,6 +98,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         # below Mertens fusion of the HR pair on MEF-SSIM (docs/results).
         config.loss.mef_weight = 1.0
         common.set_schedule(config, num_train_steps=1000, log_every=50, eval_every=500,
+                            checkpoint_every=100)
+    if "colour" in opts:
+        # Second stage of the bundled recipe: the chroma term (hdr_jax.losses.chroma_loss)
+        # against the label, on top of the cpu recipe's weights (config.init_weights).
+        config.loss.colour_weight = 4.0
+        common.set_schedule(config, num_train_steps=300, log_every=50, eval_every=300,
                             checkpoint_every=100)
     if "tiny" in opts:
         config.model.update(features=8, num_groups=2, num_steps=2)

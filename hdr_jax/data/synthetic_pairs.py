@@ -250,3 +250,13 @@ class SyntheticPairs(LocalCodePath, tfds.core.GeneratorBasedBuilder):
                 ex = synthesize_pair(crop, crfs[name], ev_u, ev_o, scale=cfg.scale, lr_kernel=cfg.lr_kernel)
                 ex.update(sequence=f"{path.stem}/{v}", num_exposures=np.int32(2), crf=name)
                 yield f"{path.stem}/{v}", ex
+
+
+def prepared(scale: int, data_dir: str, manual_dir: str) -> SyntheticPairs:
+    """The builder of the x``scale`` pairs in ``data_dir``, built from the HDR folder
+    ``manual_dir`` first if it is not there yet (what the stage-2 evaluation scripts read)."""
+    builder = SyntheticPairs(config=f"x{scale}", data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+    return builder

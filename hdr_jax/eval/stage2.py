@@ -31,6 +31,7 @@ __all__ = [
     "markdown",
     "model_method",
     "per_example_scores",
+    "publish",
 ]
 
 METRICS = ("psnr", "ssim", "ciede2000", "mef_ssim", "mef_ssim_c", "saturation", "label_saturation")
@@ -120,6 +121,14 @@ def evaluate_split(source: Any, *, weights: str | None, scale: int, limit: int =
     :func:`markdown`)."""
     methods = {"CF-Net (ours)": model_method(weights, scale), **baselines.baseline_methods()}
     return evaluate_methods(iterate_split(source, scale=scale, limit=limit), methods, scale)
+
+
+def publish(out: str, results: Mapping[str, Mapping[str, Any]], what: str, hr_size: int,
+            seconds: float) -> None:
+    """Writes ``results`` as out/results.json and the :func:`markdown` table (replacing them),
+    titled ``what`` with the HR size and the evaluation time."""
+    title = f"{what} (HR {hr_size}px, {seconds:.0f} s)"
+    report.publish(out, results, markdown(results, title), overwrite=True)
 
 
 def markdown(results: Mapping[str, Mapping[str, Any]], title: str) -> str:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from hdr_jax import io as hdr_io
-from hdr_jax import merge, pipeline
+from hdr_jax import merge, metrics, pipeline
 from hdr_jax.camera.exposure import TAU
 from hdr_jax.camera.panorama import is_panorama
 from hdr_jax.data import hdr_brackets, synthetic_pairs
@@ -179,6 +179,16 @@ def evaluate_view(
         name: {k: float(v) for k, v in stage2.fused_scores(p, label, under_hr, over_hr).items()}
         for name, p in fused_preds.items()
     }
+    # Where the photo itself is bright and holds its colour (no channel clipped), the fused
+    # image should be no less colourful than the photo.
+    region = (ldr.max(axis=-1) > metrics.BRIGHT_THRESHOLD) & ~clipped
+    region_hr = np.repeat(np.repeat(region, scale, axis=0), scale, axis=1)
+    photo_saturation = float(metrics.bright_saturation(ldr, region))
+    for name, p in fused_preds.items():
+        fused_scores[name]["photo_region_saturation"] = float(
+            metrics.bright_saturation(p, region_hr)
+        )
+        fused_scores[name]["photo_saturation"] = photo_saturation
     info = {
         "exposure": a,
         "clipped_fraction": float(clipped.mean()),

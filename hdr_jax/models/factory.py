@@ -55,4 +55,5 @@ def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
         conv_impl=_get(m, "conv_impl", "auto"),  # older manifests: same maths, see layers.py
         unroll_steps=m.get("unroll_steps"),
         split_concat=_get(m, "split_concat", False),
+        chroma_blend=float(_get(m, "chroma_blend", 0.0)),  # older manifests: the paper's output
     )

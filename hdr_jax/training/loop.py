@@ -158,12 +158,19 @@ def train_and_evaluate(
     acc: dict[str, list] = {}
     t0 = time.perf_counter()
     saved = start
+    previous = None
     try:
         # SIGINT/SIGTERM, where the caller routes them (interrupts.handled), end the loop after
         # the step in flight, and that step is checkpointed.
         for step in _steps(start, total):
             batch = parallel.global_batch(numeric(next(train_iter)), batch_sharding)
             state, metrics = train_step(state, batch)
+            # Dispatch is asynchronous: unbounded, the host would queue every step up to the
+            # next log line, and a signal would wait for all of them to compute. One step is
+            # queued behind the one computing (its batch loads meanwhile), no more.
+            if previous is not None:
+                jax.block_until_ready(previous)
+            previous = metrics
             for k, v in metrics.items():
                 acc.setdefault(k, []).append(v)
             bar.update(1)
@@ -217,6 +224,12 @@ def _steps(start: int, total: int):
                 return
 
 
+#: The initial state is computed once, so its program is compiled without XLA's backend
+#: optimisations: on a CPU their LLVM passes cost far more time than they save (a CF-Net init:
+#: threefry for every parameter plus the traced forward pass; see docs/benchmarks_notes.md).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
 def jit_steps(
     task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
 ) -> tuple[Any, tuple[Callable, Callable], jax.sharding.NamedSharding]:
@@ -227,11 +240,20 @@ def jit_steps(
     split over the devices). Metrics come back replicated, readable on every process.
     """
     # The key is made inside jit so every process computes its shards of the same state.
-    init = lambda: task.init_state(jax.random.key(config.seed))  # noqa: E731
+    def init():
+        key = jax.random.key(config.seed)
+        impl = config.get("init_rng_impl", "")
+        if not impl:
+            return task.init_state(key)
+        # Another generator for the initial draw only (e.g. 'unsafe_rbg', XLA's own RNG: other
+        # numbers than threefry, about half the compile time of a CF-Net init); the steps
+        # keep the threefry key.
+        return task.init_state(jax.random.key(config.seed, impl=impl)).replace(rng=key)
+
     shardings = parallel.state_shardings(
         jax.eval_shape(init), mesh, config.get("state_sharding", "replicated")
     )
-    state = jax.jit(init, out_shardings=shardings)()
+    state = jax.jit(init, out_shardings=shardings, compiler_options=INIT_COMPILER_OPTIONS)()
     batch, everywhere = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     train_step = jax.jit(
         task.train_step,
