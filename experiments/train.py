@@ -5,7 +5,8 @@
 
 Rerunning the same command resumes from the latest checkpoint in DIR. SIGTERM or SIGINT ends
 the run after the step in flight with a checkpoint of it (exit 143 / 130, one line); a checkpoint
-that cannot be written ends it with one line and exit 1, the earlier checkpoints intact.
+that cannot be written ends it with one line and exit 1, the earlier checkpoints intact, and so
+does a workdir (or checkpoint) that holds a different model than the config describes.
 
 The same command trains on every local device (the global batch, config.batch_size, split over
 them). Several processes (hosts): start it once per process with
@@ -79,6 +80,8 @@ def main(argv):
                 file=sys.stderr,
             )
             raise SystemExit(e.exit_status) from None
+        except checkpoint.CheckpointMismatchError as e:
+            raise SystemExit(f"experiments.train: error: {e}") from None
         except OSError as e:  # CheckpointWriteError, or a workdir that cannot be created
             text = str(e) if isinstance(e, checkpoint.CheckpointWriteError) else (
                 f"{_WORKDIR.value}: {e.strerror or e}"

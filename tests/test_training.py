@@ -178,6 +178,21 @@ def test_drtmo_sigkill_and_resume_equals_uninterrupted(
     assert_params_differ(uninterrupted, _restore(drtmo_uninterrupted, step=4))
 
 
+def test_cli_refuses_a_workdir_of_another_model_in_one_line(data, cli_env, drtmo_uninterrupted):
+    args = [a for a in _drtmo_args(data, drtmo_uninterrupted) if "num_train_steps" not in a]
+    res = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args, "--config.num_train_steps=8",
+         "--config.model.depth=4"],
+        env=cli_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("experiments.train: error: "), res.stderr
+    assert "different model config" in lines[0]
+    assert _latest_step(drtmo_uninterrupted) == 6  # nothing was trained or written
+
+
 # -- CF-Net: train_and_evaluate in this process, 3 steps then 6 --------------------------------
 
 
