@@ -292,6 +292,7 @@ def _run(task: Any, config: Any, workdir: Path, *, progress: bool) -> tuple[dict
     status = run_status(workdir, total)
     state = None
     trained_now = False
+    evaluated: dict[int, stats.Collector] = {}
     if status != "done" and not (status == "partial" and latest_checkpoint_step(workdir) == total):
         # (A partial run with its final checkpoint was killed during the final evaluation:
         # nothing is left to train, it is evaluated below.)
@@ -301,7 +302,8 @@ def _run(task: Any, config: Any, workdir: Path, *, progress: bool) -> tuple[dict
         )
         t0 = time.perf_counter()
         state = loop.train_and_evaluate(
-            task, config, str(workdir), progress=progress, previews=False
+            task, config, str(workdir), progress=progress, previews=False,
+            on_eval=lambda step, metrics: evaluated.update({step: metrics}),
         )
         add_wall_time(workdir, time.perf_counter() - t0)
         trained_now = True
@@ -309,8 +311,12 @@ def _run(task: Any, config: Any, workdir: Path, *, progress: bool) -> tuple[dict
     if trained_now or result is None or result.get("steps") != total:
         if state is None:
             state = restore_final_state(task, config, workdir)
-        # The loop's own evaluation, kept per example for the paired comparisons.
-        metrics = loop.evaluate_per_example(task, state, jax.jit(task.eval_step))
+        # The loop's own evaluation, kept per example for the paired comparisons (the one the
+        # loop just ran at the final step, when it did: no second compile of the eval step).
+        if total in evaluated:
+            metrics = evaluated[total]
+        else:
+            metrics = loop.evaluate_per_example(task, state, jax.jit(task.eval_step))
         per_example, means = metrics.arrays(), metrics.means()
         if run_status(workdir, total) != "done":
             append_eval_record(workdir, total, means)

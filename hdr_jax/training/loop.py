@@ -128,13 +128,15 @@ def train_and_evaluate(
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     previews: bool = True,
+    on_eval: Callable[[int, stats.Collector], None] | None = None,
 ) -> Any:
     """Trains `task` for config.num_train_steps, resuming from the latest checkpoint in workdir.
 
     On `mesh` (default: every device of every process, `parallel.make_mesh`); a checkpoint saved
     on any number of devices resumes on any other. ``previews``: after each evaluation, write
     the task's preview images (when it has a ``previews`` method); off, no forward pass is
-    compiled for them.
+    compiled for them. ``on_eval(step, metrics)`` receives each evaluation's per-example
+    metrics (e.g. to keep the final one without evaluating and compiling the step again).
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.per_process_batch(config.batch_size, mesh)  # fails before anything is written
@@ -193,7 +195,10 @@ def train_and_evaluate(
                 checkpoint.save(manager, state, train_iter)
                 saved = step
             if config.eval_every and (step % config.eval_every == 0 or step == total):
-                results = evaluate(task, state, eval_step)
+                collected = evaluate_per_example(task, state, eval_step)
+                if on_eval is not None:
+                    on_eval(step, collected)
+                results = collected.means()
                 writer.scalars(step, "eval", results)
                 text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
                 if primary:
