@@ -168,9 +168,22 @@ def _tiles(pipe, args: argparse.Namespace, hw: tuple[int, int], *, stage1: bool,
     return {k: tiles[k] for k in ("stage1_tile", "stage2_tile") if tiles[k]}
 
 
+def _response_curve(args: argparse.Namespace) -> np.ndarray | None:
+    """The (1024,) curve ``--response`` names, or None (not given)."""
+    if args.response is None:
+        return None
+    from hdr_jax.camera import crf
+
+    try:
+        return crf.parse_response(args.response)
+    except ValueError as e:
+        raise CLIError(f"--response: {e}") from None
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
+    curve = _response_curve(args)
     photos = hdr_io.list_images(args.photos, kinds=("ldr",))
     pipe = pipeline.Pipeline.load(args.weights)
     outdir = _make_outdir(_output_path(args.output))
@@ -210,7 +223,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     quiet_bar = args.quiet or len(jobs) < 2 or not sys.stderr.isatty()
     for path, outs in tqdm(jobs, desc="reconstruct", unit="photo", disable=quiet_bar):
         try:
-            _reconstruct_one(pipe, path, outs, args)
+            _reconstruct_one(pipe, path, outs, args, curve)
         except (hdr_io.ImageIOError, CLIError) as e:
             if len(photos) == 1:
                 raise
@@ -231,7 +244,9 @@ def _warn_degenerate(path: Path, image: np.ndarray) -> None:
         )
 
 
-def _reconstruct_one(pipe, path: Path, outs: dict[str, Path], args: argparse.Namespace) -> None:
+def _reconstruct_one(
+    pipe, path: Path, outs: dict[str, Path], args: argparse.Namespace, curve: np.ndarray | None
+) -> None:
     from hdr_jax import pipeline
 
     image = _read_photo(path)
@@ -244,6 +259,7 @@ def _reconstruct_one(pipe, path: Path, outs: dict[str, Path], args: argparse.Nam
         scale=args.scale,
         merge_method=args.merge,
         up_method=args.up,
+        response_curve=curve,
         **tiles,
     )
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
@@ -276,6 +292,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
     path = Path(args.image)
+    curve = _response_curve(args)
     pipe = pipeline.Pipeline.load(args.weights)
     outdir = _make_outdir(_output_path(args.output))
     n_side = pipe.up.module.num_exposures
@@ -287,9 +304,10 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     _warn_degenerate(path, image)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
-        pipe, image, up_method=args.up, **({"tile": tiles["stage1_tile"]} if tiles else {})
+        pipe, image, up_method=args.up, response_curve=curve,
+        **({"tile": tiles["stage1_tile"]} if tiles else {}),
     )
-    hdr, kept = pipeline.merge_photo_stack(stack, image, args.merge)
+    hdr, kept = pipeline.merge_photo_stack(stack, image, args.merge, curve)
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
         for i, p in generated.items():
             out.write_ldr(p, stack[i])
@@ -377,6 +395,13 @@ UP_HELP = (
     "the DrTMO up-exposure network"
 )
 
+RESPONSE_HELP = (
+    "the camera's response, when you know it: 'srgb', 'gamma:G' (x^(1/G), e.g. gamma:2.2), or a "
+    "file of N >= 2 samples of the response at evenly spaced normalised irradiance 0..1 (.npy, "
+    "or text), from 0 to 1 and non-decreasing. The up-exposures and the merge use it (default: "
+    "the recognised response for the up-exposures, the sRGB curve for the merge)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -411,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stack", action="store_true", help="also write the 17 exposures")
     r.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     r.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
+    r.add_argument("--response", default=None, metavar="CURVE", help=RESPONSE_HELP)
     r.add_argument("--quiet", action="store_true")
     common(r)
     budget_option(r)
@@ -421,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     b.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
+    b.add_argument("--response", default=None, metavar="CURVE", help=RESPONSE_HELP)
     common(b)
     budget_option(b)
     b.set_defaults(func=cmd_brackets)

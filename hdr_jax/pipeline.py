@@ -262,18 +262,25 @@ def generate_stack(
     tile: int = STAGE1_TILE,
     overlap: int = 64,
     up_method: str | None = None,
+    response_curve: np.ndarray | None = None,
 ) -> np.ndarray:
     """Returns the (17, H, W, 3) stack [d8..d1, input, u1..u8]: the DownExposureNet below the
     input, the up-exposures (``up_method``, see :data:`UP_METHODS`; default 'response' when the
-    weights have a classifier, else 'network') above it."""
+    weights have a classifier or ``response_curve`` is given, else 'network') above it.
+
+    ``response_curve``: the camera's (1024,) response when the user knows it; 'response' then
+    re-exposes with it instead of the classifier's choice."""
     if up_method is None:
-        up_method = "response" if pipe.response is not None else "network"
+        has_curve = pipe.response is not None or response_curve is not None
+        up_method = "response" if has_curve else "network"
     if up_method not in UP_METHODS:
         raise ValueError(f"up_method must be one of {UP_METHODS}, got {up_method!r}")
     n = pipe.up.module.num_exposures
     steps = np.arange(1, n + 1)
-    curve = estimate_response(pipe, image)[1] if up_method == "response" else None
-    curve = None if curve is None else jnp.asarray(curve)
+    curve = None
+    if up_method == "response":
+        known = response_curve is not None
+        curve = jnp.asarray(response_curve if known else estimate_response(pipe, image)[1])
     multiple = 2**pipe.up.module.depth
     # Mirrored context around every tile: zero padding at a tile's border would otherwise show
     # as a bright or dark seam along the photo's edges (interior seams are blended away).
@@ -368,14 +375,20 @@ def reconstruct(
     stage1_tile: int = STAGE1_TILE,
     stage2_tile: int = STAGE2_TILE,
     up_method: str | None = None,
+    response_curve: np.ndarray | None = None,
 ) -> Result:
-    """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview."""
+    """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview.
+
+    ``response_curve``: the camera's (1024,) response (:func:`crf.parse_response`), when known:
+    the up-exposures and the merge's linearisation use it; otherwise the up-exposures use the
+    recognised response and the merge the sRGB curve."""
     t = {}
     t0 = time.perf_counter()
-    stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method)
+    stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method,
+                           response_curve=response_curve)
     t["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hdr, kept = merge_photo_stack(stack, image, merge_method)
+    hdr, kept = merge_photo_stack(stack, image, merge_method, response_curve)
     t["merge_s"] = time.perf_counter() - t0
     pair = pick_pair(stack, kept)
     fused = None
@@ -403,23 +416,28 @@ def degenerate(image: np.ndarray) -> str | None:
 
 
 def merge_photo_stack(
-    stack: np.ndarray, image: np.ndarray, method: str = "anchored"
+    stack: np.ndarray,
+    image: np.ndarray,
+    method: str = "anchored",
+    response_curve: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """The HDR of one photo from its (17, H, W, 3) stack: `merge.merge_stack`, with Debevec's
     arbitrary gain matched to the input, and for a :func:`degenerate` photo its own linearised
     values (0 for black, the sensor's ceiling for clipped), since any merged detail, colour or
-    gain there would be invented by the networks."""
-    hdr, kept = merge.merge_stack(stack, method=method, tau=TAU)
+    gain there would be invented by the networks. Linearised with ``response_curve`` (sRGB
+    when None)."""
+    curve = crf_lib.srgb_crf() if response_curve is None else np.asarray(response_curve)
+    hdr, kept = merge.merge_stack(stack, method=method, tau=TAU, curve=curve)
     if degenerate(image):
-        return np.asarray(crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image), np.float32), kept
+        return np.asarray(crf_lib.apply_inverse_crf(curve, image), np.float32), kept
     if method == "debevec":
-        hdr = _match_input_scale(hdr, image)
+        hdr = _match_input_scale(hdr, image, curve)
     return hdr, kept
 
 
-def _match_input_scale(hdr: np.ndarray, image: np.ndarray) -> np.ndarray:
+def _match_input_scale(hdr: np.ndarray, image: np.ndarray, curve: np.ndarray) -> np.ndarray:
     """Scales an HDR of arbitrary gain so well-exposed input pixels keep their linear value."""
-    lin = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image)
+    lin = crf_lib.apply_inverse_crf(curve, image)
     ok = (image > 0.05) & (image < 0.95) & (hdr > 0)
     if not np.any(ok):
         return hdr

@@ -137,6 +137,62 @@ def test_invert_crf_flat_parts():
     np.testing.assert_allclose(np.asarray(invert_crf(jnp.asarray(f))), g, atol=1e-6)
 
 
+# --- a response the user names -----------------------------------------------------------
+
+
+def test_parse_response_names_and_files(tmp_path):
+    np.testing.assert_array_equal(crf_lib.parse_response("sRGB"), crf_lib.srgb_crf())
+    np.testing.assert_array_equal(crf_lib.parse_response(" gamma:2.2 "), crf_lib.gamma_crf(2.2))
+    # A file of N samples is interpolated linearly onto the 1024-sample grid (np.interp).
+    xs = np.linspace(0.0, 1.0, 33)
+    samples = xs ** (1 / 1.8)
+    np.save(tmp_path / "f.npy", samples)
+    (tmp_path / "f.txt").write_text("\n".join(f"{v:.9f}" for v in samples) + "\n")
+    (tmp_path / "f.csv").write_text(",".join(f"{v:.9f}" for v in samples))
+    expected = np.interp(X, xs, samples)
+    for name in ("f.npy", "f.txt", "f.csv"):
+        curve = crf_lib.parse_response(str(tmp_path / name))
+        assert crf_lib.is_valid_crf(curve)
+        np.testing.assert_allclose(curve, expected, atol=1e-6)
+    np.save(tmp_path / "col.npy", samples[:, None])  # one column is fine
+    np.testing.assert_allclose(crf_lib.parse_response(str(tmp_path / "col.npy")), expected,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("0 0.5 0.4 1", "non-decreasing"),
+        ("0.1 0.5 1", "from 0 to 1"),
+        ("0 0.5 2", "from 0 to 1"),
+        ("0.0", "at least 2"),
+        ("0 nan 1", "non-finite"),
+        ("0 half 1", "not a list of numbers"),
+    ],
+)
+def test_parse_response_rejects_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as e:
+        crf_lib.parse_response(str(path))
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [("gamma:", "needs a number"), ("gamma:0", r"\[0.2, 10\]"), ("gamma:inf", r"\[0.2, 10\]"),
+     ("no-such-file.txt", "neither srgb nor gamma:G nor a file")],
+)
+def test_parse_response_rejects_bad_names(spec, match):
+    with pytest.raises(ValueError, match=match):
+        crf_lib.parse_response(spec)
+
+
+def test_resample_crf_rejects_a_table():
+    with pytest.raises(ValueError, match="one column or row"):
+        crf_lib.resample_crf(np.zeros((3, 3)))
+
+
 # --- file formats --------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from hdr_jax import cli
 from hdr_jax import io as hio
+from hdr_jax.camera import crf as crf_lib
 
 # Runs the hdr-jax CLI in subprocesses.
 pytestmark = pytest.mark.slow
@@ -49,6 +50,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "narrow": d / "narrow.png",
         "no_images": d / "no_images",
         "empty_dir": d / "empty",
+        "response": d / "response.csv",
+        "bad_response": d / "bad_response.txt",
     }
     hio.write_ldr(paths["photo"], photo)
     paths["grey"].parent.mkdir()
@@ -66,6 +69,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths["no_images"].mkdir()
     paths["empty_dir"].mkdir()
     (paths["no_images"] / "notes.txt").write_text("not an image\n")
+    paths["response"].write_text(",".join(f"{v:.8f}" for v in np.linspace(0, 1, 65) ** (1 / 2.6)))
+    paths["bad_response"].write_text("0 0.6 0.5 1\n")
     return paths
 
 
@@ -276,6 +281,16 @@ BAD_INPUT_CASES = {
         ],
         "no usable SICE",
     ),
+    "response_unknown": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", o, "--weights", w,
+                            "--response", "log-c"],
+        "--response: 'log-c' is neither srgb nor gamma:G nor a file",
+    ),
+    "response_not_monotone": (
+        lambda i, w, b, o: ["brackets", i["photo"], "-o", o, "--weights", w,
+                            "--response", i["bad_response"]],
+        "non-decreasing",
+    ),
     "evaluate_unknown_dataset": (
         lambda i, w, b, o: ["evaluate", "kodak", "--data-dir", i["no_images"], "--out", o],
         "unknown dataset",
@@ -433,6 +448,27 @@ def test_reconstruct_grey_and_16bit_then_overwrite(inputs, tiny_weights, cli_env
     assert res.returncode == 0, res.stderr
     np.testing.assert_allclose(hio.read_hdr(out / "grey.exr"), hdr["grey"], rtol=1e-6)
     assert "grey.exr" in res.stdout and "_fused" not in res.stdout
+
+
+def test_reconstruct_with_a_known_response(inputs, tiny_weights, tmp_path, capfd):
+    def run(out, *extra):
+        args = ["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights, "--scale"]
+        return _main([*args, "0", *extra], capfd)
+
+    out = tmp_path / "out"
+    rc, err = run(out, "--response", inputs["response"])
+    assert rc == 0, err
+    photo = hio.read_ldr(inputs["photo"])
+    curve = crf_lib.parse_response(str(inputs["response"]))
+    ok = photo.max(-1) < 250 / 255  # the anchored merge keeps unclipped input pixels
+    hdr = hio.read_hdr(out / "photo.exr")
+    np.testing.assert_allclose(hdr[ok], crf_lib.apply_inverse_crf(curve, photo)[ok], rtol=1e-3)
+    # Without it the merge linearises as sRGB: another HDR.
+    rc, err = run(tmp_path / "srgb")
+    assert rc == 0, err
+    srgb = hio.read_hdr(tmp_path / "srgb" / "photo.exr")
+    np.testing.assert_allclose(srgb[ok], crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), photo)[ok],
+                               rtol=1e-3)
 
 
 def test_merge_choices_are_the_merge_modules_methods():

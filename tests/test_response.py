@@ -194,6 +194,34 @@ def test_pipeline_up_exposures_use_the_recognised_response(tmp_path):
         pipeline.generate_stack(pipe, photo, up_method="magic")
 
 
+def test_a_known_response_drives_the_up_exposures_and_the_merge(tmp_path):
+    # The classifier would pick gamma 1.4; the user says the camera is gamma 2.6.
+    curves = [crf_lib.gamma_crf(1.4), crf_lib.srgb_crf()]
+    pipe = pipeline.Pipeline.load(_weights(tmp_path, curves, bias_to=0))
+    known = crf_lib.gamma_crf(2.6)
+    rng = np.random.default_rng(7)
+    radiance = exposure.normalise_radiance(testing.fake_radiance(rng, 48, 48, stops=6.0))
+    photo = np.asarray(exposure.expose(radiance, 0.5, known), np.float32)
+    stack = pipeline.generate_stack(pipe, photo, tile=32, overlap=8, response_curve=known)
+    np.testing.assert_allclose(
+        stack[9:], naive_bracket_baseline(photo, np.arange(1, 9), pipeline.TAU, known), atol=1e-6
+    )
+    res = pipeline.reconstruct(pipe, photo, scale=None, response_curve=known)
+    assumed = pipeline.reconstruct(pipe, photo, scale=None)
+    # Unclipped input pixels keep their value: the known curve's inverse, not the sRGB one.
+    ok = photo.max(-1) < 250 / 255
+    np.testing.assert_allclose(res.hdr[ok], crf_lib.apply_inverse_crf(known, photo)[ok],
+                               rtol=1e-5, atol=1e-6)
+    true = np.minimum(radiance * 0.5, 1.0)[ok]
+    err_known = np.abs(np.log2(res.hdr[ok] + 1e-3) - np.log2(true + 1e-3)).mean()
+    err_assumed = np.abs(np.log2(assumed.hdr[ok] + 1e-3) - np.log2(true + 1e-3)).mean()
+    assert err_known < 0.05 < err_assumed
+    # The same curve linearises a degenerate (all clipped) photo.
+    flat = np.ones((32, 32, 3), np.float32)
+    hdr, _ = pipeline.merge_photo_stack(np.stack([flat] * 17), flat, "anchored", known)
+    np.testing.assert_allclose(hdr, crf_lib.apply_inverse_crf(known, flat))
+
+
 def test_pipeline_without_classifier_falls_back_to_the_network(tmp_path):
     d = _weights(tmp_path, [crf_lib.gamma_crf(1.4), crf_lib.srgb_crf()])
     manifest = bundle.read_manifest(d)

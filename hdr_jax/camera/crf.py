@@ -111,6 +111,60 @@ def s_curve_crf(contrast: float, pivot: float = 0.5, gamma: float = 2.2) -> np.n
     return _finish((s(y) - s(0.0)) / (s(1.0) - s(0.0)))
 
 
+def resample_crf(values: np.ndarray) -> np.ndarray:
+    """A response given as N >= 2 samples of f at evenly spaced normalised irradiance 0..1
+    (non-decreasing, f(0) = 0, f(1) = 1, each within 1e-3) -> the (1024,) curve, by linear
+    interpolation. Raises ValueError naming what is wrong."""
+    arr = np.asarray(values, np.float64)
+    if arr.ndim > 2 or (arr.ndim == 2 and 1 not in arr.shape):
+        raise ValueError(f"a response must be one column or row of values, got shape {arr.shape}")
+    f = arr.reshape(-1)
+    if f.size < 2:
+        raise ValueError(f"a response needs at least 2 samples, got {f.size}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("a response holds non-finite values")
+    if abs(f[0]) > 1e-3 or abs(f[-1] - 1.0) > 1e-3:
+        raise ValueError(f"a response must run from 0 to 1 (normalised), got {f[0]:g} .. {f[-1]:g}")
+    if np.diff(f).min() < -1e-3:
+        raise ValueError("a response must be non-decreasing")
+    return _finish(np.interp(_GRID64, np.linspace(0.0, 1.0, f.size), f))
+
+
+#: What :func:`parse_response` accepts besides a file.
+RESPONSE_NAMES = ("srgb", "gamma:G")
+
+
+def parse_response(spec: str) -> np.ndarray:
+    """The (1024,) response a user names: ``srgb``, ``gamma:G`` (x^(1/G)), or a file of N >= 2
+    samples of f (:func:`resample_crf`): ``.npy``, or text with one value per line or
+    comma/whitespace-separated. Raises ValueError with a one-line reason."""
+    text = spec.strip()
+    if text.lower() == "srgb":
+        return srgb_crf()
+    if text.lower().startswith("gamma:"):
+        try:
+            g = float(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{spec!r}: gamma:G needs a number G, e.g. gamma:2.2") from None
+        if not (np.isfinite(g) and 0.2 <= g <= 10.0):
+            raise ValueError(f"{spec!r}: the gamma must lie in [0.2, 10]")
+        return gamma_crf(g)
+    path = Path(os.path.expanduser(text))
+    if not path.is_file():
+        raise ValueError(f"{spec!r} is neither {' nor '.join(RESPONSE_NAMES)} nor a file")
+    try:
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, allow_pickle=False)
+        else:
+            values = np.array(path.read_text().replace(",", " ").split(), np.float64)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a list of numbers ({e})") from None
+    try:
+        return resample_crf(values)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def parametric_crfs() -> dict[str, np.ndarray]:
     """The default named set that needs no data file.
 

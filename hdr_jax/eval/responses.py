@@ -13,9 +13,10 @@ qualities, exposed so that a fraction of the pixels clip:
 * ``EMoR``: curves sampled from the EMoR model (Grossberg and Nayar 2004) with a seed no
   training set uses, when the EMoR files are given.
 
-Rows per input: the system (``pipeline.reconstruct`` without stage 2), the input linearised with
-the inverse sRGB curve (what a tool that does not know the camera does) and with the true inverse
-response (an oracle: what is lost to not knowing the camera). Scores: the PU21 protocol of
+Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
+and with the camera's response given (``--response``: a user who knows the camera), the input
+linearised with the inverse sRGB curve (what a tool that does not know the camera does) and with
+the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21 protocol of
 :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight levels of
 :func:`protocol.highlight_levels`.
 """
@@ -56,6 +57,7 @@ VIEWS: tuple[tuple[float, float, float], ...] = tuple(
 EMOR_SEED = 20261201
 ROWS = (
     "ours (default pipeline)",
+    "ours (camera response given)",
     "linearised input (inverse sRGB)",
     "linearised input (true inverse response, oracle)",
 )
@@ -106,7 +108,8 @@ def evaluate_input(
     clipped = protocol.clipped_mask(clean)
     ldr = protocol.jpeg_roundtrip(clean, jpeg_quality) if jpeg_quality else clean
     res = pipeline.reconstruct(pipe, ldr, scale=None)
-    preds = dict(zip(ROWS, (res.hdr, protocol.linearise_srgb(ldr),
+    known = pipeline.reconstruct(pipe, ldr, scale=None, response_curve=curve)
+    preds = dict(zip(ROWS, (res.hdr, known.hdr, protocol.linearise_srgb(ldr),
                             protocol.linearise_srgb(ldr, curve))))
     scores = {}
     for name, pred in preds.items():
