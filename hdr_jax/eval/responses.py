@@ -13,12 +13,12 @@ qualities, exposed so that a fraction of the pixels clip:
 * ``EMoR``: curves sampled from the EMoR model (Grossberg and Nayar 2004) with a seed no
   training set uses, when the EMoR files are given.
 
-Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
-and with the camera's response given (``--response``: a user who knows the camera), the input
+Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it, and
+with the camera's response given (``--response``: a user who knows the camera), the input
 linearised with the inverse sRGB curve (what a tool that does not know the camera does) and with
-the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21 protocol of
-:func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight levels of
-:func:`protocol.highlight_levels`.
+the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21
+protocol of :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight
+levels of :func:`protocol.highlight_levels`.
 """
 
 from __future__ import annotations
