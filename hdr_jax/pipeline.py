@@ -279,8 +279,9 @@ def generate_stack(
     steps = np.arange(1, n + 1)
     curve = None
     if up_method == "response":
-        known = response_curve is not None
-        curve = jnp.asarray(response_curve if known else estimate_response(pipe, image)[1])
+        if response_curve is None:
+            response_curve = estimate_response(pipe, image)[1]
+        curve = jnp.asarray(response_curve)
     multiple = 2**pipe.up.module.depth
     # Mirrored context around every tile: zero padding at a tile's border would otherwise show
     # as a bright or dark seam along the photo's edges (interior seams are blended away).
