@@ -184,8 +184,9 @@ def test_quick_report_files(quick_run):
 
 
 def test_quick_runs_match_the_training_loop(quick_run):
-    """The per-example results, evaluated again from the restored final checkpoint, have the
-    means of the loop's own final eval record (same examples, same state)."""
+    """The per-example results have the means of the loop's own final eval record (they are
+    that evaluation, kept per example; a run whose final evaluation was interrupted is
+    evaluated from its restored checkpoint: test_rerun_skips_and_resume_is_exact)."""
     root, _ = quick_run
     for name in ("cfnet/full", "drtmo/full/down", "drtmo/full/up"):
         wd = root / name
@@ -302,6 +303,37 @@ def test_rerun_skips_and_resume_is_exact(quick_run, hdr_dir):
     assert results["suites"]["drtmo"]["runs"]["full/up"]["trained_now"]
     assert not results["suites"]["drtmo"]["runs"]["full/down"]["trained_now"]
 
+    # Killed during the final evaluation: the final checkpoint is there, its eval record and
+    # the result are not. The rerun trains nothing, restores that checkpoint and evaluates it:
+    # the scores of the loop's own final evaluation, and the eval record is written.
+    records = loop.read_metrics(wd)
+    keep = [r for r in records if not (r["split"] == "eval" and r["step"] == 2)]
+    assert len(keep) == len(records) - 1
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+    (wd / run.RESULT_FILE).unlink()
+    ckpts = sorted(p.name for p in (wd / "checkpoints").iterdir())
+    assert run.run_status(wd, 2) == "partial"
+    run.run_ablations(
+        suite="drtmo",
+        workdir=root,
+        quick=True,
+        hdr_dir=str(hdr_dir),
+        variants=["full"],
+        command="test run 4",
+        plots=False,
+    )
+    assert run.run_status(wd, 2) == "done"
+    assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ckpts
+    assert [r["split"] for r in loop.read_metrics(wd)].count("train") == [
+        r["split"] for r in keep].count("train")  # fmt: skip
+    results = json.loads(paths["json"].read_text())
+    assert not results["suites"]["drtmo"]["runs"]["full/up"]["trained_now"]
+    again = json.loads((wd / run.RESULT_FILE).read_text())
+    for k, v in new["per_example"].items():
+        np.testing.assert_allclose(
+            np.asarray(again["per_example"][k], float), np.asarray(v, float), rtol=1e-5, err_msg=k
+        )
+
     # --report_only: nothing trains, the report goes elsewhere and keeps its discussion.md.
     out = root.parent / (root.name + "_report")
     out.mkdir()
@@ -317,7 +349,7 @@ def test_rerun_skips_and_resume_is_exact(quick_run, hdr_dir):
     )
     assert rep["markdown"] == out / "ablations.md"
     results = json.loads(rep["json"].read_text())
-    assert [c["command"] for c in results["commands"]] == [f"test run {i}" for i in (1, 2, 3)]
+    assert [c["command"] for c in results["commands"]] == [f"test run {i}" for i in (1, 2, 3, 4)]
     assert len(results["suites"]["drtmo"]["runs"]) == 2 * len(grid.DRTMO_VARIANTS)
     assert len(results["suites"]["cfnet"]["runs"]) == len(grid.CFNET_VARIANTS)
     assert not any(

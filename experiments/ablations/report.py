@@ -138,10 +138,19 @@ def drtmo_step_table(sr: Mapping[str, Any], num_exposures: int = 8) -> str:
     return _table(header, rows)
 
 
+#: The stage-2 scores of a run or a baseline (``hdr_jax.eval.stage2.fused_scores``): key, column,
+#: digits. Runs made before a metric existed show '–' there.
+_CFNET_SCORES = (
+    ("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("mef_ssim", "MEF-SSIM", 4),
+    ("ciede2000", "CIEDE2000", 2), ("mef_ssim_c", "MEF-SSIMc", 4), ("saturation", "bright sat.", 3),
+)
+
+
 def cfnet_tables(sr: Mapping[str, Any]) -> str:
     max_t = max([r.get("num_steps", 0) or 0 for r in sr.get("runs", {}).values()] + [1])
+    scores = [h for _, h, _ in _CFNET_SCORES]
     header = (
-        ["variant", "params", "PSNR (dB)", "SSIM", "MEF-SSIM"]
+        ["variant", "params", *scores]
         + [f"PSNR I_{t}" for t in range(1, max_t + 1)]
         + ["train wall s"]
     )
@@ -154,13 +163,8 @@ def cfnet_tables(sr: Mapping[str, Any]) -> str:
                 rows.append([label] + ["–"] * (len(header) - 1))
                 continue
             rows.append(
-                [
-                    label,
-                    _fmt(m["params"]),
-                    _pm(m.get("psnr")),
-                    _pm(m.get("ssim"), 4),
-                    _pm(m.get("mef_ssim"), 4),
-                ]
+                [label, _fmt(m["params"])]
+                + [_pm(m.get(k), d) for k, _, d in _CFNET_SCORES]
                 + [
                     _fmt(m[f"psnr_step{t}"]["mean"]) if f"psnr_step{t}" in m else "–"
                     for t in range(1, max_t + 1)
@@ -171,18 +175,14 @@ def cfnet_tables(sr: Mapping[str, Any]) -> str:
     base = sr.get("baselines", {})
     if base:
         rows = [
-            [
-                name,
-                "–",
-                _pm(stats.summarise(d["psnr"])),
-                _pm(stats.summarise(d["ssim"]), 4),
-                _pm(stats.summarise(d["mef_ssim"]), 4) if "mef_ssim" in d else "–",
-            ]
+            [name, "–"]
+            + [_pm(stats.summarise(d[k]), dg) if k in d else "–" for k, _, dg in _CFNET_SCORES]
             for name, d in base.items()
             if isinstance(d, Mapping) and "psnr" in d
         ]
         out.append(
-            "#### Baselines on the same x2 evaluation crops\n\n" + _table(header[:5], rows)
+            "#### Baselines on the same x2 evaluation crops\n\n"
+            + _table(header[: 2 + len(_CFNET_SCORES)], rows)
         )
     return "\n".join(out)
 
@@ -386,8 +386,9 @@ _DRTMO_NOTE = (
     "networks, robust merge with the sRGB inverse CRF, protocol of `hdr_jax/eval/protocol.py`."
 )
 _CFNET_NOTE = (
-    "Mean ± SE over the held-out crops. PSNR/SSIM (RGB) against the fused label, MEF-SSIM "
-    "against the HR under/over pair (needs HR crops >= 41 px). PSNR I_t: "
+    "Mean ± SE over the held-out crops. PSNR/SSIM (RGB) and CIEDE2000 against the fused label, "
+    "MEF-SSIM and its colour variant MEF-SSIMc against the HR under/over pair (need HR crops >= "
+    "41 px), bright sat.: mean HSV saturation where the largest channel is above 0.6. PSNR I_t: "
     "0.5 (I_over_t + I_under_t) of feedback step t against the label."
 )
 
