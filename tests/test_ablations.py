@@ -269,21 +269,27 @@ def test_rerun_skips_and_resume_is_exact(quick_run, hdr_dir):
     old = json.loads((wd / run.RESULT_FILE).read_text())
     old_hdr = json.loads((wd.parent / run.HDR_FILE).read_text())
     hdr_mtime = (wd.parent / run.HDR_FILE).stat().st_mtime_ns
+    def rerun_with_records(keep_record, command: str) -> list[dict]:
+        """Keeps the metric records ``keep_record`` accepts, drops the result, and reruns
+        drtmo/full: partial before, done after. Returns the records kept."""
+        keep = [r for r in loop.read_metrics(wd) if keep_record(r)]
+        (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+        (wd / run.RESULT_FILE).unlink()
+        assert run.run_status(wd, 2) == "partial"
+        run.run_ablations(
+            suite="drtmo",
+            workdir=root,
+            quick=True,
+            hdr_dir=str(hdr_dir),
+            variants=["full"],
+            command=command,
+            plots=False,
+        )
+        assert run.run_status(wd, 2) == "done"
+        return keep
+
     shutil.rmtree(wd / "checkpoints" / "2")
-    keep = [r for r in loop.read_metrics(wd) if r["step"] < 2]
-    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
-    (wd / run.RESULT_FILE).unlink()
-    assert run.run_status(wd, 2) == "partial"
-    run.run_ablations(
-        suite="drtmo",
-        workdir=root,
-        quick=True,
-        hdr_dir=str(hdr_dir),
-        variants=["full"],
-        command="test run 3",
-        plots=False,
-    )
-    assert run.run_status(wd, 2) == "done"
+    rerun_with_records(lambda r: r["step"] < 2, "test run 3")
     new = json.loads((wd / run.RESULT_FILE).read_text())
     for k, v in old["per_example"].items():
         np.testing.assert_allclose(
@@ -307,22 +313,9 @@ def test_rerun_skips_and_resume_is_exact(quick_run, hdr_dir):
     # the result are not. The rerun trains nothing, restores that checkpoint and evaluates it:
     # the scores of the loop's own final evaluation, and the eval record is written.
     records = loop.read_metrics(wd)
-    keep = [r for r in records if not (r["split"] == "eval" and r["step"] == 2)]
-    assert len(keep) == len(records) - 1
-    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
-    (wd / run.RESULT_FILE).unlink()
     ckpts = sorted(p.name for p in (wd / "checkpoints").iterdir())
-    assert run.run_status(wd, 2) == "partial"
-    run.run_ablations(
-        suite="drtmo",
-        workdir=root,
-        quick=True,
-        hdr_dir=str(hdr_dir),
-        variants=["full"],
-        command="test run 4",
-        plots=False,
-    )
-    assert run.run_status(wd, 2) == "done"
+    keep = rerun_with_records(lambda r: not (r["split"] == "eval" and r["step"] == 2), "test run 4")
+    assert len(keep) == len(records) - 1
     assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ckpts
     assert [r["split"] for r in loop.read_metrics(wd)].count("train") == [
         r["split"] for r in keep].count("train")  # fmt: skip
