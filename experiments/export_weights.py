@@ -3,7 +3,8 @@
   python -m experiments.export_weights --workdir workdirs/default --out hdr_jax/weights
 
 `--workdir` holds one sub-workdir per network, named as the bundle expects: drtmo_up, drtmo_down,
-response, cfnet_x2, cfnet_x4 (missing ones are skipped with a warning). Parameters are stored in float16 by
+response, highlight (optional: the default bundle has none), cfnet_x2, cfnet_x4 (missing ones are
+skipped with a warning). Parameters are stored in float16 by
 default; the manifest records the model config, training steps, the last evaluation metrics,
 the training data and the file's SHA-256.
 """

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 DEFAULT_DIR = Path(__file__).parent / "weights"
-NETWORKS = ("drtmo_up", "drtmo_down", "response", "cfnet_x2", "cfnet_x4")
+NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cfnet_x2", "cfnet_x4")
 
 
 class WeightsError(ValueError):

@@ -260,6 +260,7 @@ def _reconstruct_one(
         merge_method=args.merge,
         up_method=args.up,
         response_curve=curve,
+        highlights=args.highlights,
         **tiles,
     )
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
@@ -307,7 +308,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
         pipe, image, up_method=args.up, response_curve=curve,
         **({"tile": tiles["stage1_tile"]} if tiles else {}),
     )
-    hdr, kept = pipeline.merge_photo_stack(stack, image, args.merge, curve)
+    hdr, kept = pipeline.photo_hdr(pipe, stack, image, args.merge, curve)
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
         for i, p in generated.items():
             out.write_ldr(p, stack[i])
@@ -383,8 +384,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 MERGE_CHOICES = merge.MERGE_METHODS
 MERGE_HELP = (
     "how the stack becomes the HDR: 'anchored' (default) keeps every input channel that is not "
-    "clipped and fills clipped channels from the generated darker exposures; 'robust' merges the "
-    "whole generated stack; 'debevec' is the public code's merge (linear response)"
+    "clipped and fills clipped channels from the generated darker exposures (and the highlight "
+    "head, when the weights have one); 'robust' merges the whole generated stack; 'debevec' is "
+    "the public code's merge (linear response)"
+)
+HIGHLIGHTS_HELP = (
+    "leave the clipped pixels at the anchored merge's levels instead of the highlight head's "
+    "prediction"
 )
 
 
@@ -437,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     r.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
     r.add_argument("--response", default=None, metavar="CURVE", help=RESPONSE_HELP)
+    r.add_argument("--no-highlights", dest="highlights", action="store_false",
+                   help=HIGHLIGHTS_HELP)
     r.add_argument("--quiet", action="store_true")
     common(r)
     budget_option(r)

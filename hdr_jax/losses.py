@@ -65,6 +65,38 @@ def drtmo_loss(
     raise ValueError(f"loss kind must be one of {DRTMO_LOSSES}, got {kind!r}")
 
 
+def highlight_loss(
+    pred: jnp.ndarray,
+    reference: jnp.ndarray,
+    clipped: jnp.ndarray,
+    region: jnp.ndarray,
+    *,
+    overall_weight: float = 1.0,
+    eps: float = 1e-5,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The HDR protocol's PU21 error as a loss (Mantiuk and Azimi 2021; not in DrTMO). Per image,
+    one gain fitted to ``pred`` on the pixels not ``clipped`` (median log luminance ratio, its
+    subgradient flowing to the median pixel), then the mean squared difference of PU21-encoded
+    channels (over 256^2) on the pixels of ``clipped`` or ``region`` (where a highlight was
+    filled), and on all pixels; each as 10 log10(MSE + eps), minus the per-image PSNR the
+    evaluation averages. Loss: the first plus ``overall_weight`` times the second, averaged
+    over the images.
+
+    pred, reference: (B, H, W, 3) linear, the reference in cd/m^2; clipped, region: (B, H, W).
+    Returns (loss, {'gain': (B,), 'clipped': (B,), 'overall': (B,)}), the last two in dB of
+    minus PSNR.
+    """
+    gain = metrics.align_gain(pred, reference, clipped < 0.5)
+    d2 = jnp.square(metrics.pu21_encode(pred * gain[:, None, None, None])
+                    - metrics.pu21_encode(reference)) / 256.0**2
+    m = jnp.maximum(clipped, region).astype(pred.dtype)[..., None]
+    mse = jnp.sum(d2 * m, axis=(1, 2, 3)) / jnp.maximum(3.0 * jnp.sum(m, axis=(1, 2, 3)), 1.0)
+    on_clipped = 10.0 * jnp.log10(mse + eps)
+    overall = 10.0 * jnp.log10(jnp.mean(d2, axis=(1, 2, 3)) + eps)
+    loss = jnp.mean(on_clipped + overall_weight * overall)
+    return loss, {"gain": gain, "clipped": on_clipped, "overall": overall}
+
+
 def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     """1 - SSIM with CF-Net's settings (eq. 19, public code): window 7, sigma 1.5, K=(0.01, 0.03),
     data range 255 on images in [0, 255], valid filtering. Mean over the batch."""

@@ -2,7 +2,9 @@
 
 Stage 1: the DownExposureNet makes the darker exposures; the brighter ones are the photo
 re-exposed with the camera response the ResponseClassifier recognises (hdr_jax/models/response.py;
-the UpExposureNet with ``up_method='network'`` or for weights without a classifier).
+the UpExposureNet with ``up_method='network'`` or for weights without a classifier). The
+input-anchored merge keeps what the photo measured; where it clipped, the highlight head
+(hdr_jax/models/highlight.py) predicts the radiance, when the weights have one.
 
 Images are HWC float32 in [0, 1] at this level (one photo at a time); the networks see NHWC tiles.
 
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +35,7 @@ import numpy as np
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
-from hdr_jax.models import registry, response
+from hdr_jax.models import highlight, registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
@@ -90,7 +93,7 @@ class Pipeline:
     def load(cls, directory: str | Path | None = None) -> Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
-        pipe.up, pipe.down, pipe.response  # noqa: B018
+        pipe.up, pipe.down, pipe.response, pipe.highlight  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -112,6 +115,13 @@ class Pipeline:
         if "response" not in self._names:
             return None
         return self.network("response")
+
+    @property
+    def highlight(self) -> Network | None:
+        """The highlight head, or None for a weights directory without one."""
+        if "highlight" not in self._names:
+            return None
+        return self.network("highlight")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -302,6 +312,75 @@ def generate_stack(
     return tiled_apply(both, image, tile=tiles, overlap=overlap, lead_shape=(2 * n + 1,))
 
 
+#: Longest side the highlight head sees when its config has no ``working_size`` (the side of
+#: its training views).
+HIGHLIGHT_MAX_SIDE = 512
+
+
+def run_highlight_head(
+    pipe: Pipeline, image: np.ndarray, *, known_response: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The highlight head on one photo (HWC, [0, 1]): (log ratio (H, W, 3), the camera response
+    it estimates (1024,), or None for a head without a curve estimate or with
+    ``known_response``)."""
+    net = pipe.highlight
+    if net is None:
+        raise bundle.WeightsError(f"{pipe.directory}: no 'highlight' network in the weights")
+    image = np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    # A larger photo is area-downscaled to the head's working size (the scale of its training
+    # views) and the log ratio upsampled bilinearly: the ratio is smooth inside a highlight and
+    # the region weight that bounds it is applied at full resolution. One call covers the whole
+    # photo, so the head's global statistics (and its curve) are the photo's, not a tile's.
+    side = int(net.entry["config"].get("working_size") or HIGHLIGHT_MAX_SIDE)
+    f = min(1.0, side / max(h, w))
+    small = image
+    if f < 1.0:
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    padded, (sh, sw) = _pad_reflect(small, 2 ** len(net.module.features))
+    out = net.apply(net.variables, highlight.input_features(jnp.asarray(padded[None]),
+                                                            float(known_response)))
+    r = np.asarray(out["log_ratio"])[0, :sh, :sw]
+    if f < 1.0:
+        r = cv2.resize(r, (w, h), interpolation=cv2.INTER_LINEAR)
+    curve = None
+    if "curve" in out and not known_response:
+        curve = highlight.response_from_knots(np.asarray(out["curve"])[0])
+    return r, curve
+
+
+def photo_hdr(
+    pipe: Pipeline,
+    stack: np.ndarray,
+    image: np.ndarray,
+    method: str = "anchored",
+    response_curve: np.ndarray | None = None,
+    highlights: bool = True,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The HDR of one photo from its stack: :func:`merge_photo_stack`, or, with ``highlights``
+    (the anchored merge, weights with a highlight head, a photo that is not
+    :func:`degenerate`), the anchored merge linearised with ``response_curve`` (when the user
+    gave it) or else the head's curve estimate, and the head's radiance wherever the photo is
+    near or at the clip level (:func:`highlight.expand`)."""
+    if not (highlights and method == "anchored" and pipe.highlight is not None
+            and not degenerate(image)):
+        return merge_photo_stack(stack, image, method, response_curve)
+    image = np.asarray(image, np.float32)
+    known = response_curve is not None
+    log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)
+    if known:
+        curve = np.asarray(response_curve)
+    else:
+        curve = estimate if estimate is not None else crf_lib.srgb_crf()
+    hdr, kept = merge_photo_stack(stack, image, method, curve)
+    linear = crf_lib.apply_inverse_crf(curve, image)
+    filled = np.asarray(highlight.expand(jnp.asarray(linear), jnp.asarray(image),
+                                         jnp.asarray(log_ratio)))
+    region = np.asarray(highlight.region_weight(jnp.asarray(image)))[..., 0] > 0
+    return np.where(region[..., None], filled, hdr).astype(np.float32), kept
+
+
 # -- stage 2 ------------------------------------------------------------------------------------
 
 
@@ -377,19 +456,22 @@ def reconstruct(
     stage2_tile: int = STAGE2_TILE,
     up_method: str | None = None,
     response_curve: np.ndarray | None = None,
+    highlights: bool = True,
 ) -> Result:
     """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview.
 
     ``response_curve``: the camera's (1024,) response (:func:`crf.parse_response`), when known:
     the up-exposures and the merge's linearisation use it; otherwise the up-exposures use the
-    recognised response and the merge the sRGB curve."""
+    recognised response and the merge the sRGB curve. ``highlights``: the highlight head fills
+    what the photo clipped (anchored merge, weights with a head, a photo that is not
+    :func:`degenerate`); otherwise the merge's levels stay."""
     t = {}
     t0 = time.perf_counter()
     stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method,
                            response_curve=response_curve)
     t["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hdr, kept = merge_photo_stack(stack, image, merge_method, response_curve)
+    hdr, kept = photo_hdr(pipe, stack, image, merge_method, response_curve, highlights)
     t["merge_s"] = time.perf_counter() - t0
     pair = pick_pair(stack, kept)
     fused = None

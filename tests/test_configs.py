@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.configs import cfnet, common, drtmo, response
+from experiments.configs import cfnet, common, drtmo, highlight, response
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,7 @@ from experiments.configs import cfnet, common, drtmo, response
         (drtmo, "up,full", "unknown drtmo.*'full'"),
         (drtmo, "up,cpu,half", "one of"),
         (response, "small", "unknown response"),
+        (highlight, "curves", "unknown highlight.*'curves'"),
     ],
 )
 def test_a_bad_variant_is_an_error(module, variant, match):
@@ -57,3 +58,9 @@ def test_cfnet_colour_stage_of_the_bundled_recipe():
     assert base.model.chroma_blend == colour.model.chroma_blend == 0.35
     # Only the loss and the schedule differ: the colour stage fine-tunes the same network.
     assert colour.model.to_dict() == base.model.to_dict()
+
+
+def test_highlight_views_are_the_working_size():
+    base, tiny = highlight.get_config(""), highlight.get_config("curve,tiny")
+    assert (base.data.size, base.model.estimate_curve) == (128, False)
+    assert (tiny.data.size, tiny.model.working_size, tiny.model.estimate_curve) == (32, 32, True)

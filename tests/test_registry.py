@@ -9,6 +9,7 @@ import pytest
 
 from experiments.configs import cfnet as cfnet_config
 from experiments.configs import drtmo as drtmo_config
+from experiments.configs import highlight as highlight_config
 from experiments.configs import response as response_config
 from hdr_jax.models import registry
 
@@ -16,12 +17,14 @@ MODELS = {
     "drtmo": drtmo_config.get_config("up,tiny").model.to_dict(),
     "cfnet": cfnet_config.get_config("x2,tiny").model.to_dict(),
     "response": {**response_config.get_config("tiny").model.to_dict(), "num_responses": 3},
+    "highlight": highlight_config.get_config("tiny,curve").model.to_dict(),
 }
 
 
 def test_kind_of_bundled_names():
-    assert [registry.kind_of(n) for n in ("drtmo_up", "drtmo_down", "cfnet_x2", "cfnet_x4", "response")] == [
-        "drtmo", "drtmo", "cfnet", "cfnet", "response"]
+    assert [registry.kind_of(n) for n in ("drtmo_up", "drtmo_down", "cfnet_x2", "cfnet_x4", "response",
+                                          "highlight")] == [
+        "drtmo", "drtmo", "cfnet", "cfnet", "response", "highlight"]
     with pytest.raises(ValueError, match="unknown network"):
         registry.kind_of("unet_x2")
     with pytest.raises(ValueError, match="unknown network kind"):
@@ -37,7 +40,11 @@ def test_abstract_variables_match_init_and_inference_shapes(kind):
     assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == jax.tree.map(
         lambda a: (a.shape, a.dtype), template)
     out = registry.inference(kind, module)(variables, *[jnp.full(x.shape, 0.5) for x in inputs])
-    want = {"drtmo": (2, 8, 32, 32, 3), "cfnet": (2, 64, 64, 3), "response": (2, 3)}[kind]
+    if kind == "highlight":
+        assert out["curve"].shape == (2, 65)
+        out = out["log_ratio"]
+    want = {"drtmo": (2, 8, 32, 32, 3), "cfnet": (2, 64, 64, 3), "response": (2, 3),
+            "highlight": (2, 32, 32, 3)}[kind]
     assert out.shape == want
     if kind == "response":
         np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)

@@ -27,11 +27,13 @@ import pytest
 from conftest import PHOTO_HW, REPO_ROOT, files_under, make_photo, run_cli, run_python_checked
 
 from experiments.configs import cfnet as cfnet_config
+from experiments.configs import highlight as highlight_config
 from experiments.configs import response as response_config
 from hdr_jax import io as hio
 from hdr_jax import pipeline
 from hdr_jax.data import testing
 from hdr_jax.eval import baselines
+from hdr_jax.models import highlight
 from hdr_jax.training import checkpoint, loop, tasks
 
 # Trains, exports and restores tiny networks.
@@ -273,24 +275,61 @@ def response_uninterrupted(data, drtmo_uninterrupted, tmp_path_factory):
     return workdir, _train(_response_config(data, 4), workdir)
 
 
-def test_response_resume_equals_uninterrupted(data, response_uninterrupted, tmp_path):
-    workdir, state_a = response_uninterrupted
-    state_2 = _train(_response_config(data, 2), tmp_path)
-    state_b = _train(_response_config(data, 4), tmp_path)  # resumes at 2
+def _resumed_at_2_equals(uninterrupted, make_config, tmp_path: Path) -> list[dict]:
+    """Trains ``make_config(2)`` in ``tmp_path``, then reruns it as ``make_config(4)`` (resuming
+    at 2): the result equals the uninterrupted 4-step run. Returns that run's eval records
+    (steps 2 and 4)."""
+    workdir, state_a = uninterrupted
+    state_2 = _train(make_config(2), tmp_path)
+    state_b = _train(make_config(4), tmp_path)  # resumes at 2: the same batches drawn
     assert_states_equal(state_b, state_a)
     assert_params_differ(state_a, state_2)
     evals = [r for r in _jsonl(workdir / "metrics.jsonl") if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [2, 4]
+    return evals
+
+
+def test_response_resume_equals_uninterrupted(data, response_uninterrupted, tmp_path):
+    evals = _resumed_at_2_equals(response_uninterrupted,
+                                 lambda steps: _response_config(data, steps), tmp_path)
     for r in evals:
         assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["cross_entropy"])
         assert 0.5 <= r["top_probability"] <= 1.0  # two responses in the tiny data
+
+
+# -- Highlight head: 2 steps then 4, in this process ---------------------------------------------
+
+
+def _highlight_config(data: dict[str, Path], steps: int):
+    config = highlight_config.get_config("tiny")
+    config.data.manual_dir = str(data["hdr"])
+    config.num_train_steps = steps
+    config.checkpoint_every = 1
+    config.eval_every = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def highlight_uninterrupted(data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("highlight_a")
+    return workdir, _train(_highlight_config(data, 4), workdir)
+
+
+def test_highlight_resume_equals_uninterrupted(data, highlight_uninterrupted, tmp_path):
+    # The views are rendered when drawn: resuming must redraw exactly the same ones.
+    evals = _resumed_at_2_equals(highlight_uninterrupted,
+                                 lambda steps: _highlight_config(data, steps), tmp_path)
+    for r in evals:
+        assert all(math.isfinite(r[k]) for k in ("pu21", "pu21_clipped", "pu21_clipped_input"))
+        assert r["gain_clipped_db"] == pytest.approx(r["pu21_clipped"] - r["pu21_clipped_input"])
 
 
 # -- train on SICE -> export -> restore -> hdr-jax fuse / evaluate / reconstruct ------------------
 
 
 @pytest.fixture(scope="module")
-def trained_weights(data, drtmo_uninterrupted, response_uninterrupted, tmp_path_factory) -> dict:
+def trained_weights(data, drtmo_uninterrupted, response_uninterrupted, highlight_uninterrupted,
+                    tmp_path_factory) -> dict:
     from experiments.export_weights import export_one
 
     workdir = tmp_path_factory.mktemp("cfnet_sice")
@@ -307,7 +346,9 @@ def trained_weights(data, drtmo_uninterrupted, response_uninterrupted, tmp_path_
     export_one(str(drtmo_uninterrupted), "drtmo_up", str(weights), "float16")
     export_one(str(drtmo_uninterrupted), "drtmo_down", str(weights), "float16")
     export_one(str(response_uninterrupted[0]), "response", str(weights), "float16")
-    return {"weights": weights, "workdir": workdir, "response": response_uninterrupted}
+    export_one(str(highlight_uninterrupted[0]), "highlight", str(weights), "float16")
+    return {"weights": weights, "workdir": workdir, "response": response_uninterrupted,
+            "highlight": highlight_uninterrupted}
 
 
 def test_sice_training_logs_eval_and_previews(trained_weights):
@@ -324,7 +365,7 @@ def test_sice_training_logs_eval_and_previews(trained_weights):
 def test_exported_weights_restore_into_the_pipeline(trained_weights, data, cli_env, tmp_path):
     weights, workdir = trained_weights["weights"], trained_weights["workdir"]
     manifest = json.loads((weights / "manifest.json").read_text())
-    assert set(manifest) == {"cfnet_x2", "drtmo_up", "drtmo_down", "response"}
+    assert set(manifest) == {"cfnet_x2", "drtmo_up", "drtmo_down", "response", "highlight"}
     assert manifest["cfnet_x2"]["steps"] == 4 and manifest["drtmo_up"]["steps"] == 6
     assert manifest["cfnet_x2"]["training_data"]["builder"] == "sice"
     assert math.isfinite(manifest["cfnet_x2"]["eval"]["psnr"])
@@ -365,6 +406,24 @@ def test_exported_weights_restore_into_the_pipeline(trained_weights, data, cli_e
         jax.device_get(r_state.variables), under[None, :32, :32], train=False
     )
     np.testing.assert_allclose(probs, jax.nn.softmax(logits), atol=1e-6)
+
+    # The highlight head: the checkpoint's parameters in float16, the task's HDR on a photo.
+    _, h_state = trained_weights["highlight"]
+    h_net = pipeline.Pipeline(weights).highlight
+    h_params = jax.tree.map(
+        lambda x: np.asarray(x).astype(np.float16).astype(np.float32), h_state.params
+    )
+    assert_states_equal(h_net.variables["params"], h_params)
+    photo = make_photo(hw=(32, 32))  # the tiny head's working size: no downscaling
+    h_task = tasks.make_task(_highlight_config(data, 4), builder=object())
+    batch = {"photo": photo[None], "linear": photo[None] ** 2.2, "known": np.ones((1, 1))}
+    expected = np.asarray(h_task.predict(h_params, batch))[0]
+    log_ratio, _ = pipeline.run_highlight_head(pipeline.Pipeline(weights), photo,
+                                               known_response=True)
+    got = np.asarray(highlight.expand(photo**2.2, photo, log_ratio))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The recipe's head has no curve estimate: a blind photo is linearised as sRGB.
+    assert pipeline.run_highlight_head(pipeline.Pipeline(weights), photo)[1] is None
 
     # `hdr-jax fuse` writes the same image (8-bit).
     out = tmp_path / "fused.png"

@@ -13,8 +13,9 @@ qualities, exposed so that a fraction of the pixels clip:
 * ``EMoR``: curves sampled from the EMoR model (Grossberg and Nayar 2004) with a seed no
   training set uses, when the EMoR files are given.
 
-Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it, and
-with the camera's response given (``--response``: a user who knows the camera), the input
+Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
+the same without its highlight head (the merge's own levels in the clipped pixels), and with
+the camera's response given (``--response``: a user who knows the camera), the input
 linearised with the inverse sRGB curve (what a tool that does not know the camera does) and with
 the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21
 protocol of :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight
@@ -57,6 +58,7 @@ VIEWS: tuple[tuple[float, float, float], ...] = tuple(
 EMOR_SEED = 20261201
 ROWS = (
     "ours (default pipeline)",
+    "ours without the highlight head (merge levels)",
     "ours (camera response given)",
     "linearised input (inverse sRGB)",
     "linearised input (true inverse response, oracle)",
@@ -107,16 +109,18 @@ def evaluate_input(
     clean = protocol.render_srgb8(radiance, a, curve)
     clipped = protocol.clipped_mask(clean)
     ldr = protocol.jpeg_roundtrip(clean, jpeg_quality) if jpeg_quality else clean
-    res = pipeline.reconstruct(pipe, ldr, scale=None)
+    # One stack per input: the head's row fills the merge of the row without it.
+    merged = pipeline.reconstruct(pipe, ldr, scale=None, highlights=False)
+    blind, _ = pipeline.photo_hdr(pipe, merged.stack, ldr)
     known = pipeline.reconstruct(pipe, ldr, scale=None, response_curve=curve)
-    preds = dict(zip(ROWS, (res.hdr, known.hdr, protocol.linearise_srgb(ldr),
+    preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, protocol.linearise_srgb(ldr),
                             protocol.linearise_srgb(ldr, curve))))
     scores = {}
     for name, pred in preds.items():
         s = protocol.pu21_protocol(pred, radiance, clipped)
         scores[name] = s | protocol.highlight_levels(pred, radiance, clipped, s["gain"], 1.0 / a)
     return {"scores": scores, "clipped_fraction": float(clipped.mean()), "exposure": a,
-            "stage1_s": res.timings.get("stage1_s")}
+            "stage1_s": merged.timings.get("stage1_s")}
 
 
 def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

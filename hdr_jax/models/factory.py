@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hdr_jax.models import cfnet, drtmo, response
+from hdr_jax.models import cfnet, drtmo, highlight, response
 
 
 def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -57,3 +57,8 @@ def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
         split_concat=_get(m, "split_concat", False),
         chroma_blend=float(_get(m, "chroma_blend", 0.0)),  # older manifests: the paper's output
     )
+
+
+def make_highlight(m: Mapping[str, Any]) -> highlight.HighlightNet:
+    return highlight.HighlightNet(features=tuple(int(f) for f in m["features"]),
+                                  estimate_curve=bool(_get(m, "estimate_curve", True)))

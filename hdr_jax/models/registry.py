@@ -3,8 +3,8 @@ inputs look like, how to initialise it and how inference calls it.
 
 Training tasks, the pipeline, the memory analysis and the benchmarks all go through these
 functions, so a network's call signature is written once. Kinds: ``'drtmo'`` (the up/down
-exposure networks), ``'cfnet'`` (fusion + super-resolution) and ``'response'`` (the camera
-response classifier). A bundled network's name maps to its kind with :func:`kind_of`.
+exposure networks), ``'cfnet'`` (fusion + super-resolution), ``'response'`` (the camera
+response classifier) and ``'highlight'`` (the clipped-highlight head). A bundled network's name maps to its kind with :func:`kind_of`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hdr_jax.models import factory
+from hdr_jax.models import factory, highlight
 
-KINDS = ("drtmo", "cfnet", "response")
+KINDS = ("drtmo", "cfnet", "response", "highlight")
 
 Array = Any
 
 
 def kind_of(name: str) -> str:
-    """'drtmo_up' / 'drtmo_down' -> 'drtmo', 'cfnet_x2' / 'cfnet_x4' -> 'cfnet', 'response'."""
+    """'drtmo_up' / 'drtmo_down' -> 'drtmo', 'cfnet_x2' / 'cfnet_x4' -> 'cfnet', 'response',
+    'highlight'."""
     kind = name.split("_", 1)[0]
     if kind not in KINDS:
         raise ValueError(f"unknown network {name!r}; kinds are {KINDS}")
@@ -50,17 +51,22 @@ def build(kind: str, model: Mapping[str, Any], *, inference: bool = False) -> An
         if inference:
             m.update(remat_policy="none", conv_impl="auto")
         return factory.make_cfnet(m)
+    if kind == "highlight":
+        return factory.make_highlight(m)
     return factory.make_response(m)
 
 
 def example_inputs(kind: str, module: Any, batch: int = 1,
                    size: int | None = None) -> tuple[jax.ShapeDtypeStruct, ...]:
     """Abstract inputs of one call: DrTMO a photo crop (default 2^depth, its smallest input),
-    CF-Net the (over, under) LR pair (default 16), the classifier a batch of views (32)."""
+    CF-Net the (over, under) LR pair (default 16), the classifier a batch of views (32), the
+    highlight head its per-pixel features (:func:`highlight.input_features`, default 2^(levels+1))."""
     _check(kind)
-    default = {"drtmo": lambda: 2**module.depth, "cfnet": lambda: 16, "response": lambda: 32}
+    default = {"drtmo": lambda: 2**module.depth, "cfnet": lambda: 16, "response": lambda: 32,
+               "highlight": lambda: 2 ** (len(module.features) + 1)}
     s = int(size if size is not None else default[kind]())
-    x = jax.ShapeDtypeStruct((int(batch), s, s, 3), jnp.float32)
+    c = highlight.NUM_INPUTS if kind == "highlight" else 3
+    x = jax.ShapeDtypeStruct((int(batch), s, s, c), jnp.float32)
     return (x, x) if kind == "cfnet" else (x,)
 
 
@@ -71,7 +77,7 @@ def init(kind: str, module: Any, rng: jax.Array, *inputs: Array) -> dict:
     zeros = [jnp.zeros(x.shape, x.dtype) for x in inputs]
     if kind == "drtmo":
         return dict(module.init({"params": rng, "dropout": rng}, *zeros, train=False))
-    if kind == "cfnet":
+    if kind in ("cfnet", "highlight"):
         return dict(module.init(rng, *zeros))
     return dict(module.init(rng, *zeros, train=False))
 
@@ -84,10 +90,13 @@ def abstract_variables(kind: str, module: Any, batch: int = 1, size: int | None 
 
 def inference(kind: str, module: Any) -> Callable[..., Array]:
     """``f(variables, *inputs)`` as the pipeline calls it: DrTMO the (N, 8, H, W, 3) bracket,
-    CF-Net the fused image, the classifier response probabilities."""
+    CF-Net the fused image, the classifier response probabilities, the highlight head its
+    outputs (log ratios, curve estimate)."""
     _check(kind)
     if kind == "drtmo":
         return lambda v, x: module.apply(v, x, train=False)
+    if kind == "highlight":
+        return lambda v, x: module.apply(v, x)
     if kind == "cfnet":
         return lambda v, over, under: module.apply(v, over, under)["fused"]
     return lambda v, x: jax.nn.softmax(
@@ -111,5 +120,9 @@ def train_batch(kind: str, model: Mapping[str, Any], batch: int,
         n = int(model.get("num_exposures", 8))
         return {"input": s((b, p, p, 3), f32), "target": s((b, n, p, p, 3), f32),
                 "mask": s((b, n), f32)}
+    if kind == "highlight":
+        img = s((b, p, p, 3), f32)
+        return {"photo": img, "linear": img, "reference": img, "clipped": s((b, p, p), f32),
+                "known": s((b, 1), f32)}
     _check(kind)
     raise ValueError(f"no training batch is defined for {kind!r} here")

@@ -19,9 +19,16 @@ import optax
 import tensorflow_datasets as tfds
 
 from hdr_jax import bundle, losses, metrics
-from hdr_jax.data import bracket_pipeline, hdr_brackets, pair_pipeline, sice, synthetic_pairs
+from hdr_jax.data import (
+    bracket_pipeline,
+    hdr_brackets,
+    highlight_views,
+    pair_pipeline,
+    sice,
+    synthetic_pairs,
+)
 from hdr_jax.eval import protocol, stage1, stage2
-from hdr_jax.models import registry, response
+from hdr_jax.models import highlight, registry, response
 from hdr_jax.training.state import TrainState, make_optimizer
 
 
@@ -427,6 +434,94 @@ class ResponseTask(_HdrBracketsData):
         }
 
 
+class HighlightTask:
+    """Stage 1: the highlight head (:mod:`hdr_jax.models.highlight`) on views rendered on the
+    fly (:mod:`hdr_jax.data.highlight_views`), trained on the HDR protocol's PU21 error
+    (:func:`losses.highlight_loss`)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, builder: Any | None = None):
+        self.config = config
+        self.model = registry.build("highlight", config.model)
+        self.tx = make_optimizer(config.optimizer)
+        del builder  # no stored dataset: the examples are rendered when drawn
+
+    @functools.cached_property
+    def builder(self):
+        """The scenes and responses (loaded once; there is nothing to build)."""
+        d = self.config.data
+        emor = highlight_views.emor_training_curves(d.emor_dir or None)
+        return {
+            "curves": highlight_views.CurveSampler(emor),
+            "train": [r for _, r in highlight_views.load_scenes(d.manual_dir, "train")],
+            "validation": [r for _, r in highlight_views.load_scenes(d.manual_dir, "validation")],
+        }
+
+    def _example_options(self) -> dict:
+        d = self.config.data
+        return dict(size=d.size, clip_range=tuple(d.clip_range),
+                    jpeg_probability=d.jpeg_probability, known_probability=d.known_probability)
+
+    def train_iterator(self):
+        return highlight_views.make_train_iterator(
+            self.builder["train"], self.builder["curves"], seed=self.config.seed,
+            batch_size=self.config.batch_size, **self._example_options(), **process_shard())
+
+    def eval_batches(self) -> Iterable[dict]:
+        yield from highlight_views.make_dataset(
+            self.builder["validation"], self.builder["curves"], seed=self.config.seed,
+            batch_size=self.config.batch_size, train=False, num_eval=self.config.data.num_eval,
+            **self._example_options())
+
+    def init_state(self, rng: jax.Array) -> TrainState:
+        inputs = registry.example_inputs("highlight", self.model, 1, self.config.data.size)
+        variables = registry.init("highlight", self.model, rng, *inputs)
+        return new_state(rng, initial_variables(self.config, "highlight", variables), self.tx)
+
+    def predict(self, params: Any, batch: dict) -> jnp.ndarray:
+        """The HDR of the batch's photos: the head's linearisation with its highlights."""
+        known = batch["known"][:, 0]
+        out = self.model.apply({"params": params},
+                               highlight.input_features(batch["photo"], known))
+        linear = highlight.linearise(out, batch["photo"], batch["linear"], known)
+        return highlight.expand(linear, batch["photo"], out["log_ratio"])
+
+    def _loss(self, params: Any, batch: dict) -> tuple[jnp.ndarray, dict]:
+        pred = self.predict(params, batch)
+        region = highlight.region_weight(batch["photo"])[..., 0] > 0
+        return losses.highlight_loss(pred, batch["reference"], batch["clipped"], region,
+                                     overall_weight=self.config.loss.overall_weight)
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        (loss, terms), grads = jax.value_and_grad(self._loss, has_aux=True)(state.params, batch)
+        out = {"loss": loss, "loss_clipped": jnp.mean(terms["clipped"]),
+               "loss_overall": jnp.mean(terms["overall"])}
+        return apply_gradients(state, self.tx, grads), out
+
+    def eval_step(self, state: TrainState, batch: dict) -> dict:
+        """Per view: the protocol's PU21-PSNR on the clipped pixels and overall, of the head's
+        HDR and of the photo linearised as given (inverse sRGB, or the true response where
+        'known')."""
+        out = {}
+        for name, pred in (("", self.predict(state.params, batch)), ("_input", batch["linear"])):
+            ref, clipped = batch["reference"], batch["clipped"] > 0.5
+            gain = metrics.align_gain(pred, ref, ~clipped)[:, None, None, None]
+            out["pu21_clipped" + name] = metrics.pu21_psnr(pred * gain, ref, align_gain=False,
+                                                           mask=clipped)
+            out["pu21" + name] = metrics.pu21_psnr(pred * gain, ref, align_gain=False)
+        out["gain_clipped_db"] = out["pu21_clipped"] - out["pu21_clipped_input"]
+        out["gain_db"] = out["pu21"] - out["pu21_input"]
+        return out
+
+    def previews(self, state: TrainState, batch: dict) -> dict[str, np.ndarray]:
+        pred = np.asarray(jax.device_get(self.predict(state.params, batch)))[0]
+        lin, ref = np.asarray(batch["linear"][0]), np.asarray(batch["reference"][0])
+        top = float(np.percentile(ref, 99.9)) or 1.0
+        gain = float(metrics.align_gain(pred, ref, batch["clipped"][0] < 0.5))
+        show = lambda x: np.clip(np.log2(np.maximum(x, 1e-6) / top) / 10.0 + 1.0, 0.0, 1.0)
+        return {"photo_linear_pred_true_log": np.concatenate(
+            [np.asarray(batch["photo"][0]), show(lin * gain), show(pred * gain), show(ref)], 1)}
+
+
 def make_task(config: ml_collections.ConfigDict, **kwargs) -> Any:
     if config.task == "cfnet":
         return CFNetTask(config, **kwargs)
@@ -434,4 +529,6 @@ def make_task(config: ml_collections.ConfigDict, **kwargs) -> Any:
         return DrTMOTask(config, **kwargs)
     if config.task == "response":
         return ResponseTask(config, **kwargs)
+    if config.task == "highlight":
+        return HighlightTask(config, **kwargs)
     raise ValueError(f"unknown task {config.task!r}")
