@@ -338,7 +338,7 @@ def run_highlight_head(
     if f < 1.0:
         size = (max(1, round(w * f)), max(1, round(h * f)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    padded, (sh, sw) = _pad_reflect(small, 2 ** len(net.module.features))
+    padded, (sh, sw) = _pad_reflect(small, net.module.multiple)
     out = net.apply(net.variables, highlight.input_features(jnp.asarray(padded[None]),
                                                             float(known_response)))
     r = np.asarray(out["log_ratio"])[0, :sh, :sw]

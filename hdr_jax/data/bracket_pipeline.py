@@ -33,13 +33,6 @@ from hdr_jax.data import sharding
 Direction = Literal["up", "down"]
 InputIndex = int | Literal["all"] | None
 
-# Offsets that decorrelate the shuffle, augmentation and validation-index streams of one seed.
-_SHUFFLE_STREAM, _AUGMENT_STREAM, _EVAL_STREAM = 0, 1, 2
-
-
-def _derive_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
 
 def target_exposure_steps(direction: Direction, num_exposures: int) -> np.ndarray:
     """Exposure offsets of the N targets relative to the input: +1..+N (up) or -1..-N (down)."""
@@ -161,8 +154,8 @@ def make_dataset(
             flip = bool(rng.random() < 0.5)
             return make_example(record, j, crop=crop, flip=flip, **opts)
 
-        ds = source.shuffle(seed=_derive_seed(seed, _SHUFFLE_STREAM)).repeat()
-        ds = ds.random_map(augment, seed=_derive_seed(seed, _AUGMENT_STREAM))
+        ds = source.shuffle(seed=sharding.derive_seed(seed, sharding.SHUFFLE_STREAM)).repeat()
+        ds = ds.random_map(augment, seed=sharding.derive_seed(seed, sharding.AUGMENT_STREAM))
         return sharding.batch_for_process(ds, batch_size, process_index, process_count)
 
     crop = None
@@ -172,7 +165,8 @@ def make_dataset(
         ds = grain.MapDataset.range(n * d).map(lambda i: make_example(source[i // d], i % d, crop=crop, **opts))
     else:
         if input_index is None:
-            js = np.random.default_rng(_derive_seed(seed, _EVAL_STREAM)).integers(0, d, size=n)
+            eval_rng = np.random.default_rng(sharding.derive_seed(seed, sharding.EVAL_STREAM))
+            js = eval_rng.integers(0, d, size=n)
         else:
             js = np.full(n, int(input_index))
         ds = source.map_with_index(lambda i, record: make_example(record, int(js[i]), crop=crop, **opts))

@@ -37,13 +37,8 @@ from hdr_jax.eval import protocol
 
 __all__ = ["CurveSampler", "load_scenes", "make_dataset", "make_example", "make_train_iterator"]
 
-_SHUFFLE_STREAM, _AUGMENT_STREAM, _EVAL_STREAM = 0, 1, 2
 #: 8-bit level from which a pixel counts as clipped (protocol.CLIP_LEVEL) before rounding.
 _CLIP_Z = (protocol.CLIP_LEVEL * 255.0 - 0.5) / 255.0
-
-
-def _derive_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def load_scenes(hdr_dir: str | Path, split: str) -> list[tuple[str, np.ndarray]]:
@@ -184,10 +179,11 @@ def make_dataset(
         return make_example(scenes[int(i)], rng, curves, size=size, **example_kw)
 
     if train:
-        ds = grain.MapDataset.range(len(scenes)).shuffle(seed=_derive_seed(seed, _SHUFFLE_STREAM))
-        ds = ds.repeat().random_map(draw, seed=_derive_seed(seed, _AUGMENT_STREAM))
+        order = sharding.derive_seed(seed, sharding.SHUFFLE_STREAM)
+        ds = grain.MapDataset.range(len(scenes)).shuffle(seed=order).repeat()
+        ds = ds.random_map(draw, seed=sharding.derive_seed(seed, sharding.AUGMENT_STREAM))
         return sharding.batch_for_process(ds, batch_size, process_index, process_count)
-    base = _derive_seed(seed, _EVAL_STREAM)
+    base = sharding.derive_seed(seed, sharding.EVAL_STREAM)
     ds = grain.MapDataset.range(int(num_eval)).map(
         lambda i: draw(i % len(scenes), np.random.default_rng([base, int(i)]))
     )

@@ -1,8 +1,18 @@
-"""Per-process shards of a grain training stream with the global order of one process."""
+"""Per-process shards of a grain training stream with the global order of one process, and the
+seeds of a stream's independent random parts."""
 
 from __future__ import annotations
 
 import grain
+import numpy as np
+
+#: Offsets that decorrelate the shuffle, augmentation and validation streams of one seed.
+SHUFFLE_STREAM, AUGMENT_STREAM, EVAL_STREAM = 0, 1, 2
+
+
+def derive_seed(seed: int, stream: int) -> int:
+    """The seed of one random part (``stream``) of a pipeline seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def batch_for_process(

@@ -112,7 +112,7 @@ class HighlightNet(nn.Module):
     global pooled branch at the bottleneck. Maps (N, H, W, NUM_INPUTS) to
     ``{'log_ratio': (N, H, W, 3)`` bounded to +-MAX_LOG_RATIO, ``'curve': (N, CURVE_KNOTS + 1)}``
     (the inverse response; only with ``estimate_curve``). H and W must be multiples of
-    2^len(features).
+    :attr:`multiple`.
 
     The U-Net runs at half resolution on a space-to-depth input (every input sample kept, a
     quarter of the cost) and its ratio is upsampled bilinearly: the ratio varies smoothly inside
@@ -120,6 +120,11 @@ class HighlightNet(nn.Module):
 
     features: tuple[int, ...] = (16, 32, 64, 96)
     estimate_curve: bool = True
+
+    @property
+    def multiple(self) -> int:
+        """H and W of an input must be multiples of this."""
+        return 2 ** len(self.features)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:

@@ -4,7 +4,8 @@ inputs look like, how to initialise it and how inference calls it.
 Training tasks, the pipeline, the memory analysis and the benchmarks all go through these
 functions, so a network's call signature is written once. Kinds: ``'drtmo'`` (the up/down
 exposure networks), ``'cfnet'`` (fusion + super-resolution), ``'response'`` (the camera
-response classifier) and ``'highlight'`` (the clipped-highlight head). A bundled network's name maps to its kind with :func:`kind_of`.
+response classifier) and ``'highlight'`` (the clipped-highlight head). A bundled network's
+name maps to its kind with :func:`kind_of`.
 """
 
 from __future__ import annotations
@@ -60,10 +61,11 @@ def example_inputs(kind: str, module: Any, batch: int = 1,
                    size: int | None = None) -> tuple[jax.ShapeDtypeStruct, ...]:
     """Abstract inputs of one call: DrTMO a photo crop (default 2^depth, its smallest input),
     CF-Net the (over, under) LR pair (default 16), the classifier a batch of views (32), the
-    highlight head its per-pixel features (:func:`highlight.input_features`, default 2^(levels+1))."""
+    highlight head its per-pixel features (:func:`highlight.input_features`, default its
+    smallest input)."""
     _check(kind)
     default = {"drtmo": lambda: 2**module.depth, "cfnet": lambda: 16, "response": lambda: 32,
-               "highlight": lambda: 2 ** (len(module.features) + 1)}
+               "highlight": lambda: module.multiple}
     s = int(size if size is not None else default[kind]())
     c = highlight.NUM_INPUTS if kind == "highlight" else 3
     x = jax.ShapeDtypeStruct((int(batch), s, s, c), jnp.float32)

@@ -502,12 +502,13 @@ class HighlightTask:
         HDR and of the photo linearised as given (inverse sRGB, or the true response where
         'known')."""
         out = {}
+        no_region = jnp.zeros_like(batch["clipped"])
         for name, pred in (("", self.predict(state.params, batch)), ("_input", batch["linear"])):
-            ref, clipped = batch["reference"], batch["clipped"] > 0.5
-            gain = metrics.align_gain(pred, ref, ~clipped)[:, None, None, None]
-            out["pu21_clipped" + name] = metrics.pu21_psnr(pred * gain, ref, align_gain=False,
-                                                           mask=clipped)
-            out["pu21" + name] = metrics.pu21_psnr(pred * gain, ref, align_gain=False)
+            # The loss's terms without eps or region are the protocol's PSNRs (negated).
+            _, terms = losses.highlight_loss(pred, batch["reference"], batch["clipped"],
+                                             no_region, eps=0.0)
+            out["pu21_clipped" + name] = -terms["clipped"]
+            out["pu21" + name] = -terms["overall"]
         out["gain_clipped_db"] = out["pu21_clipped"] - out["pu21_clipped_input"]
         out["gain_db"] = out["pu21"] - out["pu21_input"]
         return out
