@@ -361,8 +361,8 @@ def photo_hdr(
     """The HDR of one photo from its stack: :func:`merge_photo_stack`, or, with ``highlights``
     (the anchored merge, weights with a highlight head, a photo that is not
     :func:`degenerate`), the anchored merge linearised with ``response_curve`` (when the user
-    gave it) or else the head's curve estimate, and the head's radiance wherever the photo is
-    near or at the clip level (:func:`highlight.expand`)."""
+    gave it) or else the head's curve estimate, combined with the head's radiance wherever the
+    photo is near or at the clip level (:func:`highlight.expand`, :func:`highlight.combine`)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
         return merge_photo_stack(stack, image, method, response_curve)
@@ -375,10 +375,9 @@ def photo_hdr(
         curve = estimate if estimate is not None else crf_lib.srgb_crf()
     hdr, kept = merge_photo_stack(stack, image, method, curve)
     linear = crf_lib.apply_inverse_crf(curve, image)
-    filled = np.asarray(highlight.expand(jnp.asarray(linear), jnp.asarray(image),
-                                         jnp.asarray(log_ratio)))
-    region = np.asarray(highlight.region_weight(jnp.asarray(image)))[..., 0] > 0
-    return np.where(region[..., None], filled, hdr).astype(np.float32), kept
+    photo = jnp.asarray(image)
+    filled = highlight.expand(jnp.asarray(linear), photo, jnp.asarray(log_ratio))
+    return np.asarray(highlight.combine(filled, jnp.asarray(hdr), photo), np.float32), kept
 
 
 # -- stage 2 ------------------------------------------------------------------------------------

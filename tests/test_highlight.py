@@ -179,6 +179,20 @@ def head_weights(tiny_weights, tmp_path_factory):
     return directory
 
 
+def test_combine_is_the_weighted_geometric_mean_in_the_region():
+    rng = np.random.default_rng(3)
+    photo = rng.uniform(0.0, 1.0, (6, 7, 3)).astype(np.float32)
+    photo[:2] = 1.0  # some pixels at the clip, some in the ramp, most below it
+    head = rng.uniform(0.5, 20.0, photo.shape).astype(np.float32)
+    merged = rng.uniform(0.5, 20.0, photo.shape).astype(np.float32)
+    inside = photo.max(-1) > highlight.REGION_LOW
+    assert inside.any() and (~inside).any()
+    for weight in (0.0, 0.3, 1.0):
+        got = np.asarray(highlight.combine(head, merged, photo, weight))
+        want = np.where(inside[..., None], head**weight * merged ** (1 - weight), merged)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_pipeline_fills_the_bright_pixels_and_linearises_with_its_estimate(head_weights,
                                                                            tiny_weights):
     photo = make_photo(hw=(24, 32))  # within the tiny head's working size: no downscaling
@@ -196,9 +210,13 @@ def test_pipeline_fills_the_bright_pixels_and_linearises_with_its_estimate(head_
     linear = crf_lib.apply_inverse_crf(curve, photo)
     region = np.asarray(highlight.region_weight(jnp.asarray(photo)))[..., 0] > 0
     np.testing.assert_allclose(with_head.hdr[~region], linear[~region], rtol=1e-5, atol=1e-7)
-    expected = np.asarray(highlight.expand(linear, photo, log_ratio))
+    merged, _ = pipeline.merge_photo_stack(with_head.stack, photo, "anchored", curve)
+    filled = np.asarray(highlight.expand(linear, photo, log_ratio))
+    expected = np.sqrt(filled * merged)  # HEAD_WEIGHT 0.5: the geometric mean
+    assert highlight.HEAD_WEIGHT == 0.5
     np.testing.assert_allclose(with_head.hdr[region], expected[region], rtol=1e-5)
-    assert not np.allclose(with_head.hdr[region], linear[region])
+    assert not np.allclose(with_head.hdr[region], merged[region])
+    assert not np.allclose(with_head.hdr[region], filled[region])
     # The head's own forward pass, as the training task runs it (one photo, no downscaling).
     net = pipe.highlight
     out = net.apply(net.variables, highlight.input_features(jnp.asarray(photo[None])))
@@ -216,8 +234,9 @@ def test_pipeline_fills_the_bright_pixels_and_linearises_with_its_estimate(head_
     np.testing.assert_allclose(given.hdr[~region], lin_given[~region], rtol=1e-5, atol=1e-7)
     r_known, none = pipeline.run_highlight_head(pipe, photo, known_response=True)
     assert none is None
-    np.testing.assert_allclose(given.hdr[region],
-                               np.asarray(highlight.expand(lin_given, photo, r_known))[region],
+    merged_given, _ = pipeline.merge_photo_stack(given.stack, photo, "anchored", gamma)
+    filled_given = np.asarray(highlight.expand(lin_given, photo, r_known))
+    np.testing.assert_allclose(given.hdr[region], np.sqrt(filled_given * merged_given)[region],
                                rtol=1e-5)
 
 

@@ -16,7 +16,8 @@ neighbours) and predicts both:
       E_hat = g(photo) * exp(w * r),   w = :func:`region_weight` (0 below ``REGION_LOW``, 1 at
       the clip level),
 
-  so pixels well below the clip keep their linearised values exactly.
+  so pixels well below the clip keep their linearised values exactly. The pipeline shrinks
+  this level towards the input-anchored merge's (:func:`combine`).
 
 At initialisation (the output layers are zero) the HDR *is* the photo linearised with inverse
 sRGB: training starts from the blind baseline and is scored against it. Both outputs are
@@ -47,6 +48,10 @@ MAX_LOG_RATIO = 8.0
 NUM_INPUTS = 5
 #: Segments of the piecewise-linear inverse response (its error on inverse sRGB is ~1e-4).
 CURVE_KNOTS = 64
+#: Weight of the head's log radiance in :func:`combine` (the merge's gets the rest). Equal
+#: weights, not fitted: the head and the merge err independently on a photo's highlights, and
+#: renders of the head's own training scenes would favour the head.
+HEAD_WEIGHT = 0.5
 
 
 def region_weight(photo: jax.Array) -> jax.Array:
@@ -69,6 +74,18 @@ def expand(linear: jax.Array, photo: jax.Array, log_ratio: jax.Array) -> jax.Arr
     """E_hat = lin * exp(w * r) (module docstring); ``linear`` the linearised photo, all
     (..., H, W, 3)."""
     return linear * jnp.exp(region_weight(photo) * log_ratio)
+
+
+def combine(head: jax.Array, merged: jax.Array, photo: jax.Array,
+            weight: float = HEAD_WEIGHT) -> jax.Array:
+    """The photo's HDR from two estimates of its highlights, all (..., H, W, 3): where
+    :func:`region_weight` is positive, the weighted geometric mean
+    exp(weight log head + (1 - weight) log merged) (a shrinkage of the head's level towards the
+    input-anchored merge's); elsewhere ``merged``."""
+    tiny = jnp.finfo(jnp.float32).tiny
+    mixed = jnp.exp(weight * jnp.log(jnp.maximum(head, tiny))
+                    + (1.0 - weight) * jnp.log(jnp.maximum(merged, tiny)))
+    return jnp.where(region_weight(photo) > 0, mixed, merged)
 
 
 def srgb_knots(knots: int = CURVE_KNOTS) -> np.ndarray:
