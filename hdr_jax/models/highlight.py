@@ -49,8 +49,8 @@ NUM_INPUTS = 5
 #: Segments of the piecewise-linear inverse response (its error on inverse sRGB is ~1e-4).
 CURVE_KNOTS = 64
 #: Weight of the head's log radiance in :func:`combine` (the merge's gets the rest). Equal
-#: weights, not fitted: the head and the merge err independently on a photo's highlights, and
-#: renders of the head's own training scenes would favour the head.
+#: weights, fixed rather than fitted: renders of the head's own training scenes would favour
+#: the head, which does much better on those scenes than on others.
 HEAD_WEIGHT = 0.5
 
 
