@@ -258,14 +258,19 @@ def test_workdir_refuses_another_model_config(data, cfnet_uninterrupted):
 # -- Response classifier: 2 steps then 4, in this process -----------------------------------------
 
 
-def _response_config(data: dict[str, Path], steps: int):
-    config = response_config.get_config("tiny")
-    config.data.manual_dir = str(data["hdr"])
-    config.data.data_dir = str(data["tfds"])
+def _short_run(config, steps: int):
+    """``config`` set to train ``steps`` steps, checkpointing every step, evaluating every 2."""
     config.num_train_steps = steps
     config.checkpoint_every = 1
     config.eval_every = 2
     return config
+
+
+def _response_config(data: dict[str, Path], steps: int):
+    config = response_config.get_config("tiny")
+    config.data.manual_dir = str(data["hdr"])
+    config.data.data_dir = str(data["tfds"])
+    return _short_run(config, steps)
 
 
 @pytest.fixture(scope="module")
@@ -303,10 +308,7 @@ def test_response_resume_equals_uninterrupted(data, response_uninterrupted, tmp_
 def _highlight_config(data: dict[str, Path], steps: int):
     config = highlight_config.get_config("tiny")
     config.data.manual_dir = str(data["hdr"])
-    config.num_train_steps = steps
-    config.checkpoint_every = 1
-    config.eval_every = 2
-    return config
+    return _short_run(config, steps)
 
 
 @pytest.fixture(scope="module")
