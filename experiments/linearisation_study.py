@@ -111,11 +111,9 @@ def main(argv):
     for item in responses.plan(len(views), families):
         scene, radiance = views[item["view"]]
         curve = families[item["family"]][item["curve"]]
-        a = protocol.clipping_exposure(radiance, item["fraction"], curve=curve)
-        clean = protocol.render_srgb8(radiance, a, curve)
-        clipped = protocol.clipped_mask(clean)
-        q = responses.ENCODINGS[item["encoding"]]
-        ldr = protocol.jpeg_roundtrip(clean, q) if q else clean
+        ldr, clipped, _ = responses.render_input(
+            radiance, curve, fraction=item["fraction"],
+            jpeg_quality=responses.ENCODINGS[item["encoding"]])
         preds = {name: protocol.linearise_srgb(ldr, c) for name, c in blind.items()}
         preds[ORACLE] = protocol.linearise_srgb(ldr, curve)
         gains = [float(metrics.align_gain(preds[k], radiance, ~clipped))
@@ -130,14 +128,10 @@ def main(argv):
         records.append({**item, "scene": scene, "scores": scores,
                         "log2_clip_scalar": float(np.log2(gains[1] / gains[0]))})
     logging.info("%d inputs, %.0f s", len(records), time.perf_counter() - t0)
-    rows = list(next(iter(records))["scores"])
-    summary = {}
+    rows = list(records[0]["scores"])
+    summary = responses.summarise(records)
     for family in families:
-        rs = [r for r in records if r["family"] == family]
-        summary[family] = {row: {k: float(np.nanmean([r["scores"][row][k] for r in rs]))
-                                 for k in ("pu21", "pu21_clipped")} for row in rows}
-        ks = np.array([r["log2_clip_scalar"] for r in rs])
-        summary[family]["n"] = len(rs)
+        ks = np.array([r["log2_clip_scalar"] for r in records if r["family"] == family])
         summary[family]["log2_clip_scalar"] = {"mean": float(ks.mean()), "sd": float(ks.std())}
     res = {"protocol": {"split": _SPLIT.value, "views": len(views), "size": _SIZE.value,
                         "scenes": sorted({v[0] for v in views}),

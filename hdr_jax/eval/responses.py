@@ -42,6 +42,7 @@ __all__ = [
     "VIEWS",
     "evaluate_input",
     "plan",
+    "render_input",
     "response_families",
     "summarise",
 ]
@@ -98,17 +99,26 @@ def plan(
     return out
 
 
-def evaluate_input(
-    pipe: Any, radiance: np.ndarray, curve: np.ndarray, *, fraction: float,
-    jpeg_quality: int | None,
-) -> dict[str, Any]:
-    """Scores of the :data:`ROWS` on one input: ``radiance`` (H, W, 3) rendered through
+def render_input(
+    radiance: np.ndarray, curve: np.ndarray, *, fraction: float, jpeg_quality: int | None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(photo, clipped mask, exposure) of one input: ``radiance`` (H, W, 3) rendered through
     ``curve``, exposed so that ``fraction`` of the pixels clip, then JPEG if ``jpeg_quality``
-    (the clipped mask is taken before the JPEG step)."""
+    (the clipped mask is taken before the JPEG step, so every encoding is scored on the same
+    pixels)."""
     a = protocol.clipping_exposure(radiance, fraction, curve=curve)
     clean = protocol.render_srgb8(radiance, a, curve)
     clipped = protocol.clipped_mask(clean)
     ldr = protocol.jpeg_roundtrip(clean, jpeg_quality) if jpeg_quality else clean
+    return ldr, clipped, a
+
+
+def evaluate_input(
+    pipe: Any, radiance: np.ndarray, curve: np.ndarray, *, fraction: float,
+    jpeg_quality: int | None,
+) -> dict[str, Any]:
+    """Scores of the :data:`ROWS` on one input (:func:`render_input`)."""
+    ldr, clipped, a = render_input(radiance, curve, fraction=fraction, jpeg_quality=jpeg_quality)
     # One stack per input: the head's row fills the merge of the row without it.
     merged = pipeline.reconstruct(pipe, ldr, scale=None, highlights=False)
     blind, _ = pipeline.photo_hdr(pipe, merged.stack, ldr)
@@ -125,12 +135,13 @@ def evaluate_input(
 
 def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """{family: {row: {metric: mean over the family's inputs}}} (NaN left out), plus the
-    number of inputs per family under 'n'."""
+    number of inputs per family under 'n'. Rows are those of the records' scores (the
+    :data:`ROWS` for :func:`evaluate_input`'s), in their order."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for family in dict.fromkeys(r["family"] for r in records):
         rs = [r for r in records if r["family"] == family]
         out[family] = {}
-        for row in ROWS:
+        for row in rs[0]["scores"]:
             keys = rs[0]["scores"][row].keys()
             out[family][row] = {
                 k: float(np.nanmean([r["scores"][row][k] for r in rs])) for k in keys if k != "gain"
