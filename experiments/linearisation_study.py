@@ -18,10 +18,10 @@ knowledge of the camera, and scored with the same PU21 protocol:
   right and inverse sRGB does not, the ratio of the two gains fitted on the unclipped pixels
   (an oracle analysis: what a perfect estimate of where the clip level sits above the midtones,
   and nothing else, would give);
-* the same scalar as a curve (:func:`warp_above_median`): inverse sRGB, unchanged up to the
-  photo's median code and bent in the log domain from there to the scalar at the clip, so the
-  result stays continuous and increasing (a blind estimate of the scalar would be used so; scaling
-  the clipped pixels alone leaves a step at the clip's border).
+* the same scalar as a curve (:func:`hdr_jax.eval.protocol.linearise_warped`): inverse sRGB,
+  unchanged up to the photo's median code and bent in the log domain from there to the scalar at
+  the clip, so the result stays continuous and increasing (a blind estimate of the scalar would
+  be used so; scaling the clipped pixels alone leaves a step at the clip's border).
 
 ``--split train`` renders the training scenes instead (four other view angles, EMoR curves drawn
 with the training seed): a development set on which blind estimators can be chosen without
@@ -57,8 +57,6 @@ BLENDS = (0.25, 0.5)
 ORACLE = "true inverse response (oracle)"
 SCALAR = "inverse sRGB + the oracle's clip-level scalar (analysis)"
 WARP = "inverse sRGB warped above the median code by that scalar (analysis)"
-#: Slope of log(inverse sRGB) at the clip, per unit code: the warp's lower bound keeps it rising.
-_SRGB_LOG_SLOPE_AT_CLIP = 2.4 / 1.055
 
 _Z = np.linspace(0.0, 1.0, crf_lib.N_SAMPLES)
 
@@ -86,20 +84,6 @@ def fixed_curves(emor: crf_lib.EMoR) -> dict[str, np.ndarray]:
     for w in BLENDS:
         out[f"inverse sRGB / family average, {w:g}"] = _from_log_inverse((1 - w) * srgb + w * mix)
     return out
-
-
-def warp_above_median(ldr: np.ndarray, log2_scalar: float) -> np.ndarray:
-    """Inverse sRGB of ``ldr`` times 2^(log2_scalar * w(z)) per channel code z, w rising
-    linearly from 0 at the median code of the unclipped pixels (their channel mean) to 1 at the
-    clip: a two-point correction of the linearisation, right at the median and at the clip.
-    ``log2_scalar`` is bounded below so the curve keeps rising (at the clip, the log slope of
-    inverse sRGB is 2.4 / 1.055 per unit code)."""
-    unclipped = ~protocol.clipped_mask(ldr)
-    zm = float(np.median(ldr.mean(-1)[unclipped])) if unclipped.any() else 0.5
-    zm = min(zm, 0.95)
-    lower = -0.9 * _SRGB_LOG_SLOPE_AT_CLIP * (1.0 - zm) / np.log(2.0)
-    w = np.clip((ldr - zm) / (1.0 - zm), 0.0, 1.0)
-    return protocol.linearise_srgb(ldr) * np.exp2(max(log2_scalar, lower) * w)
 
 
 def _views(split: str, size: int):
@@ -142,7 +126,7 @@ def main(argv):
         scalar = preds["inverse sRGB"].copy()
         scalar[clipped] *= gains[1] / gains[0]
         preds[SCALAR] = scalar
-        preds[WARP] = warp_above_median(ldr, float(np.log2(gains[1] / gains[0])))
+        preds[WARP] = protocol.linearise_warped(ldr, float(np.log2(gains[1] / gains[0])))
         scores = {}
         for name, pred in preds.items():
             s = protocol.pu21_protocol(pred, radiance, clipped)

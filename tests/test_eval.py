@@ -89,6 +89,28 @@ def test_render_and_linearise_match_the_srgb_formula():
     np.testing.assert_allclose(lin[ok], (e * 0.5)[ok], rtol=0.03)
 
 
+def test_linearise_warped_is_a_two_point_correction_of_inverse_srgb():
+    # Every 8-bit level once per row (grey, so the channel mean is the level), 4 rows.
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    ldr = np.repeat(np.tile(levels, (4, 1))[..., None], 3, axis=-1)
+    srgb_inv = np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4)
+    base = protocol.linearise_srgb(ldr)[0, :, 0]
+    np.testing.assert_allclose(base, srgb_inv, rtol=1e-2, atol=1e-6)  # sampled-curve accuracy
+    zm = np.median(levels[levels < 254.0 / 255.0])
+    for s in (-0.5, 0.7):
+        out = protocol.linearise_warped(ldr, s)[0, :, 0]
+        w = np.clip((levels - zm) / (1 - zm), 0, 1)
+        np.testing.assert_allclose(out, base * 2.0 ** (s * w), rtol=1e-5, atol=1e-9)
+        below = levels <= zm
+        np.testing.assert_array_equal(out[below], base[below])
+        assert out[-1] == pytest.approx(2.0**s, rel=1e-5)
+    # A scalar too negative for the curve to keep rising is bounded; the curve still rises.
+    steep = protocol.linearise_warped(ldr, -10.0)[0, :, 0]
+    assert np.all(np.diff(steep[levels > 0.05]) > 0)
+    assert steep[-1] > steep[int(zm * 255)]
+    np.testing.assert_array_equal(protocol.linearise_warped(ldr, 0.0), protocol.linearise_srgb(ldr))
+
+
 def test_jpeg_roundtrip():
     ldr = protocol.render_srgb8(_radiance(4), 0.2)
     out = protocol.jpeg_roundtrip(ldr, 90)

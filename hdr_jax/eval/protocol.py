@@ -42,6 +42,7 @@ __all__ = [
     "jpeg_roundtrip",
     "highlight_levels",
     "linearise_srgb",
+    "linearise_warped",
     "psnr",
     "pu21_protocol",
     "render_srgb8",
@@ -92,6 +93,30 @@ def linearise_srgb(ldr: np.ndarray, curve: np.ndarray | None = None) -> np.ndarr
     baseline (with the true curve: the oracle that knows the camera)."""
     f = _SRGB if curve is None else curve
     return crf_lib.apply_inverse_crf(f, np.asarray(ldr, np.float32))
+
+
+#: Slope of log(inverse sRGB) per unit code at the clip, d/dz 2.4 log((z + 0.055) / 1.055) at
+#: z = 1: the bound that keeps :func:`linearise_warped` rising.
+_SRGB_LOG_SLOPE_AT_CLIP = 2.4 / 1.055
+
+
+def linearise_warped(ldr: np.ndarray, log2_scalar: float) -> np.ndarray:
+    """Inverse sRGB of ``ldr`` (H, W, C) moved at the clip level by 2^``log2_scalar`` relative
+    to the median: a two-point correction of the linearisation for a camera that is not sRGB.
+
+    Per channel code z the inverse sRGB value is multiplied by 2^(log2_scalar w(z)), with w
+    rising linearly from 0 at the median code of the unclipped pixels (their channel mean) to 1
+    at the clip, so codes below the median keep inverse sRGB, the curve stays continuous (no step
+    at the border of a clipped region) and, with ``log2_scalar`` bounded below by 90 % of the
+    slope of log inverse sRGB at the clip, increasing.
+    """
+    ldr = np.asarray(ldr, np.float32)
+    unclipped = ~clipped_mask(ldr)
+    zm = float(np.median(ldr.mean(-1)[unclipped])) if unclipped.any() else 0.5
+    zm = min(zm, 0.95)  # a photo of almost only clipped pixels: no room to bend the curve
+    lower = -0.9 * _SRGB_LOG_SLOPE_AT_CLIP * (1.0 - zm) / math.log(2.0)
+    w = np.clip((ldr - zm) / (1.0 - zm), 0.0, 1.0)
+    return linearise_srgb(ldr) * np.exp2(max(float(log2_scalar), lower) * w).astype(np.float32)
 
 
 def clipped_mask(ldr: np.ndarray, level: float = CLIP_LEVEL) -> np.ndarray:
