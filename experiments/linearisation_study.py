@@ -123,16 +123,17 @@ def main(argv):
         preds[ORACLE] = protocol.linearise_srgb(ldr, curve)
         gains = [float(metrics.align_gain(preds[k], radiance, ~clipped))
                  for k in ("inverse sRGB", ORACLE)]
+        log2_scalar = float(np.log2(gains[1] / gains[0]))
         scalar = preds["inverse sRGB"].copy()
         scalar[clipped] *= gains[1] / gains[0]
         preds[SCALAR] = scalar
-        preds[WARP] = protocol.linearise_warped(ldr, float(np.log2(gains[1] / gains[0])))
+        preds[WARP] = protocol.linearise_warped(ldr, log2_scalar)
         scores = {}
         for name, pred in preds.items():
             s = protocol.pu21_protocol(pred, radiance, clipped)
             scores[name] = {k: float(s[k]) for k in ("pu21", "pu21_clipped")}
         records.append({**item, "scene": scene, "scores": scores,
-                        "log2_clip_scalar": float(np.log2(gains[1] / gains[0]))})
+                        "log2_clip_scalar": log2_scalar})
     logging.info("%d inputs, %.0f s", len(records), time.perf_counter() - t0)
     rows = list(records[0]["scores"])
     summary = responses.summarise(records)
