@@ -29,6 +29,13 @@ GRID: np.ndarray = np.linspace(0.0, 1.0, N_SAMPLES, dtype=np.float32)
 _GRID64 = np.linspace(0.0, 1.0, N_SAMPLES)
 #: Rec. 709 luminance weights of linear R, G, B.
 REC709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+#: IEC 61966-2-1 sRGB transfer function: z = 12.92 x up to SRGB_LINEAR_MAX, else
+#: (1 + SRGB_OFFSET) x^(1 / SRGB_EXPONENT) - SRGB_OFFSET.
+SRGB_EXPONENT = 2.4
+SRGB_OFFSET = 0.055
+SRGB_TOE_SLOPE = 12.92
+SRGB_LINEAR_MAX = 0.0031308
+SRGB_CODE_MAX = 0.04045  # the code of SRGB_LINEAR_MAX: where the decoder's toe ends
 
 Array = Any  # np.ndarray | jax.Array
 
@@ -45,14 +52,18 @@ def srgb_encode(x: Array) -> Array:
     """
     xp = _xp(x)
     x = xp.clip(x, 0.0, 1.0)
-    return xp.where(x <= 0.0031308, 12.92 * x, 1.055 * xp.power(xp.maximum(x, 0.0031308), 1.0 / 2.4) - 0.055)
+    power = xp.power(xp.maximum(x, SRGB_LINEAR_MAX), 1.0 / SRGB_EXPONENT)
+    power = (1.0 + SRGB_OFFSET) * power - SRGB_OFFSET
+    return xp.where(x <= SRGB_LINEAR_MAX, SRGB_TOE_SLOPE * x, power)
 
 
 def srgb_decode(z: Array) -> Array:
     """sRGB -> linear (IEC 61966-2-1), the inverse of :func:`srgb_encode`; input clipped to [0, 1]."""
     xp = _xp(z)
     z = xp.clip(z, 0.0, 1.0)
-    return xp.where(z <= 0.04045, z / 12.92, xp.power((xp.maximum(z, 0.04045) + 0.055) / 1.055, 2.4))
+    base = (xp.maximum(z, SRGB_CODE_MAX) + SRGB_OFFSET) / (1.0 + SRGB_OFFSET)
+    power = xp.power(base, SRGB_EXPONENT)
+    return xp.where(z <= SRGB_CODE_MAX, z / SRGB_TOE_SLOPE, power)
 
 
 def luminance(rgb: Array) -> Array:

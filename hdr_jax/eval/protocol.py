@@ -95,9 +95,9 @@ def linearise_srgb(ldr: np.ndarray, curve: np.ndarray | None = None) -> np.ndarr
     return crf_lib.apply_inverse_crf(f, np.asarray(ldr, np.float32))
 
 
-#: Slope of log(inverse sRGB) per unit code at the clip, d/dz 2.4 log((z + 0.055) / 1.055) at
-#: z = 1: the bound that keeps :func:`linearise_warped` rising.
-_SRGB_LOG_SLOPE_AT_CLIP = 2.4 / 1.055
+#: Slope of log(inverse sRGB) per unit code at the clip, d/dz e log((z + a) / (1 + a)) at z = 1
+#: (e, a: the sRGB exponent and offset): the bound that keeps :func:`linearise_warped` rising.
+_SRGB_LOG_SLOPE_AT_CLIP = crf_lib.SRGB_EXPONENT / (1.0 + crf_lib.SRGB_OFFSET)
 
 
 def linearise_warped(ldr: np.ndarray, log2_scalar: float) -> np.ndarray:
