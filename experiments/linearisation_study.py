@@ -50,8 +50,6 @@ _SIZE = flags.DEFINE_integer("size", 256, "Side of the (square) input view, pixe
 _OUT = flags.DEFINE_string("out", "docs/results/linearisation/heldout", "Output folder.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
-#: Development views of the training scenes (none of them is a held-out view angle).
-TRAIN_VIEWS = ((70.0, 15.0, 60.0), (70.0, 15.0, 180.0), (70.0, 15.0, 300.0), (90.0, 0.0, 30.0))
 #: Weights of the family-average inverse in the two blends with inverse sRGB (log domain).
 BLENDS = (0.25, 0.5)
 ORACLE = "true inverse response (oracle)"
@@ -94,7 +92,7 @@ def _views(split: str, size: int):
     files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
     for stem in hdr_brackets.split_scenes(list(files))[0]:
         img = hdr_io.read_hdr(files[stem])
-        for view in TRAIN_VIEWS:
+        for view in responses.DEV_VIEWS:
             yield stem, system.render_view(img, view, size, 1)[0]
 
 
@@ -104,21 +102,14 @@ def main(argv):
     report.refuse_existing(_OUT.value, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
     emor = crf_lib.load_emor(_EMOR_DIR.value)
-    families = responses.response_families(_EMOR_DIR.value)
-    if _SPLIT.value == "train":
-        curves = crf_lib.sample_emor_crfs(emor, 10, np.random.default_rng(0))
-        families["EMoR"] = {f"EMoR (training seed) #{i}": c for i, c in enumerate(curves)}
+    families = responses.response_families(_EMOR_DIR.value,
+                                           training_seed=_SPLIT.value == "train")
     blind = fixed_curves(emor)
     views = list(_views(_SPLIT.value, _SIZE.value))
     if not views:
         sys.exit(f"{_HDR_DIR.value}: no view to evaluate")
     records = []
-    for item in responses.plan(len(views), families):
-        scene, radiance = views[item["view"]]
-        curve = families[item["family"]][item["curve"]]
-        ldr, clipped, _ = responses.render_input(
-            radiance, curve, fraction=item["fraction"],
-            jpeg_quality=responses.ENCODINGS[item["encoding"]])
+    for item, scene, radiance, curve, ldr, clipped in responses.rendered_inputs(views, families):
         preds = {name: protocol.linearise_srgb(ldr, c) for name, c in blind.items()}
         preds[ORACLE] = protocol.linearise_srgb(ldr, curve)
         gains = [float(metrics.align_gain(preds[k], radiance, ~clipped))

@@ -35,7 +35,7 @@ import numpy as np
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
-from hdr_jax.models import highlight, registry, response
+from hdr_jax.models import cliplevel, highlight, registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
@@ -93,7 +93,7 @@ class Pipeline:
     def load(cls, directory: str | Path | None = None) -> Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
-        pipe.up, pipe.down, pipe.response, pipe.highlight  # noqa: B018
+        pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -122,6 +122,13 @@ class Pipeline:
         if "highlight" not in self._names:
             return None
         return self.network("highlight")
+
+    @property
+    def cliplevel(self) -> Network | None:
+        """The clip-level estimate, or None for a weights directory without one."""
+        if "cliplevel" not in self._names:
+            return None
+        return self.network("cliplevel")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -350,6 +357,24 @@ def run_highlight_head(
     return r, curve
 
 
+def estimate_clip_level(pipe: Pipeline, image: np.ndarray) -> float:
+    """The clip-level scalar k of one HWC photo (:mod:`hdr_jax.models.cliplevel`)."""
+    net = pipe.cliplevel
+    if net is None:
+        raise bundle.WeightsError(f"{pipe.directory}: no 'cliplevel' network in the weights")
+    z = jnp.asarray(cliplevel.estimator_input(image))
+    return float(np.asarray(net.apply(net.variables, z))[0])
+
+
+def blind_linearisation(pipe: Pipeline, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """(curve, gain) the merge linearises a photo of an unknown camera with: inverse sRGB bent
+    at the clip by the estimated clip level (:func:`cliplevel.warped_response`) when the weights
+    have the estimate and the photo is not :func:`degenerate`, else inverse sRGB (gain 1)."""
+    if pipe.cliplevel is None or degenerate(image):
+        return crf_lib.srgb_crf(), 1.0
+    return cliplevel.warped_response(image, estimate_clip_level(pipe, image))
+
+
 def photo_hdr(
     pipe: Pipeline,
     stack: np.ndarray,
@@ -362,10 +387,16 @@ def photo_hdr(
     (the anchored merge, weights with a highlight head, a photo that is not
     :func:`degenerate`), the anchored merge linearised with ``response_curve`` (when the user
     gave it) or else the head's curve estimate, combined with the head's radiance wherever the
-    photo is near or at the clip level (:func:`highlight.expand`, :func:`highlight.combine`)."""
+    photo is near or at the clip level (:func:`highlight.expand`, :func:`highlight.combine`).
+    Without a head, a photo of an unknown camera is merged with :func:`blind_linearisation`
+    (scaled back by its gain, so the input's midtones keep their inverse-sRGB values)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
-        return merge_photo_stack(stack, image, method, response_curve)
+        if response_curve is not None:
+            return merge_photo_stack(stack, image, method, response_curve)
+        curve, gain = blind_linearisation(pipe, image)
+        hdr, kept = merge_photo_stack(stack, image, method, curve)
+        return hdr if gain == 1.0 else hdr * np.float32(gain), kept
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)

@@ -33,6 +33,7 @@ from hdr_jax.camera.exposure import jpeg_roundtrip
 __all__ = [
     "CLIP_FRACTION",
     "CLIP_LEVEL",
+    "clip_level_scalar",
     "MAX_PSNR_DB",
     "PEAK_LUMINANCE",
     "PEAK_PERCENTILE",
@@ -47,6 +48,8 @@ __all__ = [
     "pu21_protocol",
     "render_srgb8",
     "spread_indices",
+    "warp_codes",
+    "warp_median_code",
 ]
 
 #: An input pixel counts as clipped when any channel reaches this 8-bit level.
@@ -100,23 +103,54 @@ def linearise_srgb(ldr: np.ndarray, curve: np.ndarray | None = None) -> np.ndarr
 _SRGB_LOG_SLOPE_AT_CLIP = crf_lib.SRGB_EXPONENT / (1.0 + crf_lib.SRGB_OFFSET)
 
 
+def warp_median_code(ldr: np.ndarray) -> float:
+    """The code from which :func:`linearise_warped` bends inverse sRGB: the median over the
+    unclipped pixels of ``ldr`` (H, W, C) of their channel mean, at most 0.95 (a photo of almost
+    only clipped pixels leaves no room to bend the curve); 0.5 when every pixel is clipped."""
+    ldr = np.asarray(ldr, np.float32)
+    unclipped = ~clipped_mask(ldr)
+    zm = float(np.median(ldr.mean(-1)[unclipped])) if unclipped.any() else 0.5
+    return min(zm, 0.95)
+
+
+def warp_codes(ldr: ArrayLike, log2_scalar: ArrayLike, median_code: ArrayLike) -> ArrayLike:
+    """Inverse sRGB of codes ``ldr`` (..., H, W, C) bent by 2^``log2_scalar`` at the clip
+    relative to ``median_code`` (both of shape (...)); NumPy or JAX (differentiable in the
+    scalar). The formula of :func:`linearise_warped`, which computes the median code itself."""
+    xp = jnp if any(isinstance(a, jnp.ndarray) for a in (ldr, log2_scalar, median_code)) else np
+    z = xp.asarray(ldr, xp.float32)
+    zm = xp.asarray(median_code, xp.float32)[..., None, None, None]
+    k = xp.asarray(log2_scalar, xp.float32)[..., None, None, None]
+    lower = -0.9 * _SRGB_LOG_SLOPE_AT_CLIP * (1.0 - zm) / math.log(2.0)
+    w = xp.clip((z - zm) / (1.0 - zm), 0.0, 1.0)
+    return crf_lib.apply_inverse_crf(_SRGB, z) * xp.exp2(xp.maximum(k, lower) * w)
+
+
 def linearise_warped(ldr: np.ndarray, log2_scalar: float) -> np.ndarray:
     """Inverse sRGB of ``ldr`` (H, W, C) moved at the clip level by 2^``log2_scalar`` relative
     to the median: a two-point correction of the linearisation for a camera that is not sRGB.
 
     Per channel code z the inverse sRGB value is multiplied by 2^(log2_scalar w(z)), with w
-    rising linearly from 0 at the median code of the unclipped pixels (their channel mean) to 1
-    at the clip, so codes below the median keep inverse sRGB, the curve stays continuous (no step
-    at the border of a clipped region) and, with ``log2_scalar`` bounded below by 90 % of the
-    slope of log inverse sRGB at the clip, increasing.
+    rising linearly from 0 at the median code of the unclipped pixels (their channel mean,
+    :func:`warp_median_code`) to 1 at the clip, so codes below the median keep inverse sRGB, the
+    curve stays continuous (no step at the border of a clipped region) and, with
+    ``log2_scalar`` bounded below by 90 % of the slope of log inverse sRGB at the clip,
+    increasing.
     """
     ldr = np.asarray(ldr, np.float32)
-    unclipped = ~clipped_mask(ldr)
-    zm = float(np.median(ldr.mean(-1)[unclipped])) if unclipped.any() else 0.5
-    zm = min(zm, 0.95)  # a photo of almost only clipped pixels: no room to bend the curve
-    lower = -0.9 * _SRGB_LOG_SLOPE_AT_CLIP * (1.0 - zm) / math.log(2.0)
-    w = np.clip((ldr - zm) / (1.0 - zm), 0.0, 1.0)
-    return linearise_srgb(ldr) * np.exp2(max(float(log2_scalar), lower) * w).astype(np.float32)
+    return np.asarray(warp_codes(ldr, np.float32(log2_scalar), np.float32(warp_median_code(ldr))),
+                      np.float32)
+
+
+def clip_level_scalar(ldr: np.ndarray, radiance: np.ndarray, curve: np.ndarray,
+                      clipped: np.ndarray) -> float:
+    """log2(gain of the true linearisation / gain of inverse sRGB) of a photo ``ldr`` of
+    ``radiance`` through ``curve``, both gains fitted on the pixels not ``clipped``
+    (:func:`metrics.align_gain`): where the clip level sits above the midtones relative to
+    inverse sRGB, the scalar :func:`linearise_warped` bends the curve by (0 for sRGB)."""
+    gains = [float(metrics.align_gain(linearise_srgb(ldr, c), radiance, ~np.asarray(clipped)))
+             for c in (curve, None)]
+    return math.log2(gains[0] / gains[1])
 
 
 def clipped_mask(ldr: np.ndarray, level: float = CLIP_LEVEL) -> np.ndarray:

@@ -14,10 +14,13 @@ qualities, exposed so that a fraction of the pixels clip:
   training set uses, when the EMoR files are given.
 
 Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
-the same without its highlight head (the merge's own levels in the clipped pixels), and with
-the camera's response given (``--response``: a user who knows the camera), the input
-linearised with the inverse sRGB curve (what a tool that does not know the camera does) and with
-the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21
+the same without its highlight head (the merge's own levels in the clipped pixels), with the
+camera's response given (``--response``: a user who knows the camera), and with the merge
+linearised with inverse sRGB (the system without its clip-level estimate); the input linearised
+with the inverse sRGB curve (what a tool that does not know the camera does), with the curve the
+clip-level estimate bends (:func:`pipeline.blind_linearisation`; inverse sRGB for weights
+without the estimate) and with the true inverse response (an oracle: what is lost to not
+knowing the camera). Scores: the PU21
 protocol of :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight
 levels of :func:`protocol.highlight_levels`.
 """
@@ -36,13 +39,16 @@ from hdr_jax.eval import protocol
 
 __all__ = [
     "CLIP_FRACTIONS",
+    "DEV_VIEWS",
     "EMOR_SEED",
+    "EMOR_TRAINING_SEED",
     "ENCODINGS",
     "ROWS",
     "VIEWS",
     "evaluate_input",
     "plan",
     "render_input",
+    "rendered_inputs",
     "response_families",
     "summarise",
 ]
@@ -55,21 +61,31 @@ CLIP_FRACTIONS = (0.02, 0.05, 0.15)
 VIEWS: tuple[tuple[float, float, float], ...] = tuple(
     (fov, el, az) for fov, el in ((80.0, 10.0), (60.0, 25.0)) for az in (0.0, 120.0, 240.0)
 )
+#: Development views of the training scenes (none of them is a held-out view angle): where blind
+#: estimators are chosen without touching the held-out scenes.
+DEV_VIEWS: tuple[tuple[float, float, float], ...] = (
+    (70.0, 15.0, 60.0), (70.0, 15.0, 180.0), (70.0, 15.0, 300.0), (90.0, 0.0, 30.0))
 #: Seed of the EMoR sample; the training sets draw theirs with seed 0.
 EMOR_SEED = 20261201
+#: Seed of every training set's EMoR sample (and of the development sets' curves).
+EMOR_TRAINING_SEED = 0
 ROWS = (
     "ours (default pipeline)",
     "ours without the highlight head (merge levels)",
     "ours (camera response given)",
+    "ours, merge linearised with inverse sRGB (no clip-level estimate)",
     "linearised input (inverse sRGB)",
+    "linearised input, bent by the clip-level estimate",
     "linearised input (true inverse response, oracle)",
 )
 
 
 def response_families(
-    emor_dir: str | Path | None = None, n_emor: int = 10
+    emor_dir: str | Path | None = None, n_emor: int = 10, *, training_seed: bool = False
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{family: {curve name: (1024,) response}}; the EMoR family only with ``emor_dir``."""
+    """{family: {curve name: (1024,) response}}; the EMoR family only with ``emor_dir``, drawn
+    with :data:`EMOR_SEED` (held-out) or, with ``training_seed``, :data:`EMOR_TRAINING_SEED` (a
+    development set on training scenes, whose curves the training sets may contain)."""
     gammas = (1.8, 2.2, 2.6)
     families = {
         "sRGB": {"sRGB": crf_lib.srgb_crf()},
@@ -78,8 +94,10 @@ def response_families(
     }
     if emor_dir:
         emor = crf_lib.load_emor(emor_dir)
-        curves = crf_lib.sample_emor_crfs(emor, n_emor, np.random.default_rng(EMOR_SEED))
-        families["EMoR"] = {f"EMoR #{i}": c for i, c in enumerate(curves)}
+        seed = EMOR_TRAINING_SEED if training_seed else EMOR_SEED
+        curves = crf_lib.sample_emor_crfs(emor, n_emor, np.random.default_rng(seed))
+        label = "EMoR (training seed)" if training_seed else "EMoR"
+        families["EMoR"] = {f"{label} #{i}": c for i, c in enumerate(curves)}
     return families
 
 
@@ -113,6 +131,19 @@ def render_input(
     return ldr, clipped, a
 
 
+def rendered_inputs(
+    views: Sequence[tuple[str, np.ndarray]], families: Mapping[str, Mapping[str, np.ndarray]]
+):
+    """Every input of :func:`plan` over ``views`` ((scene, radiance) pairs), rendered
+    (:func:`render_input`): yields (plan item, scene, radiance, curve, photo, clipped mask)."""
+    for item in plan(len(views), families):
+        scene, radiance = views[item["view"]]
+        curve = families[item["family"]][item["curve"]]
+        ldr, clipped, _ = render_input(radiance, curve, fraction=item["fraction"],
+                                       jpeg_quality=ENCODINGS[item["encoding"]])
+        yield item, scene, radiance, curve, ldr, clipped
+
+
 def evaluate_input(
     pipe: Any, radiance: np.ndarray, curve: np.ndarray, *, fraction: float,
     jpeg_quality: int | None,
@@ -123,7 +154,11 @@ def evaluate_input(
     merged = pipeline.reconstruct(pipe, ldr, scale=None, highlights=False)
     blind, _ = pipeline.photo_hdr(pipe, merged.stack, ldr)
     known = pipeline.reconstruct(pipe, ldr, scale=None, response_curve=curve)
-    preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, protocol.linearise_srgb(ldr),
+    srgb = crf_lib.srgb_crf()
+    plain, _ = pipeline.photo_hdr(pipe, merged.stack, ldr, response_curve=srgb, highlights=False)
+    bent, gain = pipeline.blind_linearisation(pipe, ldr)
+    preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, plain, protocol.linearise_srgb(ldr),
+                            gain * crf_lib.apply_inverse_crf(bent, ldr),
                             protocol.linearise_srgb(ldr, curve))))
     scores = {}
     for name, pred in preds.items():

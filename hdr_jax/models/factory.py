@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hdr_jax.models import cfnet, drtmo, highlight, response
+from hdr_jax.models import cfnet, cliplevel, drtmo, highlight, response
 
 
 def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -62,3 +62,8 @@ def make_cfnet(m: Mapping[str, Any]) -> cfnet.CFNet:
 def make_highlight(m: Mapping[str, Any]) -> highlight.HighlightNet:
     return highlight.HighlightNet(features=tuple(int(f) for f in m["features"]),
                                   estimate_curve=bool(_get(m, "estimate_curve", True)))
+
+
+def make_cliplevel(m: Mapping[str, Any]) -> cliplevel.ClipLevelNet:
+    return cliplevel.ClipLevelNet(features=tuple(int(f) for f in m["features"]),
+                                  members=int(_get(m, "members", 2)))

@@ -1,0 +1,218 @@
+"""The clip-level estimate: network, warp, the pipeline's blind linearisation, the experiment."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_photo, random_variables
+
+from hdr_jax import bundle, pipeline
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.eval import protocol
+from hdr_jax.models import cliplevel, registry
+
+CONFIG = {"features": [4, 8, 8], "members": 2}
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_parameter_counts():
+    # conv0..conv6 (3x3, bias) + the 1x1 estimate, per member:
+    # 3*9*32+32 + 32*9*32+32 + 32*9*64+64 + 64*9*64+64 + 64*9*128+128 + 2*(128*9*128+128) + 129
+    full = registry.build("cliplevel", {"features": [32, 64, 128]})
+    assert _count(registry.abstract_variables("cliplevel", full)) == 2 * 434_721
+    tiny = registry.build("cliplevel", CONFIG)
+    per = 112 + 148 + 296 + 4 * 584 + 9
+    assert _count(registry.abstract_variables("cliplevel", tiny)) == 2 * per
+
+
+def _shoulder_reference(z: np.ndarray) -> np.ndarray:
+    """NumPy: any shoulder code within the 22-px window (XLA 'SAME': 10 before, 11 after),
+    then the mean over 4x4 blocks."""
+    s = np.any((z >= cliplevel.SHOULDER_LO) & (z < cliplevel.SHOULDER_HI), axis=-1)
+    h, w = s.shape
+    near = np.zeros_like(s)
+    for i in range(h):
+        for j in range(w):
+            near[i, j] = s[max(0, i - 10):i + 12, max(0, j - 10):j + 12].any()
+    return near.reshape(h // 4, 4, w // 4, 4).mean((1, 3))
+
+
+def test_shoulder_weight_and_the_shrunk_mean_against_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.0, 0.7, (1, 48, 40, 3)).astype(np.float32)
+    z[0, 5, 7, 1] = 0.8  # one shoulder code: its window lights up
+    z[0, 40:44, 30:36] = 0.99  # clipped, not shoulder
+    want = _shoulder_reference(z[0])
+    got = np.asarray(cliplevel.shoulder_weight(jnp.asarray(z)))[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert 0 < want.sum() < want.size
+    # Estimate layer zero with bias b: every position says b, the photo says b sum(w)/(sum(w)+S).
+    module = registry.build("cliplevel", CONFIG)
+    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=1)
+    for member, b in (("member0", 0.5), ("member1", -1.5)):
+        variables["params"][member]["estimate"]["bias"] = np.full((1,), b, np.float32)
+        variables["params"][member]["estimate"]["kernel"][...] = 0.0
+    k = float(module.apply(variables, jnp.asarray(z))[0])
+    s = want.sum()
+    assert k == pytest.approx(-0.5 * s / (s + cliplevel.SHRINK), rel=1e-5)
+    # Zero-initialised estimate: k = 0, i.e. inverse sRGB.
+    fresh = registry.init("cliplevel", module, jax.random.key(0), jnp.asarray(z))
+    assert float(module.apply(fresh, jnp.asarray(z))[0]) == 0.0
+
+
+def test_warp_codes_numpy_and_jax_agree_and_differentiate():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(0.0, 1.0, (2, 6, 5, 3)).astype(np.float32)
+    k, zm = np.float32([-0.4, 0.6]), np.float32([0.3, 0.5])
+    a = protocol.warp_codes(z, k, zm)
+    b = np.asarray(protocol.warp_codes(jnp.asarray(z), jnp.asarray(k), jnp.asarray(zm)))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    # d/dk sum = sum(lin ln2 w) where k is above its bound.
+    g = jax.grad(lambda kk: protocol.warp_codes(jnp.asarray(z), kk, jnp.asarray(zm)).sum())(
+        jnp.asarray(k))
+    w = np.clip((z - zm[:, None, None, None]) / (1 - zm[:, None, None, None]), 0, 1)
+    np.testing.assert_allclose(np.asarray(g), (a * math.log(2) * w).sum((1, 2, 3)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [-1.5, -0.3, 0.0, 0.4])
+def test_warped_response_is_the_warp_as_a_curve(k):
+    photo = make_photo(seed=2, hw=(40, 48))
+    curve, gain = cliplevel.warped_response(photo, k)
+    assert crf_lib.is_valid_crf(curve, tol=1e-5)
+    lower = -0.9 * crf_lib.SRGB_EXPONENT / (1 + crf_lib.SRGB_OFFSET) * (
+        1 - protocol.warp_median_code(photo)) / math.log(2)
+    assert gain == pytest.approx(2.0 ** max(k, lower), rel=1e-5)
+    got = gain * crf_lib.apply_inverse_crf(curve, photo)
+    want = protocol.linearise_warped(photo, k)
+    ok = photo > 0.02  # the 1024-sample curve is coarse in the toe
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-2)
+
+
+def test_estimator_reads_photos_at_its_working_scale():
+    big = make_photo(seed=3, hw=(300, 900))
+    assert cliplevel.estimator_input(big).shape == (1, 256, 768, 3)
+    small = make_photo(seed=3, hw=(64, 80))
+    np.testing.assert_array_equal(cliplevel.estimator_input(small)[0], small)
+
+
+@pytest.fixture(scope="module")
+def clip_weights(tiny_weights, tmp_path_factory):
+    """The tiny weights plus a clip-level estimate that says k = -0.8 on shoulder photos."""
+    directory = tmp_path_factory.mktemp("cliplevel") / "weights"
+    shutil.copytree(tiny_weights, directory)
+    module = registry.build("cliplevel", CONFIG)
+    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=2)
+    for member in ("member0", "member1"):
+        variables["params"][member]["estimate"]["bias"] = np.full((1,), -0.8, np.float32)
+    bundle.save_network(directory, "cliplevel", variables, CONFIG)
+    return directory
+
+
+def test_pipeline_merges_a_photo_of_an_unknown_camera_with_the_bent_curve(clip_weights,
+                                                                          tiny_weights):
+    photo = make_photo(seed=4, hw=(48, 64))
+    pipe = pipeline.Pipeline.load(clip_weights)
+    k = pipeline.estimate_clip_level(pipe, photo)
+    assert -0.8 < k < -0.05  # random conv features, estimate layer mostly the bias
+    out = pipeline.reconstruct(pipe, photo, scale=None)
+    curve, gain = cliplevel.warped_response(photo, k)
+    merged, _ = pipeline.merge_photo_stack(out.stack, photo, "anchored", curve)
+    np.testing.assert_allclose(out.hdr, merged * gain, rtol=1e-6)
+    # The anchored merge keeps the input's (bent) linear values where nothing clipped.
+    unclipped = photo.max(-1) < 0.9
+    np.testing.assert_allclose(out.hdr[unclipped],
+                               (gain * crf_lib.apply_inverse_crf(curve, photo))[unclipped],
+                               rtol=1e-5, atol=1e-7)
+    # Below the median code the midtones keep inverse sRGB.
+    dark = (photo.max(-1) < protocol.warp_median_code(photo) - 0.02)
+    np.testing.assert_allclose(out.hdr[dark], protocol.linearise_srgb(photo)[dark], rtol=2e-2,
+                               atol=1e-4)
+    # Without the network the merge is inverse sRGB's; the stack does not depend on it.
+    bare = pipeline.reconstruct(pipeline.Pipeline.load(tiny_weights), photo, scale=None)
+    np.testing.assert_array_equal(bare.stack, out.stack)
+    assert not np.allclose(bare.hdr, out.hdr)
+    np.testing.assert_array_equal(
+        bare.hdr, pipeline.merge_photo_stack(out.stack, photo, "anchored")[0])
+    # A response the user gives wins; a degenerate photo is its own linearised value.
+    srgb = pipeline.reconstruct(pipe, photo, scale=None, response_curve=crf_lib.srgb_crf())
+    np.testing.assert_array_equal(srgb.hdr, bare.hdr)
+    black = np.zeros((16, 16, 3), np.float32)
+    assert pipeline.blind_linearisation(pipe, black)[1] == 1.0
+
+
+def test_weights_without_the_estimate_have_none(tiny_weights):
+    pipe = pipeline.Pipeline.load(tiny_weights)
+    assert pipe.cliplevel is None
+    with pytest.raises(bundle.WeightsError, match="no 'cliplevel' network"):
+        pipeline.estimate_clip_level(pipe, make_photo(hw=(8, 8)))
+    curve, gain = pipeline.blind_linearisation(pipe, make_photo(hw=(8, 8)))
+    assert gain == 1.0 and np.array_equal(curve, crf_lib.srgb_crf())
+
+
+def test_experiment_trains_both_objectives_evaluates_and_exports(fake_hdr_dir, tiny_weights,
+                                                                 tmp_path):
+    common = ["--hdr_dir", str(fake_hdr_dir), "--emor_dir", "", "--views", "8", "--procs", "1",
+              "--steps", "3", "--batch_size", "2", "--features", "4,8,8",
+              "--checkpoint_every", "2"]
+    run = [sys.executable, "-m", "experiments.clip_scalar"]
+    subprocess.run(run + ["--mode", "train", "--workdir", str(tmp_path / "a")] + common,
+                   check=True, capture_output=True)
+    subprocess.run(run + ["--mode", "train", "--objective", "metric", "--init",
+                          str(tmp_path / "a"), "--workdir", str(tmp_path / "b")] + common,
+                   check=True, capture_output=True)
+    out = tmp_path / "results"
+    subprocess.run(run + ["--mode", "evaluate", "--split", "dev", "--estimators",
+                          f"{tmp_path / 'a'},{tmp_path / 'b'}", "--hdr_dir", str(fake_hdr_dir),
+                          "--emor_dir", "", "--out", str(out)], check=True, capture_output=True)
+    res = json.loads((out / "results.json").read_text())
+    fams = {r["family"] for r in res["inputs"]}
+    assert fams == {"sRGB", "gamma", "gamma+S"}
+    for r in res["inputs"]:
+        s = r["scores"]
+        assert s["inverse sRGB"]["k"] == 0.0 and s["oracle scalar (analysis)"]["k"] == r["target"]
+        assert np.isfinite(s["blind estimate"]["pu21"])
+        if r["family"] == "sRGB":
+            assert r["target"] == pytest.approx(0.0, abs=1e-6)
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    subprocess.run(run + ["--mode", "export", "--estimators", f"{tmp_path / 'a'},{tmp_path / 'b'}",
+                          "--out", str(weights)], check=True, capture_output=True)
+    entry = bundle.read_manifest(weights)["cliplevel"]
+    assert entry["config"] == CONFIG
+    assert [m["objective"] for m in entry["members"]] == ["scalar", "metric"]
+    k = pipeline.estimate_clip_level(pipeline.Pipeline.load(weights), make_photo(hw=(32, 32)))
+    assert math.isfinite(k)
+
+
+def test_clip_level_scalar_against_numpy():
+    rng = np.random.default_rng(6)
+    from hdr_jax.data import testing
+
+    radiance = testing.fake_radiance(rng, 48, 64, stops=10.0).astype(np.float32)
+    w709 = np.array([0.2126, 0.7152, 0.0722])
+    for curve in (crf_lib.gamma_crf(2.6), crf_lib.s_curve_crf(6.0, gamma=1.8)):
+        a = protocol.clipping_exposure(radiance, 0.05, curve=curve)
+        ldr = protocol.render_srgb8(radiance, a, curve)
+        clipped = protocol.clipped_mask(ldr)
+
+        def gain(lin):
+            lp, lr = lin @ w709, radiance @ w709
+            ok = ~clipped & (lp > 0) & (lr > 0)
+            return np.exp(np.median(np.log(lr[ok]) - np.log(lp[ok])))
+
+        true, srgb_lin = protocol.linearise_srgb(ldr, curve), protocol.linearise_srgb(ldr)
+        want = math.log2(gain(true) / gain(srgb_lin))
+        got = protocol.clip_level_scalar(ldr, radiance, curve, clipped)
+        assert got == pytest.approx(want, abs=1e-4) and abs(got) > 0.05
+    srgb = protocol.render_srgb8(radiance, 1.0)
+    assert protocol.clip_level_scalar(srgb, radiance, crf_lib.srgb_crf(),
+                                      protocol.clipped_mask(srgb)) == 0.0
