@@ -323,8 +323,8 @@ def _inputs(split: str) -> list[dict]:
                  for s, img in _read_scenes(dev).items() for v in responses.DEV_VIEWS]
         families = responses.response_families(_EMOR_DIR.value or None, training_seed=True)
     return [{**item, "scene": scene, "ldr": ldr, "clipped": clipped, "radiance": radiance,
-             "target": protocol.clip_level_scalar(ldr, radiance, curve, clipped)}
-            for item, scene, radiance, curve, ldr, clipped in responses.rendered_inputs(
+             "exposure": a, "target": protocol.clip_level_scalar(ldr, radiance, curve, clipped)}
+            for item, scene, radiance, curve, ldr, clipped, a in responses.rendered_inputs(
                 views, families)]
 
 
@@ -338,11 +338,9 @@ def evaluate() -> None:
         for name, k in zip(rows, (0.0, r["target"], float(p))):
             lin = protocol.linearise_warped(r["ldr"], k)
             s = protocol.pu21_protocol(lin, r["radiance"], r["clipped"])
-            lp = np.asarray(metrics.luminance(lin * np.float32(s["gain"])))[..., 0][r["clipped"]]
-            lr = np.asarray(metrics.luminance(r["radiance"]))[..., 0][r["clipped"]]
-            scores[name] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"], "k": k,
-                            "log2_ratio_median": float(np.median(np.log2(
-                                np.maximum(lp, 1e-12) / np.maximum(lr, 1e-12))))}
+            scores[name] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"], "k": k} | (
+                protocol.highlight_levels(lin, r["radiance"], r["clipped"], s["gain"],
+                                          1.0 / r["exposure"]))
         records.append({k: r[k] for k in ("view", "family", "curve", "encoding", "fraction",
                                           "scene", "target")} | {"scores": scores})
     summary = responses.summarise(records)

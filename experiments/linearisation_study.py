@@ -109,7 +109,8 @@ def main(argv):
     if not views:
         sys.exit(f"{_HDR_DIR.value}: no view to evaluate")
     records = []
-    for item, scene, radiance, curve, ldr, clipped in responses.rendered_inputs(views, families):
+    for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
+                                                                                 families):
         preds = {name: protocol.linearise_srgb(ldr, c) for name, c in blind.items()}
         preds[ORACLE] = protocol.linearise_srgb(ldr, curve)
         gains = [float(metrics.align_gain(preds[k], radiance, ~clipped))

@@ -396,7 +396,7 @@ def photo_hdr(
             return merge_photo_stack(stack, image, method, response_curve)
         curve, gain = blind_linearisation(pipe, image)
         hdr, kept = merge_photo_stack(stack, image, method, curve)
-        return hdr if gain == 1.0 else hdr * np.float32(gain), kept
+        return hdr * np.float32(gain), kept
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)

@@ -135,13 +135,14 @@ def rendered_inputs(
     views: Sequence[tuple[str, np.ndarray]], families: Mapping[str, Mapping[str, np.ndarray]]
 ):
     """Every input of :func:`plan` over ``views`` ((scene, radiance) pairs), rendered
-    (:func:`render_input`): yields (plan item, scene, radiance, curve, photo, clipped mask)."""
+    (:func:`render_input`): yields (plan item, scene, radiance, curve, photo, clipped mask,
+    exposure)."""
     for item in plan(len(views), families):
         scene, radiance = views[item["view"]]
         curve = families[item["family"]][item["curve"]]
-        ldr, clipped, _ = render_input(radiance, curve, fraction=item["fraction"],
+        ldr, clipped, a = render_input(radiance, curve, fraction=item["fraction"],
                                        jpeg_quality=ENCODINGS[item["encoding"]])
-        yield item, scene, radiance, curve, ldr, clipped
+        yield item, scene, radiance, curve, ldr, clipped, a
 
 
 def evaluate_input(

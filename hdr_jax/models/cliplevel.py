@@ -103,6 +103,5 @@ def warped_response(image: np.ndarray, k: float) -> tuple[np.ndarray, float]:
     gain = float(inverse[-1])
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"warped_response: invalid scalar {k!r}")
-    inverse = np.maximum.accumulate(inverse / gain)
-    inverse[0], inverse[-1] = 0.0, 1.0
-    return np.asarray(crf_lib.invert_crf(inverse.astype(np.float32)), np.float32), gain
+    # invert_crf clips, makes the samples non-decreasing and pins both ends itself.
+    return np.asarray(crf_lib.invert_crf((inverse / gain).astype(np.float32))), gain
