@@ -4,7 +4,8 @@
     python -m experiments.clip_scalar --mode train --objective metric --init W1 --workdir W2
     python -m experiments.clip_scalar --mode evaluate --estimators W2,W3 --split dev|heldout \
         [--out DIR]
-    python -m experiments.clip_scalar --mode export --estimators W2,W3 --out hdr_jax/weights
+    python -m experiments.clip_scalar --mode export --estimators W2,W3 --ceiling 0 --offset 0.1 \
+        --out hdr_jax/weights
 
 The scalar k is log2 of the ratio of the two gains that fit the true and the inverse-sRGB
 linearisation of a photo to its radiance on the unclipped pixels: where the clip level sits
@@ -37,7 +38,9 @@ so the data are a pure function of the flags) and held in memory; the step runs 
 JAX device. Checkpoints every ``--checkpoint_every`` steps (batches are drawn from a generator
 seeded by the step), so a rerun resumes with the same result. ``--mode evaluate`` averages the
 estimates of the given workdirs and scores the development scenes (every fourth training scene,
-never in the estimator's training views) or the held-out scenes.
+never in the estimator's training views) or the held-out scenes. ``--ceiling`` and ``--offset``
+bound the estimate (:func:`hdr_jax.models.cliplevel.bounded`) where it is evaluated and in the
+exported network; in the metric objective the ceiling bounds what the loss sees.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ _SPLIT = flags.DEFINE_enum("split", "dev", ["dev", "heldout"], "Evaluate: scenes
 _OUT = flags.DEFINE_string("out", "", "Evaluate: publish results.{json,md} here; export: the "
                            "weights directory the estimators join as 'cliplevel'.")
 _TRAINED_ON = flags.DEFINE_string("trained_on", "", "Export: where the estimators were trained.")
+_CEILING = flags.DEFINE_float("ceiling", None, "Largest k: in the metric objective (training), the "
+                               "evaluated mean, the exported network (none: unbounded).")
+_OFFSET = flags.DEFINE_float("offset", 0.0, "Added to the estimate before the ceiling: the "
+                             "evaluated mean and the exported network.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
 #: Training views: half the protocol's size at half its field of view, the same pixel scale.
@@ -242,7 +249,7 @@ def estimate(workdirs: list[str], photos: np.ndarray, batch: int = 16) -> np.nda
         fn = jax.jit(lambda z, m=model, p=params: m.apply({"params": p}, z))
         out.append(np.concatenate([np.asarray(fn(jnp.asarray(photos[i:i + batch], jnp.float32)))
                                    for i in range(0, len(photos), batch)]))
-    return np.mean(out, axis=0)
+    return np.asarray(cliplevel.bounded(np.mean(out, axis=0), _CEILING.value, _OFFSET.value))
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -253,6 +260,9 @@ def _loss_fn(model, objective, params, batch):
     k = model.apply({"params": params}, z)
     if objective == "scalar":
         return jnp.mean(optax.huber_loss(k, batch["target"], delta=1.0))
+    # The loss sees the bounded k; its gradient passes the bound (straight through), so a photo
+    # estimated above the ceiling still learns when a bend down pays.
+    k = k - jax.lax.stop_gradient(k - cliplevel.bounded(k, _CEILING.value))
     lin = protocol.warp_codes(z, k, batch["median_code"])
     clipped = batch["clipped"].astype(jnp.float32)
     loss, _ = losses.highlight_loss(lin, jnp.exp2(batch["log2_reference"].astype(jnp.float32)),
@@ -299,7 +309,8 @@ def train(workdir: Path, argv: list[str]) -> None:
             _write(ckpt, serialization.to_bytes({"params": params, "opt": opt, "step": i + 1}))
     blob = {"params": jax.device_get(params), "features": list(model.features),
             "meta": {"objective": _OBJECTIVE.value, "steps": steps, "learning_rate": _LR.value,
-                     "views": n, "scenes": _SCENES.value, "init": _INIT.value}}
+                     "views": n, "scenes": _SCENES.value, "init": _INIT.value,
+                     "ceiling": _CEILING.value}}
     _write(workdir / PARAMS, serialization.msgpack_serialize(blob))
 
 
@@ -363,14 +374,17 @@ def evaluate() -> None:
     md = [f"## Blind clip-level scalar ({_SPLIT.value} scenes, {len(records)} inputs)", "",
           "PU21-PSNR on the clipped pixels (overall in brackets), mean per family; last column: "
           "mean over the families minus inverse sRGB's. Estimators: "
-          + ", ".join(f"`{Path(w).name}`" for w in _ESTIMATORS.value) + " (mean).", "",
+          + ", ".join(f"`{Path(w).name}`" for w in _ESTIMATORS.value) + " (mean"
+          + (f", plus {_OFFSET.value:g}" if _OFFSET.value else "")
+          + (f", at most {_CEILING.value:g}" if _CEILING.value is not None else "") + ").", "",
           report.markdown_table(["linearisation"] + fams + ["vs inverse sRGB"], tab), "",
           "Median log2(predicted / true) on the clipped pixels:", "",
           report.markdown_table(["linearisation"] + fams, lev), "",
           "The estimate against the oracle's scalar:", "",
           report.markdown_table(["family", "oracle (mean)", "estimate (mean, sd)",
                                  "correlation"], est), ""]
-    res = {"split": _SPLIT.value, "estimators": _ESTIMATORS.value, "summary": summary,
+    res = {"split": _SPLIT.value, "estimators": _ESTIMATORS.value, "ceiling": _CEILING.value,
+           "offset": _OFFSET.value, "summary": summary,
            "inputs": records}
     if _OUT.value:
         report.publish(Path(_OUT.value), res, "\n".join(md), overwrite=_OVERWRITE.value)
@@ -389,7 +403,9 @@ def export() -> None:
     info = {"members": [b.get("meta", {}) for b in blobs], "trained_on": _TRAINED_ON.value,
             "recipe": "experiments/clip_scalar.py"}
     path = bundle.save_network(_OUT.value, "cliplevel", variables,
-                               {"features": features, "members": len(blobs)}, dtype="float32",
+                               {"features": features, "members": len(blobs),
+                                "ceiling": _CEILING.value, "offset": _OFFSET.value},
+                               dtype="float32",
                                info=info, compress=True)
     print(f"cliplevel: {len(blobs)} members -> {path}")
 

@@ -200,7 +200,7 @@ def main(argv):
     manifest = bundle.read_manifest(pipe.directory)
     res["weights"] = {
         k: {f: manifest[k].get(f) for f in ("steps", "sha256")}
-        for k in ("drtmo_up", "drtmo_down", f"cfnet_x{_SCALE.value}")
+        for k in ("drtmo_up", "drtmo_down", "highlight", "cliplevel", f"cfnet_x{_SCALE.value}")
         if k in manifest
     }
     res["runtime_s"] = time.perf_counter() - t_start

@@ -9,7 +9,10 @@
 # 'trained_on'; the CF-Net runs there were stopped at their step-1000 checkpoint, which is what
 # num_train_steps now says); the colour stage ran on 2 CPU cores, one network per core. The response classifier
 # (configs/response.py: 3000 steps of batch 64, ~10 min on 2 CPU cores) trains last, on the
-# DrTMO data.
+# DrTMO data. The clip-level estimate (experiments/clip_scalar.py: a scalar-objective network,
+# then two metric-objective networks, one from it and one from scratch; the committed ones ran on
+# a lent H200 in about 2 minutes each, hours on 2 CPU cores) is exported last, bounded to bend
+# inverse sRGB down only.
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #
@@ -53,3 +56,10 @@ else
 fi
 run response experiments/configs/response.py
 python -m experiments.export_weights --workdir "$WORK" --out hdr_jax/weights
+CLIP="python -m experiments.clip_scalar --hdr_dir $HDR_DIR --emor_dir ${EMOR_DIR:-../shared/data/crf}"
+$CLIP --mode train --objective scalar --views 105066 --steps 6000 --workdir "$WORK/clip_scalar"
+$CLIP --mode train --objective metric --views 56940 --init "$WORK/clip_scalar" \
+  --learning_rate 1e-4 --workdir "$WORK/clip_warm"
+$CLIP --mode train --objective metric --views 56940 --workdir "$WORK/clip_scratch"
+$CLIP --mode export --estimators "$WORK/clip_warm,$WORK/clip_scratch" --ceiling 0 --offset 0.1 \
+  --out hdr_jax/weights

@@ -64,6 +64,18 @@ def test_shoulder_weight_and_the_shrunk_mean_against_numpy():
     k = float(module.apply(variables, jnp.asarray(z))[0])
     s = want.sum()
     assert k == pytest.approx(-0.5 * s / (s + cliplevel.SHRINK), rel=1e-5)
+    # A ceiling bounds the mean of the members, not each member.
+    capped = registry.build("cliplevel", CONFIG | {"ceiling": -0.2})
+    assert capped.ceiling == -0.2 and module.ceiling is None
+    assert float(capped.apply(variables, jnp.asarray(z))[0]) == pytest.approx(min(k, -0.2))
+    shifted = registry.build("cliplevel", CONFIG | {"ceiling": 0.0, "offset": 0.05})
+    assert float(shifted.apply(variables, jnp.asarray(z))[0]) == pytest.approx(min(k + 0.05, 0.0))
+    assert k + 0.05 < 0.0  # the offset moved the estimate, the ceiling did not cut it
+    variables["params"]["member1"]["estimate"]["bias"] = np.full((1,), 1.0, np.float32)
+    up = float(module.apply(variables, jnp.asarray(z))[0])
+    assert up == pytest.approx(0.75 * s / (s + cliplevel.SHRINK), rel=1e-5)
+    assert float(registry.build("cliplevel", CONFIG | {"ceiling": 0.0}).apply(
+        variables, jnp.asarray(z))[0]) == 0.0
     # Zero-initialised estimate: k = 0, i.e. inverse sRGB.
     fresh = registry.init("cliplevel", module, jax.random.key(0), jnp.asarray(z))
     assert float(module.apply(fresh, jnp.asarray(z))[0]) == 0.0
@@ -95,6 +107,20 @@ def test_warped_response_is_the_warp_as_a_curve(k):
     want = protocol.linearise_warped(photo, k)
     ok = photo > 0.02  # the 1024-sample curve is coarse in the toe
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-2)
+
+
+def test_any_photo_size_is_estimated_on_its_whole_blocks(clip_weights):
+    # Sides that are not multiples of the stride (the working-scale resize gives any size).
+    module = registry.build("cliplevel", CONFIG)
+    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=3)
+    z = make_photo(seed=5, hw=(45, 78))
+    k = float(module.apply(variables, jnp.asarray(z[None]))[0])
+    whole = float(module.apply(variables, jnp.asarray(z[None, :44, :76]))[0])
+    assert math.isfinite(k) and k != 0.0
+    # The cropped photo has the same whole blocks; only the convs' border context differs.
+    assert k == pytest.approx(whole, abs=0.05)
+    pipe = pipeline.Pipeline.load(clip_weights)
+    assert math.isfinite(pipeline.estimate_clip_level(pipe, make_photo(seed=6, hw=(342, 257))))
 
 
 def test_estimator_reads_photos_at_its_working_scale():
@@ -167,8 +193,8 @@ def test_experiment_trains_both_objectives_evaluates_and_exports(fake_hdr_dir, t
     subprocess.run(run + ["--mode", "train", "--workdir", str(tmp_path / "a")] + common,
                    check=True, capture_output=True)
     subprocess.run(run + ["--mode", "train", "--objective", "metric", "--init",
-                          str(tmp_path / "a"), "--workdir", str(tmp_path / "b")] + common,
-                   check=True, capture_output=True)
+                          str(tmp_path / "a"), "--workdir", str(tmp_path / "b"), "--ceiling", "0"]
+                   + common, check=True, capture_output=True)
     out = tmp_path / "results"
     subprocess.run(run + ["--mode", "evaluate", "--split", "dev", "--estimators",
                           f"{tmp_path / 'a'},{tmp_path / 'b'}", "--hdr_dir", str(fake_hdr_dir),
@@ -187,10 +213,21 @@ def test_experiment_trains_both_objectives_evaluates_and_exports(fake_hdr_dir, t
     subprocess.run(run + ["--mode", "export", "--estimators", f"{tmp_path / 'a'},{tmp_path / 'b'}",
                           "--out", str(weights)], check=True, capture_output=True)
     entry = bundle.read_manifest(weights)["cliplevel"]
-    assert entry["config"] == CONFIG
+    assert entry["config"] == CONFIG | {"ceiling": None, "offset": 0.0}
     assert [m["objective"] for m in entry["members"]] == ["scalar", "metric"]
-    k = pipeline.estimate_clip_level(pipeline.Pipeline.load(weights), make_photo(hw=(32, 32)))
-    assert math.isfinite(k)
+    assert [m["ceiling"] for m in entry["members"]] == [None, 0.0]
+    photos = [make_photo(seed=s, hw=(32, 32)) for s in range(6)]
+    free = [pipeline.estimate_clip_level(pipeline.Pipeline.load(weights), p) for p in photos]
+    assert all(math.isfinite(k) for k in free)
+    # Exported with a ceiling: the same estimates, bounded.
+    subprocess.run(run + ["--mode", "export", "--estimators", f"{tmp_path / 'a'},{tmp_path / 'b'}",
+                          "--ceiling", "0", "--offset", "0.01", "--out", str(weights)], check=True,
+                   capture_output=True)
+    assert bundle.read_manifest(weights)["cliplevel"]["config"] == CONFIG | {"ceiling": 0.0,
+                                                                             "offset": 0.01}
+    bounded = [pipeline.estimate_clip_level(pipeline.Pipeline.load(weights), p) for p in photos]
+    np.testing.assert_allclose(bounded, np.minimum(np.add(free, 0.01), 0.0), rtol=1e-5,
+                               atol=1e-7)
 
 
 def test_clip_level_scalar_against_numpy():

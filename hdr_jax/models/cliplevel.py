@@ -14,8 +14,8 @@ therefore local: a small CNN (receptive field ~31 px) estimates k per position, 
 estimates are averaged with weights that are the share of positions near a code in the shoulder
 range, shrunk towards 0, so a photo without such codes keeps inverse sRGB
 (:class:`ShoulderPooledEstimator`). An exported estimator is the mean of such networks, trained
-on the HDR protocol's PU21 error of the bent linearisation (``experiments/clip_scalar.py``); it
-is not in the bundled weights.
+on the HDR protocol's PU21 error of the bent linearisation (``experiments/clip_scalar.py``),
+optionally bounded (:func:`bounded`); the bundled one bends down only.
 """
 
 from __future__ import annotations
@@ -64,19 +64,36 @@ class ShoulderPooledEstimator(nn.Module):
             x = nn.gelu(nn.Conv(f, (3, 3), strides=stride, name=f"conv{i}")(x))
         m = nn.Conv(1, (1, 1), kernel_init=nn.initializers.zeros, name="estimate")(x)[..., 0]
         w = shoulder_weight(z)
+        # A side that is not a multiple of STRIDE gives the convs one more (partial) block than
+        # the pooled weights, which keep whole blocks only: both cover the whole blocks.
+        h, wd = w.shape[1], w.shape[2]
+        m = m[:, :h, :wd]
         return (m * w).sum((1, 2)) / (w.sum((1, 2)) + self.shrink)
 
 
+def bounded(k: jnp.ndarray, ceiling: float | None, offset: float = 0.0) -> jnp.ndarray:
+    """``k + offset``, at most ``ceiling`` (None: unbounded). A ceiling of 0 bends inverse sRGB
+    down only: a shoulder lowers the clip level, while a bend up, where the cue is absent (an
+    sRGB photo), rests on the scene prior alone. A positive offset with it leaves photos whose
+    estimate is within ``offset`` of 0 at inverse sRGB and moves the rest that much towards it."""
+    k = k + offset
+    return k if ceiling is None else jnp.minimum(k, ceiling)
+
+
 class ClipLevelNet(nn.Module):
-    """The mean estimate of ``members`` :class:`ShoulderPooledEstimator` s (``member0``, ...)."""
+    """The mean estimate of ``members`` :class:`ShoulderPooledEstimator` s (``member0``, ...),
+    plus ``offset``, at most ``ceiling`` (:func:`bounded`)."""
 
     features: tuple[int, ...] = (32, 64, 128)
     members: int = 2
+    ceiling: float | None = None
+    offset: float = 0.0
 
     @nn.compact
     def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
-        return jnp.mean(jnp.stack([ShoulderPooledEstimator(self.features, name=f"member{i}")(z)
-                                   for i in range(self.members)]), axis=0)
+        k = jnp.mean(jnp.stack([ShoulderPooledEstimator(self.features, name=f"member{i}")(z)
+                                for i in range(self.members)]), axis=0)
+        return bounded(k, self.ceiling, self.offset)
 
 
 def estimator_input(image: np.ndarray) -> np.ndarray:

@@ -66,4 +66,6 @@ def make_highlight(m: Mapping[str, Any]) -> highlight.HighlightNet:
 
 def make_cliplevel(m: Mapping[str, Any]) -> cliplevel.ClipLevelNet:
     return cliplevel.ClipLevelNet(features=tuple(int(f) for f in m["features"]),
-                                  members=int(_get(m, "members", 2)))
+                                  members=int(_get(m, "members", 2)),
+                                  ceiling=None if m.get("ceiling") is None else float(m["ceiling"]),
+                                  offset=float(_get(m, "offset", 0.0)))
