@@ -18,6 +18,8 @@
 #
 # HDR_DIR: folder of HDR panoramas (default ../shared/data/hdri; see
 # experiments/fetch_hdri.sh to rebuild the same CC0 set on a fresh machine).
+# EMOR_DIR (environment): the EMoR model folder the clip-level estimate samples its training
+# responses from (default ../shared/data/crf).
 # Each training resumes if interrupted: rerun the same command.
 set -euo pipefail
 HDR_DIR=${1:-../shared/data/hdri}
