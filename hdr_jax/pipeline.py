@@ -375,6 +375,13 @@ def blind_linearisation(pipe: Pipeline, image: np.ndarray) -> tuple[np.ndarray, 
     return cliplevel.warped_response(image, estimate_clip_level(pipe, image))
 
 
+def blind_linear(pipe: Pipeline, image: np.ndarray) -> np.ndarray:
+    """A photo of an unknown camera linearised with :func:`blind_linearisation` (times its gain,
+    so the midtones keep their inverse-sRGB values)."""
+    curve, gain = blind_linearisation(pipe, image)
+    return np.asarray(crf_lib.apply_inverse_crf(curve, image), np.float32) * np.float32(gain)
+
+
 def photo_hdr(
     pipe: Pipeline,
     stack: np.ndarray,
@@ -386,10 +393,12 @@ def photo_hdr(
     """The HDR of one photo from its stack: :func:`merge_photo_stack`, or, with ``highlights``
     (the anchored merge, weights with a highlight head, a photo that is not
     :func:`degenerate`), the anchored merge linearised with ``response_curve`` (when the user
-    gave it) or else the head's curve estimate, combined with the head's radiance wherever the
-    photo is near or at the clip level (:func:`highlight.expand`, :func:`highlight.combine`).
-    Without a head, a photo of an unknown camera is merged with :func:`blind_linearisation`
-    (scaled back by its gain, so the input's midtones keep their inverse-sRGB values)."""
+    gave it) or else the head's curve estimate (a head without one: inverse sRGB, or for a head
+    trained on it (``linearisation`` 'bent' in its config) :func:`blind_linearisation`),
+    combined with the head's radiance wherever the photo is near or at the clip level
+    (:func:`highlight.expand`, :func:`highlight.combine`). Without a head, a photo of an
+    unknown camera is merged with :func:`blind_linearisation` (scaled back by its gain, so the
+    input's midtones keep their inverse-sRGB values)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
         if response_curve is not None:
@@ -400,12 +409,19 @@ def photo_hdr(
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)
+    gain = 1.0
     if known:
         curve = np.asarray(response_curve)
+    elif estimate is not None:
+        curve = estimate
+    elif pipe.highlight.entry["config"].get("linearisation", "srgb") == "bent":
+        # A head trained on the bent linearisation fills on top of that linearisation.
+        curve, gain = blind_linearisation(pipe, image)
     else:
-        curve = estimate if estimate is not None else crf_lib.srgb_crf()
+        curve = crf_lib.srgb_crf()
     hdr, kept = merge_photo_stack(stack, image, method, curve)
-    linear = crf_lib.apply_inverse_crf(curve, image)
+    hdr = hdr * np.float32(gain)
+    linear = crf_lib.apply_inverse_crf(curve, image) * np.float32(gain)
     photo = jnp.asarray(image)
     filled = highlight.expand(jnp.asarray(linear), photo, jnp.asarray(log_ratio))
     return np.asarray(highlight.combine(filled, jnp.asarray(hdr), photo), np.float32), kept

@@ -302,3 +302,70 @@ def test_response_protocol_scores_the_head_and_the_merge_from_one_stack(head_wei
     ours, no_head = responses.ROWS[:2]
     assert with_head[no_head] == bare[ours] == bare[no_head]
     assert with_head[ours]["pu21"] != with_head[no_head]["pu21"]
+
+
+@pytest.fixture(scope="module")
+def bent_head_weights(tiny_weights, tmp_path_factory):
+    """The tiny weights plus a clip-level estimate (k = -0.8 where the photo has a shoulder)
+    and a random head trained, by its config, on the linearisation that estimate bends."""
+    directory = tmp_path_factory.mktemp("bent") / "weights"
+    shutil.copytree(tiny_weights, directory)
+    clip_config = {"features": [4, 8, 8], "members": 2}
+    module = registry.build("cliplevel", clip_config)
+    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=2)
+    for member in ("member0", "member1"):
+        variables["params"][member]["estimate"]["bias"] = np.full((1,), -0.8, np.float32)
+    bundle.save_network(directory, "cliplevel", variables, clip_config)
+    config = highlight_config.get_config("tiny,bent").model.to_dict()
+    assert config["linearisation"] == "bent" and not config["estimate_curve"]
+    template = registry.abstract_variables("highlight", registry.build("highlight", config))
+    bundle.save_network(directory, "highlight", random_variables(template, seed=5), config)
+    return directory
+
+
+def test_a_bent_head_fills_on_top_of_the_bent_linearisation(bent_head_weights):
+    photo = make_photo(hw=(24, 32))
+    photo[6:12, 8:20] = 1.0
+    photo[4:6, 8:20] = 0.93  # a shoulder next to the blob, so the estimate bends
+    pipe = pipeline.Pipeline.load(bent_head_weights)
+    curve, gain = pipeline.blind_linearisation(pipe, photo)
+    assert gain < 0.9  # the estimate bends down
+    linear = pipeline.blind_linear(pipe, photo)
+    np.testing.assert_allclose(linear, crf_lib.apply_inverse_crf(curve, photo) * gain, rtol=1e-6)
+    out = pipeline.reconstruct(pipe, photo, scale=None)
+    region = np.asarray(highlight.region_weight(jnp.asarray(photo)))[..., 0] > 0
+    np.testing.assert_allclose(out.hdr[~region], linear[~region], rtol=1e-5, atol=1e-7)
+    log_ratio, estimate = pipeline.run_highlight_head(pipe, photo)
+    assert estimate is None
+    merged, _ = pipeline.merge_photo_stack(out.stack, photo, "anchored", curve)
+    filled = np.asarray(highlight.expand(linear, photo, log_ratio))
+    np.testing.assert_allclose(out.hdr[region], np.sqrt(filled * merged * gain)[region],
+                               rtol=1e-5)
+    # Inverse sRGB would be a different HDR: the config decides the linearisation.
+    assert not np.allclose(out.hdr[~region], protocol.linearise_srgb(photo)[~region])
+
+
+def test_the_bent_task_renders_examples_with_the_pipelines_linearisation(fake_hdr_dir,
+                                                                         bent_head_weights):
+    config = highlight_config.get_config("tiny,bent")
+    config.data.manual_dir = str(fake_hdr_dir)
+    config.data.cliplevel_weights = str(bent_head_weights)
+    config.data.known_probability = 0.5
+    task = tasks.make_task(config)
+    pipe = pipeline.Pipeline.load(bent_head_weights)
+    scenes = [r for _, r in highlight_views.load_scenes(fake_hdr_dir, "train")]
+    kinds = set()
+    for i in range(8):
+        ex = highlight_views.make_example(scenes[i % len(scenes)], np.random.default_rng(i),
+                                          highlight_views.CurveSampler(None), size=32,
+                                          known_probability=0.5, blind=task.blind_linearisation)
+        if not ex["known"][0]:
+            np.testing.assert_allclose(ex["linear"], pipeline.blind_linear(pipe, ex["photo"]),
+                                       rtol=1e-6)
+        kinds.add(bool(ex["known"][0]))
+    assert kinds == {True, False}
+    batch = next(task.train_iterator())
+    assert batch["linear"].shape == (config.batch_size, 32, 32, 3)
+    config.model.linearisation = "curvy"
+    with pytest.raises(ValueError, match="'srgb' or 'bent'"):
+        tasks.make_task(config).blind_linearisation  # noqa: B018

@@ -8,10 +8,11 @@ ordinary HDR image: a random square crop, resized), white-balance jitter, a rand
 response (sRGB; gamma; gamma + S-curve; EMoR samples when the model is given), an exposure
 that clips a random fraction of the pixels (log-uniform), signal-dependent sensor noise, an
 8-bit quantisation, a JPEG round trip at a random quality (or none) and a flip. The photo is
-linearised as the pipeline does (inverse sRGB), or, for a share of the examples, with the true
-response (the flag of the network's input says which). The reference is scaled as the HDR
-protocol scales it (:mod:`hdr_jax.eval.protocol`: the 99.9th-percentile luminance at
-PEAK_LUMINANCE), so the loss can be the protocol's PU21 error itself.
+linearised as the pipeline does for a photo of an unknown camera (inverse sRGB, or the ``blind``
+linearisation given, e.g. inverse sRGB bent by the clip-level estimate), or, for a share of the
+examples, with the true response (the flag of the network's input says which). The reference
+is scaled as the HDR protocol scales it (:mod:`hdr_jax.eval.protocol`: the 99.9th-percentile
+luminance at PEAK_LUMINANCE), so the loss can be the protocol's PU21 error itself.
 
 Randomness: examples are ``random_map`` draws seeded by (seed, position in the stream), the
 scene order a grain shuffle re-drawn every epoch, so the stream is a pure function of the seed
@@ -21,7 +22,7 @@ and iterators checkpoint with ``get_state()`` / ``set_state()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,11 @@ def make_example(
     clip_range: tuple[float, float] = (0.01, 0.30),
     jpeg_probability: float = 0.6,
     known_probability: float = 0.2,
+    blind: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One training example of a scene's radiance (module docstring): ``photo`` (S, S, 3) in
-    [0, 1]; ``linear`` its linearisation; ``reference`` the protocol-scaled radiance;
+    [0, 1]; ``linear`` its linearisation (the true response's inverse, else ``blind`` (photo),
+    else inverse sRGB); ``reference`` the protocol-scaled radiance;
     ``clipped`` (S, S) the protocol's clipped mask (before the JPEG step); ``known`` (1,) 1 when
     ``linear`` used the true response. Draw order is fixed, so a generator state gives one
     example."""
@@ -139,7 +142,10 @@ def make_example(
     known = rng.random() < known_probability
     if rng.random() < 0.5:
         photo, view, clipped = photo[:, ::-1], view[:, ::-1], clipped[:, ::-1]
-    linear = protocol.linearise_srgb(photo, curve if known else None)
+    if known or blind is None:
+        linear = protocol.linearise_srgb(photo, curve if known else None)
+    else:
+        linear = blind(np.ascontiguousarray(photo, np.float32))
     lum = 0.2126 * view[..., 0] + 0.7152 * view[..., 1] + 0.0722 * view[..., 2]
     top = float(np.percentile(lum, protocol.PEAK_PERCENTILE))
     reference = view * np.float32(protocol.PEAK_LUMINANCE / max(top, 1e-12))

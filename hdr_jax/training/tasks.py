@@ -456,10 +456,29 @@ class HighlightTask:
             "validation": [r for _, r in highlight_views.load_scenes(d.manual_dir, "validation")],
         }
 
+    @functools.cached_property
+    def blind_linearisation(self) -> Any:
+        """photo -> linear image for a photo of an unknown camera, as the pipeline linearises
+        it for this head: inverse sRGB (None), or with ``model.linearisation`` 'bent' inverse
+        sRGB bent by the clip-level estimate of ``data.cliplevel_weights`` (the pipeline's
+        :func:`~hdr_jax.pipeline.blind_linearisation`)."""
+        kind = self.config.model.get("linearisation", "srgb")
+        if kind == "srgb":
+            return None
+        if kind != "bent":
+            raise ValueError(f"model.linearisation must be 'srgb' or 'bent', got {kind!r}")
+        from hdr_jax import pipeline  # the inference side; imported only by this variant
+
+        pipe = pipeline.Pipeline(self.config.data.get("cliplevel_weights") or None)
+        if pipe.cliplevel is None:
+            raise ValueError(f"{pipe.directory}: no 'cliplevel' network to bend with")
+        return functools.partial(pipeline.blind_linear, pipe)
+
     def _example_options(self) -> dict:
         d = self.config.data
         return dict(size=d.size, clip_range=tuple(d.clip_range),
-                    jpeg_probability=d.jpeg_probability, known_probability=d.known_probability)
+                    jpeg_probability=d.jpeg_probability, known_probability=d.known_probability,
+                    blind=self.blind_linearisation)
 
     def train_iterator(self):
         return highlight_views.make_train_iterator(
