@@ -38,7 +38,7 @@ from hdr_jax import bundle
 from hdr_jax import io as hio
 from hdr_jax import cli
 from hdr_jax.data import testing
-from hdr_jax.models import factory
+from hdr_jax.models import factory, registry
 
 PHOTO_HW = (48, 64)  # every network test uses this size, so compiled executables are shared
 
@@ -188,6 +188,20 @@ def write_random_weights(directory: Path, names: Sequence[str] | None = None) ->
         variables = random_variables(variable_template(name, configs[name]), seed=i)
         bundle.save_network(directory, name, variables, configs[name])
     return directory
+
+
+#: A tiny clip-level estimate's model config (two members).
+TINY_CLIPLEVEL = {"features": [4, 8, 8], "members": 2}
+
+
+def save_clip_level(directory: Path, bias: float = -0.8) -> None:
+    """Adds a tiny clip-level estimate to a weights directory: random convolutions, every
+    member's output bias ``bias``, so it says about ``bias`` on photos with a shoulder."""
+    module = registry.build("cliplevel", TINY_CLIPLEVEL)
+    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=2)
+    for member in ("member0", "member1"):
+        variables["params"][member]["estimate"]["bias"] = np.full((1,), bias, np.float32)
+    bundle.save_network(directory, "cliplevel", variables, TINY_CLIPLEVEL)
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_photo, random_variables
+from conftest import TINY_CLIPLEVEL, make_photo, random_variables, save_clip_level
 
 from hdr_jax import bundle, pipeline
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.eval import protocol
 from hdr_jax.models import cliplevel, registry
 
-CONFIG = {"features": [4, 8, 8], "members": 2}
+CONFIG = TINY_CLIPLEVEL
 
 
 def _count(tree) -> int:
@@ -135,11 +135,7 @@ def clip_weights(tiny_weights, tmp_path_factory):
     """The tiny weights plus a clip-level estimate that says k = -0.8 on shoulder photos."""
     directory = tmp_path_factory.mktemp("cliplevel") / "weights"
     shutil.copytree(tiny_weights, directory)
-    module = registry.build("cliplevel", CONFIG)
-    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=2)
-    for member in ("member0", "member1"):
-        variables["params"][member]["estimate"]["bias"] = np.full((1,), -0.8, np.float32)
-    bundle.save_network(directory, "cliplevel", variables, CONFIG)
+    save_clip_level(directory)
     return directory
 
 

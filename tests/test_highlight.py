@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_photo, random_variables, run_cli
+from conftest import make_photo, random_variables, run_cli, save_clip_level
 
 from experiments.configs import highlight as highlight_config
 from hdr_jax import bundle, losses, pipeline
@@ -310,12 +310,7 @@ def bent_head_weights(tiny_weights, tmp_path_factory):
     and a random head trained, by its config, on the linearisation that estimate bends."""
     directory = tmp_path_factory.mktemp("bent") / "weights"
     shutil.copytree(tiny_weights, directory)
-    clip_config = {"features": [4, 8, 8], "members": 2}
-    module = registry.build("cliplevel", clip_config)
-    variables = random_variables(registry.abstract_variables("cliplevel", module), seed=2)
-    for member in ("member0", "member1"):
-        variables["params"][member]["estimate"]["bias"] = np.full((1,), -0.8, np.float32)
-    bundle.save_network(directory, "cliplevel", variables, clip_config)
+    save_clip_level(directory)
     config = highlight_config.get_config("tiny,bent").model.to_dict()
     assert config["linearisation"] == "bent" and not config["estimate_curve"]
     template = registry.abstract_variables("highlight", registry.build("highlight", config))

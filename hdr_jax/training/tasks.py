@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
-from hdr_jax import bundle, losses, metrics
+from hdr_jax import bundle, losses, metrics, pipeline
 from hdr_jax.data import (
     bracket_pipeline,
     hdr_brackets,
@@ -467,8 +467,6 @@ class HighlightTask:
             return None
         if kind != "bent":
             raise ValueError(f"model.linearisation must be 'srgb' or 'bent', got {kind!r}")
-        from hdr_jax import pipeline  # the inference side; imported only by this variant
-
         pipe = pipeline.Pipeline(self.config.data.get("cliplevel_weights") or None)
         if pipe.cliplevel is None:
             raise ValueError(f"{pipe.directory}: no 'cliplevel' network to bend with")
