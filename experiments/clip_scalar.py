@@ -106,14 +106,6 @@ OVERALL_WEIGHT = 0.5
 # -- scenes and views ---------------------------------------------------------------------------
 
 
-def split_training_scenes(stems: list[str]) -> tuple[list[str], list[str]]:
-    """(estimator training, development) scenes of the stage-1 training scenes: every fourth of
-    the sorted training stems is a development scene; the held-out scenes are in neither."""
-    train = hdr_brackets.split_scenes(stems)[0]
-    dev = train[1::4]
-    return [s for s in train if s not in dev], dev
-
-
 def _read_scenes(names: list[str]) -> dict[str, np.ndarray]:
     files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
     return {s: np.maximum(hdr_io.read_hdr(files[s]), 0.0).astype(np.float32) for s in names}
@@ -204,7 +196,7 @@ _WORKER: dict = {}
 
 def _init_worker(flag_values: list[str]) -> None:
     flags.FLAGS(flag_values, known_only=True)
-    train, _ = split_training_scenes(_stems())
+    train, _ = hdr_brackets.split_development(_stems())
     order = np.random.default_rng(5).permutation(len(train))
     names = [train[i] for i in order[:_SCENES.value]]
     _WORKER["scenes"] = list(_read_scenes(names).values())
@@ -329,7 +321,7 @@ def _inputs(split: str) -> list[dict]:
             _HDR_DIR.value, size=2 * SIZE, scale=1, views=responses.VIEWS)]
         families = responses.response_families(_EMOR_DIR.value or None)
     else:
-        _, dev = split_training_scenes(_stems())
+        _, dev = hdr_brackets.split_development(_stems())
         views = [(s, system.render_view(img, v, 2 * SIZE, 1)[0])
                  for s, img in _read_scenes(dev).items() for v in responses.DEV_VIEWS]
         families = responses.response_families(_EMOR_DIR.value or None, training_seed=True)

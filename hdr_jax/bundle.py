@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 DEFAULT_DIR = Path(__file__).parent / "weights"
-NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "cfnet_x2",
-            "cfnet_x4")
+NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "level",
+            "cfnet_x2", "cfnet_x4")
 
 
 class WeightsError(ValueError):

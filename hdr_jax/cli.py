@@ -389,8 +389,8 @@ MERGE_HELP = (
     "the public code's merge (linear response)"
 )
 HIGHLIGHTS_HELP = (
-    "leave the clipped pixels at the anchored merge's levels instead of the highlight head's "
-    "prediction"
+    "leave the clipped pixels at the anchored merge's levels instead of lifting them above the "
+    "clip level (the weights' highlight lift, or their highlight head)"
 )
 
 

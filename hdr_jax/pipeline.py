@@ -35,7 +35,7 @@ import numpy as np
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
-from hdr_jax.models import cliplevel, highlight, registry, response
+from hdr_jax.models import cliplevel, highlight, level, registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
@@ -93,7 +93,7 @@ class Pipeline:
     def load(cls, directory: str | Path | None = None) -> Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
-        pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel  # noqa: B018
+        pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel, pipe.level  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -129,6 +129,13 @@ class Pipeline:
         if "cliplevel" not in self._names:
             return None
         return self.network("cliplevel")
+
+    @property
+    def level(self) -> Network | None:
+        """The highlight lift, or None for a weights directory without one."""
+        if "level" not in self._names:
+            return None
+        return self.network("level")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -366,13 +373,35 @@ def estimate_clip_level(pipe: Pipeline, image: np.ndarray) -> float:
     return float(np.asarray(net.apply(net.variables, z))[0])
 
 
-def blind_linearisation(pipe: Pipeline, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """(curve, gain) the merge linearises a photo of an unknown camera with: inverse sRGB bent
-    at the clip by the estimated clip level (:func:`cliplevel.warped_response`) when the weights
-    have the estimate and the photo is not :func:`degenerate`, else inverse sRGB (gain 1)."""
+def blind_clip_level(pipe: Pipeline, image: np.ndarray) -> float | None:
+    """:func:`estimate_clip_level` of a photo of an unknown camera, or None when the weights
+    have no estimate or the photo is :func:`degenerate`."""
     if pipe.cliplevel is None or degenerate(image):
+        return None
+    return estimate_clip_level(pipe, image)
+
+
+def blind_linearisation(
+    pipe: Pipeline, image: np.ndarray, clip_level: float | None = None
+) -> tuple[np.ndarray, float]:
+    """(curve, gain) the merge linearises a photo of an unknown camera with: inverse sRGB bent
+    at the clip by the estimated clip level (:func:`cliplevel.warped_response`; ``clip_level``
+    when the caller has :func:`blind_clip_level` already) when the weights have the estimate
+    and the photo is not :func:`degenerate`, else inverse sRGB (gain 1)."""
+    k = blind_clip_level(pipe, image) if clip_level is None else clip_level
+    if k is None:
         return crf_lib.srgb_crf(), 1.0
-    return cliplevel.warped_response(image, estimate_clip_level(pipe, image))
+    return cliplevel.warped_response(image, k)
+
+
+def estimate_lift(pipe: Pipeline, image: np.ndarray, clip_level: float | None) -> float:
+    """The log2 highlight lift of one HWC photo (:mod:`hdr_jax.models.level`) from its
+    features with ``clip_level`` (:func:`blind_clip_level`; None counts as 0, inverse sRGB)."""
+    net = pipe.level
+    if net is None:
+        raise bundle.WeightsError(f"{pipe.directory}: no 'level' network in the weights")
+    f = level.photo_features(image, 0.0 if clip_level is None else clip_level)
+    return float(np.asarray(net.apply(net.variables, jnp.asarray(f[None])))[0])
 
 
 def blind_linear(pipe: Pipeline, image: np.ndarray) -> np.ndarray:
@@ -398,14 +427,21 @@ def photo_hdr(
     combined with the head's radiance wherever the photo is near or at the clip level
     (:func:`highlight.expand`, :func:`highlight.combine`). Without a head, a photo of an
     unknown camera is merged with :func:`blind_linearisation` (scaled back by its gain, so the
-    input's midtones keep their inverse-sRGB values)."""
+    input's midtones keep their inverse-sRGB values) and, with ``highlights``, the anchored
+    merge and weights with a lift, its clipped pixels are lifted (:func:`level.lift` by
+    :func:`estimate_lift`)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
         if response_curve is not None:
             return merge_photo_stack(stack, image, method, response_curve)
-        curve, gain = blind_linearisation(pipe, image)
+        k = blind_clip_level(pipe, image)
+        curve, gain = blind_linearisation(pipe, image, k)
         hdr, kept = merge_photo_stack(stack, image, method, curve)
-        return hdr * np.float32(gain), kept
+        hdr = hdr * np.float32(gain)
+        if (highlights and method == "anchored" and pipe.level is not None
+                and not degenerate(image)):
+            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k))
+        return hdr, kept
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)
@@ -509,8 +545,9 @@ def reconstruct(
     ``response_curve``: the camera's (1024,) response (:func:`crf.parse_response`), when known:
     the up-exposures and the merge's linearisation use it; otherwise the up-exposures use the
     recognised response and the merge the sRGB curve. ``highlights``: the highlight head fills
-    what the photo clipped (anchored merge, weights with a head, a photo that is not
-    :func:`degenerate`); otherwise the merge's levels stay."""
+    what the photo clipped, or the highlight lift raises it (:func:`photo_hdr`: anchored merge,
+    weights with a head or a lift, a photo that is not :func:`degenerate`); otherwise the
+    merge's levels stay."""
     t = {}
     t0 = time.perf_counter()
     stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method,

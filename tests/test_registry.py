@@ -19,14 +19,15 @@ MODELS = {
     "response": {**response_config.get_config("tiny").model.to_dict(), "num_responses": 3},
     "highlight": highlight_config.get_config("tiny,curve").model.to_dict(),
     "cliplevel": {"features": [4, 8, 8], "members": 2},
+    "level": {"mean": [0.0] * 5, "scale": [1.0] * 5},
 }
 
 
 def test_kind_of_bundled_names():
     names = ("drtmo_up", "drtmo_down", "cfnet_x2", "cfnet_x4", "response", "highlight",
-             "cliplevel")
+             "cliplevel", "level")
     assert [registry.kind_of(n) for n in names] == [
-        "drtmo", "drtmo", "cfnet", "cfnet", "response", "highlight", "cliplevel"]
+        "drtmo", "drtmo", "cfnet", "cfnet", "response", "highlight", "cliplevel", "level"]
     with pytest.raises(ValueError, match="unknown network"):
         registry.kind_of("unet_x2")
     with pytest.raises(ValueError, match="unknown network kind"):
@@ -46,7 +47,7 @@ def test_abstract_variables_match_init_and_inference_shapes(kind):
         assert out["curve"].shape == (2, 65)
         out = out["log_ratio"]
     want = {"drtmo": (2, 8, 32, 32, 3), "cfnet": (2, 64, 64, 3), "response": (2, 3),
-            "highlight": (2, 32, 32, 3), "cliplevel": (2,)}[kind]
+            "highlight": (2, 32, 32, 3), "cliplevel": (2,), "level": (2,)}[kind]
     assert out.shape == want
     if kind == "response":
         np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)

@@ -200,6 +200,16 @@ def split_scenes(
     return [s for s in scenes if s not in held], [s for s in scenes if s in held]
 
 
+
+def split_development(stems: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(fitting, development) scenes of the training scenes of :func:`split_scenes`: every fourth
+    of the sorted training stems is a development scene, where the blind per-photo estimates
+    (clip level, highlight lift) are chosen without touching the held-out scenes."""
+    train = split_scenes(stems)[0]
+    dev = train[1::4]
+    return [s for s in train if s not in dev], dev
+
+
 def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
     down = height * width < img.shape[0] * img.shape[1]
     interp = cv2.INTER_AREA if down else cv2.INTER_LINEAR

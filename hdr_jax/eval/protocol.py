@@ -261,6 +261,29 @@ def pu21_protocol(
     return {"pu21": overall, "pu21_clipped": on_clipped, "gain": gain}
 
 
+def pu21_clipped_lifted(
+    pred: np.ndarray, ref: np.ndarray, clipped: np.ndarray, weight: np.ndarray,
+    log2_lifts: ArrayLike,
+) -> np.ndarray:
+    """(M,) :func:`pu21_protocol` 'pu21_clipped' of ``pred * 2^(l * weight)`` (weight (H, W, 3))
+    for each l of ``log2_lifts``, in one pass: the gain is fitted once, on ``pred``, which is
+    exact when ``weight`` is 0 off the ``clipped`` pixels (the lift leaves the pixels the gain is
+    fitted on alone) and moves the gain's median little otherwise."""
+    pred = np.asarray(pred, np.float32)
+    ref = np.asarray(ref, np.float32)
+    clipped = np.asarray(clipped, bool)
+    s = pu21_protocol(pred, ref, clipped)
+    lum = np.asarray(metrics.luminance(ref))[..., 0]
+    scale = PEAK_LUMINANCE / float(np.percentile(lum, PEAK_PERCENTILE))
+    p = jnp.asarray(pred[clipped] * np.float32(s["gain"] * scale))[None, :, None]
+    r = jnp.asarray(ref[clipped] * np.float32(scale))[None, :, None]
+    w = jnp.asarray(np.asarray(weight, np.float32)[clipped])[None, :, None]
+    lifts = jnp.asarray(log2_lifts, jnp.float32)[:, None, None, None]
+    # Rows of one pixel per clipped pixel: pu21_psnr's (..., H, W, C) with H = 1.
+    return np.asarray(metrics.pu21_psnr(p * jnp.exp2(lifts * w), jnp.broadcast_to(r, (
+        lifts.shape[0],) + r.shape[1:]), align_gain=False), np.float64)
+
+
 def highlight_levels(
     pred: np.ndarray, ref: np.ndarray, clipped: np.ndarray, gain: float, clip_radiance: float
 ) -> dict[str, float]:

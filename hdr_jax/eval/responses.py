@@ -14,13 +14,13 @@ qualities, exposed so that a fraction of the pixels clip:
   training set uses, when the EMoR files are given.
 
 Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
-the same without its highlight head (the merge's own levels in the clipped pixels), with the
-camera's response given (``--response``: a user who knows the camera), and with the merge
-linearised with inverse sRGB (the system without its clip-level estimate); the input linearised
-with the inverse sRGB curve (what a tool that does not know the camera does), with the curve the
-clip-level estimate bends (:func:`pipeline.blind_linearisation`; inverse sRGB for weights
-without the estimate) and with the true inverse response (an oracle: what is lost to not
-knowing the camera). Scores: the PU21
+the same without its highlight head or lift (``--no-highlights``: the merge's own levels in the
+clipped pixels), with the camera's response given (``--response``: a user who knows the
+camera), and with the merge linearised with inverse sRGB (the system without its clip-level
+estimate); the input linearised with the inverse sRGB curve (what a tool that does not know the
+camera does), with the curve the clip-level estimate bends
+(:func:`pipeline.blind_linearisation`; inverse sRGB for weights without the estimate) and with
+the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21
 protocol of :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight
 levels of :func:`protocol.highlight_levels`.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hdr_jax.models import cfnet, cliplevel, drtmo, highlight, response
+from hdr_jax.models import cfnet, cliplevel, drtmo, highlight, level, response
 
 
 def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -69,3 +69,12 @@ def make_cliplevel(m: Mapping[str, Any]) -> cliplevel.ClipLevelNet:
                                   members=int(_get(m, "members", 2)),
                                   ceiling=None if m.get("ceiling") is None else float(m["ceiling"]),
                                   offset=float(_get(m, "offset", 0.0)))
+
+
+def make_level(m: Mapping[str, Any]) -> level.LevelNet:
+    n = len(level.FEATURES)
+    mean, scale = [float(v) for v in m["mean"]], [float(v) for v in m["scale"]]
+    if len(mean) != n or len(scale) != n or min(scale) <= 0:
+        raise ValueError(f"level: need {n} feature means and positive scales")
+    return level.LevelNet(mean=tuple(mean), scale=tuple(scale),
+                          bias_init=float(_get(m, "bias_init", 0.0)))

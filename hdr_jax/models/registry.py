@@ -5,7 +5,8 @@ Training tasks, the pipeline, the memory analysis and the benchmarks all go thro
 functions, so a network's call signature is written once. Kinds: ``'drtmo'`` (the up/down
 exposure networks), ``'cfnet'`` (fusion + super-resolution), ``'response'`` (the camera
 response classifier), ``'highlight'`` (the clipped-highlight head) and ``'cliplevel'`` (the
-per-photo clip-level estimate that bends the merge's linearisation). A bundled network's
+per-photo clip-level estimate that bends the merge's linearisation) and ``'level'`` (the
+per-photo lift of the clipped highlights). A bundled network's
 name maps to its kind with :func:`kind_of`.
 """
 
@@ -17,16 +18,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hdr_jax.models import factory, highlight
+from hdr_jax.models import factory, highlight, level
 
-KINDS = ("drtmo", "cfnet", "response", "highlight", "cliplevel")
+KINDS = ("drtmo", "cfnet", "response", "highlight", "cliplevel", "level")
 
 Array = Any
 
 
 def kind_of(name: str) -> str:
     """'drtmo_up' / 'drtmo_down' -> 'drtmo', 'cfnet_x2' / 'cfnet_x4' -> 'cfnet', 'response',
-    'highlight', 'cliplevel'."""
+    'highlight', 'cliplevel', 'level'."""
     kind = name.split("_", 1)[0]
     if kind not in KINDS:
         raise ValueError(f"unknown network {name!r}; kinds are {KINDS}")
@@ -57,6 +58,8 @@ def build(kind: str, model: Mapping[str, Any], *, inference: bool = False) -> An
         return factory.make_highlight(m)
     if kind == "cliplevel":
         return factory.make_cliplevel(m)
+    if kind == "level":
+        return factory.make_level(m)
     return factory.make_response(m)
 
 
@@ -65,8 +68,11 @@ def example_inputs(kind: str, module: Any, batch: int = 1,
     """Abstract inputs of one call: DrTMO a photo crop (default 2^depth, its smallest input),
     CF-Net the (over, under) LR pair (default 16), the classifier a batch of views (32), the
     highlight head its per-pixel features (:func:`highlight.input_features`, default its
-    smallest input), the clip-level estimate a photo (default 32)."""
+    smallest input), the clip-level estimate a photo (default 32), the lift a batch of photo
+    features (``size`` unused)."""
     _check(kind)
+    if kind == "level":
+        return (jax.ShapeDtypeStruct((int(batch), len(level.FEATURES)), jnp.float32),)
     default = {"drtmo": lambda: 2**module.depth, "cfnet": lambda: 16, "response": lambda: 32,
                "highlight": lambda: module.multiple, "cliplevel": lambda: 32}
     s = int(size if size is not None else default[kind]())
@@ -82,7 +88,7 @@ def init(kind: str, module: Any, rng: jax.Array, *inputs: Array) -> dict:
     zeros = [jnp.zeros(x.shape, x.dtype) for x in inputs]
     if kind == "drtmo":
         return dict(module.init({"params": rng, "dropout": rng}, *zeros, train=False))
-    if kind in ("cfnet", "highlight", "cliplevel"):
+    if kind in ("cfnet", "highlight", "cliplevel", "level"):
         return dict(module.init(rng, *zeros))
     return dict(module.init(rng, *zeros, train=False))
 
@@ -96,11 +102,12 @@ def abstract_variables(kind: str, module: Any, batch: int = 1, size: int | None 
 def inference(kind: str, module: Any) -> Callable[..., Array]:
     """``f(variables, *inputs)`` as the pipeline calls it: DrTMO the (N, 8, H, W, 3) bracket,
     CF-Net the fused image, the classifier response probabilities, the highlight head its
-    outputs (log ratios, curve estimate), the clip-level estimate k per photo."""
+    outputs (log ratios, curve estimate), the clip-level estimate k per photo, the lift per
+    photo."""
     _check(kind)
     if kind == "drtmo":
         return lambda v, x: module.apply(v, x, train=False)
-    if kind in ("highlight", "cliplevel"):
+    if kind in ("highlight", "cliplevel", "level"):
         return lambda v, x: module.apply(v, x)
     if kind == "cfnet":
         return lambda v, over, under: module.apply(v, over, under)["fused"]

@@ -1,0 +1,193 @@
+"""Fits the highlight lift (:mod:`hdr_jax.models.level`) on rendered views of the fitting scenes.
+
+    python -m experiments.fit_level --hdr_dir ../shared/data/hdri --emor_dir ../shared/data/crf \
+        --workdir W [--out hdr_jax/weights]
+
+Each view of the fitting scenes (:func:`hdr_brackets.split_development`; the protocol's
+development views of every training scene but every fourth, which are the development scenes)
+is rendered through every camera response of the four families as the response protocol renders
+its inputs (:func:`responses.rendered_inputs`, PNG and JPEG, 2/5/15 % clipped). Per input the
+script tabulates the HDR protocol's PU21-PSNR on the clipped pixels of the pipeline's blind
+linearisation (:func:`pipeline.blind_linear`, the weights of ``--weights``) lifted by 2^(l w)
+(:func:`level.lift_weight`) over a grid of l (:func:`protocol.pu21_clipped_lifted`), and the
+photo's features (:func:`level.photo_features`).
+
+The lift's linear model is then fitted to maximise the mean over the inputs of the tabulated
+score at its prediction (interpolated linearly between grid points; each family weighted
+equally). That objective is piecewise linear in the six parameters, so it is maximised by
+Powell's derivative-free search (scipy) from a few starts, not by gradient steps. The
+development scenes' inputs are scored the same way and reported next to the fitting scenes'
+(inverse-sRGB input, the blind linearisation, the lifted one, the per-input best l).
+
+The tabulated scores are cached in ``--workdir`` (``tables.npz``), so a rerun refits without
+rendering; with ``--out`` the fitted network is written into that weights directory as
+``level`` (float32, a few hundred bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+from scipy import optimize
+
+from hdr_jax import bundle, pipeline
+from hdr_jax import io as hdr_io
+from hdr_jax.data import hdr_brackets
+from hdr_jax.eval import protocol, responses, system
+from hdr_jax.models import level
+
+_HDR_DIR = flags.DEFINE_string("hdr_dir", None, "Folder of HDR panoramas.", required=True)
+_EMOR_DIR = flags.DEFINE_string("emor_dir", "", "EMoR files (the EMoR family; none: skipped).")
+_WEIGHTS = flags.DEFINE_string("weights", "", "Weights with the clip-level estimate "
+                               "(default: the bundled weights).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the tables and the report go.",
+                               required=True)
+_OUT = flags.DEFINE_string("out", "", "Weights directory to write the fitted lift into.")
+_SIZE = flags.DEFINE_integer("size", 256, "Side of the rendered views (the protocol's).")
+_VIEWS = flags.DEFINE_integer("views", 0, "Views per scene (0: every development view).")
+
+#: The grid of log2 lifts the scores are tabulated on (the lift's bounds).
+GRID = np.arange(level.LOWEST, level.HIGHEST + 1e-6, 0.25)
+FAMILIES = ("sRGB", "gamma", "gamma+S", "EMoR")
+STARTS = 3
+
+
+def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict) -> dict[str, np.ndarray]:
+    files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
+    views = []
+    for s in scenes:
+        pano = np.maximum(hdr_io.read_hdr(files[s]), 0.0).astype(np.float32)
+        views += [(s, system.render_view(pano, v, _SIZE.value, 1)[0])
+                  for v in responses.DEV_VIEWS[:_VIEWS.value or None]]
+    rows = {k: [] for k in ("family", "scene", "encoding", "features", "input", "scores")}
+    for item, scene, radiance, _, ldr, clipped, _ in responses.rendered_inputs(views, families):
+        k = pipeline.blind_clip_level(pipe, ldr)
+        base = pipeline.blind_linear(pipe, ldr)
+        rows["family"].append(item["family"])
+        rows["scene"].append(scene)
+        rows["encoding"].append(item["encoding"])
+        rows["features"].append(level.photo_features(ldr, 0.0 if k is None else k))
+        rows["input"].append(protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance,
+                                                    clipped)["pu21_clipped"])
+        rows["scores"].append(protocol.pu21_clipped_lifted(
+            base, radiance, clipped, level.lift_weight(ldr), GRID))
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def _at(scores: np.ndarray, lifts: np.ndarray) -> np.ndarray:
+    """Each row's score at its lift, interpolated linearly on :data:`GRID`."""
+    x = np.clip((np.clip(lifts, level.LOWEST, level.HIGHEST) - GRID[0]) / (GRID[1] - GRID[0]),
+                0.0, len(GRID) - 1.0 - 1e-6)
+    i = x.astype(int)
+    t = x - i
+    rows = np.arange(len(scores))
+    return scores[rows, i] * (1.0 - t) + scores[rows, i + 1] * t
+
+
+def fit(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, theta = [bias, weights]) of the lift fitted on ``table`` (module
+    docstring)."""
+    x = table["features"].astype(np.float64)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    fam = table["family"]
+    w = np.array([1.0 / np.mean(fam == f) for f in fam])
+    gain = table["scores"] - table["input"][:, None]
+
+    def loss(theta):
+        return -np.sum(w * _at(gain, theta[0] + z @ theta[1:])) / w.sum()
+
+    best = None
+    for start in range(STARTS):
+        theta0 = np.zeros(1 + z.shape[1])
+        if start:
+            theta0 += np.random.default_rng(start).normal(0.0, 0.3, theta0.shape)
+        r = optimize.minimize(loss, theta0, method="Powell",
+                              options={"maxiter": 20000, "xtol": 1e-3, "ftol": 1e-6})
+        if best is None or r.fun < best.fun:
+            best = r
+    return mean, scale, best.x
+
+
+def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[str, float]]:
+    zero = int(np.argmin(np.abs(GRID)))
+    rows = {"blind linearisation": table["scores"][:, zero], "lifted": _at(table["scores"], lifts),
+            "best lift per input (analysis)": table["scores"].max(1)}
+    out = {}
+    for name, s in rows.items():
+        gain = s - table["input"]
+        out[name] = {f: float(gain[table["family"] == f].mean()) for f in FAMILIES
+                     if np.any(table["family"] == f)}
+        out[name]["mean"] = float(np.mean(list(out[name].values())))
+    return out
+
+
+def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]]) -> str:
+    lines = ["Gain (dB) over the inverse-sRGB input in the HDR protocol's PU21-PSNR on the clipped "
+             "pixels, mean per family (`python -m experiments.fit_level`); the lift is fitted on "
+             "the fitting scenes only.", ""]
+    for split, rows in report.items():
+        fams = [f for f in FAMILIES if f in next(iter(rows.values()))]
+        n = len(tables[split]["input"])
+        lines += [f"{split} scenes ({n} inputs):", "",
+                  "| | " + " | ".join(fams) + " | mean |", "|---" * (len(fams) + 2) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{g[f]:+.2f}" for f in fams)
+                  + f" | {g['mean']:+.2f} |" for name, g in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError("Too many command-line arguments.")
+    workdir = Path(_WORKDIR.value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pipe = pipeline.Pipeline(_WEIGHTS.value or None)
+    stems = [f.stem for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))]
+    families = responses.response_families(_EMOR_DIR.value or None, training_seed=True)
+    tables = {}
+    for split, scenes in zip(("fitting", "development"), hdr_brackets.split_development(stems)):
+        path = workdir / f"tables_{split}.npz"
+        if not path.exists():
+            t0 = time.perf_counter()
+            t = _tables(pipe, scenes, families)
+            tmp = workdir / f"tables_{split}.tmp.npz"
+            np.savez(tmp, **t)
+            tmp.replace(path)
+            print(f"{split}: {len(t['input'])} inputs in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        with np.load(path) as f:
+            tables[split] = {k: f[k] for k in f.files}
+    mean, scale, theta = fit(tables["fitting"])
+    report = {}
+    for split, t in tables.items():
+        z = (t["features"] - mean) / scale
+        report[split] = _report(t, np.clip(theta[0] + z @ theta[1:], level.LOWEST,
+                                           level.HIGHEST))
+    result = {"features": list(level.FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
+              "bias": float(theta[0]), "weights": theta[1:].tolist(), "report": report}
+    (workdir / "fit.json").write_text(json.dumps(result, indent=1))
+    (workdir / "fit.md").write_text(_markdown(report, tables))
+    for split, rows in report.items():
+        print(split)
+        for name, g in rows.items():
+            print(f"  {name:32s}", " ".join(f"{f} {v:+.2f}" for f, v in g.items()))
+    print("bias", round(theta[0], 3), dict(zip(level.FEATURES, np.round(theta[1:], 3))))
+    if _OUT.value:
+        variables = {"params": {"lift": {"kernel": np.asarray(theta[1:], np.float32)[:, None],
+                                         "bias": np.asarray(theta[:1], np.float32)}}}
+        config = {"mean": mean.tolist(), "scale": scale.tolist()}
+        info = {"recipe": "experiments/fit_level.py", "report": report,
+                "trained_on": "rendered views of the fitting scenes (module docstring of "
+                              "experiments/fit_level.py)"}
+        path = bundle.save_network(_OUT.value, "level", variables, config, dtype="float32",
+                                   info=info, compress=True)
+        print(f"level -> {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,107 @@
+"""How far above the clip level a photo's clipped highlights lie: a per-photo highlight lift.
+
+Below the clip a photo says how bright the scene is; above it nothing does pixel by pixel, and
+the anchored merge leaves clipped pixels close to the clip level. Statistics of the whole photo
+carry a weak cue: how much of it clipped (how far the exposure pushed the scene past the clip),
+whether clipped regions have every channel or only one at the clip (a saturated colour is
+usually close to the clip), how many pixels crowd just below it, and the clip-level estimate (a
+shoulder that bends the curve down has already brightened the clipped values).
+:class:`LevelNet` maps them (:func:`photo_features`) to one log2 lift lambda, and :func:`lift`
+raises the HDR's clipped pixels by 2^(lambda w), where the per-channel weight w
+(:func:`lift_weight`) rises with the code above :data:`RAMP_CODE` (a channel that did not clip
+keeps most of its value) and with the distance from the border of the clipped region (no step
+where a clipped region meets its unclipped surround).
+
+The network is a linear model over standardised features (the standardisation is part of its
+config), fitted to the HDR protocol's PU21 error on the clipped pixels of rendered training
+views (``experiments/fit_level.py``); lambda is bounded to [:data:`LOWEST`, :data:`HIGHEST`].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.eval import protocol
+
+#: Names of :func:`photo_features`, in order.
+FEATURES = ("clip_level", "log_clipped", "all_channels", "one_channel", "log_near_clip")
+#: Code from which a channel's lift weight rises linearly to 1 at the clip.
+RAMP_CODE = 0.9
+#: Distance (px at :data:`LIFT_SIDE`) over which the lift weight rises from a region's border.
+RAMP_DISTANCE = 3.0
+#: Short side (px) that :data:`RAMP_DISTANCE` is measured at (the protocol's view size).
+LIFT_SIDE = 256
+#: Bounds of the log2 lift.
+LOWEST, HIGHEST = -1.0, 6.0
+#: Luminance (inverse sRGB) from which a pixel counts as near the clip in ``log_near_clip``.
+NEAR_CLIP = 0.95
+#: Floor of the fractions whose log is a feature (a photo without such pixels).
+_FLOOR = 1e-4
+
+
+def photo_features(image: np.ndarray, clip_level: float) -> np.ndarray:
+    """(len(FEATURES),) float32 statistics of one photo (H, W, 3) in [0, 1] with its
+    clip-level estimate k (:mod:`hdr_jax.models.cliplevel`; 0 without one): k, log of the
+    fraction of clipped pixels (:func:`protocol.clipped_mask`), the fractions of clipped pixels
+    with every channel and with exactly one channel at the clip, log of the fraction of pixels
+    whose inverse-sRGB luminance is at least :data:`NEAR_CLIP`."""
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"photo_features: expected an (H, W, 3) photo, got {image.shape}")
+    at_clip = image >= protocol.CLIP_LEVEL - 1e-6
+    clipped = at_clip.any(-1)
+    n = at_clip[clipped].sum(-1)
+    lum = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image) @ np.float32([0.2126, 0.7152,
+                                                                               0.0722])
+    return np.array([
+        clip_level,
+        np.log(max(float(clipped.mean()), _FLOOR)),
+        float(np.mean(n == 3)) if n.size else 0.0,
+        float(np.mean(n == 1)) if n.size else 0.0,
+        np.log(max(float(np.mean(lum >= NEAR_CLIP)), _FLOOR)),
+    ], np.float32)
+
+
+class LevelNet(nn.Module):
+    """(N, F) :func:`photo_features` -> (N,) log2 lift: a linear map of the features
+    standardised with ``mean`` and ``scale`` (the fitting set's), bounded to [LOWEST, HIGHEST].
+    The weights start at zero and the bias at ``bias_init``."""
+
+    mean: Sequence[float]
+    scale: Sequence[float]
+    bias_init: float = 0.0
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
+        x = (features - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.scale,
+                                                                            jnp.float32)
+        lam = nn.Dense(1, kernel_init=nn.initializers.zeros,
+                       bias_init=nn.initializers.constant(self.bias_init), name="lift")(x)[..., 0]
+        return jnp.clip(lam, LOWEST, HIGHEST)
+
+
+def lift_weight(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: per channel, clip((z - RAMP_CODE) / (1 - RAMP_CODE)) times
+    1 - exp(-d / RAMP_DISTANCE) inside the photo's clipped region (0 outside), d the distance
+    (px, scaled to a :data:`LIFT_SIDE`-px short side) to the nearest unclipped pixel."""
+    image = np.asarray(image, np.float32)
+    clipped = protocol.clipped_mask(image)
+    ramp = np.clip((image - RAMP_CODE) / (1.0 - RAMP_CODE), 0.0, 1.0)
+    if not clipped.any():
+        return np.zeros_like(ramp)
+    d = cv2.distanceTransform(clipped.astype(np.uint8), cv2.DIST_L2, 3)
+    d *= LIFT_SIDE / min(image.shape[:2])
+    return (ramp * (1.0 - np.exp(-d / RAMP_DISTANCE))[..., None]).astype(np.float32)
+
+
+def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float) -> np.ndarray:
+    """The HDR (H, W, 3) of ``image`` with its clipped pixels raised by 2^(log2_lift w)
+    (:func:`lift_weight`)."""
+    w = lift_weight(image)
+    return (np.asarray(hdr, np.float32) * np.exp2(np.float32(log2_lift) * w)).astype(np.float32)

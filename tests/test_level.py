@@ -1,0 +1,210 @@
+"""The highlight lift: features, weight, network, the pipeline's lift, the protocol's lifted
+scores and the fitting experiment."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_photo, save_clip_level
+
+from hdr_jax import bundle, pipeline
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.eval import protocol
+from hdr_jax.models import level, registry
+
+N = len(level.FEATURES)
+#: A lift config: the features standardised about 0 with scale 1.
+CONFIG = {"mean": [0.0] * N, "scale": [1.0] * N}
+
+
+def _photo_with_a_disc(hw=(64, 96), radius=12, code=1.0):
+    """A mid-grey photo with a clipped disc (every channel at ``code``) and a pixel where only
+    red clips."""
+    img = np.full(hw + (3,), 0.4, np.float32)
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    disc = (yy - hw[0] // 2) ** 2 + (xx - hw[1] // 2) ** 2 <= radius**2
+    img[disc] = code
+    img[2, 2] = (1.0, 0.5, 0.3)
+    return img, disc
+
+
+def test_features_match_a_direct_count():
+    img, disc = _photo_with_a_disc()
+    f = level.photo_features(img, -0.3)
+    n_clipped = disc.sum() + 1
+    lum = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), img) @ np.float32([0.2126, 0.7152,
+                                                                             0.0722])
+    assert f.shape == (N,)
+    np.testing.assert_allclose(f, [-0.3, np.log(n_clipped / img[..., 0].size),
+                                   disc.sum() / n_clipped, 1 / n_clipped,
+                                   np.log(np.mean(lum >= level.NEAR_CLIP))], rtol=1e-5)
+    # A photo without clipped pixels: the fractions' floor, no NaN.
+    f0 = level.photo_features(np.full((8, 8, 3), 0.3, np.float32), 0.0)
+    assert np.all(np.isfinite(f0)) and f0[1] == pytest.approx(np.log(1e-4))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        level.photo_features(np.zeros((8, 8), np.float32), 0.0)
+
+
+def test_lift_weight_rises_with_the_code_and_the_distance_from_the_border():
+    img, disc = _photo_with_a_disc()
+    img[disc, 2] = 0.95  # blue halfway up the ramp inside the disc
+    w = level.lift_weight(img)
+    clipped = protocol.clipped_mask(img)
+    assert np.all(w[~clipped] == 0)
+    d = cv2.distanceTransform(clipped.astype(np.uint8), cv2.DIST_L2, 3) * (256 / 64)
+    spatial = 1 - np.exp(-d / level.RAMP_DISTANCE)
+    np.testing.assert_allclose(w[..., 0][clipped], spatial[clipped], rtol=1e-5)
+    np.testing.assert_allclose(w[..., 2][disc], 0.5 * spatial[disc], rtol=1e-4)
+    centre = w[32, 48, 0]
+    assert centre > 0.99 and w[disc][:, 0].min() < 0.9
+    # Distances are measured at the protocol's pixel scale: twice the photo, the same weights.
+    big = cv2.resize(img, (192, 128), interpolation=cv2.INTER_NEAREST)
+    assert level.lift_weight(big)[64, 96, 0] == pytest.approx(centre, abs=1e-4)
+    assert not level.lift_weight(np.full((8, 8, 3), 0.5, np.float32)).any()
+
+
+def test_lift_multiplies_only_the_clipped_pixels():
+    img, disc = _photo_with_a_disc()
+    hdr = protocol.linearise_srgb(img)
+    out = level.lift(hdr, img, 2.0)
+    np.testing.assert_allclose(out, hdr * np.exp2(2.0 * level.lift_weight(img)), rtol=1e-6)
+    np.testing.assert_array_equal(out[~protocol.clipped_mask(img)],
+                                  hdr[~protocol.clipped_mask(img)])
+    assert out[32, 48, 0] > 3.9 * hdr[32, 48, 0]
+
+
+def test_network_is_a_bounded_linear_map_of_the_standardised_features():
+    module = registry.build("level", {"mean": [1.0] * N, "scale": [2.0] * N, "bias_init": 0.5})
+    variables = registry.init("level", module, jax.random.key(0),
+                              *registry.example_inputs("level", module, batch=3))
+    assert sum(x.size for x in jax.tree.leaves(variables)) == N + 1
+    f = jnp.asarray(np.random.default_rng(0).normal(size=(3, N)), jnp.float32)
+    np.testing.assert_allclose(module.apply(variables, f), 0.5)  # zero weights: the bias
+    kernel = np.arange(1, N + 1, dtype=np.float32)[:, None]
+    variables = {"params": {"lift": {"kernel": kernel, "bias": np.float32([0.1])}}}
+    want = np.clip(0.1 + ((np.asarray(f) - 1.0) / 2.0) @ kernel[:, 0], level.LOWEST,
+                   level.HIGHEST)
+    np.testing.assert_allclose(module.apply(variables, f), want, rtol=1e-5)
+    assert float(module.apply(variables, jnp.full((1, N), 100.0))[0]) == level.HIGHEST
+    assert float(module.apply(variables, jnp.full((1, N), -100.0))[0]) == level.LOWEST
+    with pytest.raises(ValueError, match="positive scales"):
+        registry.build("level", {"mean": [0.0] * N, "scale": [0.0] * N})
+
+
+def test_lifted_scores_are_the_protocols():
+    rng = np.random.default_rng(3)
+    img, disc = _photo_with_a_disc()
+    ref = protocol.linearise_srgb(img) * rng.uniform(1.0, 1.3, img.shape).astype(np.float32)
+    ref[disc] *= 6.0
+    pred = protocol.linearise_srgb(img)
+    clipped = protocol.clipped_mask(img)
+    w = level.lift_weight(img)
+    got = protocol.pu21_clipped_lifted(pred, ref, clipped, w, [0.0, 1.0, 2.5])
+    want = [protocol.pu21_protocol(pred * np.exp2(lift * w), ref, clipped)["pu21_clipped"]
+            for lift in (0.0, 1.0, 2.5)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert got[2] > got[0]  # the truth is brighter than the clip
+
+
+def _save_level(directory, bias, kernel=None):
+    variables = {"params": {"lift": {
+        "kernel": np.zeros((N, 1), np.float32) if kernel is None else kernel,
+        "bias": np.float32([bias])}}}
+    bundle.save_network(directory, "level", variables, CONFIG, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def level_weights(tiny_weights, tmp_path_factory):
+    """The tiny weights plus a clip-level estimate and a lift of a constant 1.5."""
+    directory = tmp_path_factory.mktemp("level") / "weights"
+    shutil.copytree(tiny_weights, directory)
+    save_clip_level(directory)
+    _save_level(directory, 1.5)
+    return directory
+
+
+def test_pipeline_lifts_the_blind_merge(level_weights):
+    photo = make_photo(seed=4, hw=(48, 64))
+    pipe = pipeline.Pipeline.load(level_weights)
+    k = pipeline.blind_clip_level(pipe, photo)
+    assert k == pipeline.estimate_clip_level(pipe, photo)
+    assert pipeline.estimate_lift(pipe, photo, k) == pytest.approx(1.5)
+    out = pipeline.reconstruct(pipe, photo, scale=None)
+    plain = pipeline.reconstruct(pipe, photo, scale=None, highlights=False)
+    np.testing.assert_array_equal(out.stack, plain.stack)
+    # --no-highlights: the bent merge; by default that merge lifted where the photo clipped.
+    curve, gain = pipeline.blind_linearisation(pipe, photo, k)
+    merged, _ = pipeline.merge_photo_stack(out.stack, photo, "anchored", curve)
+    np.testing.assert_allclose(plain.hdr, merged * gain, rtol=1e-6)
+    np.testing.assert_allclose(out.hdr, level.lift(plain.hdr, photo, 1.5), rtol=1e-6)
+    clipped = protocol.clipped_mask(photo)
+    assert clipped.any() and np.all(out.hdr[clipped].max(-1) > plain.hdr[clipped].max(-1))
+    np.testing.assert_array_equal(out.hdr[~clipped], plain.hdr[~clipped])
+    # A camera response the user gives, or another merge: no lift.
+    given = pipeline.reconstruct(pipe, photo, scale=None, response_curve=crf_lib.srgb_crf())
+    np.testing.assert_array_equal(
+        given.hdr, pipeline.merge_photo_stack(given.stack, photo, "anchored")[0])
+    robust = pipeline.reconstruct(pipe, photo, scale=None, merge_method="robust")
+    np.testing.assert_array_equal(
+        robust.hdr, pipeline.merge_photo_stack(robust.stack, photo, "robust", curve)[0] * gain)
+
+
+def test_weights_without_a_lift_have_none(tiny_weights):
+    pipe = pipeline.Pipeline.load(tiny_weights)
+    assert pipe.level is None
+    with pytest.raises(bundle.WeightsError, match="no 'level' network"):
+        pipeline.estimate_lift(pipe, make_photo(hw=(8, 8)), None)
+
+
+def test_a_lift_config_of_the_wrong_length_is_a_weights_error(tiny_weights, tmp_path):
+    directory = tmp_path / "weights"
+    shutil.copytree(tiny_weights, directory)
+    variables = {"params": {"lift": {"kernel": np.zeros((2, 1), np.float32),
+                                     "bias": np.zeros(1, np.float32)}}}
+    bundle.save_network(directory, "level", variables, {"mean": [0.0, 0.0],
+                                                         "scale": [1.0, 1.0]})
+    with pytest.raises(bundle.WeightsError, match="invalid model config for 'level'"):
+        pipeline.Pipeline.load(directory)
+
+
+def test_fit_recovers_a_known_linear_lift():
+    from experiments import fit_level
+
+    rng = np.random.default_rng(0)
+    n = 400
+    features = rng.normal(size=(n, N)).astype(np.float32)
+    best = np.clip(1.0 + 0.8 * features[:, 1] - 0.5 * features[:, 2], -0.5, 5.5)
+    scores = -np.abs(fit_level.GRID[None, :] - best[:, None])  # peaked at the best lift
+    table = {"features": features, "scores": scores, "input": np.zeros(n),
+             "family": np.array(["sRGB", "gamma"] * (n // 2))}
+    mean, scale, theta = fit_level.fit(table)
+    lifts = theta[0] + ((features - mean) / scale) @ theta[1:]
+    assert np.mean(np.abs(lifts - best)) < 0.1
+
+
+def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights, tmp_path):
+    out = tmp_path / "weights"
+    shutil.copytree(level_weights, out)
+    args = [sys.executable, "-m", "experiments.fit_level", "--hdr_dir", str(fake_hdr_dir),
+            "--emor_dir", "", "--weights", str(level_weights), "--workdir",
+            str(tmp_path / "w"), "--size", "32", "--views", "1", "--out", str(out)]
+    subprocess.run(args, check=True, capture_output=True)
+    fit = json.loads((tmp_path / "w" / "fit.json").read_text())
+    assert set(fit["report"]) == {"fitting", "development"}
+    assert set(fit["report"]["development"]["lifted"]) == {"sRGB", "gamma", "gamma+S", "mean"}
+    # The fitted lift is never below the blind linearisation on the data it was fitted on.
+    rep = fit["report"]["fitting"]
+    assert rep["lifted"]["mean"] >= rep["blind linearisation"]["mean"] - 1e-6
+    pipe = pipeline.Pipeline.load(out)
+    assert pipe.level.entry["recipe"] == "experiments/fit_level.py"
+    np.testing.assert_allclose(np.asarray(pipe.level.variables["params"]["lift"]["bias"]),
+                               [fit["bias"]], rtol=1e-6)
+    # A rerun refits from the cached tables: same result.
+    subprocess.run(args, check=True, capture_output=True)
+    assert json.loads((tmp_path / "w" / "fit.json").read_text()) == fit
