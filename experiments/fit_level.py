@@ -13,9 +13,7 @@ linearisation (:func:`pipeline.blind_linear`, the weights of ``--weights``) lift
 photo's features (:func:`level.photo_features`).
 
 The lift's linear model is then fitted to maximise the mean over the inputs of the tabulated
-score at its prediction (interpolated linearly between grid points; each family weighted
-equally). That objective is piecewise linear in the six parameters, so it is maximised by
-Powell's derivative-free search (scipy) from a few starts, not by gradient steps. The
+gain at its prediction, each family weighted equally (:func:`level.fit_linear`). The
 development scenes' inputs are scored the same way and reported next to the fitting scenes'
 (inverse-sRGB input, the blind linearisation, the lifted one, the per-input best l).
 
@@ -32,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
-from scipy import optimize
 
 from hdr_jax import bundle, pipeline
 from hdr_jax import io as hdr_io
@@ -50,10 +47,7 @@ _OUT = flags.DEFINE_string("out", "", "Weights directory to write the fitted lif
 _SIZE = flags.DEFINE_integer("size", 256, "Side of the rendered views (the protocol's).")
 _VIEWS = flags.DEFINE_integer("views", 0, "Views per scene (0: every development view).")
 
-#: The grid of log2 lifts the scores are tabulated on (the lift's bounds).
-GRID = np.arange(level.LOWEST, level.HIGHEST + 1e-6, 0.25)
 FAMILIES = ("sRGB", "gamma", "gamma+S", "EMoR")
-STARTS = 3
 
 
 def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict) -> dict[str, np.ndarray]:
@@ -74,48 +68,14 @@ def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict) -> dict[
         rows["input"].append(protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance,
                                                     clipped)["pu21_clipped"])
         rows["scores"].append(protocol.pu21_clipped_lifted(
-            base, radiance, clipped, level.lift_weight(ldr), GRID))
+            base, radiance, clipped, level.lift_weight(ldr), level.GRID))
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def _at(scores: np.ndarray, lifts: np.ndarray) -> np.ndarray:
-    """Each row's score at its lift, interpolated linearly on :data:`GRID`."""
-    x = np.clip((np.clip(lifts, level.LOWEST, level.HIGHEST) - GRID[0]) / (GRID[1] - GRID[0]),
-                0.0, len(GRID) - 1.0 - 1e-6)
-    i = x.astype(int)
-    t = x - i
-    rows = np.arange(len(scores))
-    return scores[rows, i] * (1.0 - t) + scores[rows, i + 1] * t
-
-
-def fit(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, scale, theta = [bias, weights]) of the lift fitted on ``table`` (module
-    docstring)."""
-    x = table["features"].astype(np.float64)
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / scale
-    fam = table["family"]
-    w = np.array([1.0 / np.mean(fam == f) for f in fam])
-    gain = table["scores"] - table["input"][:, None]
-
-    def loss(theta):
-        return -np.sum(w * _at(gain, theta[0] + z @ theta[1:])) / w.sum()
-
-    best = None
-    for start in range(STARTS):
-        theta0 = np.zeros(1 + z.shape[1])
-        if start:
-            theta0 += np.random.default_rng(start).normal(0.0, 0.3, theta0.shape)
-        r = optimize.minimize(loss, theta0, method="Powell",
-                              options={"maxiter": 20000, "xtol": 1e-3, "ftol": 1e-6})
-        if best is None or r.fun < best.fun:
-            best = r
-    return mean, scale, best.x
-
-
 def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[str, float]]:
-    zero = int(np.argmin(np.abs(GRID)))
-    rows = {"blind linearisation": table["scores"][:, zero], "lifted": _at(table["scores"], lifts),
+    zero = int(np.argmin(np.abs(level.GRID)))
+    rows = {"blind linearisation": table["scores"][:, zero],
+            "lifted": level.score_at(table["scores"], lifts),
             "best lift per input (analysis)": table["scores"].max(1)}
     out = {}
     for name, s in rows.items():
@@ -162,7 +122,11 @@ def main(argv):
                   flush=True)
         with np.load(path) as f:
             tables[split] = {k: f[k] for k in f.files}
-    mean, scale, theta = fit(tables["fitting"])
+    t = tables["fitting"]
+    fam = t["family"]
+    weights = np.array([1.0 / np.mean(fam == f) for f in fam])
+    mean, scale, theta = level.fit_linear(t["features"], t["scores"] - t["input"][:, None],
+                                          weights)
     report = {}
     for split, t in tables.items():
         z = (t["features"] - mean) / scale

@@ -174,18 +174,18 @@ def test_a_lift_config_of_the_wrong_length_is_a_weights_error(tiny_weights, tmp_
 
 
 def test_fit_recovers_a_known_linear_lift():
-    from experiments import fit_level
-
     rng = np.random.default_rng(0)
     n = 400
     features = rng.normal(size=(n, N)).astype(np.float32)
     best = np.clip(1.0 + 0.8 * features[:, 1] - 0.5 * features[:, 2], -0.5, 5.5)
-    scores = -np.abs(fit_level.GRID[None, :] - best[:, None])  # peaked at the best lift
-    table = {"features": features, "scores": scores, "input": np.zeros(n),
-             "family": np.array(["sRGB", "gamma"] * (n // 2))}
-    mean, scale, theta = fit_level.fit(table)
+    gains = -np.abs(level.GRID[None, :] - best[:, None])  # peaked at the best lift
+    mean, scale, theta = level.fit_linear(features, gains, np.ones(n))
     lifts = theta[0] + ((features - mean) / scale) @ theta[1:]
     assert np.mean(np.abs(lifts - best)) < 0.1
+    # score_at interpolates between grid points and bounds the lift as the network does.
+    linear = np.tile(level.GRID, (3, 1))
+    np.testing.assert_allclose(level.score_at(linear, np.array([0.3, -7.0, 99.0])),
+                               [0.3, level.LOWEST, level.HIGHEST], atol=1e-9)
 
 
 def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights, tmp_path):

@@ -25,6 +25,7 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from scipy import optimize
 
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.eval import protocol
@@ -43,6 +44,8 @@ LOWEST, HIGHEST = -1.0, 6.0
 NEAR_CLIP = 0.95
 #: Floor of the fractions whose log is a feature (a photo without such pixels).
 _FLOOR = 1e-4
+#: The grid of log2 lifts scores are tabulated on for fitting (the lift's bounds).
+GRID = np.arange(LOWEST, HIGHEST + 1e-6, 0.25)
 
 
 def photo_features(image: np.ndarray, clip_level: float) -> np.ndarray:
@@ -105,3 +108,41 @@ def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float) -> np.ndarray:
     (:func:`lift_weight`)."""
     w = lift_weight(image)
     return (np.asarray(hdr, np.float32) * np.exp2(np.float32(log2_lift) * w)).astype(np.float32)
+
+
+def score_at(scores: np.ndarray, lifts: np.ndarray) -> np.ndarray:
+    """(N,) each row of ``scores`` (N, len(GRID)), tabulated on :data:`GRID`, at its lift
+    (bounded as the network bounds it), interpolated linearly between grid points."""
+    x = (np.clip(lifts, LOWEST, HIGHEST) - GRID[0]) / (GRID[1] - GRID[0])
+    x = np.clip(x, 0.0, len(GRID) - 1.0 - 1e-6)
+    i = x.astype(int)
+    t = x - i
+    rows = np.arange(len(scores))
+    return scores[rows, i] * (1.0 - t) + scores[rows, i + 1] * t
+
+
+def fit_linear(features: np.ndarray, gains: np.ndarray, weights: np.ndarray,
+               starts: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, theta = [bias, weights]) of the :class:`LevelNet` that maximises the
+    ``weights``-weighted mean of the tabulated ``gains`` (N, len(GRID)) at its lifts for the
+    ``features`` (N, F). The objective is piecewise linear in the parameters, so it is maximised
+    by Powell's derivative-free search (scipy) from ``starts`` starts (the first: no lift), not by
+    gradient steps; the result is never worse on these data than no lift."""
+    x = np.asarray(features, np.float64)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    w = np.asarray(weights, np.float64)
+
+    def loss(theta):
+        return -np.sum(w * score_at(gains, theta[0] + z @ theta[1:])) / w.sum()
+
+    best = None
+    for start in range(starts):
+        theta0 = np.zeros(1 + z.shape[1])
+        if start:
+            theta0 += np.random.default_rng(start).normal(0.0, 0.3, theta0.shape)
+        r = optimize.minimize(loss, theta0, method="Powell",
+                              options={"maxiter": 20000, "xtol": 1e-3, "ftol": 1e-6})
+        if best is None or r.fun < best.fun:
+            best = r
+    return mean, scale, best.x
