@@ -69,6 +69,19 @@ def test_lift_weight_rises_with_the_code_and_the_distance_from_the_border():
     assert not level.lift_weight(np.full((8, 8, 3), 0.5, np.float32)).any()
 
 
+def test_border_gate_is_the_darkness_of_each_regions_surround():
+    img = np.full((64, 64, 3), 0.3, np.float32)
+    img[10:20, 10:20] = 1.0  # a source bordered by dark pixels
+    img[38:58, 38:58] = 0.99  # a bright patch whose centre clips: the surround is at 0.99
+    img[44:52, 44:52] = 1.0
+    gate = level.border_gate(img)
+    assert gate[15, 15] == pytest.approx(1.0)
+    assert gate[48, 48] == pytest.approx(0.01 / level.GATE_DARKNESS, rel=1e-3)
+    assert gate[30, 30] == 0 and gate[40, 40] == 0
+    w = level.lift_weight(img)
+    assert w[48, 48, 0] < 0.03 < 0.99 < w[15, 15, 0]
+
+
 def test_lift_multiplies_only_the_clipped_pixels():
     img, disc = _photo_with_a_disc()
     hdr = protocol.linearise_srgb(img)

@@ -9,8 +9,10 @@ shoulder that bends the curve down has already brightened the clipped values).
 :class:`LevelNet` maps them (:func:`photo_features`) to one log2 lift lambda, and :func:`lift`
 raises the HDR's clipped pixels by 2^(lambda w), where the per-channel weight w
 (:func:`lift_weight`) rises with the code above :data:`RAMP_CODE` (a channel that did not clip
-keeps most of its value) and with the distance from the border of the clipped region (no step
-where a clipped region meets its unclipped surround).
+keeps most of its value), with the distance from the border of the clipped region (no step
+where a clipped region meets its unclipped surround) and with how much darker that surround is
+than the clip (:func:`border_gate`: a region whose surround sits at the clip continues a smooth
+gradient and is barely clipped; one bordered by much darker pixels is a source with an edge).
 
 The network is a linear model over standardised features (the standardisation is part of its
 config), fitted to the HDR protocol's PU21 error on the clipped pixels of rendered training
@@ -91,8 +93,9 @@ class LevelNet(nn.Module):
 
 def lift_weight(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1]: per channel, clip((z - RAMP_CODE) / (1 - RAMP_CODE)) times
-    1 - exp(-d / RAMP_DISTANCE) inside the photo's clipped region (0 outside), d the distance
-    (px, scaled to a :data:`LIFT_SIDE`-px short side) to the nearest unclipped pixel."""
+    1 - exp(-d / RAMP_DISTANCE) times the region's :func:`border_gate` inside the photo's clipped
+    region (0 outside), d the distance (px, scaled to a :data:`LIFT_SIDE`-px short side) to the
+    nearest unclipped pixel."""
     image = np.asarray(image, np.float32)
     clipped = protocol.clipped_mask(image)
     ramp = np.clip((image - RAMP_CODE) / (1.0 - RAMP_CODE), 0.0, 1.0)
@@ -100,7 +103,29 @@ def lift_weight(image: np.ndarray) -> np.ndarray:
         return np.zeros_like(ramp)
     d = cv2.distanceTransform(clipped.astype(np.uint8), cv2.DIST_L2, 3)
     d *= LIFT_SIDE / min(image.shape[:2])
-    return (ramp * (1.0 - np.exp(-d / RAMP_DISTANCE))[..., None]).astype(np.float32)
+    return (ramp * ((1.0 - np.exp(-d / RAMP_DISTANCE)) * border_gate(image))[..., None]).astype(
+        np.float32)
+
+
+#: Border darkness at which a clipped region gets the whole lift.
+GATE_DARKNESS = 0.5
+
+
+def border_gate(image: np.ndarray) -> np.ndarray:
+    """(H, W) per clipped region min(1, D / GATE_DARKNESS), D = 1 - the mean brightest-channel
+    code of the region's unclipped surround (a 2-px ring at LIFT_SIDE); 0 off the regions."""
+    clipped = protocol.clipped_mask(image).astype(np.uint8)
+    n, labels = cv2.connectedComponents(clipped)
+    top = image.max(-1)
+    r = max(1, round(2 * min(image.shape[:2]) / LIFT_SIDE))
+    kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    gate = np.zeros(clipped.shape, np.float32)
+    for i in range(1, n):
+        region = labels == i
+        ring = (cv2.dilate(region.astype(np.uint8), kernel) > 0) & (clipped == 0)
+        dark = 1.0 - float(top[ring].mean()) if ring.any() else 0.5
+        gate[region] = min(1.0, dark / GATE_DARKNESS)
+    return gate
 
 
 def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float) -> np.ndarray:
