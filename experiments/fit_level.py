@@ -17,9 +17,9 @@ gain at its prediction, each family weighted equally (:func:`level.fit_linear`).
 development scenes' inputs are scored the same way and reported next to the fitting scenes'
 (inverse-sRGB input, the blind linearisation, the lifted one, the per-input best l).
 
-The tabulated scores are cached in ``--workdir`` (``tables.npz``), so a rerun refits without
-rendering; with ``--out`` the fitted network is written into that weights directory as
-``level`` (float32, a few hundred bytes).
+The tabulated scores are cached in ``--workdir`` (``tables_fitting.npz``,
+``tables_development.npz``), so a rerun refits without rendering; with ``--out`` the fitted
+network is written into that weights directory as ``level`` (float32, a few hundred bytes).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict) -> dict[
     rows = {k: [] for k in ("family", "scene", "encoding", "features", "input", "scores")}
     for item, scene, radiance, _, ldr, clipped, _ in responses.rendered_inputs(views, families):
         k = pipeline.blind_clip_level(pipe, ldr)
-        base = pipeline.blind_linear(pipe, ldr)
+        base = pipeline.blind_linear(pipe, ldr, k)
         rows["family"].append(item["family"])
         rows["scene"].append(scene)
         rows["encoding"].append(item["encoding"])
@@ -130,8 +130,7 @@ def main(argv):
     report = {}
     for split, t in tables.items():
         z = (t["features"] - mean) / scale
-        report[split] = _report(t, np.clip(theta[0] + z @ theta[1:], level.LOWEST,
-                                           level.HIGHEST))
+        report[split] = _report(t, theta[0] + z @ theta[1:])  # score_at bounds the lift
     result = {"features": list(level.FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
               "bias": float(theta[0]), "weights": theta[1:].tolist(), "report": report}
     (workdir / "fit.json").write_text(json.dumps(result, indent=1))

@@ -404,10 +404,12 @@ def estimate_lift(pipe: Pipeline, image: np.ndarray, clip_level: float | None) -
     return float(np.asarray(net.apply(net.variables, jnp.asarray(f[None])))[0])
 
 
-def blind_linear(pipe: Pipeline, image: np.ndarray) -> np.ndarray:
+def blind_linear(
+    pipe: Pipeline, image: np.ndarray, clip_level: float | None = None
+) -> np.ndarray:
     """A photo of an unknown camera linearised with :func:`blind_linearisation` (times its gain,
     so the midtones keep their inverse-sRGB values)."""
-    curve, gain = blind_linearisation(pipe, image)
+    curve, gain = blind_linearisation(pipe, image, clip_level)
     return np.asarray(crf_lib.apply_inverse_crf(curve, image), np.float32) * np.float32(gain)
 
 

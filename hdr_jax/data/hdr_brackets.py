@@ -200,7 +200,6 @@ def split_scenes(
     return [s for s in scenes if s not in held], [s for s in scenes if s in held]
 
 
-
 def split_development(stems: Sequence[str]) -> tuple[list[str], list[str]]:
     """(fitting, development) scenes of the training scenes of :func:`split_scenes`: every fourth
     of the sorted training stems is a development scene, where the blind per-photo estimates

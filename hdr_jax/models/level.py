@@ -62,8 +62,7 @@ def photo_features(image: np.ndarray, clip_level: float) -> np.ndarray:
     at_clip = image >= protocol.CLIP_LEVEL - 1e-6
     clipped = at_clip.any(-1)
     n = at_clip[clipped].sum(-1)
-    lum = crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image) @ np.float32([0.2126, 0.7152,
-                                                                               0.0722])
+    lum = crf_lib.luminance(crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image))
     return np.array([
         clip_level,
         np.log(max(float(clipped.mean()), _FLOOR)),
@@ -115,16 +114,21 @@ def border_gate(image: np.ndarray) -> np.ndarray:
     """(H, W) per clipped region min(1, D / GATE_DARKNESS), D = 1 - the mean brightest-channel
     code of the region's unclipped surround (a 2-px ring at LIFT_SIDE); 0 off the regions."""
     clipped = protocol.clipped_mask(image).astype(np.uint8)
-    n, labels = cv2.connectedComponents(clipped)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(clipped)
     top = image.max(-1)
     r = max(1, round(2 * min(image.shape[:2]) / LIFT_SIDE))
     kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
     gate = np.zeros(clipped.shape, np.float32)
+    h, w = clipped.shape
     for i in range(1, n):
-        region = labels == i
-        ring = (cv2.dilate(region.astype(np.uint8), kernel) > 0) & (clipped == 0)
-        dark = 1.0 - float(top[ring].mean()) if ring.any() else 0.5
-        gate[region] = min(1.0, dark / GATE_DARKNESS)
+        # Each region's ring lies within r px of its bounding box: dilate that window only, so
+        # a photo with many small clipped regions costs their area, not regions x photo.
+        x, y, bw, bh = stats[i, :4]
+        win = (slice(max(0, y - r), min(h, y + bh + r)), slice(max(0, x - r), min(w, x + bw + r)))
+        region = labels[win] == i
+        ring = (cv2.dilate(region.astype(np.uint8), kernel) > 0) & (clipped[win] == 0)
+        dark = 1.0 - float(top[win][ring].mean()) if ring.any() else 0.5
+        gate[win][region] = min(1.0, dark / GATE_DARKNESS)
     return gate
 
 
