@@ -92,7 +92,10 @@ def to_markdown(res: dict) -> str:
             f"{v} {100 * res['summary'][v]['mean_clipped_fraction']:.2f}%" for v in variants
         )
         + "). Weights: "
-        + ", ".join(f"{k} ({v.get('steps')} steps)" for k, v in res.get("weights", {}).items())
+        + ", ".join(
+            k if v.get("steps") is None else f"{k} ({v['steps']} steps)"
+            for k, v in res.get("weights", {}).items()
+        )
         + ".",
         "",
         "### HDR: PU21-PSNR (dB)",
@@ -200,7 +203,9 @@ def main(argv):
     manifest = bundle.read_manifest(pipe.directory)
     res["weights"] = {
         k: {f: manifest[k].get(f) for f in ("steps", "sha256")}
-        for k in ("drtmo_up", "drtmo_down", "highlight", "cliplevel", f"cfnet_x{_SCALE.value}")
+        for k in (
+            "drtmo_up", "drtmo_down", "highlight", "cliplevel", "level", f"cfnet_x{_SCALE.value}"
+        )
         if k in manifest
     }
     res["runtime_s"] = time.perf_counter() - t_start

@@ -11,14 +11,15 @@
 # (configs/response.py: 3000 steps of batch 64, ~10 min on 2 CPU cores) trains last, on the
 # DrTMO data. The clip-level estimate (experiments/clip_scalar.py: a scalar-objective network,
 # then two metric-objective networks, one from it and one from scratch; the committed ones ran on
-# a lent H200 in about 2 minutes each, hours on 2 CPU cores) is exported last, bounded to bend
-# inverse sRGB down only.
+# a lent H200 in about 2 minutes each, hours on 2 CPU cores) is exported next, bounded to bend
+# inverse sRGB down only. The highlight lift (experiments/fit_level.py: six parameters fitted by
+# Powell on tabulated scores of the exported pipeline, ~15 min on one core) comes after it.
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #
 # HDR_DIR: folder of HDR panoramas (default ../shared/data/hdri; see
 # experiments/fetch_hdri.sh to rebuild the same CC0 set on a fresh machine).
-# EMOR_DIR (environment): the EMoR model folder the clip-level estimate samples its training
+# EMOR_DIR (environment): the EMoR model folder the clip-level estimate and the lift sample their
 # responses from (default ../shared/data/crf).
 # Each training resumes if interrupted: rerun the same command.
 set -euo pipefail
@@ -65,3 +66,5 @@ $CLIP --mode train --objective metric --views 56940 --init "$WORK/clip_scalar" \
 $CLIP --mode train --objective metric --views 56940 --workdir "$WORK/clip_scratch"
 $CLIP --mode export --estimators "$WORK/clip_warm,$WORK/clip_scratch" --ceiling 0 --offset 0.1 \
   --out hdr_jax/weights
+python -m experiments.fit_level --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../shared/data/crf}" \
+  --weights hdr_jax/weights --workdir "$WORK/level" --out hdr_jax/weights

@@ -62,13 +62,16 @@ def photo_features(image: np.ndarray, clip_level: float) -> np.ndarray:
     at_clip = image >= protocol.CLIP_LEVEL - 1e-6
     clipped = at_clip.any(-1)
     n = at_clip[clipped].sum(-1)
-    lum = crf_lib.luminance(crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), image))
+    # Luminance is at most the brightest channel, so only pixels whose brightest code decodes
+    # above NEAR_CLIP can count: decode those alone (a 12-MP photo decoded whole takes seconds).
+    bright = image[image.max(-1) >= crf_lib.srgb_encode(np.float32(NEAR_CLIP)) - 1e-3]
+    lum = crf_lib.luminance(crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), bright))
     return np.array([
         clip_level,
         np.log(max(float(clipped.mean()), _FLOOR)),
         float(np.mean(n == 3)) if n.size else 0.0,
         float(np.mean(n == 1)) if n.size else 0.0,
-        np.log(max(float(np.mean(lum >= NEAR_CLIP)), _FLOOR)),
+        np.log(max(float(np.sum(lum >= NEAR_CLIP)) / clipped.size, _FLOOR)),
     ], np.float32)
 
 
