@@ -4,10 +4,11 @@
         --workdir W [--out hdr_jax/weights]
 
 Each view of the fitting scenes (:func:`hdr_brackets.split_development`; the protocol's
-development views of every training scene but every fourth, which are the development scenes)
-is rendered through every camera response of the four families as the response protocol renders
-its inputs (:func:`responses.rendered_inputs`, PNG and JPEG, 2/5/15 % clipped). Per input the
-script tabulates the HDR protocol's PU21-PSNR on the clipped pixels of the pipeline's blind
+development views of every training scene but every fourth, which are the development scenes;
+with ``--random_views N`` also N random views per fitting scene, tabulated apart) is rendered
+through every camera response of the four families as the response protocol renders its
+inputs (:func:`responses.rendered_inputs`, PNG and JPEG, 2/5/15 % clipped). Per input the script
+tabulates the HDR protocol's PU21-PSNR on the clipped pixels of the pipeline's blind
 linearisation (:func:`pipeline.blind_linear`, the weights of ``--weights``) lifted by 2^(l w)
 (:func:`level.lift_weight`) over a grid of l (:func:`protocol.pu21_clipped_lifted`), and the
 photo's features (:func:`level.photo_features`).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +48,29 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the tables and the report
 _OUT = flags.DEFINE_string("out", "", "Weights directory to write the fitted lift into.")
 _SIZE = flags.DEFINE_integer("size", 256, "Side of the rendered views (the protocol's).")
 _VIEWS = flags.DEFINE_integer("views", 0, "Views per scene (0: every development view).")
+_RANDOM_VIEWS = flags.DEFINE_integer(
+    "random_views", 0, "Random views per fitting scene on top of the development views (field "
+    "of view 40-110 deg, elevation -10-40 deg, any azimuth; seeded by the scene's name).")
 
 FAMILIES = ("sRGB", "gamma", "gamma+S", "EMoR")
 
 
-def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict) -> dict[str, np.ndarray]:
+def random_views(scene: str, n: int) -> list[tuple[float, float, float]]:
+    """``n`` (fov, elevation, azimuth) views of one scene, drawn with a seed from its name."""
+    rng = np.random.default_rng(zlib.crc32(scene.encode()))
+    return [(float(rng.uniform(40.0, 110.0)), float(rng.uniform(-10.0, 40.0)),
+             float(rng.uniform(0.0, 360.0))) for _ in range(n)]
+
+
+def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
+            extra: int = 0) -> dict[str, np.ndarray]:
     files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
     views = []
     for s in scenes:
         pano = np.maximum(hdr_io.read_hdr(files[s]), 0.0).astype(np.float32)
         views += [(s, system.render_view(pano, v, _SIZE.value, 1)[0])
-                  for v in responses.DEV_VIEWS[:_VIEWS.value or None]]
+                  for v in list(responses.DEV_VIEWS[:_VIEWS.value or None])
+                  + random_views(s, extra)]
     rows = {k: [] for k in ("family", "scene", "encoding", "features", "input", "scores")}
     for item, scene, radiance, _, ldr, clipped, _ in responses.rendered_inputs(views, families):
         k = pipeline.blind_clip_level(pipe, ldr)
@@ -111,11 +125,13 @@ def main(argv):
     families = responses.response_families(_EMOR_DIR.value or None, training_seed=True)
     tables = {}
     for split, scenes in zip(("fitting", "development"), hdr_brackets.split_development(stems)):
-        path = workdir / f"tables_{split}.npz"
+        extra = _RANDOM_VIEWS.value if split == "fitting" else 0
+        name = f"tables_{split}" + (f"_random{extra}" if extra else "")
+        path = workdir / f"{name}.npz"
         if not path.exists():
             t0 = time.perf_counter()
-            t = _tables(pipe, scenes, families)
-            tmp = workdir / f"tables_{split}.tmp.npz"
+            t = _tables(pipe, scenes, families, extra)
+            tmp = workdir / f"{name}.tmp.npz"
             np.savez(tmp, **t)
             tmp.replace(path)
             print(f"{split}: {len(t['input'])} inputs in {time.perf_counter() - t0:.0f} s",

@@ -206,8 +206,12 @@ def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights
     shutil.copytree(level_weights, out)
     args = [sys.executable, "-m", "experiments.fit_level", "--hdr_dir", str(fake_hdr_dir),
             "--emor_dir", "", "--weights", str(level_weights), "--workdir",
-            str(tmp_path / "w"), "--size", "32", "--views", "1", "--out", str(out)]
+            str(tmp_path / "w"), "--size", "32", "--views", "1", "--random_views", "1",
+            "--out", str(out)]
     subprocess.run(args, check=True, capture_output=True)
+    # The fitting scenes' random views are tabulated apart from the plain ones.
+    assert sorted(p.name for p in (tmp_path / "w").glob("tables_*")) == [
+        "tables_development.npz", "tables_fitting_random1.npz"]
     fit = json.loads((tmp_path / "w" / "fit.json").read_text())
     assert set(fit["report"]) == {"fitting", "development"}
     assert set(fit["report"]["development"]["lifted"]) == {"sRGB", "gamma", "gamma+S", "mean"}
