@@ -48,6 +48,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the tables and the report
 _OUT = flags.DEFINE_string("out", "", "Weights directory to write the fitted lift into.")
 _SIZE = flags.DEFINE_integer("size", 256, "Side of the rendered views (the protocol's).")
 _VIEWS = flags.DEFINE_integer("views", 0, "Views per scene (0: every development view).")
+_ALL_SCENES = flags.DEFINE_bool(
+    "all_scenes", False, "Fit on the development scenes too (every training scene; the "
+    "development report is then in-sample), once the form has been chosen on them.")
 _RANDOM_VIEWS = flags.DEFINE_integer(
     "random_views", 0, "Random views per fitting scene on top of the development views (field "
     "of view 40-110 deg, elevation -10-40 deg, any azimuth; seeded by the scene's name).")
@@ -100,10 +103,10 @@ def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[s
     return out
 
 
-def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]]) -> str:
+def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]], fit_on: list[str]) -> str:
     lines = ["Gain (dB) over the inverse-sRGB input in the HDR protocol's PU21-PSNR on the clipped "
              "pixels, mean per family (`python -m experiments.fit_level`); the lift is fitted on "
-             "the fitting scenes only.", ""]
+             f"the {' and '.join(fit_on)} scenes only.", ""]
     for split, rows in report.items():
         fams = [f for f in FAMILIES if f in next(iter(rows.values()))]
         n = len(tables[split]["input"])
@@ -138,7 +141,8 @@ def main(argv):
                   flush=True)
         with np.load(path) as f:
             tables[split] = {k: f[k] for k in f.files}
-    t = tables["fitting"]
+    fit_on = ["fitting", "development"] if _ALL_SCENES.value else ["fitting"]
+    t = {k: np.concatenate([tables[s][k] for s in fit_on]) for k in tables["fitting"]}
     fam = t["family"]
     weights = np.array([1.0 / np.mean(fam == f) for f in fam])
     mean, scale, theta = level.fit_linear(t["features"], t["scores"] - t["input"][:, None],
@@ -147,10 +151,11 @@ def main(argv):
     for split, t in tables.items():
         z = (t["features"] - mean) / scale
         report[split] = _report(t, theta[0] + z @ theta[1:])  # score_at bounds the lift
-    result = {"features": list(level.FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
-              "bias": float(theta[0]), "weights": theta[1:].tolist(), "report": report}
+    result = {"fitted_on": fit_on, "features": list(level.FEATURES), "mean": mean.tolist(),
+              "scale": scale.tolist(), "bias": float(theta[0]), "weights": theta[1:].tolist(),
+              "report": report}
     (workdir / "fit.json").write_text(json.dumps(result, indent=1))
-    (workdir / "fit.md").write_text(_markdown(report, tables))
+    (workdir / "fit.md").write_text(_markdown(report, tables, fit_on))
     for split, rows in report.items():
         print(split)
         for name, g in rows.items():
@@ -161,8 +166,8 @@ def main(argv):
                                          "bias": np.asarray(theta[:1], np.float32)}}}
         config = {"mean": mean.tolist(), "scale": scale.tolist()}
         info = {"recipe": "experiments/fit_level.py", "report": report,
-                "trained_on": "rendered views of the fitting scenes (module docstring of "
-                              "experiments/fit_level.py)"}
+                "trained_on": f"rendered views of the {' and '.join(fit_on)} scenes (module "
+                              "docstring of experiments/fit_level.py)"}
         path = bundle.save_network(_OUT.value, "level", variables, config, dtype="float32",
                                    info=info, compress=True)
         print(f"level -> {path}")

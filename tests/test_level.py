@@ -225,3 +225,13 @@ def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights
     # A rerun refits from the cached tables: same result.
     subprocess.run(args, check=True, capture_output=True)
     assert json.loads((tmp_path / "w" / "fit.json").read_text()) == fit
+    assert fit["fitted_on"] == ["fitting"]
+    # --all_scenes fits the development scenes too, from the same tables.
+    subprocess.run(args + ["--all_scenes"], check=True, capture_output=True)
+    both = json.loads((tmp_path / "w" / "fit.json").read_text())
+    assert both["fitted_on"] == ["fitting", "development"]
+    with np.load(tmp_path / "w" / "tables_development.npz") as dev:
+        assert len(dev["input"]) > 0
+    assert both["mean"] != fit["mean"]  # the standardisation covers both sets of scenes
+    assert "fitting and development scenes" in pipeline.Pipeline.load(out).level.entry[
+        "trained_on"]
