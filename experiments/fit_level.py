@@ -35,6 +35,7 @@ from absl import app, flags
 
 from hdr_jax import bundle, pipeline
 from hdr_jax import io as hdr_io
+from hdr_jax.camera import panorama
 from hdr_jax.data import hdr_brackets
 from hdr_jax.eval import protocol, responses, system
 from hdr_jax.models import level
@@ -58,22 +59,15 @@ _RANDOM_VIEWS = flags.DEFINE_integer(
 FAMILIES = ("sRGB", "gamma", "gamma+S", "EMoR")
 
 
-def random_views(scene: str, n: int) -> list[tuple[float, float, float]]:
-    """``n`` (fov, elevation, azimuth) views of one scene, drawn with a seed from its name."""
-    rng = np.random.default_rng(zlib.crc32(scene.encode()))
-    return [(float(rng.uniform(40.0, 110.0)), float(rng.uniform(-10.0, 40.0)),
-             float(rng.uniform(0.0, 360.0))) for _ in range(n)]
-
-
 def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
             extra: int = 0) -> dict[str, np.ndarray]:
     files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
     views = []
     for s in scenes:
         pano = np.maximum(hdr_io.read_hdr(files[s]), 0.0).astype(np.float32)
-        views += [(s, system.render_view(pano, v, _SIZE.value, 1)[0])
-                  for v in list(responses.DEV_VIEWS[:_VIEWS.value or None])
-                  + random_views(s, extra)]
+        angles = list(responses.DEV_VIEWS[:_VIEWS.value or None]) + panorama.random_views(
+            np.random.default_rng(zlib.crc32(s.encode())), extra, (40.0, 110.0), (-10.0, 40.0))
+        views += [(s, system.render_view(pano, v, _SIZE.value, 1)[0]) for v in angles]
     rows = {k: [] for k in ("family", "scene", "encoding", "features", "input", "scores")}
     for item, scene, radiance, _, ldr, clipped, _ in responses.rendered_inputs(views, families):
         k = pipeline.blind_clip_level(pipe, ldr)
@@ -103,10 +97,10 @@ def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[s
     return out
 
 
-def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]], fit_on: list[str]) -> str:
+def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]], fitted_scenes: str) -> str:
     lines = ["Gain (dB) over the inverse-sRGB input in the HDR protocol's PU21-PSNR on the clipped "
              "pixels, mean per family (`python -m experiments.fit_level`); the lift is fitted on "
-             f"the {' and '.join(fit_on)} scenes only.", ""]
+             f"{fitted_scenes} only.", ""]
     for split, rows in report.items():
         fams = [f for f in FAMILIES if f in next(iter(rows.values()))]
         n = len(tables[split]["input"])
@@ -142,6 +136,7 @@ def main(argv):
         with np.load(path) as f:
             tables[split] = {k: f[k] for k in f.files}
     fit_on = ["fitting", "development"] if _ALL_SCENES.value else ["fitting"]
+    fitted_scenes = f"the {' and '.join(fit_on)} scenes"
     t = {k: np.concatenate([tables[s][k] for s in fit_on]) for k in tables["fitting"]}
     fam = t["family"]
     weights = np.array([1.0 / np.mean(fam == f) for f in fam])
@@ -155,7 +150,7 @@ def main(argv):
               "scale": scale.tolist(), "bias": float(theta[0]), "weights": theta[1:].tolist(),
               "report": report}
     (workdir / "fit.json").write_text(json.dumps(result, indent=1))
-    (workdir / "fit.md").write_text(_markdown(report, tables, fit_on))
+    (workdir / "fit.md").write_text(_markdown(report, tables, fitted_scenes))
     for split, rows in report.items():
         print(split)
         for name, g in rows.items():
@@ -166,8 +161,8 @@ def main(argv):
                                          "bias": np.asarray(theta[:1], np.float32)}}}
         config = {"mean": mean.tolist(), "scale": scale.tolist()}
         info = {"recipe": "experiments/fit_level.py", "report": report,
-                "trained_on": f"rendered views of the {' and '.join(fit_on)} scenes (module "
-                              "docstring of experiments/fit_level.py)"}
+                "trained_on": f"rendered views of {fitted_scenes} (module docstring of "
+                              "experiments/fit_level.py)"}
         path = bundle.save_network(_OUT.value, "level", variables, config, dtype="float32",
                                    info=info, compress=True)
         print(f"level -> {path}")
