@@ -18,7 +18,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from hdr_jax import pipeline
-from hdr_jax.eval import protocol, report, responses, system
+from hdr_jax.eval import report, responses
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -54,9 +54,7 @@ def main(argv):
     t0 = time.perf_counter()
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     families = responses.response_families(_EMOR_DIR.value or None)
-    views = list(system.heldout_views(_HDR_DIR.value, size=_SIZE.value, scale=1,
-                                      views=responses.VIEWS))
-    views = [views[i] for i in protocol.spread_indices(len(views), _LIMIT.value)]
+    views = responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)
     if not views:
         sys.exit(f"{_HDR_DIR.value}: no held-out view to evaluate")
     records = []

@@ -4,6 +4,7 @@
                       [--memory-budget 4GiB]   (also for brackets and fuse: picks the tile sizes)
   hdr-jax brackets IMAGE -o OUTDIR
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
+  hdr-jax calibrate PHOTO PHOTO... -o CURVE.txt [--ev EV EV...]   (the --response file)
   hdr-jax evaluate sice --data-dir DIR [--weights DIR] [--scale 2|4] [--out DIR]
 
 Exit status: 0 all done; 1 an input or output failed (one line on stderr each, and with several
@@ -346,6 +347,56 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 
 
+def _exposures(args: argparse.Namespace, photos: list[Path]) -> list[float]:
+    """log2 exposure of each photo: --ev, or else each photo's EXIF."""
+    if args.ev is not None:
+        try:
+            ev = [float(v) for v in " ".join(args.ev).replace(",", " ").split()]
+        except ValueError:
+            raise CLIError(f"--ev {' '.join(args.ev)!r}: give one number per photo, e.g. "
+                           "--ev -2 0 2") from None
+        if len(ev) != len(photos):
+            raise CLIError(f"--ev gives {len(ev)} exposures for {len(photos)} photos")
+        return ev
+    ev = []
+    for p in photos:
+        e = hdr_io.exif_exposure(p)
+        if e is None:
+            raise CLIError(f"{p}: no exposure time in its EXIF; give every photo's exposure with "
+                           "--ev (stops, e.g. --ev -2 0 2)")
+        ev.append(e)
+    return ev
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """The camera's response from photos of one static scene at different exposures, written as
+    the file ``--response`` reads (one sample of f per line at evenly spaced irradiance)."""
+    from hdr_jax.camera import crf
+
+    out = _output_path(args.output)
+    photos = [Path(p) for p in args.photos]
+    if len(photos) < 2:
+        raise CLIError("calibrate needs at least 2 photos of one scene at different exposures")
+    _new_plan(photos, args.overwrite).claim(photos[0], [out])
+    ev = _exposures(args, photos)
+    images = [_read_photo(p) for p in photos]
+    for p, im in zip(photos[1:], images[1:]):
+        if im.shape != images[0].shape:
+            raise CLIError(f"{photos[0]} and {p} differ in size ({images[0].shape[1]}x"
+                           f"{images[0].shape[0]} vs {im.shape[1]}x{im.shape[0]})")
+    try:
+        curve = crf.calibrate_response(images, ev)
+    except ValueError as e:
+        raise CLIError(f"calibrate: {e}") from None
+    _check_writable(out.parent)
+    with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:
+        tmp.write_text("".join(f"{v:.6f}\n" for v in curve))
+    mid = float(crf.apply_inverse_crf(curve, np.float32(0.5)))
+    print(hdr_io.printable(
+        f"{out}: response of {len(photos)} photos (EV {min(ev):+.2f} .. {max(ev):+.2f}); code "
+        f"0.5 linearises to {mid:.3f} (sRGB 0.214); use it with --response {out}"))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Stage 2 on the held-out test split of SICE: CF-Net and the baselines of
     :mod:`hdr_jax.eval.stage2`, written to OUT/results.{json,md}."""
@@ -404,7 +455,8 @@ UP_HELP = (
 RESPONSE_HELP = (
     "the camera's response, when you know it: 'srgb', 'gamma:G' (x^(1/G), e.g. gamma:2.2), or a "
     "file of N >= 2 samples of the response at evenly spaced normalised irradiance 0..1 (.npy, "
-    "or text), from 0 to 1 and non-decreasing. The up-exposures and the merge use it (default: "
+    "or text), from 0 to 1 and non-decreasing ('hdr-jax calibrate' writes one from a few "
+    "exposures of a scene). The up-exposures and the merge use it (default: "
     "the recognised response for the up-exposures, the sRGB curve for the merge)"
 )
 
@@ -468,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(f)
     budget_option(f)
     f.set_defaults(func=cmd_fuse)
+
+    c = sub.add_parser("calibrate", help="photos of one scene at several exposures -> the "
+                       "camera's response (the file --response reads)")
+    c.add_argument("photos", nargs="+", help="2 or more photos of one static scene (tripod), "
+                   "same size, only the exposure changed")
+    c.add_argument("-o", "--output", required=True, help="the curve file to write (text)")
+    c.add_argument("--ev", nargs="+", default=None, metavar="EV",
+                   help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "
+                   "from the EXIF exposure time, ISO and f-number)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing curve file")
+    c.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser("evaluate", help="evaluate stage 2 on the held-out split of a dataset")
     e.add_argument("dataset", help="sice")

@@ -38,6 +38,7 @@ __all__ = [
     "LdrInfo",
     "OutputSet",
     "atomic_output",
+    "exif_exposure",
     "ldr_info",
     "list_images",
     "printable",
@@ -56,6 +57,8 @@ _KIND_EXTENSIONS = {"ldr": LDR_EXTENSIONS, "hdr": HDR_EXTENSIONS}
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF")
 _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
+_EXIF_IFD = 0x8769
+_EXIF_EXPOSURE_TIME, _EXIF_F_NUMBER, _EXIF_ISO = 0x829A, 0x829D, 0x8827
 _LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 
@@ -282,6 +285,34 @@ def ldr_info(path: PathLike) -> LdrInfo:
             return _pil_info(im, p, probe=True)
         except Exception as e:
             raise _error(p, "cannot parse image header", e) from e
+
+
+def exif_exposure(path: PathLike) -> float | None:
+    """log2 of the exposure a photo's EXIF records, t ISO / N^2 (exposure time t, ISO speed,
+    f-number N; a missing ISO or f-number counts as equal across photos), or None without an
+    exposure time. Comparable between photos of one camera, which is all a calibration needs."""
+    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        try:
+            tags = im.getexif().get_ifd(_EXIF_IFD)
+        except Exception:  # a corrupt EXIF block is no exposure
+            return None
+
+    def number(tag):
+        v = tags.get(tag)
+        if isinstance(v, tuple):  # ISO may be stored as a sequence
+            v = v[0] if v else None
+        try:
+            v = float(v)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
+        return v if np.isfinite(v) and v > 0 else None
+
+    t = number(_EXIF_EXPOSURE_TIME)
+    if t is None:
+        return None
+    iso, n = number(_EXIF_ISO), number(_EXIF_F_NUMBER)
+    return float(np.log2(t) + (np.log2(iso) if iso else 0.0) - (2 * np.log2(n) if n else 0.0))
 
 
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:

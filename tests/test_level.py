@@ -235,3 +235,31 @@ def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights
     assert both["mean"] != fit["mean"]  # the standardisation covers both sets of scenes
     assert "fitting and development scenes" in pipeline.Pipeline.load(out).level.entry[
         "trained_on"]
+
+
+def test_lift_ceiling_bounds_the_weights_lift(fake_hdr_dir, level_weights, tmp_path):
+    out = tmp_path / "ceiling"
+    args = [sys.executable, "-m", "experiments.lift_ceiling", "--hdr_dir", str(fake_hdr_dir),
+            "--weights", str(level_weights), "--out", str(out), "--size", "32", "--limit", "1"]
+    subprocess.run(args, check=True, capture_output=True)
+    res = json.loads((out / "results.json").read_text())
+    rows = res["summary"]["rows"]
+    inputs = res["inputs"]
+    assert len(inputs) == res["protocol"]["inputs"] == 9  # 3 families x 3 encodings
+    # The weights' lift is a constant 1.5, a grid point: its row is the table there.
+    j = int(np.argmin(np.abs(level.GRID - 1.5)))
+    assert all(r["predicted_lift"] == pytest.approx(1.5) for r in inputs)
+    gains = np.array([np.array(r["lifted_clipped"]) - r["input_clipped"] for r in inputs])
+    fams = np.array([r["family"] for r in inputs])
+    means = [gains[fams == f, j].mean() for f in ("sRGB", "gamma", "gamma+S")]
+    assert rows["the weights' lift, predicted per photo"]["mean"] == pytest.approx(np.mean(means))
+    # The best lift per input bounds every other row, family by family.
+    best = rows["best lift per input (analysis)"]
+    for name, row in rows.items():
+        assert all(row[f] <= best[f] + 1e-9 for f in row), name
+    assert rows["best constant lift on these inputs (analysis)"]["mean"] >= max(
+        rows["no lift (the merge)"]["mean"], rows["the weights' lift, predicted per photo"]["mean"])
+    assert "best constant lift is" in (out / "results.md").read_text()
+    # An existing result is not overwritten without the flag.
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode != 0 and "exist" in again.stderr

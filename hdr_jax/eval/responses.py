@@ -35,7 +35,7 @@ import numpy as np
 
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
-from hdr_jax.eval import protocol
+from hdr_jax.eval import protocol, system
 
 __all__ = [
     "CLIP_FRACTIONS",
@@ -99,6 +99,14 @@ def response_families(
         label = "EMoR (training seed)" if training_seed else "EMoR"
         families["EMoR"] = {f"{label} #{i}": c for i, c in enumerate(curves)}
     return families
+
+
+def heldout_protocol_views(hdr_dir: str | Path, size: int, limit: int = 0) -> list[tuple]:
+    """The protocol's views: :data:`VIEWS` of each held-out panorama in ``hdr_dir``
+    (:func:`system.heldout_views`, at ``size`` px), ``limit`` of them spread over the scenes
+    (:func:`protocol.spread_indices`; 0: all)."""
+    views = list(system.heldout_views(hdr_dir, size=size, scale=1, views=VIEWS))
+    return [views[i] for i in protocol.spread_indices(len(views), limit)]
 
 
 def plan(

@@ -1,0 +1,210 @@
+"""Camera calibration from exposures (`crf.calibrate_response`, `hdr-jax calibrate`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
+
+from hdr_jax import io as hio
+from hdr_jax.camera import crf
+from hdr_jax.camera.exposure import jpeg_roundtrip
+
+EV = [-2.0, 0.0, 2.0]
+
+
+def _scene(seed: int = 0) -> np.ndarray:
+    """A textured radiance map spanning about 10 stops, with a bright patch that clips."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.normal(size=(96, 128)), (0, 0), 5)
+    fine = cv2.GaussianBlur(rng.normal(size=(96, 128, 3)), (0, 0), 1.5)
+    log_e = 1.6 * big / big.std()
+    rad = np.exp(log_e[..., None] + 0.25 * fine / fine.std()).astype(np.float32)
+    rad[10:30, 10:40] *= 8.0
+    return rad / np.percentile(rad, 85)
+
+
+def _bracket(curve, quality=None, seed=0):
+    rad = _scene(seed)
+    photos = [np.round(np.asarray(crf.apply_crf(curve, np.clip(rad * 2.0**e, 0, 1))) * 255)
+              / 255 for e in EV]
+    return [jpeg_roundtrip(p.astype(np.float32), quality) if quality else p for p in photos]
+
+
+def _inverse_error(curve, truth) -> float:
+    z = np.linspace(0.05, 1.0, 200, dtype=np.float32)
+    a = np.log2(np.maximum(crf.apply_inverse_crf(curve, z), 1e-6))
+    b = np.log2(np.maximum(crf.apply_inverse_crf(truth, z), 1e-6))
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+CURVES = {"sRGB": crf.srgb_crf(), "gamma 2.6": crf.gamma_crf(2.6),
+          "gamma 1.8 + S": crf.s_curve_crf(6.0, gamma=1.8)}
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_recovers_the_curve_from_a_png_bracket(name):
+    truth = CURVES[name]
+    got = crf.calibrate_response(_bracket(truth), EV)
+    assert crf.is_valid_crf(got)
+    # A shoulder maps a wide range of irradiance to the last few codes, which pins its inverse
+    # down less well than a power's.
+    assert _inverse_error(got, truth) < (0.25 if "S" in name else 0.1)
+    # Far from the other curves: the photos, not a prior, decided.
+    others = [_inverse_error(got, c) for n, c in CURVES.items() if n != name]
+    assert min(others) > 2 * _inverse_error(got, truth)
+
+
+def _opencv(photos) -> np.ndarray:
+    """OpenCV's Debevec calibration of the same photos, made a curve the same way."""
+    cv2.setRNGSeed(1)
+    inv = cv2.createCalibrateDebevec(samples=200).process(
+        [np.round(p * 255).astype(np.uint8) for p in photos],
+        np.exp2(np.array(EV, np.float32)))[:, 0, :]
+    g = np.log(inv.astype(np.float64))
+    g = (g - g[-1]).mean(1)
+    e = np.maximum.accumulate(np.exp(g)) + np.arange(256) * 1e-9
+    return crf.resample_crf(np.interp(np.linspace(0, 1, 256), e / e[-1], np.arange(256) / 255))
+
+
+def test_agrees_with_opencv_on_a_png_bracket():
+    truth = crf.gamma_crf(2.6)
+    photos = _bracket(truth)
+    # Where OpenCV's is well determined (above its toe, below the clip): the same shape, and
+    # the same level to a tenth of a stop.
+    z = np.linspace(0.2, 0.95, 64, dtype=np.float32)
+    diff = (np.log2(crf.apply_inverse_crf(crf.calibrate_response(photos, EV), z))
+            - np.log2(crf.apply_inverse_crf(_opencv(photos), z)))
+    assert np.std(diff) < 0.03 and abs(np.mean(diff)) < 0.1
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_a_jpeg_bracket_with_clipped_regions(name):
+    truth = CURVES[name]
+    photos = _bracket(truth, quality=90)
+    got = crf.calibrate_response(photos, EV)
+    assert _inverse_error(got, truth) < (0.3 if "S" in name else 0.15)
+    # OpenCV's, which counts the JPEG's ringing around the clipped patch, is far off.
+    assert _inverse_error(got, truth) < _inverse_error(_opencv(photos), truth) / 3
+    # Deterministic: the same photos give the same curve.
+    np.testing.assert_array_equal(got, crf.calibrate_response(photos, EV))
+
+
+@pytest.mark.parametrize("photos, ev, message", [
+    (1, [0.0], "at least 2 photos"),
+    (2, [0.0], "each with its exposure"),
+    (2, [0.0, 0.0], "same exposure"),
+    (2, [0.0, 0.5], "span"),
+    (2, [0.0, float("nan")], "finite"),
+])
+def test_bad_calibration_sets(photos, ev, message):
+    images = _bracket(crf.srgb_crf())[:photos]
+    with pytest.raises(ValueError, match=message):
+        crf.calibrate_response(images, ev)
+
+
+def test_photos_without_information():
+    with pytest.raises(ValueError, match="black or clipped"):
+        crf.calibrate_response([np.zeros((40, 40, 3)), np.ones((40, 40, 3))], [0.0, 2.0])
+    with pytest.raises(ValueError, match="one size"):
+        crf.calibrate_response([np.zeros((40, 40, 3)), np.zeros((40, 41, 3))], [0.0, 2.0])
+
+
+def _save_jpeg(path, image, t=None, n=None, iso=None):
+    exif = Image.Exif()
+    ifd = exif.get_ifd(0x8769)
+    if t is not None:
+        ifd[0x829A] = IFDRational(*t)
+    if n is not None:
+        ifd[0x829D] = IFDRational(*n)
+    if iso is not None:
+        ifd[0x8827] = iso
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path, quality=95, exif=exif)
+
+
+def test_exif_exposure(tmp_path):
+    image = np.full((40, 40, 3), 0.5)
+    _save_jpeg(tmp_path / "a.jpg", image, t=(1, 250), n=(28, 10), iso=200)
+    assert hio.exif_exposure(tmp_path / "a.jpg") == pytest.approx(np.log2(200 / 250 / 2.8**2))
+    _save_jpeg(tmp_path / "b.jpg", image, t=(1, 60))  # no ISO, no f-number: time alone
+    assert hio.exif_exposure(tmp_path / "b.jpg") == pytest.approx(np.log2(1 / 60))
+    _save_jpeg(tmp_path / "c.jpg", image)
+    assert hio.exif_exposure(tmp_path / "c.jpg") is None
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "hdr_jax.cli", "calibrate", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_writes_the_response_file(tmp_path):
+    truth = crf.gamma_crf(2.6)
+    names = []
+    for e, photo in zip(EV, _bracket(truth)):
+        names.append(f"ev{e:+.0f}.png")
+        hio.write_ldr(tmp_path / names[-1], photo)
+    r = _cli(*names, "-o", "curve.txt", "--ev", "-2", "0", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--response curve.txt" in r.stdout
+    got = crf.parse_response(str(tmp_path / "curve.txt"))
+    assert _inverse_error(got, truth) < 0.1
+    before = (tmp_path / "curve.txt").read_bytes()
+    # An existing curve is kept without --overwrite, and replaced with it.
+    r = _cli(*names, "-o", "curve.txt", "--ev", "-2", "0", "2", cwd=tmp_path)
+    assert r.returncode == 1 and "exists" in r.stderr and r.stderr.count("\n") == 1
+    assert (tmp_path / "curve.txt").read_bytes() == before
+    r = _cli(*names, "-o", "curve.txt", "--ev=-2,0,2", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # An input is never the output, whatever the flags.
+    original = (tmp_path / names[0]).read_bytes()
+    r = _cli(*names, "-o", names[0], "--ev", "-2", "0", "2", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 1 and "is an input" in r.stderr
+    assert (tmp_path / names[0]).read_bytes() == original
+    # Wrong exposures: one line each, nothing written.
+    for ev, message in ((["-2", "0"], "2 exposures for 3 photos"), (["-2", "x", "2"], "--ev"),
+                        (["0", "0.2", "0.4"], "span")):
+        r = _cli(*names, "-o", "bad.txt", "--ev", *ev, cwd=tmp_path)
+        assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "bad.txt").exists()
+    # PNGs carry no exposure time: --ev is asked for.
+    r = _cli(*names, "-o", "bad.txt", cwd=tmp_path)
+    assert r.returncode == 1 and "--ev" in r.stderr and not (tmp_path / "bad.txt").exists()
+    r = _cli(names[0], "-o", "bad.txt", "--ev", "0", cwd=tmp_path)
+    assert r.returncode == 1 and "at least 2 photos" in r.stderr
+
+
+def test_cli_reads_the_exposures_from_exif(tmp_path):
+    truth = crf.s_curve_crf(6.0, gamma=2.2)
+    times = [(1, 1000), (1, 250), (1, 60)]  # about -2, 0, +2 stops
+    names = []
+    for t, photo in zip(times, _bracket(truth)):
+        names.append(f"t{t[1]}.jpg")
+        _save_jpeg(tmp_path / names[-1], photo, t=t, n=(8, 1), iso=100)
+    r = _cli(*names, "-o", "curve.txt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = crf.parse_response(str(tmp_path / "curve.txt"))
+    assert _inverse_error(got, truth) < 0.3
+
+
+def test_calibration_study_runs_and_reports(fake_hdr_dir, tmp_path):
+    import json
+
+    out = tmp_path / "cal"
+    r = subprocess.run([sys.executable, "-m", "experiments.calibration_study", "--hdr_dir",
+                        str(fake_hdr_dir), "--out", str(out), "--size", "64", "--limit", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert [c["curve"] for c in res["curves"]] == [
+        "sRGB", "gamma 1.8", "gamma 2.2", "gamma 2.6", "gamma 1.8 + S", "gamma 2.2 + S",
+        "gamma 2.6 + S"]
+    assert all(0 <= v < 1.0 for c in res["curves"] for v in c["rms_log2"].values())
+    s = res["summary"]
+    # On sRGB photos the true inverse response is inverse sRGB.
+    assert s["sRGB"]["true inverse response (oracle)"] == s["sRGB"]["inverse sRGB"]
+    assert len(res["inputs"]) == res["protocol"]["inputs"] == 9
