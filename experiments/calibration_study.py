@@ -11,7 +11,8 @@ error of the recovered inverse response over codes 0.05-1. Then the inputs of
 ``experiments/eval_responses.py`` (held-out views, every encoding and clip fraction) are
 linearised with inverse sRGB, with the true inverse response and with each recovered one, and
 scored with the HDR protocol (PU21-PSNR, overall and on the clipped pixels): the linearised
-photo alone, no network, so the rows compare what the merge is given, not the pipeline.
+photo alone, no network, so the rows compare what the merge is given. With ``--pipeline`` the
+pipeline itself runs too, given the curve calibrated from the PNG bracket (``--response``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from hdr_jax import io as hdr_io
+from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.data import hdr_brackets
 from hdr_jax.eval import protocol, report, responses, system
@@ -34,6 +36,9 @@ _OUT = flags.DEFINE_string("out", "docs/results/calibration", "Output folder.")
 _SIZE = flags.DEFINE_integer("size", 256, "Side of the (square) views, pixels.")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate N held-out views (0: all).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
+_PIPELINE = flags.DEFINE_bool("pipeline", False, "Also run the pipeline with the curve "
+                              "calibrated from the PNG bracket.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Weights for --pipeline (default: bundled).")
 
 #: The calibration bracket, stops around the exposure that clips CALIBRATION_CLIP of the pixels.
 BRACKET_EV = (-2.0, 0.0, 2.0)
@@ -42,6 +47,7 @@ CALIBRATION_CLIP = 0.05
 BRACKET_ENCODINGS = {"PNG": None, "JPEG q90": 90}
 ROWS = ("inverse sRGB", "true inverse response (oracle)",
         "calibrated from a PNG bracket", "calibrated from a JPEG q90 bracket")
+PIPELINE_ROW = "the pipeline, --response calibrated from the PNG bracket"
 
 
 def bracket(radiance: np.ndarray, curve: np.ndarray, jpeg_quality: int | None) -> list:
@@ -60,12 +66,15 @@ def inverse_error(curve: np.ndarray, truth: np.ndarray) -> float:
 
 
 def markdown(res: dict) -> str:
+    what = ("the linearised photo alone, and the pipeline" if res["protocol"]["pipeline"]
+            else "the linearised photo alone")
     out = [f"## Camera calibration on the response protocol ({res['protocol']['inputs']} "
-           "held-out inputs, the linearised photo alone)", "",
+           f"held-out inputs, {what})", "",
            "PU21-PSNR on the clipped pixels (overall in brackets), mean per family.", ""]
     fams = list(res["summary"])
+    rows = list(res["summary"][fams[0]])
     table = [[row] + [f"{res['summary'][f][row]['pu21_clipped']:.2f} "
-                      f"({res['summary'][f][row]['pu21']:.2f})" for f in fams] for row in ROWS]
+                      f"({res['summary'][f][row]['pu21']:.2f})" for f in fams] for row in rows]
     out += [report.markdown_table(["linearisation"] + fams, table), "",
              "RMS log2 error of the recovered inverse response (codes 0.05-1), per curve:", ""]
     table = [[c["family"], c["curve"], c["scene"]] + [f"{c['rms_log2'][e]:.3f}"
@@ -81,6 +90,7 @@ def main(argv):
         raise app.UsageError("Too many command-line arguments.")
     report.refuse_existing(_OUT.value, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
+    pipe = pipeline.Pipeline.load(_WEIGHTS.value) if _PIPELINE.value else None
     families = responses.response_families(_EMOR_DIR.value or None)
     files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
     training = hdr_brackets.split_scenes(list(files))[0]
@@ -105,19 +115,23 @@ def main(argv):
         ldr, clipped, _ = responses.render_input(
             radiance, truth, fraction=item["fraction"],
             jpeg_quality=responses.ENCODINGS[item["encoding"]])
-        lin = dict(zip(ROWS, [crf_lib.srgb_crf(), truth] + list(
-            calibrated[item["curve"]].values())))
+        lin = [crf_lib.srgb_crf(), truth] + list(calibrated[item["curve"]].values())
+        preds = {row: crf_lib.apply_inverse_crf(c, ldr) for row, c in zip(ROWS, lin)}
+        if pipe is not None:
+            preds[PIPELINE_ROW] = pipeline.reconstruct(
+                pipe, ldr, scale=None, response_curve=calibrated[item["curve"]]["PNG"]).hdr
         scores = {}
-        for row, curve in lin.items():
-            s = protocol.pu21_protocol(crf_lib.apply_inverse_crf(curve, ldr), radiance, clipped)
+        for row, pred in preds.items():
+            s = protocol.pu21_protocol(pred, radiance, clipped)
             scores[row] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"]}
         records.append({**item, "scene": scene, "scores": scores})
     summary = {f: {row: {k: float(np.mean([r["scores"][row][k] for r in records
                                            if r["family"] == f]))
-                         for k in ("pu21", "pu21_clipped")} for row in ROWS}
+                         for k in ("pu21", "pu21_clipped")} for row in records[0]["scores"]}
                for f in families}
     res = {"protocol": {"inputs": len(records), "views": len(views), "size": _SIZE.value,
-                        "bracket_ev": list(BRACKET_EV), "bracket_clip": CALIBRATION_CLIP},
+                        "bracket_ev": list(BRACKET_EV), "bracket_clip": CALIBRATION_CLIP,
+                        "pipeline": _PIPELINE.value},
            "summary": summary, "curves": curves, "inputs": records,
            "total_s": time.perf_counter() - t0}
     report.publish(Path(_OUT.value), res, markdown(res), overwrite=True)

@@ -377,6 +377,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     photos = [Path(p) for p in args.photos]
     if len(photos) < 2:
         raise CLIError("calibrate needs at least 2 photos of one scene at different exposures")
+    if len({p.resolve() for p in photos}) != len(photos):
+        raise CLIError("calibrate: a photo is given twice")
+    if out.suffix.lower() == ".npy":
+        raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
+                       "NumPy array (use e.g. .txt)")
     _new_plan(photos, args.overwrite).claim(photos[0], [out])
     ev = _exposures(args, photos)
     images = [_read_photo(p) for p in photos]

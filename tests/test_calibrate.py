@@ -176,6 +176,10 @@ def test_cli_writes_the_response_file(tmp_path):
     assert r.returncode == 1 and "--ev" in r.stderr and not (tmp_path / "bad.txt").exists()
     r = _cli(names[0], "-o", "bad.txt", "--ev", "0", cwd=tmp_path)
     assert r.returncode == 1 and "at least 2 photos" in r.stderr
+    r = _cli(names[0], names[1], names[0], "-o", "bad.txt", "--ev", "-2", "0", "2", cwd=tmp_path)
+    assert r.returncode == 1 and "given twice" in r.stderr
+    r = _cli(*names, "-o", "bad.npy", "--ev", "-2", "0", "2", cwd=tmp_path)
+    assert r.returncode == 1 and "as text" in r.stderr and not (tmp_path / "bad.npy").exists()
 
 
 def test_cli_reads_the_exposures_from_exif(tmp_path):
@@ -191,12 +195,13 @@ def test_cli_reads_the_exposures_from_exif(tmp_path):
     assert _inverse_error(got, truth) < 0.3
 
 
-def test_calibration_study_runs_and_reports(fake_hdr_dir, tmp_path):
+def test_calibration_study_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
     import json
 
     out = tmp_path / "cal"
     r = subprocess.run([sys.executable, "-m", "experiments.calibration_study", "--hdr_dir",
-                        str(fake_hdr_dir), "--out", str(out), "--size", "64", "--limit", "1"],
+                        str(fake_hdr_dir), "--out", str(out), "--size", "64", "--limit", "1",
+                        "--pipeline", "--weights", str(tiny_weights)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
@@ -207,4 +212,7 @@ def test_calibration_study_runs_and_reports(fake_hdr_dir, tmp_path):
     s = res["summary"]
     # On sRGB photos the true inverse response is inverse sRGB.
     assert s["sRGB"]["true inverse response (oracle)"] == s["sRGB"]["inverse sRGB"]
+    row = "the pipeline, --response calibrated from the PNG bracket"
+    assert all(np.isfinite(s[f][row]["pu21"]) for f in s)
+    assert row in (out / "results.md").read_text()
     assert len(res["inputs"]) == res["protocol"]["inputs"] == 9
