@@ -125,10 +125,7 @@ def main(argv):
             s = protocol.pu21_protocol(pred, radiance, clipped)
             scores[row] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"]}
         records.append({**item, "scene": scene, "scores": scores})
-    summary = {f: {row: {k: float(np.mean([r["scores"][row][k] for r in records
-                                           if r["family"] == f]))
-                         for k in ("pu21", "pu21_clipped")} for row in records[0]["scores"]}
-               for f in families}
+    summary = responses.summarise(records)
     res = {"protocol": {"inputs": len(records), "views": len(views), "size": _SIZE.value,
                         "bracket_ev": list(BRACKET_EV), "bracket_clip": CALIBRATION_CLIP,
                         "pipeline": _PIPELINE.value},
