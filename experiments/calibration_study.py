@@ -102,7 +102,8 @@ def main(argv):
         pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
         view = system.render_view(pano, responses.DEV_VIEWS[0], _SIZE.value, 1)[0]
         truth = families[family][name]
-        got = {e: crf_lib.calibrate_response(bracket(view, truth, q), list(BRACKET_EV))
+        got = {e: crf_lib.calibrate_response(bracket(view, truth, q), list(BRACKET_EV),
+                                             lossy=q is not None)
                for e, q in BRACKET_ENCODINGS.items()}
         calibrated[name] = got
         curves.append({"family": family, "curve": name, "scene": scene,

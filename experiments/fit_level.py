@@ -9,7 +9,9 @@ with ``--random_views N`` also N random views per fitting scene, tabulated apart
 through every camera response of the four families as the response protocol renders its
 inputs (:func:`responses.rendered_inputs`, PNG and JPEG, 2/5/15 % clipped). Per input the script
 tabulates the HDR protocol's PU21-PSNR on the clipped pixels of the pipeline's blind
-linearisation (:func:`pipeline.blind_linear`, the weights of ``--weights``) lifted by 2^(l w)
+linearisation (:func:`pipeline.blind_linear`, the weights of ``--weights``; with
+``--response true`` the photo linearised with its camera's own response, the pipeline's
+linearisation when the user gives the response) lifted by 2^(l w)
 (:func:`level.lift_weight`) over a grid of l (:func:`protocol.pu21_clipped_lifted`), and the
 photo's features (:func:`level.photo_features`).
 
@@ -19,8 +21,9 @@ development scenes' inputs are scored the same way and reported next to the fitt
 (inverse-sRGB input, the blind linearisation, the lifted one, the per-input best l).
 
 The tabulated scores are cached in ``--workdir`` (``tables_fitting.npz``,
-``tables_development.npz``), so a rerun refits without rendering; with ``--out`` the fitted
-network is written into that weights directory as ``level`` (float32, a few hundred bytes).
+``tables_development.npz``; ``tables_true_*`` with ``--response true``), so a rerun refits
+without rendering; with ``--out`` the fitted network is written into that weights directory as
+``level`` (``level_known`` with ``--response true``; float32, a few hundred bytes).
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ _VIEWS = flags.DEFINE_integer("views", 0, "Views per scene (0: every development
 _ALL_SCENES = flags.DEFINE_bool(
     "all_scenes", False, "Fit on the development scenes too (every training scene; the "
     "development report is then in-sample), once the form has been chosen on them.")
+_RESPONSE = flags.DEFINE_enum(
+    "response", "blind", ["blind", "true"], "Linearisation the lift is fitted on: the blind one "
+    "(photos of an unknown camera; network 'level') or the camera's true response (photos whose "
+    "response the user gives; network 'level_known', features with clip level 0).")
 _RANDOM_VIEWS = flags.DEFINE_integer(
     "random_views", 0, "Random views per fitting scene on top of the development views (field "
     "of view 40-110 deg, elevation -10-40 deg, any azimuth; seeded by the scene's name).")
@@ -69,9 +76,13 @@ def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
             np.random.default_rng(zlib.crc32(s.encode())), extra, (40.0, 110.0), (-10.0, 40.0))
         views += [(s, system.render_view(pano, v, _SIZE.value, 1)[0]) for v in angles]
     rows = {k: [] for k in ("family", "scene", "encoding", "features", "input", "scores")}
-    for item, scene, radiance, _, ldr, clipped, _ in responses.rendered_inputs(views, families):
-        k = pipeline.blind_clip_level(pipe, ldr)
-        base = pipeline.blind_linear(pipe, ldr, k)
+    for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
+                                                                                   families):
+        if _RESPONSE.value == "true":
+            k, base = None, protocol.linearise_srgb(ldr, curve)
+        else:
+            k = pipeline.blind_clip_level(pipe, ldr)
+            base = pipeline.blind_linear(pipe, ldr, k)
         rows["family"].append(item["family"])
         rows["scene"].append(scene)
         rows["encoding"].append(item["encoding"])
@@ -85,7 +96,8 @@ def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
 
 def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[str, float]]:
     zero = int(np.argmin(np.abs(level.GRID)))
-    rows = {"blind linearisation": table["scores"][:, zero],
+    base = "blind linearisation" if _RESPONSE.value == "blind" else "true linearisation"
+    rows = {base: table["scores"][:, zero],
             "lifted": level.score_at(table["scores"], lifts),
             "best lift per input (analysis)": table["scores"].max(1)}
     out = {}
@@ -99,8 +111,8 @@ def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[s
 
 def _markdown(report: dict, tables: dict[str, dict[str, np.ndarray]], fitted_scenes: str) -> str:
     lines = ["Gain (dB) over the inverse-sRGB input in the HDR protocol's PU21-PSNR on the clipped "
-             "pixels, mean per family (`python -m experiments.fit_level`); the lift is fitted on "
-             f"{fitted_scenes} only.", ""]
+             "pixels, mean per family (`python -m experiments.fit_level --response "
+             f"{_RESPONSE.value}`); the lift is fitted on {fitted_scenes} only.", ""]
     for split, rows in report.items():
         fams = [f for f in FAMILIES if f in next(iter(rows.values()))]
         n = len(tables[split]["input"])
@@ -123,7 +135,8 @@ def main(argv):
     tables = {}
     for split, scenes in zip(("fitting", "development"), hdr_brackets.split_development(stems)):
         extra = _RANDOM_VIEWS.value if split == "fitting" else 0
-        name = f"tables_{split}" + (f"_random{extra}" if extra else "")
+        name = ("tables_" + ("true_" if _RESPONSE.value == "true" else "") + split
+                + (f"_random{extra}" if extra else ""))
         path = workdir / f"{name}.npz"
         if not path.exists():
             t0 = time.perf_counter()
@@ -149,8 +162,9 @@ def main(argv):
     result = {"fitted_on": fit_on, "features": list(level.FEATURES), "mean": mean.tolist(),
               "scale": scale.tolist(), "bias": float(theta[0]), "weights": theta[1:].tolist(),
               "report": report}
-    (workdir / "fit.json").write_text(json.dumps(result, indent=1))
-    (workdir / "fit.md").write_text(_markdown(report, tables, fitted_scenes))
+    stem = "fit" if _RESPONSE.value == "blind" else "fit_true"
+    (workdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (workdir / f"{stem}.md").write_text(_markdown(report, tables, fitted_scenes))
     for split, rows in report.items():
         print(split)
         for name, g in rows.items():
@@ -160,12 +174,14 @@ def main(argv):
         variables = {"params": {"lift": {"kernel": np.asarray(theta[1:], np.float32)[:, None],
                                          "bias": np.asarray(theta[:1], np.float32)}}}
         config = {"mean": mean.tolist(), "scale": scale.tolist()}
-        info = {"recipe": "experiments/fit_level.py", "report": report,
+        info = {"recipe": "experiments/fit_level.py", "response": _RESPONSE.value,
+                "report": report,
                 "trained_on": f"rendered views of {fitted_scenes} (module docstring of "
                               "experiments/fit_level.py)"}
-        path = bundle.save_network(_OUT.value, "level", variables, config, dtype="float32",
+        name = "level" if _RESPONSE.value == "blind" else "level_known"
+        path = bundle.save_network(_OUT.value, name, variables, config, dtype="float32",
                                    info=info, compress=True)
-        print(f"level -> {path}")
+        print(f"{name} -> {path}")
 
 
 if __name__ == "__main__":

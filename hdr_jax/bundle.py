@@ -22,7 +22,7 @@ import numpy as np
 
 DEFAULT_DIR = Path(__file__).parent / "weights"
 NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "level",
-            "cfnet_x2", "cfnet_x4")
+            "level_known", "cfnet_x2", "cfnet_x4")
 
 
 class WeightsError(ValueError):

@@ -389,8 +389,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         if im.shape != images[0].shape:
             raise CLIError(f"{photos[0]} and {p} differ in size ({images[0].shape[1]}x"
                            f"{images[0].shape[0]} vs {im.shape[1]}x{im.shape[0]})")
+    # A JPEG's ringing around clipped regions is left out; a lossless photo's codes just below
+    # the clip are kept (they measure a shoulder).
+    lossy = any(hdr_io.is_lossy(p) for p in photos)
     try:
-        curve = crf.calibrate_response(images, ev)
+        curve = crf.calibrate_response(images, ev, lossy=lossy)
     except ValueError as e:
         raise CLIError(f"calibrate: {e}") from None
     _check_writable(out.parent)

@@ -39,6 +39,7 @@ __all__ = [
     "OutputSet",
     "atomic_output",
     "exif_exposure",
+    "is_lossy",
     "ldr_info",
     "list_images",
     "printable",
@@ -285,6 +286,16 @@ def ldr_info(path: PathLike) -> LdrInfo:
             return _pil_info(im, p, probe=True)
         except Exception as e:
             raise _error(p, "cannot parse image header", e) from e
+
+
+def is_lossy(path: PathLike) -> bool:
+    """Whether an LDR file's pixels went through lossy compression (JPEG, or a TIFF with JPEG
+    compression): its codes then ring around edges and clipped regions. Reads the header only."""
+    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        if im.format == "TIFF":
+            return "jpeg" in str(im.info.get("compression", "")).lower()
+        return im.format != "PNG"
 
 
 def exif_exposure(path: PathLike) -> float | None:

@@ -93,7 +93,8 @@ class Pipeline:
     def load(cls, directory: str | Path | None = None) -> Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
-        pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel, pipe.level  # noqa: B018
+        pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel  # noqa: B018
+        pipe.level, pipe.level_known  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -136,6 +137,14 @@ class Pipeline:
         if "level" not in self._names:
             return None
         return self.network("level")
+
+    @property
+    def level_known(self) -> Network | None:
+        """The highlight lift for photos whose camera response the user gives, or None for a
+        weights directory without one."""
+        if "level_known" not in self._names:
+            return None
+        return self.network("level_known")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -394,12 +403,16 @@ def blind_linearisation(
     return cliplevel.warped_response(image, k)
 
 
-def estimate_lift(pipe: Pipeline, image: np.ndarray, clip_level: float | None) -> float:
+def estimate_lift(pipe: Pipeline, image: np.ndarray, clip_level: float | None,
+                  *, known_response: bool = False) -> float:
     """The log2 highlight lift of one HWC photo (:mod:`hdr_jax.models.level`) from its
-    features with ``clip_level`` (:func:`blind_clip_level`; None counts as 0, inverse sRGB)."""
-    net = pipe.level
+    features with ``clip_level`` (:func:`blind_clip_level`; None counts as 0, inverse sRGB).
+    ``known_response``: the lift fitted for photos linearised with their camera's own response
+    (``level_known``) instead of the blind one (``level``)."""
+    name = "level_known" if known_response else "level"
+    net = pipe.level_known if known_response else pipe.level
     if net is None:
-        raise bundle.WeightsError(f"{pipe.directory}: no 'level' network in the weights")
+        raise bundle.WeightsError(f"{pipe.directory}: no {name!r} network in the weights")
     f = level.photo_features(image, 0.0 if clip_level is None else clip_level)
     return float(np.asarray(net.apply(net.variables, jnp.asarray(f[None])))[0])
 
@@ -429,20 +442,25 @@ def photo_hdr(
     combined with the head's radiance wherever the photo is near or at the clip level
     (:func:`highlight.expand`, :func:`highlight.combine`). Without a head, a photo of an
     unknown camera is merged with :func:`blind_linearisation` (scaled back by its gain, so the
-    input's midtones keep their inverse-sRGB values) and, with ``highlights``, the anchored
-    merge and weights with a lift, its clipped pixels are lifted (:func:`level.lift` by
-    :func:`estimate_lift`)."""
+    input's midtones keep their inverse-sRGB values), one with a given response with that
+    response, and, with ``highlights``, the anchored merge and weights with the matching lift
+    (``level`` for the blind linearisation, ``level_known`` for a given response), its clipped
+    pixels are lifted (:func:`level.lift` by :func:`estimate_lift`)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
-        if response_curve is not None:
-            return merge_photo_stack(stack, image, method, response_curve)
-        k = blind_clip_level(pipe, image)
-        curve, gain = blind_linearisation(pipe, image, k)
-        hdr, kept = merge_photo_stack(stack, image, method, curve)
-        hdr = hdr * np.float32(gain)
-        if (highlights and method == "anchored" and pipe.level is not None
+        known = response_curve is not None
+        if known:
+            k = None
+            hdr, kept = merge_photo_stack(stack, image, method, response_curve)
+        else:
+            k = blind_clip_level(pipe, image)
+            curve, gain = blind_linearisation(pipe, image, k)
+            hdr, kept = merge_photo_stack(stack, image, method, curve)
+            hdr = hdr * np.float32(gain)
+        lift_net = pipe.level_known if known else pipe.level
+        if (highlights and method == "anchored" and lift_net is not None
                 and not degenerate(image)):
-            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k))
+            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known))
         return hdr, kept
     image = np.asarray(image, np.float32)
     known = response_curve is not None

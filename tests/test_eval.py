@@ -517,8 +517,10 @@ def test_evaluate_input_rows_and_the_oracle(tiny_weights):
     assert set(out["scores"]) == set(responses.ROWS)
     assert out["clipped_fraction"] == pytest.approx(0.05, abs=0.02)
     s = out["scores"]
-    ours, no_head, given, plain, srgb, bent, oracle = (s[row] for row in responses.ROWS)
+    ours, no_head, given, given_plain, plain, srgb, bent, oracle = (
+        s[row] for row in responses.ROWS)
     assert ours == no_head  # weights without a highlight head
+    assert given == given_plain  # nor a lift for a given response
     assert ours == plain and bent == srgb  # nor a clip-level estimate: inverse sRGB
     assert oracle["pu21"] > srgb["pu21"]
     # The pipeline told the camera's response linearises with it: near the oracle, above the

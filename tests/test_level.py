@@ -125,11 +125,11 @@ def test_lifted_scores_are_the_protocols():
     assert got[2] > got[0]  # the truth is brighter than the clip
 
 
-def _save_level(directory, bias, kernel=None):
+def _save_level(directory, bias, kernel=None, name="level"):
     variables = {"params": {"lift": {
         "kernel": np.zeros((N, 1), np.float32) if kernel is None else kernel,
         "bias": np.float32([bias])}}}
-    bundle.save_network(directory, "level", variables, CONFIG, dtype="float32")
+    bundle.save_network(directory, name, variables, CONFIG, dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,9 @@ def test_pipeline_lifts_the_blind_merge(level_weights):
     clipped = protocol.clipped_mask(photo)
     assert clipped.any() and np.all(out.hdr[clipped].max(-1) > plain.hdr[clipped].max(-1))
     np.testing.assert_array_equal(out.hdr[~clipped], plain.hdr[~clipped])
-    # A camera response the user gives, or another merge: no lift.
+    # A camera response the user gives (these weights have no lift for it), or another merge:
+    # no lift.
+    assert pipe.level_known is None
     given = pipeline.reconstruct(pipe, photo, scale=None, response_curve=crf_lib.srgb_crf())
     np.testing.assert_array_equal(
         given.hdr, pipeline.merge_photo_stack(given.stack, photo, "anchored")[0])
@@ -168,11 +170,42 @@ def test_pipeline_lifts_the_blind_merge(level_weights):
         robust.hdr, pipeline.merge_photo_stack(robust.stack, photo, "robust", curve)[0] * gain)
 
 
+def test_a_given_response_takes_its_own_lift(level_weights, tmp_path):
+    directory = tmp_path / "weights"
+    shutil.copytree(level_weights, directory)
+    # The lift for a known response reads clip level 0 whatever the photo: a kernel on that
+    # feature alone must not move it.
+    kernel = np.zeros((N, 1), np.float32)
+    kernel[level.FEATURES.index("clip_level")] = 5.0
+    _save_level(directory, 0.75, kernel, name="level_known")
+    photo = make_photo(seed=4, hw=(48, 64))
+    pipe = pipeline.Pipeline.load(directory)
+    assert pipeline.estimate_lift(pipe, photo, None, known_response=True) == pytest.approx(0.75)
+    curve = crf_lib.gamma_crf(2.6)
+    given = pipeline.reconstruct(pipe, photo, scale=None, response_curve=curve)
+    plain = pipeline.reconstruct(pipe, photo, scale=None, response_curve=curve, highlights=False)
+    np.testing.assert_array_equal(given.stack, plain.stack)
+    np.testing.assert_allclose(plain.hdr, pipeline.merge_photo_stack(
+        plain.stack, photo, "anchored", curve)[0], rtol=1e-6)
+    np.testing.assert_allclose(given.hdr, level.lift(plain.hdr, photo, 0.75), rtol=1e-6)
+    clipped = protocol.clipped_mask(photo)
+    assert np.all(given.hdr[clipped].max(-1) > plain.hdr[clipped].max(-1))
+    # The blind path keeps the blind lift.
+    k = pipeline.blind_clip_level(pipe, photo)
+    blind = pipeline.reconstruct(pipe, photo, scale=None)
+    unlifted = pipeline.reconstruct(pipe, photo, scale=None, highlights=False)
+    np.testing.assert_allclose(blind.hdr, level.lift(unlifted.hdr, photo, pipeline.estimate_lift(
+        pipe, photo, k)), rtol=1e-6)
+    assert pipeline.estimate_lift(pipe, photo, k) == pytest.approx(1.5)
+
+
 def test_weights_without_a_lift_have_none(tiny_weights):
     pipe = pipeline.Pipeline.load(tiny_weights)
-    assert pipe.level is None
+    assert pipe.level is None and pipe.level_known is None
     with pytest.raises(bundle.WeightsError, match="no 'level' network"):
         pipeline.estimate_lift(pipe, make_photo(hw=(8, 8)), None)
+    with pytest.raises(bundle.WeightsError, match="no 'level_known' network"):
+        pipeline.estimate_lift(pipe, make_photo(hw=(8, 8)), None, known_response=True)
 
 
 def test_a_lift_config_of_the_wrong_length_is_a_weights_error(tiny_weights, tmp_path):
@@ -235,6 +268,23 @@ def test_experiment_fits_reports_and_writes_the_lift(fake_hdr_dir, level_weights
     assert both["mean"] != fit["mean"]  # the standardisation covers both sets of scenes
     assert "fitting and development scenes" in pipeline.Pipeline.load(out).level.entry[
         "trained_on"]
+    # --response true: tables of the photos linearised with their true response, apart from the
+    # blind ones, and the lift written as level_known; the blind lift is left as it was.
+    blind_bias = np.asarray(pipeline.Pipeline.load(out).level.variables["params"]["lift"]["bias"])
+    subprocess.run(args + ["--response", "true"], check=True, capture_output=True)
+    assert {"tables_true_development.npz", "tables_true_fitting_random1.npz"} <= {
+        p.name for p in (tmp_path / "w").glob("tables_*")}
+    true = json.loads((tmp_path / "w" / "fit_true.json").read_text())
+    rep = true["report"]["fitting"]
+    assert rep["lifted"]["mean"] >= rep["true linearisation"]["mean"] - 1e-6
+    # On the true linearisation the sRGB family is its input: no gain without a lift.
+    assert rep["true linearisation"]["sRGB"] == pytest.approx(0.0, abs=1e-3)
+    pipe = pipeline.Pipeline.load(out)
+    assert pipe.level_known.entry["response"] == "true"
+    np.testing.assert_allclose(np.asarray(pipe.level_known.variables["params"]["lift"]["bias"]),
+                               [true["bias"]], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(pipe.level.variables["params"]["lift"]["bias"]),
+                                  blind_bias)
 
 
 def test_lift_ceiling_bounds_the_weights_lift(fake_hdr_dir, level_weights, tmp_path):

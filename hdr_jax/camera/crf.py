@@ -182,10 +182,12 @@ CALIBRATION_SAMPLES = 512
 #: Weight of the smoothness term g'' of :func:`calibrate_response` (Debevec and Malik's lambda,
 #: for codes 0..255 and hat weights up to 128).
 CALIBRATION_SMOOTHNESS = 20.0
-#: Pixels this close (px) to a code at or above CALIBRATION_CLIP_CODE in a photo do not count
-#: for that photo: a JPEG rings around a clipped region, which reads as the curve bending there.
+#: In a lossy photo (JPEG), pixels this close (px) to a channel at CALIBRATION_CLIP_CODE do not
+#: count for that photo: a JPEG rings around a clipped region, which reads as the curve bending
+#: there. A lossless photo keeps them: its codes just below the clip are what pins down a
+#: shoulder, which the smoothness term alone would extrapolate too flat.
 CALIBRATION_CLIP_RADIUS = 2
-CALIBRATION_CLIP_CODE = 250
+CALIBRATION_CLIP_CODE = 255
 #: Least exposure span (stops) of a calibration set: below it the codes of the photos overlap
 #: almost entirely and say little about the curve's shape.
 CALIBRATION_MIN_SPAN = 1.0
@@ -214,13 +216,14 @@ def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: 
     return np.linalg.lstsq(a, b, rcond=None)[0][:256]
 
 
-def calibrate_response(images: list[np.ndarray], log2_exposures: list[float]) -> np.ndarray:
+def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
+                       lossy: bool = True) -> np.ndarray:
     """The (1024,) response of the camera that took ``images`` (8-bit HWC arrays, uint8 or
     [0, 1] floats, of one static scene) at the relative exposures 2^``log2_exposures``: Debevec
     and Malik's least-squares solve for g = ln f^-1 (SIGGRAPH 1997, eq. 3, hat weights and a
     smoothness term on g'') per channel, on :data:`CALIBRATION_SAMPLES` pixels spread evenly
-    over the codes of the middle photo; a pixel near a clipped one in a photo does not count for
-    that photo (:data:`CALIBRATION_CLIP_RADIUS`). Each channel's g is normalised to g(255) = 0
+    over the codes of the middle photo; in ``lossy`` (JPEG) photos a pixel near a clipped one
+    does not count for that photo (:data:`CALIBRATION_CLIP_RADIUS`). Each channel's g is normalised to g(255) = 0
     (the clip) and the channels averaged in the log domain (a white balance is a per-channel
     offset of g), then inverted to f on :data:`GRID`. Written by hand rather than with OpenCV's
     ``CalibrateDebevec``, which samples pixels at random and cannot leave out the ringing of a
@@ -243,9 +246,12 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float]) ->
     codes = np.stack([np.asarray(im) if np.asarray(im).dtype == np.uint8 else
                       np.round(np.clip(np.asarray(im, np.float64), 0.0, 1.0) * 255).astype(
                           np.uint8) for im in images])  # (P, H, W, 3)
-    kernel = np.ones((2 * CALIBRATION_CLIP_RADIUS + 1,) * 2, np.uint8)
-    near_clip = np.stack([cv2.dilate((c.max(-1) >= CALIBRATION_CLIP_CODE).astype(np.uint8),
-                                     kernel) > 0 for c in codes])  # (P, H, W)
+    if lossy:
+        kernel = np.ones((2 * CALIBRATION_CLIP_RADIUS + 1,) * 2, np.uint8)
+        near_clip = np.stack([cv2.dilate((c.max(-1) >= CALIBRATION_CLIP_CODE).astype(np.uint8),
+                                         kernel) > 0 for c in codes])  # (P, H, W)
+    else:
+        near_clip = np.zeros(codes.shape[:3], bool)
     step = max(1, round((codes.shape[1] * codes.shape[2] / 1e6) ** 0.5))  # ~1 MP for the check
     well = ((codes[:, ::step, ::step] > 10) & (codes[:, ::step, ::step] < 245)
             & ~near_clip[:, ::step, ::step, None])

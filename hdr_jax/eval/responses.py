@@ -16,7 +16,8 @@ qualities, exposed so that a fraction of the pixels clip:
 Rows per input: the system (``pipeline.reconstruct`` without stage 2) as a blind user runs it,
 the same without its highlight head or lift (``--no-highlights``: the merge's own levels in the
 clipped pixels), with the camera's response given (``--response``: a user who knows the
-camera), and with the merge linearised with inverse sRGB (the system without its clip-level
+camera; with the lift fitted for that linearisation when the weights have one, and without
+it), and with the merge linearised with inverse sRGB (the system without its clip-level
 estimate); the input linearised with the inverse sRGB curve (what a tool that does not know the
 camera does), with the curve the clip-level estimate bends
 (:func:`pipeline.blind_linearisation`; inverse sRGB for weights without the estimate) and with
@@ -73,6 +74,7 @@ ROWS = (
     "ours (default pipeline)",
     "ours without the highlight head (merge levels)",
     "ours (camera response given)",
+    "ours (camera response given), no lift",
     "ours, merge linearised with inverse sRGB (no clip-level estimate)",
     "linearised input (inverse sRGB)",
     "linearised input, bent by the clip-level estimate",
@@ -163,11 +165,14 @@ def evaluate_input(
     merged = pipeline.reconstruct(pipe, ldr, scale=None, highlights=False)
     blind, _ = pipeline.photo_hdr(pipe, merged.stack, ldr)
     known = pipeline.reconstruct(pipe, ldr, scale=None, response_curve=curve)
+    known_plain, _ = pipeline.photo_hdr(pipe, known.stack, ldr, response_curve=curve,
+                                        highlights=False)
     srgb = crf_lib.srgb_crf()
     plain, _ = pipeline.photo_hdr(pipe, merged.stack, ldr, response_curve=srgb, highlights=False)
     bent, gain = pipeline.blind_linearisation(pipe, ldr)
-    preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, plain, protocol.linearise_srgb(ldr),
-                            gain * crf_lib.apply_inverse_crf(bent, ldr),
+    bent_input = gain * crf_lib.apply_inverse_crf(bent, ldr)
+    preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, known_plain, plain,
+                            protocol.linearise_srgb(ldr), bent_input,
                             protocol.linearise_srgb(ldr, curve))))
     scores = {}
     for name, pred in preds.items():

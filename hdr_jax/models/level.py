@@ -17,6 +17,10 @@ gradient and is barely clipped; one bordered by much darker pixels is a source w
 The network is a linear model over standardised features (the standardisation is part of its
 config), fitted to the HDR protocol's PU21 error on the clipped pixels of rendered training
 views (``experiments/fit_level.py``); lambda is bounded to [:data:`LOWEST`, :data:`HIGHEST`].
+The same model is fitted twice: on the pipeline's blind linearisation (network ``level``, for a
+photo of an unknown camera, whose lift also makes up for part of the linearisation's error) and
+on the photo linearised with its camera's true response (``level_known``, used when the user
+gives the response; its clip-level feature is 0).
 """
 
 from __future__ import annotations
