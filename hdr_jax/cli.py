@@ -4,7 +4,7 @@
                       [--memory-budget 4GiB]   (also for brackets and fuse: picks the tile sizes)
   hdr-jax brackets IMAGE -o OUTDIR
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
-  hdr-jax calibrate PHOTO PHOTO... -o CURVE.txt [--ev EV EV...]   (the --response file)
+  hdr-jax calibrate PHOTO PHOTO... -o CURVE.txt [--ev EV EV...] [--lossy]   (the --response file)
   hdr-jax evaluate sice --data-dir DIR [--weights DIR] [--scale 2|4] [--out DIR]
 
 Exit status: 0 all done; 1 an input or output failed (one line on stderr each, and with several
@@ -391,7 +391,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                            f"{images[0].shape[0]} vs {im.shape[1]}x{im.shape[0]})")
     # A JPEG's ringing around clipped regions is left out; a lossless photo's codes just below
     # the clip are kept (they measure a shoulder).
-    lossy = any(hdr_io.is_lossy(p) for p in photos)
+    lossy = args.lossy or any(hdr_io.is_lossy(p) for p in photos)
     try:
         curve = crf.calibrate_response(images, ev, lossy=lossy)
     except ValueError as e:
@@ -537,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ev", nargs="+", default=None, metavar="EV",
                    help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "
                    "from the EXIF exposure time, ISO and f-number)")
+    c.add_argument("--lossy", action="store_true", help="treat the photos as JPEG-compressed "
+                   "even when the files are lossless (a PNG or TIFF saved from a JPEG): pixels "
+                   "next to clipped ones are left out (default: only for JPEG files)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing curve file")
     c.set_defaults(func=cmd_calibrate)
 

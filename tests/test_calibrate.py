@@ -210,6 +210,22 @@ def test_cli_reads_the_exposures_from_exif(tmp_path):
     assert all(hio.is_lossy(tmp_path / n) for n in names)
 
 
+def test_cli_lossy_flag_for_a_png_saved_from_a_jpeg(tmp_path):
+    truth = crf.gamma_crf(2.6)
+    names = []
+    for e, photo in zip(EV, _bracket(truth, quality=90)):
+        names.append(f"ev{e:+.0f}.png")
+        hio.write_ldr(tmp_path / names[-1], photo)
+    ev = ["--ev", "-2", "0", "2"]
+    assert _cli(*names, "-o", "plain.txt", *ev, cwd=tmp_path).returncode == 0
+    r = _cli(*names, "-o", "lossy.txt", *ev, "--lossy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    plain, lossy = (_inverse_error(crf.parse_response(str(tmp_path / n)), truth)
+                    for n in ("plain.txt", "lossy.txt"))
+    # Read as lossless, the JPEG's ringing bends the curve; --lossy leaves it out.
+    assert lossy < 0.15 and plain > 3 * lossy
+
+
 def test_is_lossy(tmp_path):
     image = np.full((16, 16, 3), 0.5, np.float32)
     hio.write_ldr(tmp_path / "a.png", image)
