@@ -13,7 +13,9 @@
 # then two metric-objective networks, one from it and one from scratch; the committed ones ran on
 # a lent H200 in about 2 minutes each, hours on 2 CPU cores) is exported next, bounded to bend
 # inverse sRGB down only. The highlight lift (experiments/fit_level.py: six parameters fitted by
-# Powell on tabulated scores of the exported pipeline, ~15 min on one core) comes after it.
+# Powell on tabulated scores of the exported pipeline, ~15 min on one core) comes after it, then
+# the lift for photos whose response the user gives (the same fit on the photos linearised with
+# their true response, --response true, ~4 min).
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #
@@ -68,3 +70,5 @@ $CLIP --mode export --estimators "$WORK/clip_warm,$WORK/clip_scratch" --ceiling 
   --out hdr_jax/weights
 python -m experiments.fit_level --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../shared/data/crf}" \
   --weights hdr_jax/weights --workdir "$WORK/level" --out hdr_jax/weights
+python -m experiments.fit_level --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../shared/data/crf}" \
+  --response true --workdir "$WORK/level" --out hdr_jax/weights
