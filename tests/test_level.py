@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import jax
@@ -14,11 +15,13 @@ import pytest
 from conftest import make_photo, save_clip_level
 
 from hdr_jax import bundle, pipeline
+from hdr_jax import io as hio
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.eval import protocol
 from hdr_jax.models import level, registry
 
 N = len(level.FEATURES)
+ASSET = Path(pipeline.__file__).parent / "assets" / "demo.jpg"
 #: A lift config: the features standardised about 0 with scale 1.
 CONFIG = {"mean": [0.0] * N, "scale": [1.0] * N}
 
@@ -197,6 +200,18 @@ def test_a_given_response_takes_its_own_lift(level_weights, tmp_path):
     np.testing.assert_allclose(blind.hdr, level.lift(unlifted.hdr, photo, pipeline.estimate_lift(
         pipe, photo, k)), rtol=1e-6)
     assert pipeline.estimate_lift(pipe, photo, k) == pytest.approx(1.5)
+
+
+def test_the_bundled_weights_have_both_lifts():
+    pipe = pipeline.Pipeline()  # the bundled weights; only the two lifts are loaded
+    photo = np.asarray(hio.read_ldr(ASSET), np.float32)
+    for known in (False, True):
+        lift = pipeline.estimate_lift(pipe, photo, None, known_response=known)
+        assert level.LOWEST <= lift <= level.HIGHEST
+    assert pipe.level_known.entry["response"] == "true"
+    assert pipe.level.entry.get("response", "blind") == "blind"
+    assert pipe.level.entry["recipe"] == pipe.level_known.entry["recipe"] == (
+        "experiments/fit_level.py")
 
 
 def test_weights_without_a_lift_have_none(tiny_weights):

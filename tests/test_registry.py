@@ -11,6 +11,7 @@ from experiments.configs import cfnet as cfnet_config
 from experiments.configs import drtmo as drtmo_config
 from experiments.configs import highlight as highlight_config
 from experiments.configs import response as response_config
+from hdr_jax import bundle
 from hdr_jax.models import registry
 
 MODELS = {
@@ -24,10 +25,9 @@ MODELS = {
 
 
 def test_kind_of_bundled_names():
-    names = ("drtmo_up", "drtmo_down", "cfnet_x2", "cfnet_x4", "response", "highlight",
-             "cliplevel", "level")
-    assert [registry.kind_of(n) for n in names] == [
-        "drtmo", "drtmo", "cfnet", "cfnet", "response", "highlight", "cliplevel", "level"]
+    assert [registry.kind_of(n) for n in bundle.NETWORKS] == [
+        "drtmo", "drtmo", "response", "highlight", "cliplevel", "level", "level", "cfnet",
+        "cfnet"]
     with pytest.raises(ValueError, match="unknown network"):
         registry.kind_of("unet_x2")
     with pytest.raises(ValueError, match="unknown network kind"):
