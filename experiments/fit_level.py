@@ -64,6 +64,10 @@ _RANDOM_VIEWS = flags.DEFINE_integer(
     "of view 40-110 deg, elevation -10-40 deg, any azimuth; seeded by the scene's name).")
 
 FAMILIES = ("sRGB", "gamma", "gamma+S", "EMoR")
+#: Per --response: the network written, the name of the unlifted row, the prefix of the cached
+#: tables and of the fit report.
+MODES = {"blind": ("level", "blind linearisation", ""),
+         "true": ("level_known", "true linearisation", "true_")}
 
 
 def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
@@ -96,7 +100,7 @@ def _tables(pipe: pipeline.Pipeline, scenes: list[str], families: dict,
 
 def _report(table: dict[str, np.ndarray], lifts: np.ndarray) -> dict[str, dict[str, float]]:
     zero = int(np.argmin(np.abs(level.GRID)))
-    base = "blind linearisation" if _RESPONSE.value == "blind" else "true linearisation"
+    base = MODES[_RESPONSE.value][1]
     rows = {base: table["scores"][:, zero],
             "lifted": level.score_at(table["scores"], lifts),
             "best lift per input (analysis)": table["scores"].max(1)}
@@ -135,7 +139,7 @@ def main(argv):
     tables = {}
     for split, scenes in zip(("fitting", "development"), hdr_brackets.split_development(stems)):
         extra = _RANDOM_VIEWS.value if split == "fitting" else 0
-        name = ("tables_" + ("true_" if _RESPONSE.value == "true" else "") + split
+        name = (f"tables_{MODES[_RESPONSE.value][2]}{split}"
                 + (f"_random{extra}" if extra else ""))
         path = workdir / f"{name}.npz"
         if not path.exists():
@@ -162,7 +166,7 @@ def main(argv):
     result = {"fitted_on": fit_on, "features": list(level.FEATURES), "mean": mean.tolist(),
               "scale": scale.tolist(), "bias": float(theta[0]), "weights": theta[1:].tolist(),
               "report": report}
-    stem = "fit" if _RESPONSE.value == "blind" else "fit_true"
+    stem = f"fit_{MODES[_RESPONSE.value][2]}".rstrip("_")  # fit / fit_true
     (workdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (workdir / f"{stem}.md").write_text(_markdown(report, tables, fitted_scenes))
     for split, rows in report.items():
@@ -178,7 +182,7 @@ def main(argv):
                 "report": report,
                 "trained_on": f"rendered views of {fitted_scenes} (module docstring of "
                               "experiments/fit_level.py)"}
-        name = "level" if _RESPONSE.value == "blind" else "level_known"
+        name = MODES[_RESPONSE.value][0]
         path = bundle.save_network(_OUT.value, name, variables, config, dtype="float32",
                                    info=info, compress=True)
         print(f"{name} -> {path}")

@@ -403,15 +403,21 @@ def blind_linearisation(
     return cliplevel.warped_response(image, k)
 
 
+def lift_network(pipe: Pipeline, known_response: bool = False) -> Network | None:
+    """The highlight lift for a photo linearised with its camera's own response
+    (``level_known``) or with the blind linearisation (``level``); None if the weights lack it."""
+    return pipe.level_known if known_response else pipe.level
+
+
 def estimate_lift(pipe: Pipeline, image: np.ndarray, clip_level: float | None,
                   *, known_response: bool = False) -> float:
     """The log2 highlight lift of one HWC photo (:mod:`hdr_jax.models.level`) from its
     features with ``clip_level`` (:func:`blind_clip_level`; None counts as 0, inverse sRGB).
     ``known_response``: the lift fitted for photos linearised with their camera's own response
     (``level_known``) instead of the blind one (``level``)."""
-    name = "level_known" if known_response else "level"
-    net = pipe.level_known if known_response else pipe.level
+    net = lift_network(pipe, known_response)
     if net is None:
+        name = "level_known" if known_response else "level"
         raise bundle.WeightsError(f"{pipe.directory}: no {name!r} network in the weights")
     f = level.photo_features(image, 0.0 if clip_level is None else clip_level)
     return float(np.asarray(net.apply(net.variables, jnp.asarray(f[None])))[0])
@@ -457,8 +463,7 @@ def photo_hdr(
             curve, gain = blind_linearisation(pipe, image, k)
             hdr, kept = merge_photo_stack(stack, image, method, curve)
             hdr = hdr * np.float32(gain)
-        lift_net = pipe.level_known if known else pipe.level
-        if (highlights and method == "anchored" and lift_net is not None
+        if (highlights and method == "anchored" and lift_network(pipe, known) is not None
                 and not degenerate(image)):
             hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known))
         return hdr, kept

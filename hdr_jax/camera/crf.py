@@ -223,11 +223,11 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     and Malik's least-squares solve for g = ln f^-1 (SIGGRAPH 1997, eq. 3, hat weights and a
     smoothness term on g'') per channel, on :data:`CALIBRATION_SAMPLES` pixels spread evenly
     over the codes of the middle photo; in ``lossy`` (JPEG) photos a pixel near a clipped one
-    does not count for that photo (:data:`CALIBRATION_CLIP_RADIUS`). Each channel's g is normalised to g(255) = 0
-    (the clip) and the channels averaged in the log domain (a white balance is a per-channel
-    offset of g), then inverted to f on :data:`GRID`. Written by hand rather than with OpenCV's
-    ``CalibrateDebevec``, which samples pixels at random and cannot leave out the ringing of a
-    JPEG around clipped regions (it bends the recovered curve there).
+    does not count for that photo (:data:`CALIBRATION_CLIP_RADIUS`). Each channel's g is
+    normalised to g(255) = 0 (the clip) and the channels averaged in the log domain (a white
+    balance is a per-channel offset of g), then inverted to f on :data:`GRID`. Written by hand
+    rather than with OpenCV's ``CalibrateDebevec``, which samples pixels at random and cannot
+    leave out the ringing of a JPEG around clipped regions (it bends the recovered curve there).
     Deterministic. Raises ValueError with a one-line reason."""
     if len(images) < 2 or len(images) != len(log2_exposures):
         raise ValueError(f"calibration needs at least 2 photos, each with its exposure "
