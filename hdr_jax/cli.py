@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,16 +72,34 @@ def _output_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
+#: Folders this run created for its outputs, outermost first: removed again if they are still
+#: empty when the command fails (a failed run leaves nothing behind).
+_CREATED_DIRS: list[Path] = []
+
+
 def _make_outdir(path: Path) -> Path:
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. the path is an existing file, or not writable
         raise CLIError(f"{path}: cannot create the output folder ({e.strerror or e})") from e
+    _CREATED_DIRS.extend(missing)
     _check_writable(path)
     return path
 
 
+def _remove_created_dirs() -> None:
+    for p in reversed(_CREATED_DIRS):
+        try:
+            p.rmdir()  # only when empty: a folder with any output in it stays
+        except OSError:
+            pass
+    _CREATED_DIRS.clear()
+
+
 def _check_writable(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{folder}: is not a folder")
     if not folder.is_dir():
         raise CLIError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -133,6 +152,16 @@ def _new_plan(inputs: list[Path], overwrite: bool) -> _Plan:
 def _stack_names(n_side: int) -> list[str]:
     # Exposure steps in half stops relative to the input: ev-4.0 .. ev+4.0.
     return [f"ev{(i - n_side) / 2:+.1f}" for i in range(2 * n_side + 1)]
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return n
 
 
 def _budget(text: str) -> str:
@@ -331,12 +360,20 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         raise CLIError(
             f"{out}: the fused image needs an LDR extension ({', '.join(hdr_io.LDR_EXTENSIONS)})"
         )
+    if under_path.resolve() == over_path.resolve():
+        raise CLIError(f"{args.under}: given as both exposures; fuse needs a darker and a "
+                       "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
     under, over = _read_photo(under_path), _read_photo(over_path)
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
         )
+    if float(under.mean()) > float(over.mean()):
+        # The network was trained on (under, over) in that order; swapped, it fuses wrongly
+        # without any sign of it.
+        raise CLIError(f"{args.under} is brighter than {args.over}: give the darker (under-"
+                       "exposed) photo first")
     pipe = pipeline.Pipeline.load(args.weights)
     net = pipe.cfnet(args.scale)
     _check_writable(out.parent)  # still before the network runs
@@ -383,6 +420,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")
     _new_plan(photos, args.overwrite).claim(photos[0], [out])
+    if out.suffix.lower() in hdr_io.LDR_EXTENSIONS + hdr_io.HDR_EXTENSIONS:
+        raise CLIError(f"{out}: the curve is written as text, not as an image (use e.g. .txt)")
     ev = _exposures(args, photos)
     images = [_read_photo(p) for p in photos]
     for p, im in zip(photos[1:], images[1:]):
@@ -410,15 +449,35 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     :mod:`hdr_jax.eval.stage2`, written to OUT/results.{json,md}."""
     import tensorflow_datasets as tfds
 
-    from hdr_jax.data import sice
-    from hdr_jax.eval import report, stage2
+    from hdr_jax.eval import report
 
     if args.dataset != "sice":
         raise CLIError(f"unknown dataset {args.dataset!r} (supported: sice)")
     if not Path(args.data_dir).is_dir():
         raise hdr_io.ImageIOError(f"{args.data_dir}: SICE folder not found")
     out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"{out_dir}: is not a folder")
     report.refuse_existing(out_dir, overwrite=args.overwrite)
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()
+    # What this run makes: the output folder, or in an existing one the prepared-dataset folder.
+    candidates = (out_dir,) if args.tfds_dir is not None else (out_dir, out_dir / "tfds")
+    made = [p for p in candidates if not p.exists()]
+    try:
+        _evaluate_sice(args, out_dir)
+    except BaseException:
+        if made:  # a failed run leaves none of it, prepared or half-prepared
+            shutil.rmtree(made[0], ignore_errors=True)
+        raise
+
+
+def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
+    import tensorflow_datasets as tfds
+
+    from hdr_jax.data import sice
+    from hdr_jax.eval import report, stage2
+
     builder = sice.Sice(
         config=f"x{args.scale}",
         data_dir=str(args.tfds_dir or out_dir / "tfds"),
@@ -553,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--tfds-dir", default=None, help="where to build the tfds dataset (default: OUT/tfds)"
     )
-    e.add_argument("--limit", type=int, default=0, help="evaluate at most N sequences (0: all)")
+    e.add_argument("--limit", type=_count, default=0,
+                   help="evaluate at most N sequences (0: all)")
     common(e)
     e.set_defaults(func=cmd_evaluate)
     return p
@@ -568,14 +628,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hdr_jax import bundle
 
+    _CREATED_DIRS.clear()
     with interrupts.handled(restore_after_signal=False):
         try:
             args.func(args)
         except (hdr_io.ImageIOError, CLIError, bundle.WeightsError) as e:
+            _remove_created_dirs()
             print(f"hdr-jax: error: {hdr_io.printable(e)}", file=sys.stderr)
             return 1
         except (interrupts.Interrupted, KeyboardInterrupt) as e:
             hdr_io.remove_temporaries()
+            _remove_created_dirs()
             status = e.exit_status if isinstance(e, interrupts.Interrupted) else 130
             name = "SIGTERM" if status == 143 else "SIGINT"
             print(f"hdr-jax: interrupted ({name}); unfinished outputs removed", file=sys.stderr)

@@ -229,6 +229,14 @@ def photo_png(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dark_png(tmp_path_factory) -> Path:
+    """:func:`photo_png`'s scene two stops darker: the under-exposure `fuse` takes first."""
+    path = tmp_path_factory.mktemp("photos") / "dark.png"
+    hio.write_ldr(path, make_photo() * 0.25)
+    return path
+
+
+@pytest.fixture(scope="session")
 def fake_hdr_dir(tmp_path_factory):
     """A folder of small generated HDR scenes (`testing.write_fake_hdr_folder`); read-only."""
     d = tmp_path_factory.mktemp("fake_hdr")

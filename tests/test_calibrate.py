@@ -108,11 +108,35 @@ def test_a_jpeg_bracket_with_clipped_regions(name):
     (2, [0.0, 0.0], "same exposure"),
     (2, [0.0, 0.5], "span"),
     (2, [0.0, float("nan")], "finite"),
+    (3, [-2.0, 0.0, 1e6], "stops apart"),
+    (3, [-2.0, 0.0, 1e300], "stops apart"),
 ])
 def test_bad_calibration_sets(photos, ev, message):
     images = _bracket(crf.srgb_crf())[:photos]
     with pytest.raises(ValueError, match=message):
         crf.calibrate_response(images, ev)
+
+
+def test_exposures_that_do_not_match_the_photos(monkeypatch):
+    photos = _bracket(crf.srgb_crf())
+    # Given brightest first with rising exposures (or one exposure swapped): refused, where the
+    # solve alone returned a step curve that linearises every code to the clip.
+    with pytest.raises(ValueError, match=r"photo 2 \(EV \+0\) is darker than photo 1"):
+        crf.calibrate_response(photos[::-1], EV)
+    with pytest.raises(ValueError, match="do not match"):
+        crf.calibrate_response([photos[0], photos[2], photos[1]], EV)
+    with pytest.raises(ValueError, match="almost identical"):
+        crf.calibrate_response([photos[1], photos[1]], [0.0, 2.0])
+    # Given in any order with their own exposures, the same curve.
+    np.testing.assert_array_equal(crf.calibrate_response(photos[::-1], EV[::-1]),
+                                  crf.calibrate_response(photos, EV))
+    # Whatever else drives the solve to a degenerate curve is refused, not returned.
+    monkeypatch.setattr(crf, "_debevec_solve", lambda *a: np.linspace(-1e4, 0.0, 256))
+    with pytest.raises(ValueError, match="degenerate"):
+        crf.calibrate_response(photos, EV)
+    monkeypatch.setattr(crf, "_debevec_solve", lambda *a: np.linspace(0.0, 1e3, 256))
+    with pytest.raises(ValueError, match="degenerate"):
+        crf.calibrate_response(photos, EV)
 
 
 def test_photos_without_information():
@@ -177,7 +201,8 @@ def test_cli_writes_the_response_file(tmp_path):
     assert (tmp_path / names[0]).read_bytes() == original
     # Wrong exposures: one line each, nothing written.
     for ev, message in ((["-2", "0"], "2 exposures for 3 photos"), (["-2", "x", "2"], "--ev"),
-                        (["0", "0.2", "0.4"], "span")):
+                        (["0", "0.2", "0.4"], "span"), (["-2", "0", "1e6"], "stops apart"),
+                        (["2", "0", "-2"], "do not match the photos")):
         r = _cli(*names, "-o", "bad.txt", "--ev", *ev, cwd=tmp_path)
         assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not (tmp_path / "bad.txt").exists()
@@ -190,6 +215,9 @@ def test_cli_writes_the_response_file(tmp_path):
     assert r.returncode == 1 and "given twice" in r.stderr
     r = _cli(*names, "-o", "bad.npy", "--ev", "-2", "0", "2", cwd=tmp_path)
     assert r.returncode == 1 and "as text" in r.stderr and not (tmp_path / "bad.npy").exists()
+    r = _cli(*names, "-o", "bad.png", "--ev", "-2", "0", "2", cwd=tmp_path)
+    assert r.returncode == 1 and "not as an image" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_cli_reads_the_exposures_from_exif(tmp_path):

@@ -193,6 +193,16 @@ def test_resample_crf_rejects_a_table():
         crf_lib.resample_crf(np.zeros((3, 3)))
 
 
+@pytest.mark.parametrize("values", [np.array([0.0, 0.5 + 1j, 1.0]), np.array([False, True]),
+                                    np.array(["0", "1"])])
+def test_resample_crf_rejects_values_that_are_not_real_numbers(tmp_path, values):
+    with pytest.raises(ValueError, match="real numbers"):
+        crf_lib.resample_crf(values)
+    np.save(tmp_path / "curve.npy", values)  # through --response's file reader, one line
+    with pytest.raises(ValueError, match="curve.npy: a response must hold real numbers"):
+        crf_lib.parse_response(str(tmp_path / "curve.npy"))
+
+
 # --- file formats --------------------------------------------------------------------------
 
 

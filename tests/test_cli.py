@@ -47,6 +47,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "huge": d / "huge.png",
         "truncated": d / "truncated.jpg",
         "noise": d / "noise.png",
+        "dark": d / "dark.png",
         "narrow": d / "narrow.png",
         "no_images": d / "no_images",
         "empty_dir": d / "empty",
@@ -54,6 +55,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "bad_response": d / "bad_response.txt",
     }
     hio.write_ldr(paths["photo"], photo)
+    hio.write_ldr(paths["dark"], photo * 0.25)  # fuse's under-exposure of "photo"
     paths["grey"].parent.mkdir()
     hio.write_ldr(paths["grey"].parent / "photo8.png", photo)
     Image.fromarray(np.round(photo.mean(-1) * 255).astype(np.uint8), mode="L").save(paths["grey"])
@@ -203,7 +205,7 @@ BAD_INPUT_CASES = {
     "cfnet_config_mismatch": (
         lambda i, w, b, o: [
             "fuse",
-            i["photo"],
+            i["dark"],
             i["photo"],
             "-o",
             o / "f.png",
@@ -215,7 +217,7 @@ BAD_INPUT_CASES = {
     "fuse_no_x4_network": (
         lambda i, w, b, o: [
             "fuse",
-            i["photo"],
+            i["dark"],
             i["photo"],
             "-o",
             o / "f.png",
@@ -321,7 +323,7 @@ def test_existing_output_is_kept_without_overwrite(inputs, tiny_weights, tmp_pat
     (tmp_path / "f.png").write_bytes(b"precious")
     args = [
         "fuse",
-        inputs["photo"],
+        inputs["dark"],
         inputs["photo"],
         "-o",
         tmp_path / "f.png",
@@ -365,7 +367,7 @@ def test_subprocess_errors(inputs, tiny_weights, bad_weights, cli_env, tmp_path)
         (
             [
                 "fuse",
-                inputs["photo"],
+                inputs["dark"],
                 inputs["photo"],
                 "-o",
                 out / "f.png",
@@ -511,3 +513,27 @@ def test_evaluate_sice_writes_the_stage2_table(tiny_weights, tmp_path, capfd):
     rc, err = _main(args, capfd)
     assert_one_line_error(rc, err, contains="exists")
     assert (out / "results.json").read_bytes() == before
+
+
+def test_evaluate_failures_leave_nothing(tmp_path, capfd):
+    """A failed `evaluate` leaves no output folder or prepared-dataset tree behind; bad flags
+    are usage errors; an output path that is a file is one line."""
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out], capfd)
+    assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert not out.exists()  # tfds had started a tree under out/tfds
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out,
+                     "--limit", "-1"], capfd)
+    assert rc == 2 and "must be 0 or more" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("keep")
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out",
+                     tmp_path / "afile"], capfd)
+    assert_one_line_error(rc, err, contains="is not a folder")
+    assert (tmp_path / "afile").read_text() == "keep"
+    # An existing output folder is the user's: a failed run leaves it (and what is in it).
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out], capfd)
+    assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

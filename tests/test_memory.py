@@ -303,7 +303,9 @@ def test_train_script_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, capfd, monkeypatch):
+def test_cli_memory_budget_picks_the_tiles(
+    tiny_weights, photo_png, dark_png, tmp_path, capfd, monkeypatch
+):
     """The tiles chosen for the budget reach `generate_stack` / `fuse_pair`; a budget below the
     weights' own size is a one-line error before any output; a malformed one a usage error."""
     from conftest import assert_one_line_error, files_under
@@ -338,7 +340,7 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
     want = 32 if peaks.get(48, budget + 1) > budget else 48
     assert peaks[64] > budget, "the budget must rule out the 64 tile"
     rc, err = main(
-        "fuse", photo_png, photo_png, "-o", tmp_path / "f.png", "--memory-budget", budget, *common
+        "fuse", dark_png, photo_png, "-o", tmp_path / "f.png", "--memory-budget", budget, *common
     )
     assert rc == 0 and used == [("fuse_pair", want)], err
     assert f"stage 2 tile {want}" in err
@@ -356,6 +358,6 @@ def test_cli_memory_budget_picks_the_tiles(tiny_weights, photo_png, tmp_path, ca
     assert_one_line_error(rc, err, contains="--memory-budget: stage 1 (DrTMO): no inference tile")
     assert files_under(bad) == []
     rc, err = main(
-        "fuse", photo_png, photo_png, "-o", bad / "f.png", "--memory-budget", "4 parsecs", *common
+        "fuse", dark_png, photo_png, "-o", bad / "f.png", "--memory-budget", "4 parsecs", *common
     )
     assert rc == 2 and "cannot parse a memory size" in err

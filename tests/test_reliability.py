@@ -115,6 +115,7 @@ def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
         return p
 
     f["good"] = put("good.png", png_bytes(photo))
+    f["dark"] = put("dark.png", png_bytes(photo * 0.25))  # fuse's under-exposure of "good"
     f["corrupt_png"] = put("corrupt.png", corrupt_idat(png_bytes(photo)))
     f["zero_bytes"] = put("zero.png", b"")
     f["noise_jpg"] = put("noise.jpg", np.random.default_rng(1).bytes(3000))
@@ -221,9 +222,19 @@ EARLY_CASES = {
     "corrupt_png_brackets": _photo("corrupt_png", "cannot decode PNG", command="brackets"),
     # 3: an output that is an input is refused even with --overwrite
     "fuse_output_is_input": (
-        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", f["good"], "--overwrite"],
+        lambda f, w, o: ["fuse", f["dark"], f["good"], "-o", f["good"], "--overwrite"],
         1,
         "is an input",
+    ),
+    "fuse_same_photo_twice": (
+        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "x.png"],
+        1,
+        "given as both exposures",
+    ),
+    "fuse_swapped_exposures": (
+        lambda f, w, o: ["fuse", f["good"], f["dark"], "-o", o / "x.png"],
+        1,
+        "give the darker",
     ),
     # 4: tracebacks before
     "long_input_name": _photo("long_name", "name too long"),
@@ -237,17 +248,22 @@ EARLY_CASES = {
     "weights_non_numeric": _with_weights("w_non_numeric", "non-numeric"),
     # 7: output problems found before the networks run
     "fuse_wrong_extension": (
-        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "x.exr"],
+        lambda f, w, o: ["fuse", f["dark"], f["good"], "-o", o / "x.exr"],
         1,
         "needs an LDR extension",
     ),
     "fuse_missing_parent": (
-        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "no" / "x.png", "--weights", w],
+        lambda f, w, o: ["fuse", f["dark"], f["good"], "-o", o / "no" / "x.png", "--weights", w],
         1,
         "output folder does not exist",
     ),
+    "fuse_parent_is_a_file": (
+        lambda f, w, o: ["fuse", f["dark"], f["good"], "-o", f["good"] / "x.png", "--weights", w],
+        1,
+        "is not a folder",
+    ),
     "fuse_output_is_dir": (
-        lambda f, w, o: ["fuse", f["good"], f["good"], "-o", f["dir_named_png"], "--weights", w],
+        lambda f, w, o: ["fuse", f["dark"], f["good"], "-o", f["dir_named_png"], "--weights", w],
         1,
         "is a directory",
     ),
@@ -290,6 +306,11 @@ EARLY_CASES = {
     "weights_climb_out": _with_weights("w_climbs_out", "not a file in the directory"),
     # what held before, kept
     "zero_byte_file": _photo("zero_bytes", "empty file"),
+    # the output folders a failed run created are removed again
+    "bad_photo_into_new_folders": (
+        lambda f, w, o: ["reconstruct", f["zero_bytes"], "-o", o / "a" / "b"], 1, "empty file"),
+    "bad_photo_into_new_folders_brackets": (
+        lambda f, w, o: ["brackets", f["noise_jpg"], "-o", o / "a" / "b"], 1, "not a readable"),
     "noise_jpeg": _photo("noise_jpg", "not a readable"),
     "bomb_header": (
         lambda f, w, o: ["reconstruct", f["bomb"], "-o", o, "--weights", w],
@@ -321,7 +342,7 @@ def test_early_failure_is_one_line_and_writes_nothing(case, files, tiny_weights,
         assert "Traceback" not in res.stderr
     else:
         assert_one_line(res, status, message)
-    assert all_files(tmp_path) == [], all_files(tmp_path)  # nothing made, nothing left behind
+    assert list(tmp_path.iterdir()) == [], all_files(tmp_path)  # nothing made or left behind
     after = {p: p.stat().st_mtime_ns for p in all_files(files["root"]) if not p.is_symlink()}
     assert after == before  # the inputs are untouched
 
@@ -402,11 +423,17 @@ def test_list_images_reports_an_unreadable_folder(tmp_path, monkeypatch):
 def test_tilde_output_means_home(files, tiny_weights, cli_env, tmp_path):
     env = dict(cli_env, HOME=str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
+    res = cli_run(["reconstruct", files["good"], "-o", "~/x", "--weights", tiny_weights,
+                   "--scale", "0"], env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "home" / "x" / "good.exr").is_file() and not (tmp_path / "~").exists()
+    # A run that fails on its photo removes the folder it made, and made no '~' either.
     res = cli_run(
-        ["reconstruct", files["small"], "-o", "~/x", "--weights", tiny_weights], env, cwd=tmp_path
+        ["reconstruct", files["small"], "-o", "~/y/z", "--weights", tiny_weights], env, cwd=tmp_path
     )
-    assert_one_line(res, 1, "at least 32 px")  # fails on the photo, after the folder is made
-    assert (tmp_path / "home" / "x").is_dir() and not (tmp_path / "~").exists()
+    assert_one_line(res, 1, "at least 32 px")
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["x"]
+    assert not (tmp_path / "~").exists()
 
 
 @pytest.mark.slow

@@ -127,6 +127,9 @@ def resample_crf(values: np.ndarray) -> np.ndarray:
     """A response given as N >= 2 samples of f at evenly spaced normalised irradiance 0..1
     (non-decreasing, f(0) = 0, f(1) = 1, each within 1e-3) -> the (1024,) curve, by linear
     interpolation. Raises ValueError naming what is wrong."""
+    kind = np.asarray(values).dtype.kind
+    if kind not in "fiu":  # a cast would drop an imaginary part or read booleans as 0 / 1
+        raise ValueError(f"a response must hold real numbers, got {np.asarray(values).dtype}")
     arr = np.asarray(values, np.float64)
     if arr.ndim > 2 or (arr.ndim == 2 and 1 not in arr.shape):
         raise ValueError(f"a response must be one column or row of values, got shape {arr.shape}")
@@ -191,6 +194,13 @@ CALIBRATION_CLIP_CODE = 255
 #: Least exposure span (stops) of a calibration set: below it the codes of the photos overlap
 #: almost entirely and say little about the curve's shape.
 CALIBRATION_MIN_SPAN = 1.0
+#: Largest exposure step (stops) between two photos of a calibration set that are next to each
+#: other in exposure: an 8-bit photo records well under 16 stops between its darkest and its
+#: clipped codes, so photos further apart share no pixel the solve could compare.
+CALIBRATION_MAX_STEP = 16.0
+#: Irradiance (relative to the clip) that code 0.5 of a calibrated response may decode to:
+#: sRGB gives 0.214, x^(1/3) 0.125, a linear sensor 0.5; far outside, the solve has failed.
+CALIBRATION_MID_RANGE = (1e-3, 0.95)
 
 
 def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
@@ -240,6 +250,10 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     if ev.max() - ev.min() < CALIBRATION_MIN_SPAN:
         raise ValueError(f"the exposures span {ev.max() - ev.min():.2g} stops; at least "
                          f"{CALIBRATION_MIN_SPAN:g} are needed")
+    by_ev = np.argsort(ev)
+    if np.diff(ev[by_ev]).max() > CALIBRATION_MAX_STEP:
+        raise ValueError(f"two exposures next to each other are {np.diff(ev[by_ev]).max():.3g} "
+                         f"stops apart; at most {CALIBRATION_MAX_STEP:g} can share any pixel")
     shapes = {np.shape(im) for im in images}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[-1] != 3:
         raise ValueError(f"the photos must be RGB images of one size, got {sorted(shapes)}")
@@ -257,6 +271,7 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
             & ~near_clip[:, ::step, ::step, None])
     if np.mean(well) < 0.02:
         raise ValueError("the photos are almost all black or clipped; nothing to calibrate on")
+    _check_exposure_order(codes[:, ::step, ::step], ev)
     ref = codes[int(np.argsort(ev)[len(ev) // 2])].reshape(-1, 3)
     flat_codes = codes.reshape(len(codes), -1, 3)
     flat_near = near_clip.reshape(len(codes), -1)
@@ -274,9 +289,33 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     if not np.all(np.isfinite(g)):
         raise ValueError("the calibration did not converge (too little texture in the photos?)")
     g = (g - g[-1]).mean(1)
-    e = np.maximum.accumulate(np.exp(g))  # irradiance of each code, 1 at the clip
-    e += np.arange(256) * 1e-9  # strictly increasing for the interpolation
-    return _finish(np.interp(_GRID64, e / e[-1], np.arange(256) / 255.0, left=0.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.maximum.accumulate(np.exp(g))  # irradiance of each code, 1 at the clip
+        e += np.arange(256) * 1e-9  # strictly increasing for the interpolation
+        curve = _finish(np.interp(_GRID64, e / e[-1], np.arange(256) / 255.0, left=0.0))
+    mid = float(np.interp(0.5, curve, _GRID64)) if np.all(np.isfinite(e)) else np.nan
+    # A solve driven by exposures that do not match the photos can end in a step (every code
+    # linearised to the clip) instead of failing: refuse any curve that maps mid-grey there.
+    if not (np.isfinite(mid) and CALIBRATION_MID_RANGE[0] < mid < CALIBRATION_MID_RANGE[1]):
+        raise ValueError(f"the calibrated response is degenerate (code 0.5 linearises to {mid:.3g}"
+                         "); check that each exposure belongs to its photo")
+    return curve
+
+
+def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
+    """ValueError unless each photo of (P, H, W, 3) ``codes`` is brighter than the one below it
+    in exposure ``ev`` on most of the pixels where the two differ (a set given in the wrong
+    order, or with an exposure swapped, fails; sensor and JPEG noise do not)."""
+    order = np.argsort(ev)
+    for lo, hi in zip(order[:-1], order[1:]):
+        a, b = codes[lo].astype(np.int16), codes[hi].astype(np.int16)
+        differ = a != b
+        if differ.mean() < 0.01:
+            raise ValueError(f"photos {lo + 1} and {hi + 1} are almost identical, though their "
+                             f"exposures differ by {ev[hi] - ev[lo]:.3g} stops")
+        if np.mean(b[differ] > a[differ]) < 0.5:
+            raise ValueError(f"photo {hi + 1} (EV {ev[hi]:+.3g}) is darker than photo {lo + 1} "
+                             f"(EV {ev[lo]:+.3g}): the exposures do not match the photos")
 
 
 def parametric_crfs() -> dict[str, np.ndarray]:
