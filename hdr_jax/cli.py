@@ -97,9 +97,13 @@ def _remove_created_dirs() -> None:
     _CREATED_DIRS.clear()
 
 
-def _check_writable(folder: Path) -> None:
+def _refuse_a_file(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise CLIError(f"{folder}: is not a folder")
+
+
+def _check_writable(folder: Path) -> None:
+    _refuse_a_file(folder)
     if not folder.is_dir():
         raise CLIError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -447,8 +451,6 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Stage 2 on the held-out test split of SICE: CF-Net and the baselines of
     :mod:`hdr_jax.eval.stage2`, written to OUT/results.{json,md}."""
-    import tensorflow_datasets as tfds
-
     from hdr_jax.eval import report
 
     if args.dataset != "sice":
@@ -456,11 +458,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if not Path(args.data_dir).is_dir():
         raise hdr_io.ImageIOError(f"{args.data_dir}: SICE folder not found")
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"{out_dir}: is not a folder")
+    _refuse_a_file(out_dir)
     report.refuse_existing(out_dir, overwrite=args.overwrite)
-    if not sys.stderr.isatty():
-        tfds.disable_progress_bar()
     # What this run makes: the output folder, or in an existing one the prepared-dataset folder.
     candidates = (out_dir,) if args.tfds_dir is not None else (out_dir, out_dir / "tfds")
     made = [p for p in candidates if not p.exists()]
@@ -478,6 +477,8 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
     from hdr_jax.data import sice
     from hdr_jax.eval import report, stage2
 
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()
     builder = sice.Sice(
         config=f"x{args.scale}",
         data_dir=str(args.tfds_dir or out_dir / "tfds"),

@@ -293,7 +293,7 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
         e = np.maximum.accumulate(np.exp(g))  # irradiance of each code, 1 at the clip
         e += np.arange(256) * 1e-9  # strictly increasing for the interpolation
         curve = _finish(np.interp(_GRID64, e / e[-1], np.arange(256) / 255.0, left=0.0))
-    mid = float(np.interp(0.5, curve, _GRID64)) if np.all(np.isfinite(e)) else np.nan
+    mid = float(apply_inverse_crf(curve, np.float32(0.5))) if np.all(np.isfinite(e)) else np.nan
     # A solve driven by exposures that do not match the photos can end in a step (every code
     # linearised to the clip) instead of failing: refuse any curve that maps mid-grey there.
     if not (np.isfinite(mid) and CALIBRATION_MID_RANGE[0] < mid < CALIBRATION_MID_RANGE[1]):
