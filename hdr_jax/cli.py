@@ -10,14 +10,18 @@
 Exit status: 0 all done; 1 an input or output failed (one line on stderr each, and with several
 photos a summary line; the other photos are still processed); 2 a usage error (argparse's usage
 block); 130 / 143 interrupted by SIGINT / SIGTERM (one line; no temporary or partial file is
-left). Every output path is checked before any network runs, and each photo's outputs are
-written as a set: all of them, or none. Tracebacks are reserved for bugs.
+left; a run killed outright leaves hidden temporary files, which the next write of the same
+output removes). Every output path is checked before any network runs, and each photo's outputs
+are written as a set: all of them, or none. Tracebacks are reserved for bugs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
+import logging
 import os
 import shutil
 import sys
@@ -471,6 +475,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise
 
 
+class _NoteHandler(logging.Handler):
+    """Library warnings as 'note: ...' lines on stderr (not 'WARNING:module:...')."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _warn(f"note: {record.getMessage()}")
+
+
 def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
     import tensorflow_datasets as tfds
 
@@ -484,13 +495,24 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
         data_dir=str(args.tfds_dir or out_dir / "tfds"),
         file_format="array_record",
     )
+    # The builder's notes (sequences it skips) as one 'note:' line each; tfds' own "Downloading
+    # and preparing dataset Unknown size ..." lines (printed to stdout; nothing is downloaded)
+    # are dropped, so stdout holds only the table.
+    notes = logging.getLogger(sice.__name__)
+    handler = _NoteHandler(logging.WARNING)
+    notes.addHandler(handler)
+    notes.propagate = False
     try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(args.data_dir))
-        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=str(args.data_dir))
+            )
     except (AssertionError, ValueError, OSError) as e:  # tfds: empty dir; sice: no SICE layout
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise hdr_io.ImageIOError(f"{args.data_dir}: no usable SICE data ({first})") from e
+    finally:
+        notes.removeHandler(handler)
+        notes.propagate = True
     if "test" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{args.data_dir}: no sequence falls in the held-out test split")
     results = stage2.evaluate_split(

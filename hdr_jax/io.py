@@ -12,10 +12,13 @@ import contextlib
 import ctypes
 import dataclasses
 import glob
+import hashlib
 import io as stdio
 import os
 import secrets
+import socket
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -46,6 +49,7 @@ __all__ = [
     "read_hdr",
     "read_ldr",
     "remove_temporaries",
+    "remove_stale_temporaries",
     "write_hdr",
     "write_ldr",
 ]
@@ -269,12 +273,50 @@ def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
     return LdrInfo(fmt, h, w, channels, bits, orientation)
 
 
+def _tiff_float_bits(path: Path) -> int | None:
+    """Bits per sample of a TIFF whose first image stores floating-point samples (SampleFormat
+    3), else None (any other TIFF, or a header that does not parse). Read by hand: Pillow does
+    not open float RGB TIFFs at all, so it cannot say why."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            end = "<" if head[:2] == b"II" else ">"
+            f.seek(struct.unpack(end + "I", head[4:8])[0])
+            (count,) = struct.unpack(end + "H", f.read(2))
+            tags = {}
+            for _ in range(min(count, 512)):
+                entry = f.read(12)
+                if len(entry) < 12:
+                    return None
+                tag, typ, n = struct.unpack(end + "HHI", entry[:8])
+                if typ == 3 and tag in (258, 339):  # SHORT: the first value (inline if n <= 2)
+                    if n <= 2:
+                        tags[tag] = struct.unpack(end + "H", entry[8:10])[0]
+                    else:
+                        here = f.tell()
+                        f.seek(struct.unpack(end + "I", entry[8:12])[0])
+                        tags[tag] = struct.unpack(end + "H", f.read(2))[0]
+                        f.seek(here)
+    except (OSError, struct.error):
+        return None
+    return tags.get(258, 32) if tags.get(339) == 3 else None
+
+
 def _open_ldr(p: Path) -> Image.Image:
     try:
         with _library_messages():
             return Image.open(p, formats=_PIL_FORMATS)
     except Exception as e:
+        if p.suffix.lower() in (".tif", ".tiff") and _tiff_float_bits(p) is not None:
+            raise _float_tiff_error(p) from None
         raise _error(p, "not a readable PNG/JPEG/TIFF image", e) from e
+
+
+def _float_tiff_error(p: Path) -> ImageIOError:
+    return _error(p, f"a TIFF of {_tiff_float_bits(p)}-bit floating-point samples (scene-referred "
+                  "HDR?); a photo stores 8- or 16-bit integers")
 
 
 def ldr_info(path: PathLike) -> LdrInfo:
@@ -428,6 +470,8 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
                 h, w = (im.size[0], im.size[1]) if tiff_orientation >= 5 else im.size[::-1]
                 info = dataclasses.replace(info, orientation=tiff_orientation, height=h, width=w)
             if info.bit_depth not in (1, 2, 4, 8, 16):
+                if fmt == "TIFF" and _tiff_float_bits(p) is not None:
+                    raise _float_tiff_error(p)
                 raise _error(p, f"unsupported bit depth {info.bit_depth}")
             if info.bit_depth == 16 and im.mode not in _GREY16_MODES:
                 rgb = _decode_cv2_unchanged(p, info)
@@ -564,13 +608,49 @@ _TEMPORARIES: set[Path] = set()
 _TEMP_STEM_CHARS = 64
 
 
+# Temporary names carry this machine and the writing process (".x.<host>-<pid>-<token>.tmp.png"),
+# so that a later run can tell the leftovers of a process that was killed outright (SIGKILL, a
+# power cut: no handler runs) from a write in progress.
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(dst: PathLike) -> list[Path]:
+    """Removes the temporary files that a process of this machine which no longer runs left
+    next to ``dst`` (killed while writing it); returns them. Another machine's, or a running
+    process's, are left alone."""
+    dst = Path(dst)
+    stem = glob.escape(dst.stem[:_TEMP_STEM_CHARS])
+    pattern = f".{stem}.{_HOST_TAG}-*-*.tmp{glob.escape(dst.suffix)}"
+    removed = []
+    for tmp in dst.parent.glob(pattern):
+        pid = tmp.name[len(f".{dst.stem[:_TEMP_STEM_CHARS]}.{_HOST_TAG}-"):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def _reserve_temp(dst: Path) -> Path:
     # The real suffix stays last so extension-driven encoders (cv2.imwrite) pick the right codec;
     # O_EXCL with mode 0o666 reserves a unique name and keeps the user's umask for the result.
     # The stem is shortened so that an output name near the length limit still has a temp name.
+    with contextlib.suppress(OSError):
+        remove_stale_temporaries(dst)
     for _ in range(100):
         stem = dst.stem[:_TEMP_STEM_CHARS]
-        tmp = dst.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
+        tag = f"{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = dst.with_name(f".{stem}.{tag}.tmp{dst.suffix}")
         try:
             with interrupts.deferred():
                 _TEMPORARIES.add(tmp)

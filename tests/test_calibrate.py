@@ -127,6 +127,13 @@ def test_exposures_that_do_not_match_the_photos(monkeypatch):
         crf.calibrate_response([photos[0], photos[2], photos[1]], EV)
     with pytest.raises(ValueError, match="almost identical"):
         crf.calibrate_response([photos[1], photos[1]], [0.0, 2.0])
+    # One exposure far off (the last photo given 10 stops above the middle one instead of 2, or
+    # the first 5 below): the solve bends without failing, and the steps between neighbouring
+    # photos through the bent curve no longer agree with the exposures.
+    for curve in CURVES.values():
+        for ev in ([-2.0, 0.0, 10.0], [-5.0, 0.0, 2.0]):
+            with pytest.raises(ValueError, match="stops apart through the solved response"):
+                crf.calibrate_response(_bracket(curve), ev, lossy=False)
     # Given in any order with their own exposures, the same curve.
     np.testing.assert_array_equal(crf.calibrate_response(photos[::-1], EV[::-1]),
                                   crf.calibrate_response(photos, EV))
@@ -202,7 +209,8 @@ def test_cli_writes_the_response_file(tmp_path):
     # Wrong exposures: one line each, nothing written.
     for ev, message in ((["-2", "0"], "2 exposures for 3 photos"), (["-2", "x", "2"], "--ev"),
                         (["0", "0.2", "0.4"], "span"), (["-2", "0", "1e6"], "stops apart"),
-                        (["2", "0", "-2"], "do not match the photos")):
+                        (["2", "0", "-2"], "do not match the photos"),
+                        (["-2", "0", "10"], "do not match the photos")):
         r = _cli(*names, "-o", "bad.txt", "--ev", *ev, cwd=tmp_path)
         assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not (tmp_path / "bad.txt").exists()

@@ -417,6 +417,26 @@ def test_truncated(tmp_path, name, keep):
     _assert_one_line_error(ei, p)
 
 
+@pytest.mark.parametrize("layout", ["rgb32", "grey32", "rgb16_integers"])
+def test_float_tiff_named(tmp_path, layout):
+    # A float TIFF is a scene-referred image, not a photo: the error says so (Pillow alone says
+    # "cannot identify image file" for RGB and "bit depth 32" for grey); an integer 16-bit TIFF
+    # still reads.
+    p = tmp_path / "f.tif"
+    x = np.random.default_rng(3).random((24, 40, 3)).astype(np.float32)
+    if layout == "grey32":
+        Image.fromarray(x[..., 0], mode="F").save(p)
+    elif layout == "rgb16_integers":
+        assert cv2.imwrite(str(p), (x * 65535).astype(np.uint16))
+        assert hio.read_ldr(p).shape == (24, 40, 3)
+        return
+    else:
+        assert cv2.imwrite(str(p), x[..., ::-1])
+    with pytest.raises(ImageIOError, match="32-bit floating-point samples") as ei:
+        hio.read_ldr(p)
+    _assert_one_line_error(ei, p)
+
+
 @pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.exr", "r.hdr"])
 def test_random_bytes(tmp_path, name):
     p = tmp_path / name
@@ -529,6 +549,41 @@ def test_atomic_output_success_and_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    """SIGKILL runs no handler, so a writer killed mid-write leaves its temporary file; the next
+    write of the same output removes it. A live writer's temporary, and one from another
+    machine, are left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.png"
+    writer = ("import sys, time\nfrom hdr_jax import io\n"
+              "with io.atomic_output(sys.argv[1]) as tmp:\n"
+              "    tmp.write_bytes(b'partial'); print('ready', flush=True); time.sleep(60)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(target)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        killed, live = procs
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        temps = {int(t.name.split("-")[1]): t for t in tmp_path.glob(".out.*.tmp.png")}
+        assert set(temps) == {killed.pid, live.pid}
+        foreign = tmp_path / f".out.000000-{killed.pid}-0123abcd.tmp.png"
+        foreign.write_bytes(b"another machine")
+        with hio.atomic_output(target) as tmp:
+            tmp.write_bytes(b"done")
+        assert target.read_bytes() == b"done"
+        assert not temps[killed.pid].exists()
+        assert temps[live.pid].exists() and foreign.exists()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def test_atomic_output_never_clobbers_a_file_created_meanwhile(tmp_path):

@@ -201,6 +201,12 @@ CALIBRATION_MAX_STEP = 16.0
 #: Irradiance (relative to the clip) that code 0.5 of a calibrated response may decode to:
 #: sRGB gives 0.214, x^(1/3) 0.125, a linear sensor 0.5; far outside, the solve has failed.
 CALIBRATION_MID_RANGE = (1e-3, 0.95)
+#: How far (relative, and at least CALIBRATION_STEP_SLACK stops) the step between two
+#: neighbouring photos, measured through the solved response, may differ from the step their
+#: exposures give. A consistent set agrees up to what nominal shutter times, JPEG ringing and
+#: little texture bend the solve; one exposure that is stops off bends it much further.
+CALIBRATION_STEP_TOLERANCE = 0.5
+CALIBRATION_STEP_SLACK = 0.5
 
 
 def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
@@ -299,6 +305,7 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     if not (np.isfinite(mid) and CALIBRATION_MID_RANGE[0] < mid < CALIBRATION_MID_RANGE[1]):
         raise ValueError(f"the calibrated response is degenerate (code 0.5 linearises to {mid:.3g}"
                          "); check that each exposure belongs to its photo")
+    _check_exposure_steps(curve, codes[:, ::step, ::step], near_clip[:, ::step, ::step], ev)
     return curve
 
 
@@ -316,6 +323,32 @@ def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
         if np.mean(b[differ] > a[differ]) < 0.5:
             raise ValueError(f"photo {hi + 1} (EV {ev[hi]:+.3g}) is darker than photo {lo + 1} "
                              f"(EV {ev[lo]:+.3g}): the exposures do not match the photos")
+
+
+def _check_exposure_steps(curve: np.ndarray, codes: np.ndarray, near_clip: np.ndarray,
+                          ev: np.ndarray) -> None:
+    """ValueError when the solved ``curve`` puts two photos next to each other in exposure
+    ``ev`` a different number of stops apart (median over the channels of the pixels well
+    exposed in both) than their exposures say: one wrong exposure in a set does not stop the
+    solve, it bends the curve so that the steps no longer agree. Scaling every exposure by one
+    factor is not always seen this way (it is the same photos under another power)."""
+    order = np.argsort(ev)
+    for lo, hi in zip(order[:-1], order[1:]):
+        a, b = codes[lo], codes[hi]
+        both = ((a > 10) & (a < 245) & (b > 10) & (b < 245)
+                & ~near_clip[lo][..., None] & ~near_clip[hi][..., None])
+        if both.sum() < 100:  # too few shared pixels to measure the step
+            continue
+        lin_a = apply_inverse_crf(curve, a[both].astype(np.float32) / 255.0)
+        lin_b = apply_inverse_crf(curve, b[both].astype(np.float32) / 255.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = np.log2(lin_b / lin_a)
+        measured = float(np.median(steps[np.isfinite(steps)])) if np.isfinite(steps).any() else 0.0
+        given = float(ev[hi] - ev[lo])
+        if abs(measured - given) > max(CALIBRATION_STEP_SLACK, CALIBRATION_STEP_TOLERANCE * given):
+            raise ValueError(f"photos {lo + 1} and {hi + 1} are {measured:.2g} stops apart "
+                             f"through the solved response, not the {given:.3g} their exposures "
+                             "say: the exposures do not match the photos")
 
 
 def parametric_crfs() -> dict[str, np.ndarray]:
