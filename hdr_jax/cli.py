@@ -64,10 +64,34 @@ def _read_photo(path: Path) -> np.ndarray:
             f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
         )
     image = hdr_io.read_ldr(path)
-    if info.bit_depth > 8:
+    if info.bit_depth > 8 and not _declares_curve(path):  # else the declared curve's note says
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
+    return image
+
+
+def _declares_curve(path: Path) -> bool:
+    from hdr_jax.camera import profile
+
+    return profile.declared_response(hdr_io.colour_metadata(path)) is not None
+
+
+def _declared_encoding(path: Path, image: np.ndarray) -> np.ndarray:
+    """``image`` re-encoded to sRGB when its file declares a scene-referred curve (linear data),
+    else unchanged; a declared curve that is not sRGB-like gets one 'note:' line either way."""
+    from hdr_jax.camera import profile
+
+    declared = profile.declared_response(hdr_io.colour_metadata(path))
+    if declared is None:
+        return image
+    if declared.scene_linear:
+        _warn(f"note: {path.name} is decoded with the scene-referred curve of {declared.source} "
+              f"(gamma {declared.gamma:.2f}), not as sRGB; --response overrides it")
+        return profile.to_srgb(image, declared.curve)
+    _warn(f"note: {path.name} declares gamma {declared.gamma:.2f} in {declared.source}, not sRGB; "
+          "it is read as an sRGB photo, since a camera's or raw converter's tone curve usually "
+          f"comes first: give --response gamma:{declared.gamma:.2f} if none does")
     return image
 
 
@@ -289,6 +313,8 @@ def _reconstruct_one(
 
     image = _read_photo(path)
     _warn_degenerate(path, image)
+    if curve is None:
+        image = _declared_encoding(path, image)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     res = pipeline.reconstruct(
@@ -341,6 +367,8 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
     image = _read_photo(path)
     _warn_degenerate(path, image)
+    if curve is None:
+        image = _declared_encoding(path, image)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, response_curve=curve,
@@ -547,7 +575,8 @@ RESPONSE_HELP = (
     "file of N >= 2 samples of the response at evenly spaced normalised irradiance 0..1 (.npy, "
     "or text), from 0 to 1 and non-decreasing ('hdr-jax calibrate' writes one from a few "
     "exposures of a scene). The up-exposures and the merge use it (default: "
-    "the recognised response for the up-exposures, the sRGB curve for the merge)"
+    "the recognised response for the up-exposures, the sRGB curve for the merge; a photo whose "
+    "ICC profile or PNG gAMA declares a linear curve is first re-encoded from it to sRGB)"
 )
 
 

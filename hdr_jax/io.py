@@ -41,6 +41,7 @@ __all__ = [
     "LdrInfo",
     "OutputSet",
     "atomic_output",
+    "colour_metadata",
     "exif_exposure",
     "is_lossy",
     "ldr_info",
@@ -328,6 +329,15 @@ def ldr_info(path: PathLike) -> LdrInfo:
             return _pil_info(im, p, probe=True)
         except Exception as e:
             raise _error(p, "cannot parse image header", e) from e
+
+
+def colour_metadata(path: PathLike) -> dict:
+    """What an LDR file's header says about its colour encoding, as Pillow reads it:
+    'icc_profile' (bytes; PNG iCCP, JPEG APP2, TIFF tag 34675) and, for a PNG, 'srgb' (the sRGB
+    chunk's rendering intent) and 'gamma' (the gAMA chunk's file gamma). Empty when none."""
+    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma") if k in im.info}
 
 
 def is_lossy(path: PathLike) -> bool:
