@@ -401,6 +401,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
                        "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
     under, over = _read_photo(under_path), _read_photo(over_path)
+    under, over = _declared_encoding(under_path, under), _declared_encoding(over_path, over)
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"

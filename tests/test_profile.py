@@ -171,6 +171,21 @@ def test_cli_uses_a_scene_linear_profile_and_reports_others(tiny_weights, tmp_pa
     err, srgb = run("srgb")
     assert "note:" not in err
     np.testing.assert_array_equal(srgb, plain)
+    # fuse reads both photos the same way (a linear-profile pair is re-encoded before CF-Net)
+    dark = (pixels // 4).astype(np.uint8)
+    Image.fromarray(dark).save(tmp_path / "dark_linear.png", icc_profile=icc(curv_gamma(1.0)))
+    Image.fromarray(dark).save(tmp_path / "dark_plain.png")
+    fused = {}
+    for kind in ("linear", "plain"):
+        r = subprocess.run([sys.executable, "-m", "hdr_jax.cli", "fuse", f"dark_{kind}.png",
+                            f"{kind}.png", "-o", f"fused_{kind}.png", "--scale", "2",
+                            "--weights", tiny_weights], cwd=tmp_path, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("is decoded with the scene-referred curve") == (2 if kind ==
+                                                                             "linear" else 0)
+        fused[kind] = hio.read_ldr(tmp_path / f"fused_{kind}.png")
+    assert not np.allclose(fused["linear"], fused["plain"], atol=0.02)
 
 
 @pytest.mark.slow
