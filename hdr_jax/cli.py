@@ -77,17 +77,20 @@ def _declares_curve(path: Path) -> bool:
     return profile.declared_response(hdr_io.colour_metadata(path)) is not None
 
 
-def _declared_encoding(path: Path, image: np.ndarray) -> np.ndarray:
+def _declared_encoding(path: Path, image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
     """``image`` re-encoded to sRGB when its file declares a scene-referred curve (linear data),
-    else unchanged; a declared curve that is not sRGB-like gets one 'note:' line either way."""
+    else unchanged; a declared curve that is not sRGB-like gets one 'note:' line either way.
+    Unchanged, without a note, with ``--ignore-profile``."""
     from hdr_jax.camera import profile
 
+    if not args.profile:
+        return image
     declared = profile.declared_response(hdr_io.colour_metadata(path))
     if declared is None:
         return image
     if declared.scene_linear:
         _warn(f"note: {path.name} is decoded with the scene-referred curve of {declared.source} "
-              f"(gamma {declared.gamma:.2f}), not as sRGB; --response overrides it")
+              f"(gamma {declared.gamma:.2f}), not as sRGB (--ignore-profile: as sRGB)")
         return profile.to_srgb(image, declared.curve)
     _warn(f"note: {path.name} declares gamma {declared.gamma:.2f} in {declared.source}, not sRGB; "
           "it is read as an sRGB photo, since a camera's or raw converter's tone curve usually "
@@ -314,7 +317,7 @@ def _reconstruct_one(
     image = _read_photo(path)
     _warn_degenerate(path, image)
     if curve is None:
-        image = _declared_encoding(path, image)
+        image = _declared_encoding(path, image, args)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     res = pipeline.reconstruct(
@@ -368,7 +371,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     image = _read_photo(path)
     _warn_degenerate(path, image)
     if curve is None:
-        image = _declared_encoding(path, image)
+        image = _declared_encoding(path, image, args)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, response_curve=curve,
@@ -401,7 +404,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
                        "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
     under, over = _read_photo(under_path), _read_photo(over_path)
-    under, over = _declared_encoding(under_path, under), _declared_encoding(over_path, over)
+    under = _declared_encoding(under_path, under, args)
+    over = _declared_encoding(over_path, over, args)
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
@@ -564,6 +568,12 @@ HIGHLIGHTS_HELP = (
 )
 
 
+IGNORE_PROFILE_HELP = (
+    "read the photo's codes as sRGB even when its ICC profile or PNG gAMA declares a linear "
+    "curve (for a file whose declaration is wrong)"
+)
+
+
 UP_CHOICES = ("response", "network")  # == pipeline.UP_METHODS (tested; the CLI imports jax lazily)
 UP_HELP = (
     "how the brighter exposures are made: 'response' (default when the weights have a response "
@@ -618,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-highlights", dest="highlights", action="store_false",
                    help=HIGHLIGHTS_HELP)
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--ignore-profile", dest="profile", action="store_false",
+                   help=IGNORE_PROFILE_HELP)
     common(r)
     budget_option(r)
     r.set_defaults(func=cmd_reconstruct)
@@ -628,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--merge", choices=MERGE_CHOICES, default="anchored", help=MERGE_HELP)
     b.add_argument("--up", choices=UP_CHOICES, default=None, help=UP_HELP)
     b.add_argument("--response", default=None, metavar="CURVE", help=RESPONSE_HELP)
+    b.add_argument("--ignore-profile", dest="profile", action="store_false",
+                   help=IGNORE_PROFILE_HELP)
     common(b)
     budget_option(b)
     b.set_defaults(func=cmd_brackets)
@@ -637,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("over")
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--scale", type=int, choices=(2, 4), default=2)
+    f.add_argument("--ignore-profile", dest="profile", action="store_false",
+                   help=IGNORE_PROFILE_HELP)
     common(f)
     budget_option(f)
     f.set_defaults(func=cmd_fuse)

@@ -140,9 +140,9 @@ def test_to_srgb_keeps_the_linear_values():
 @pytest.mark.slow
 def test_cli_uses_a_scene_linear_profile_and_reports_others(tiny_weights, tmp_path):
     """A photo with a linear profile is decoded with it (re-encoded to sRGB, one note), unlike
-    the same pixels without a profile; a ProPhoto-like photo (gamma 1.8 profile) only gets a
-    note and is reconstructed as the same pixels without one; --response overrides a profile;
-    a photo with an sRGB profile is reconstructed as without one."""
+    the same pixels without a profile; --response and --ignore-profile override the profile; a
+    ProPhoto-like photo (gamma 1.8 profile) only gets a note and is reconstructed as the same
+    pixels without one; a photo with an sRGB profile is reconstructed as without one."""
     rng = np.random.default_rng(0)
     pixels = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
     for name, trc in (("linear", curv_gamma(1.0)), ("pro", curv_gamma(1.8)),
@@ -165,6 +165,9 @@ def test_cli_uses_a_scene_linear_profile_and_reports_others(tiny_weights, tmp_pa
     assert not np.allclose(linear, plain, rtol=0.05)
     err, given = run("linear", "--response", "srgb")
     assert "note:" not in err and not np.allclose(given, linear, rtol=0.05)
+    err, ignored = run("linear", "--ignore-profile")
+    assert "note:" not in err
+    np.testing.assert_array_equal(ignored, plain)
     err, pro = run("pro")
     assert "note: pro.png declares gamma 1.80" in err and "--response gamma:1.80" in err, err
     np.testing.assert_array_equal(pro, plain)
