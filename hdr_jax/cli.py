@@ -50,7 +50,9 @@ def _warn(message: str) -> None:
     tqdm.write(hdr_io.printable(message), file=sys.stderr)
 
 
-def _read_photo(path: Path) -> np.ndarray:
+def _read_photo(path: Path, profile: bool = True) -> np.ndarray:
+    """The photo as float RGB; a note for a 16-bit one unless ``profile`` and its file declares
+    a curve (which gets its own note)."""
     # Check the size from the header first: decoding a huge image just to reject it can take
     # gigabytes (a 100 MP photo is 1.2 GB as float32).
     info = hdr_io.ldr_info(path)
@@ -64,7 +66,8 @@ def _read_photo(path: Path) -> np.ndarray:
             f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
         )
     image = hdr_io.read_ldr(path)
-    if info.bit_depth > 8 and not _declares_curve(path):  # else the declared curve's note says
+    # A declared curve (unless ignored) gets its own note instead.
+    if info.bit_depth > 8 and not (profile and _declares_curve(path)):
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
@@ -314,7 +317,7 @@ def _reconstruct_one(
 ) -> None:
     from hdr_jax import pipeline
 
-    image = _read_photo(path)
+    image = _read_photo(path, args.profile and curve is None)
     _warn_degenerate(path, image)
     if curve is None:
         image = _declared_encoding(path, image, args)
@@ -368,7 +371,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     generated = {i: outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side}
     hdr_path = outdir / f"{path.stem}.exr"
     _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
-    image = _read_photo(path)
+    image = _read_photo(path, args.profile and curve is None)
     _warn_degenerate(path, image)
     if curve is None:
         image = _declared_encoding(path, image, args)
@@ -403,7 +406,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.under}: given as both exposures; fuse needs a darker and a "
                        "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
-    under, over = _read_photo(under_path), _read_photo(over_path)
+    under, over = _read_photo(under_path, args.profile), _read_photo(over_path, args.profile)
     under = _declared_encoding(under_path, under, args)
     over = _declared_encoding(over_path, over, args)
     if under.shape != over.shape:

@@ -174,6 +174,17 @@ def test_cli_uses_a_scene_linear_profile_and_reports_others(tiny_weights, tmp_pa
     err, srgb = run("srgb")
     assert "note:" not in err
     np.testing.assert_array_equal(srgb, plain)
+    # 16 bits: one note either way, the declared curve's or the bit depth's
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's; Pillow writes no 16-bit RGB
+    tifffile.imwrite(tmp_path / "deep.tif", pixels.astype(np.uint16) * 257, photometric="rgb",
+                     iccprofile=icc(curv_gamma(1.0)))
+    for extra, says in (((), "decoded with the scene-referred curve"),
+                        (("--ignore-profile",), "is 16-bit; it is treated as display-referred"),
+                        (("--response", "srgb"), "is 16-bit; it is treated as display-referred")):
+        r = subprocess.run([sys.executable, "-m", "hdr_jax.cli", "reconstruct", "deep.tif", "-o",
+                            f"deep_{len(extra)}", "--weights", tiny_weights, "--scale", "0",
+                            *extra], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr.count("note:") == 1 and says in r.stderr, r.stderr
     # fuse reads both photos the same way (a linear-profile pair is re-encoded before CF-Net)
     dark = (pixels // 4).astype(np.uint8)
     Image.fromarray(dark).save(tmp_path / "dark_linear.png", icc_profile=icc(curv_gamma(1.0)))
