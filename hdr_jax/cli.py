@@ -50,9 +50,9 @@ def _warn(message: str) -> None:
     tqdm.write(hdr_io.printable(message), file=sys.stderr)
 
 
-def _read_photo(path: Path, profile: bool = True) -> np.ndarray:
-    """The photo as float RGB; a note for a 16-bit one unless ``profile`` and its file declares
-    a curve (which gets its own note)."""
+def _read_photo(path: Path, declared=None) -> np.ndarray:
+    """The photo as float RGB; a note for a 16-bit one unless the file's ``declared`` curve
+    (:func:`_declared`) is used, which gets its own note (:func:`_apply_declared`)."""
     # Check the size from the header first: decoding a huge image just to reject it can take
     # gigabytes (a 100 MP photo is 1.2 GB as float32).
     info = hdr_io.ldr_info(path)
@@ -66,29 +66,26 @@ def _read_photo(path: Path, profile: bool = True) -> np.ndarray:
             f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
         )
     image = hdr_io.read_ldr(path)
-    # A declared curve (unless ignored) gets its own note instead.
-    if info.bit_depth > 8 and not (profile and _declares_curve(path)):
+    if info.bit_depth > 8 and declared is None:
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
     return image
 
 
-def _declares_curve(path: Path) -> bool:
+def _declared(path: Path, args: argparse.Namespace):
+    """The curve the photo's file declares when it is not sRGB-like (``profile.Declared``), or
+    None (none, or ``--ignore-profile``)."""
     from hdr_jax.camera import profile
 
-    return profile.declared_response(hdr_io.colour_metadata(path)) is not None
+    return profile.declared_response(hdr_io.colour_metadata(path)) if args.profile else None
 
 
-def _declared_encoding(path: Path, image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
-    """``image`` re-encoded to sRGB when its file declares a scene-referred curve (linear data),
-    else unchanged; a declared curve that is not sRGB-like gets one 'note:' line either way.
-    Unchanged, without a note, with ``--ignore-profile``."""
+def _apply_declared(path: Path, image: np.ndarray, declared) -> np.ndarray:
+    """``image`` re-encoded to sRGB when ``declared`` is a scene-referred curve (linear data),
+    else unchanged; a declared curve gets one 'note:' line either way."""
     from hdr_jax.camera import profile
 
-    if not args.profile:
-        return image
-    declared = profile.declared_response(hdr_io.colour_metadata(path))
     if declared is None:
         return image
     if declared.scene_linear:
@@ -317,10 +314,10 @@ def _reconstruct_one(
 ) -> None:
     from hdr_jax import pipeline
 
-    image = _read_photo(path, args.profile and curve is None)
+    declared = _declared(path, args) if curve is None else None
+    image = _read_photo(path, declared)
     _warn_degenerate(path, image)
-    if curve is None:
-        image = _declared_encoding(path, image, args)
+    image = _apply_declared(path, image, declared)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     res = pipeline.reconstruct(
@@ -371,10 +368,10 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     generated = {i: outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side}
     hdr_path = outdir / f"{path.stem}.exr"
     _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
-    image = _read_photo(path, args.profile and curve is None)
+    declared = _declared(path, args) if curve is None else None
+    image = _read_photo(path, declared)
     _warn_degenerate(path, image)
-    if curve is None:
-        image = _declared_encoding(path, image, args)
+    image = _apply_declared(path, image, declared)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, response_curve=curve,
@@ -406,9 +403,12 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.under}: given as both exposures; fuse needs a darker and a "
                        "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
-    under, over = _read_photo(under_path, args.profile), _read_photo(over_path, args.profile)
-    under = _declared_encoding(under_path, under, args)
-    over = _declared_encoding(over_path, over, args)
+    declared_under = _declared(under_path, args)
+    under = _read_photo(under_path, declared_under)
+    declared_over = _declared(over_path, args)
+    over = _read_photo(over_path, declared_over)
+    under = _apply_declared(under_path, under, declared_under)
+    over = _apply_declared(over_path, over, declared_over)
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"

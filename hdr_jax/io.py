@@ -310,14 +310,15 @@ def _open_ldr(p: Path) -> Image.Image:
         with _library_messages():
             return Image.open(p, formats=_PIL_FORMATS)
     except Exception as e:
-        if p.suffix.lower() in (".tif", ".tiff") and _tiff_float_bits(p) is not None:
-            raise _float_tiff_error(p) from None
+        bits = _tiff_float_bits(p) if p.suffix.lower() in (".tif", ".tiff") else None
+        if bits is not None:
+            raise _float_tiff_error(p, bits) from None
         raise _error(p, "not a readable PNG/JPEG/TIFF image", e) from e
 
 
-def _float_tiff_error(p: Path) -> ImageIOError:
-    return _error(p, f"a TIFF of {_tiff_float_bits(p)}-bit floating-point samples (scene-referred "
-                  "HDR?); a photo stores 8- or 16-bit integers")
+def _float_tiff_error(p: Path, bits: int) -> ImageIOError:
+    return _error(p, f"a TIFF of {bits}-bit floating-point samples (scene-referred HDR?); a "
+                  "photo stores 8- or 16-bit integers")
 
 
 def ldr_info(path: PathLike) -> LdrInfo:
@@ -480,8 +481,9 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
                 h, w = (im.size[0], im.size[1]) if tiff_orientation >= 5 else im.size[::-1]
                 info = dataclasses.replace(info, orientation=tiff_orientation, height=h, width=w)
             if info.bit_depth not in (1, 2, 4, 8, 16):
-                if fmt == "TIFF" and _tiff_float_bits(p) is not None:
-                    raise _float_tiff_error(p)
+                bits = _tiff_float_bits(p) if fmt == "TIFF" else None
+                if bits is not None:
+                    raise _float_tiff_error(p, bits)
                 raise _error(p, f"unsupported bit depth {info.bit_depth}")
             if info.bit_depth == 16 and im.mode not in _GREY16_MODES:
                 rgb = _decode_cv2_unchanged(p, info)
@@ -639,11 +641,10 @@ def remove_stale_temporaries(dst: PathLike) -> list[Path]:
     next to ``dst`` (killed while writing it); returns them. Another machine's, or a running
     process's, are left alone."""
     dst = Path(dst)
-    stem = glob.escape(dst.stem[:_TEMP_STEM_CHARS])
-    pattern = f".{stem}.{_HOST_TAG}-*-*.tmp{glob.escape(dst.suffix)}"
+    prefix = f".{dst.stem[:_TEMP_STEM_CHARS]}.{_HOST_TAG}-"
     removed = []
-    for tmp in dst.parent.glob(pattern):
-        pid = tmp.name[len(f".{dst.stem[:_TEMP_STEM_CHARS]}.{_HOST_TAG}-"):].split("-")[0]
+    for tmp in dst.parent.glob(f"{glob.escape(prefix)}*-*.tmp{glob.escape(dst.suffix)}"):
+        pid = tmp.name[len(prefix):].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -209,6 +209,15 @@ CALIBRATION_STEP_TOLERANCE = 0.5
 CALIBRATION_STEP_SLACK = 0.5
 
 
+def response_from_inverse(irradiance: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The (1024,) response f from samples of its inverse: the relative ``irradiance`` of each of
+    the increasing ``codes`` (0..1), made non-decreasing and then rising by 1e-9 per sample (so
+    that it can be interpolated as a function of irradiance), normalised to 1 at the last code."""
+    e = np.maximum.accumulate(np.asarray(irradiance, np.float64))
+    e = e + np.arange(len(e)) * 1e-9
+    return _finish(np.interp(_GRID64, e / e[-1], np.asarray(codes, np.float64), left=0.0))
+
+
 def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
                    ) -> np.ndarray:
     """g (256,) of Debevec and Malik (SIGGRAPH 1997, eq. 3) for one channel: least squares of
@@ -296,9 +305,8 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
         raise ValueError("the calibration did not converge (too little texture in the photos?)")
     g = (g - g[-1]).mean(1)
     with np.errstate(over="ignore", invalid="ignore"):
-        e = np.maximum.accumulate(np.exp(g))  # irradiance of each code, 1 at the clip
-        e += np.arange(256) * 1e-9  # strictly increasing for the interpolation
-        curve = _finish(np.interp(_GRID64, e / e[-1], np.arange(256) / 255.0, left=0.0))
+        e = np.exp(g)  # irradiance of each code, 1 at the clip
+        curve = response_from_inverse(e, np.arange(256) / 255.0)
     mid = float(apply_inverse_crf(curve, np.float32(0.5))) if np.all(np.isfinite(e)) else np.nan
     # A solve driven by exposures that do not match the photos can end in a step (every code
     # linearised to the clip) instead of failing: refuse any curve that maps mid-grey there.

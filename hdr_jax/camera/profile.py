@@ -119,12 +119,10 @@ def response_from_decoding(decoding: np.ndarray) -> np.ndarray:
     """The (1024,) response f on :data:`crf.GRID` whose inverse is ``decoding`` (linear value of
     each code of ``_CODES``, averaged over channels in the log domain when given per channel),
     normalised to 1 at the clip."""
-    d = np.asarray(decoding, np.float64)
+    d = np.maximum(np.asarray(decoding, np.float64), 1e-12)
     if d.ndim == 2:
-        d = np.exp(np.log(np.maximum(d, 1e-12)).mean(0))
-    d = np.maximum.accumulate(np.clip(d / max(d[-1], 1e-12), 0.0, 1.0))
-    d = d + np.arange(len(d)) * 1e-12  # strictly increasing for the interpolation
-    return crf._finish(np.interp(crf._GRID64, d / d[-1], _CODES))
+        d = np.exp(np.log(d).mean(0))
+    return crf.response_from_inverse(d, _CODES)
 
 
 def differs_from_srgb(curve: np.ndarray) -> float:
