@@ -480,8 +480,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise CLIError(f"calibrate: {e}") from None
     _check_writable(out.parent)
-    with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:
-        tmp.write_text("".join(f"{v:.6f}\n" for v in curve))
+    try:
+        with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:
+            tmp.write_text("".join(f"{v:.6f}\n" for v in curve))
+    except OSError as e:  # a full disk, a quota; atomic_output has removed its temporary
+        raise CLIError(f"{out}: cannot write the curve ({e.strerror or e})") from None
     mid = float(crf.apply_inverse_crf(curve, np.float32(0.5)))
     print(hdr_io.printable(
         f"{out}: response of {len(photos)} photos (EV {min(ev):+.2f} .. {max(ev):+.2f}); code "

@@ -398,16 +398,40 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return a
 
 
+#: What libjpeg and libpng report for damage that Pillow decodes past without an error (not
+#: libjpeg's "extraneous bytes before marker", which many cameras' files carry harmlessly).
+_DAMAGE_MESSAGES = ("premature end of data segment", "bad Huffman code", "instead of RST",
+                    "Premature end of JPEG file", "libpng error")
+
+
+def _damage(log: list[str]) -> list[str]:
+    return [m for m in log if any(d in m for d in _DAMAGE_MESSAGES)]
+
+
+def _check_stream(p: Path, info: LdrInfo) -> None:
+    """Refuses a JPEG or PNG whose compressed data is damaged although Pillow decoded it.
+
+    Pillow decodes a JPEG whose entropy-coded data is garbled or cut short (when an end marker
+    follows) into grey or garbage rows, and a PNG whose image data ends early into black rows,
+    without an error or a warning; libjpeg and libpng (through OpenCV) report both, so the file
+    is decoded once more with them and refused on what they report."""
+    with _library_messages() as log:
+        cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
+    damage = _damage(log)
+    if damage:
+        raise _error(p, f"cannot decode {info.format} data (corrupt or truncated?)", log=damage)
+
+
 def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
     """16-bit colour PNG/TIFF, which Pillow truncates to 8 bits. Returns RGB float in [0, 1].
 
     Pillow has decoded (and so checked) the whole stream before this runs."""
     with _library_messages() as log:
         raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
-    if raw is None:
+    if raw is None or _damage(log):
         raise _error(
             p, f"OpenCV could not decode this {info.bit_depth}-bit {info.format} "
-            "(corrupt or truncated?)", log=log,
+            "(corrupt or truncated?)", log=_damage(log) or log,
         )
     if raw.dtype == np.uint16:
         scale = 65535.0
@@ -489,6 +513,8 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
                 rgb = _decode_cv2_unchanged(p, info)
             else:
                 rgb = _decode_pillow(im, p, info)
+                if fmt in ("JPEG", "PNG"):
+                    _check_stream(p, info)
         except ImageIOError:
             raise
         except Exception as e:
@@ -980,6 +1006,9 @@ def list_images(paths: PathLike | Iterable[PathLike], kinds: Iterable[str] = ("l
     seen: set[Path] = set()
     for item in items:
         raw = os.fspath(item)
+        if not raw.strip():
+            # Path("") is ".": an unset shell variable must not process the working folder.
+            raise ImageIOError("an empty input path was given")
         p = Path(os.path.expanduser(raw))
         try:
             found = _expand(p, raw, wanted, exts, label)

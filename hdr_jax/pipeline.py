@@ -35,6 +35,7 @@ import numpy as np
 from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
+from hdr_jax.eval import protocol
 from hdr_jax.models import cliplevel, highlight, level, registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
@@ -451,21 +452,24 @@ def photo_hdr(
     input's midtones keep their inverse-sRGB values), one with a given response with that
     response, and, with ``highlights``, the anchored merge and weights with the matching lift
     (``level`` for the blind linearisation, ``level_known`` for a given response), its clipped
-    pixels are lifted (:func:`level.lift` by :func:`estimate_lift`)."""
+    pixels are lifted (:func:`level.lift` by :func:`estimate_lift`; a lift below 0 lowers no
+    clipped pixel below the clip code's linear value)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
         known = response_curve is not None
         if known:
-            k = None
-            hdr, kept = merge_photo_stack(stack, image, method, response_curve)
+            k, curve, gain = None, response_curve, 1.0
         else:
             k = blind_clip_level(pipe, image)
             curve, gain = blind_linearisation(pipe, image, k)
-            hdr, kept = merge_photo_stack(stack, image, method, curve)
-            hdr = hdr * np.float32(gain)
+        hdr, kept = merge_photo_stack(stack, image, method, curve)
+        hdr = hdr * np.float32(gain)
         if (highlights and method == "anchored" and lift_network(pipe, known) is not None
                 and not degenerate(image)):
-            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known))
+            # The clip code's linear value: a lift below 0 leaves clipped pixels at least there.
+            clip = gain * float(crf_lib.apply_inverse_crf(curve, np.float32(protocol.CLIP_LEVEL)))
+            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known),
+                             clip)
         return hdr, kept
     image = np.asarray(image, np.float32)
     known = response_curve is not None

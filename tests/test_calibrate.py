@@ -296,3 +296,24 @@ def test_calibration_study_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path
     assert all(np.isfinite(s[f][row]["pu21"]) for f in s)
     assert row in (out / "results.md").read_text()
     assert len(res["inputs"]) == res["protocol"]["inputs"] == 9
+
+
+def test_cli_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
+    import errno
+    import pathlib
+
+    from conftest import cli_in_process
+
+    names = []
+    for e, photo in zip(EV, _bracket(crf.gamma_crf(2.2))):
+        names.append(tmp_path / f"ev{e:+.0f}.png")
+        hio.write_ldr(names[-1], photo)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    rc, err = cli_in_process(["calibrate", *names, "-o", tmp_path / "c.txt", "--ev", "-2", "0",
+                              "2"], capfd)
+    assert rc == 1 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)

@@ -149,8 +149,10 @@ def test_parse_response_names_and_files(tmp_path):
     np.save(tmp_path / "f.npy", samples)
     (tmp_path / "f.txt").write_text("\n".join(f"{v:.9f}" for v in samples) + "\n")
     (tmp_path / "f.csv").write_text(",".join(f"{v:.9f}" for v in samples))
+    # A spreadsheet's CSV export may start with a byte-order mark.
+    (tmp_path / "bom.csv").write_text(",".join(f"{v:.9f}" for v in samples), encoding="utf-8-sig")
     expected = np.interp(X, xs, samples)
-    for name in ("f.npy", "f.txt", "f.csv"):
+    for name in ("f.npy", "f.txt", "f.csv", "bom.csv"):
         curve = crf_lib.parse_response(str(tmp_path / name))
         assert crf_lib.is_valid_crf(curve)
         np.testing.assert_allclose(curve, expected, atol=1e-6)

@@ -140,6 +140,10 @@ BAD_INPUT_CASES = {
         lambda i, w, b, o: ["reconstruct", i["no_images"], "-o", o, "--weights", w],
         "contains no LDR images",
     ),
+    "empty_photo_argument": (  # an unset shell variable: not the working folder
+        lambda i, w, b, o: ["reconstruct", "", "-o", o, "--weights", w],
+        "empty input path",
+    ),
     "glob_without_matches": (
         lambda i, w, b, o: ["reconstruct", i["no_images"] / "*.jpg", "-o", o, "--weights", w],
         "matches no",

@@ -417,6 +417,56 @@ def test_truncated(tmp_path, name, keep):
     _assert_one_line_error(ei, p)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize("damage", ["jpeg_cut_with_end_marker", "jpeg_zeroed_bytes",
+                                    "png_rows_missing", "png16_rows_missing"])
+def test_damage_pillow_decodes_past_is_refused(tmp_path, damage):
+    # Pillow decodes these without an error, into grey, garbage or black rows.
+    import struct
+    import zlib
+
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    if damage.startswith("jpeg"):
+        # A smooth image: zeroed bytes in a noise image can decode as valid codes, which no
+        # decoder notices (the check catches what libjpeg reports, not every garbling).
+        p = tmp_path / "d.jpg"
+        yy, xx = np.mgrid[0:96, 0:128]
+        smooth = np.clip(np.stack([xx * 2, yy * 2, xx + yy], -1) / 255.0, 0.0, 1.0)
+        smooth[10:30, 10:40] = 1.0
+        hio.write_ldr(p, smooth, quality=90)
+        data = bytearray(p.read_bytes())
+        if damage == "jpeg_cut_with_end_marker":
+            data = data[: len(data) // 2] + b"\xff\xd9"
+        else:
+            data[len(data) // 2: len(data) // 2 + 40] = bytes(40)
+    else:
+        p = tmp_path / "d.png"
+        sixteen = damage == "png16_rows_missing"
+        samples = (img.astype(">u2") * 257) if sixteen else img
+        raw = b"".join(b"\0" + row.tobytes() for row in samples)
+        header = struct.pack(">IIBBBBB", 64, 48, 16 if sixteen else 8, 2, 0, 0, 0)
+        data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                + _png_chunk(b"IDAT", zlib.compress(raw[: len(raw) // 2]))
+                + _png_chunk(b"IEND", b""))
+    p.write_bytes(bytes(data))
+    with pytest.raises(ImageIOError, match="(?i)corrupt|truncated") as ei:
+        hio.read_ldr(p)
+    _assert_one_line_error(ei, p)
+    # The same file whole reads.
+    if damage.startswith("png"):
+        whole = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                 + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+        p.write_bytes(whole)
+        np.testing.assert_allclose(hio.read_ldr(p), img / 255.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("layout", ["rgb32", "grey32", "rgb16_integers"])
 def test_float_tiff_named(tmp_path, layout):
     # A float TIFF is a scene-referred image, not a photo: the error says so (Pillow alone says

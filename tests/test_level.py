@@ -95,6 +95,27 @@ def test_lift_multiplies_only_the_clipped_pixels():
     assert out[32, 48, 0] > 3.9 * hdr[32, 48, 0]
 
 
+def test_a_lift_below_zero_keeps_clipped_pixels_at_the_clip_and_measured_ones():
+    img, disc = _photo_with_a_disc()
+    img[disc, 2] = 0.95  # a measured channel on the ramp inside the clipped disc
+    hdr = protocol.linearise_srgb(img)
+    hdr[disc, 0] *= 3.0  # the merge put red far above the clip
+    clip = float(protocol.linearise_srgb(np.full((1, 1, 3), protocol.CLIP_LEVEL,
+                                                 np.float32))[0, 0, 0])
+    out = level.lift(hdr, img, -1.0, clip)
+    w = level.lift_weight(img)
+    np.testing.assert_allclose(out, np.maximum(hdr * np.exp2(-w), np.minimum(hdr, clip)),
+                               rtol=1e-6)
+    # Red, three times the clip: halved in the disc's centre; green, at the clip: lowered to
+    # the clip code's value at most; the measured blue keeps its value.
+    assert out[32, 48, 0] == pytest.approx(1.5, rel=1e-2)
+    assert out[disc, :2].min() >= clip - 1e-6 and np.all(out[disc, 1] <= hdr[disc, 1])
+    np.testing.assert_array_equal(out[disc, 2], hdr[disc, 2])
+    # Above 0 the floor plays no part; without one a lift below 0 goes under the clip.
+    np.testing.assert_array_equal(level.lift(hdr, img, 1.0, clip), level.lift(hdr, img, 1.0))
+    assert level.lift(hdr, img, -1.0)[disc, 1].min() < clip
+
+
 def test_network_is_a_bounded_linear_map_of_the_standardised_features():
     module = registry.build("level", {"mean": [1.0] * N, "scale": [2.0] * N, "bias_init": 0.5})
     variables = registry.init("level", module, jax.random.key(0),
@@ -171,6 +192,22 @@ def test_pipeline_lifts_the_blind_merge(level_weights):
     robust = pipeline.reconstruct(pipe, photo, scale=None, merge_method="robust")
     np.testing.assert_array_equal(
         robust.hdr, pipeline.merge_photo_stack(robust.stack, photo, "robust", curve)[0] * gain)
+
+
+def test_pipeline_lift_below_zero_leaves_clipped_pixels_above_every_measured_one(
+        level_weights, tmp_path):
+    directory = tmp_path / "weights"
+    shutil.copytree(level_weights, directory)
+    _save_level(directory, level.LOWEST)
+    photo = make_photo(seed=4, hw=(48, 64))
+    pipe = pipeline.Pipeline.load(directory)
+    out = pipeline.reconstruct(pipe, photo, scale=None)
+    plain = pipeline.reconstruct(pipe, photo, scale=None, highlights=False)
+    at = photo >= protocol.CLIP_LEVEL - 1e-6
+    assert at.any() and np.any(out.hdr[at] < plain.hdr[at])  # it did lower some
+    for c in range(3):
+        if at[..., c].any():
+            assert out.hdr[..., c][at[..., c]].min() >= out.hdr[..., c][~at[..., c]].max() - 1e-5
 
 
 def test_a_given_response_takes_its_own_lift(level_weights, tmp_path):

@@ -171,7 +171,9 @@ def parse_response(spec: str) -> np.ndarray:
         if path.suffix.lower() == ".npy":
             values = np.load(path, allow_pickle=False)
         else:
-            values = np.array(path.read_text().replace(",", " ").split(), np.float64)
+            # utf-8-sig: a byte-order mark that an editor wrote is not a number.
+            text = path.read_text(encoding="utf-8-sig")
+            values = np.array(text.replace(",", " ").split(), np.float64)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a list of numbers ({e})") from None
     try:

@@ -139,11 +139,17 @@ def border_gate(image: np.ndarray) -> np.ndarray:
     return gate
 
 
-def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float) -> np.ndarray:
+def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float, floor: float = 0.0) -> np.ndarray:
     """The HDR (H, W, 3) of ``image`` with its clipped pixels raised by 2^(log2_lift w)
-    (:func:`lift_weight`)."""
-    w = lift_weight(image)
-    return (np.asarray(hdr, np.float32) * np.exp2(np.float32(log2_lift) * w)).astype(np.float32)
+    (:func:`lift_weight`). A lift below 0 lowers no value below min(value, ``floor``): with
+    ``floor`` the HDR's value of the clip code, a clipped channel stays at least as bright as
+    every channel the photo measured (the response is monotone) and a measured channel keeps
+    its value."""
+    hdr = np.asarray(hdr, np.float32)
+    out = hdr * np.exp2(np.float32(log2_lift) * lift_weight(image))
+    if log2_lift < 0:
+        out = np.maximum(out, np.minimum(hdr, np.float32(floor)))
+    return out.astype(np.float32)
 
 
 def score_at(scores: np.ndarray, lifts: np.ndarray) -> np.ndarray:
