@@ -66,6 +66,8 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
             f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
         )
     image = hdr_io.read_ldr(path)
+    if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
+        _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
     if info.bit_depth > 8 and declared is None:
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
@@ -298,15 +300,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         raise CLIError(f"{len(failures)} of {len(photos)} photos failed")
 
 
-def _warn_degenerate(path: Path, image: np.ndarray) -> None:
+def _warn_degenerate(path: Path, image: np.ndarray,
+                     consequence: str = "its HDR is the photo itself, linearised") -> None:
     from hdr_jax import pipeline
 
     kind = pipeline.degenerate(image)
     if kind:
-        _warn(
-            f"warning: {path.name} is {kind}; it records no scene detail, so its HDR is the "
-            "photo itself, linearised"
-        )
+        _warn(f"warning: {path.name} is {kind}; it records no scene detail, so {consequence}")
 
 
 def _reconstruct_one(
@@ -407,6 +407,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     under = _read_photo(under_path, declared_under)
     declared_over = _declared(over_path, args)
     over = _read_photo(over_path, declared_over)
+    for path, photo in ((under_path, under), (over_path, over)):
+        _warn_degenerate(path, photo, "the fused image shows only what the other photo recorded")
     under = _apply_declared(under_path, under, declared_under)
     over = _apply_declared(over_path, over, declared_over)
     if under.shape != over.shape:

@@ -206,6 +206,7 @@ class LdrInfo:
     channels: int  # stored channels incl. alpha; palette images count as RGB(A)
     bit_depth: int  # bits per stored sample: 1, 2, 4, 8 or 16
     orientation: int  # EXIF orientation tag, 1 = as stored
+    frames: int = 1  # images in the file (TIFF pages, PNG animation frames, MPO pictures)
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -271,7 +272,7 @@ def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
     w, h = im.size
     if orientation >= 5:
         w, h = h, w
-    return LdrInfo(fmt, h, w, channels, bits, orientation)
+    return LdrInfo(fmt, h, w, channels, bits, orientation, int(getattr(im, "n_frames", 1)))
 
 
 def _tiff_float_bits(path: Path) -> int | None:
@@ -513,7 +514,7 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
                 rgb = _decode_cv2_unchanged(p, info)
             else:
                 rgb = _decode_pillow(im, p, info)
-                if fmt in ("JPEG", "PNG"):
+                if fmt in ("JPEG", "MPO", "PNG"):
                     _check_stream(p, info)
         except ImageIOError:
             raise

@@ -548,3 +548,32 @@ def test_evaluate_failures_leave_nothing(tmp_path, capfd):
     rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out], capfd)
     assert_one_line_error(rc, err, contains="no usable SICE data")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_notes_for_a_multi_image_file_and_a_flat_fuse_input(inputs, tiny_weights, tmp_path,
+                                                             capfd):
+    photo = (hio.read_ldr(inputs["photo"]) * 255).round().astype(np.uint8)
+    pages = tmp_path / "pages.tif"
+    Image.fromarray(photo).save(pages, save_all=True,
+                                append_images=[Image.fromarray(photo[::2, ::2].copy())])
+    rc, err = cli_in_process(["reconstruct", pages, "-o", tmp_path / "o", "--weights",
+                              tiny_weights, "--scale", "0"], capfd)
+    assert rc == 0, err
+    assert "note: pages.tif holds 2 images (pages or frames); the first is used" in err
+    np.testing.assert_allclose(hio.read_hdr(tmp_path / "o" / "pages.exr").shape[:2],
+                               photo.shape[:2])
+    # A camera JPEG with an MPF preview (MPO) is one photo: no note.
+    mpo = tmp_path / "camera.jpg"
+    Image.fromarray(photo).save(mpo, format="MPO", save_all=True,
+                                append_images=[Image.fromarray(photo[::2, ::2].copy())])
+    assert hio.ldr_info(mpo).frames == 2 and hio.is_lossy(mpo)
+    rc, err = cli_in_process(["reconstruct", mpo, "-o", tmp_path / "m", "--weights",
+                              tiny_weights, "--scale", "0"], capfd)
+    assert rc == 0 and "note:" not in err, err
+    # fuse with an all-black under-exposure: warned, as reconstruct warns.
+    black = tmp_path / "black.png"
+    hio.write_ldr(black, np.zeros(photo.shape, np.float32))
+    rc, err = cli_in_process(["fuse", black, inputs["photo"], "-o", tmp_path / "f.png",
+                              "--weights", tiny_weights], capfd)
+    assert rc == 0, err
+    assert "warning: black.png is all black; it records no scene detail" in err
