@@ -550,6 +550,8 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
             )
     except (AssertionError, ValueError, OSError) as e:  # tfds: empty dir; sice: no SICE layout
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "does not exist or is empty" in first:  # tfds's line ends on "using instructions:"
+            first = "the folder is empty; extract Dataset_Part1 and Dataset_Part2 into it"
         raise hdr_io.ImageIOError(f"{args.data_dir}: no usable SICE data ({first})") from e
     finally:
         notes.removeHandler(handler)

@@ -533,6 +533,7 @@ def test_evaluate_failures_leave_nothing(tmp_path, capfd):
     out = tmp_path / "out"
     rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out], capfd)
     assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert "extract Dataset_Part1 and Dataset_Part2 into it" in err  # not tfds's cut sentence
     assert not out.exists()  # tfds had started a tree under out/tfds
     rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out,
                      "--limit", "-1"], capfd)
@@ -547,6 +548,7 @@ def test_evaluate_failures_leave_nothing(tmp_path, capfd):
     (out / "notes.txt").write_text("mine")
     rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out], capfd)
     assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert "extract Dataset_Part1 and Dataset_Part2 into it" in err  # not tfds's cut sentence
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
