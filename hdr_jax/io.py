@@ -429,10 +429,11 @@ def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
     Pillow has decoded (and so checked) the whole stream before this runs."""
     with _library_messages() as log:
         raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
-    if raw is None or _damage(log):
+    damage = _damage(log)
+    if raw is None or damage:
         raise _error(
             p, f"OpenCV could not decode this {info.bit_depth}-bit {info.format} "
-            "(corrupt or truncated?)", log=_damage(log) or log,
+            "(corrupt or truncated?)", log=damage or log,
         )
     if raw.dtype == np.uint16:
         scale = 65535.0

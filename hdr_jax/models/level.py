@@ -144,7 +144,7 @@ def lift(hdr: np.ndarray, image: np.ndarray, log2_lift: float, floor: float = 0.
     (:func:`lift_weight`). A lift below 0 lowers no value below min(value, ``floor``): with
     ``floor`` the HDR's value of the clip code, a clipped channel stays at least as bright as
     every channel the photo measured (the response is monotone) and a measured channel keeps
-    its value."""
+    its value; ``floor`` 0 sets no bound."""
     hdr = np.asarray(hdr, np.float32)
     out = hdr * np.exp2(np.float32(log2_lift) * lift_weight(image))
     if log2_lift < 0:
