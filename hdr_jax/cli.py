@@ -457,11 +457,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from hdr_jax.camera import crf
 
     out = _output_path(args.output)
-    photos = [Path(p) for p in args.photos]
+    given = [Path(p) for p in args.photos if Path(p).is_file()]
+    if len({p.resolve() for p in given}) != len(given):
+        raise CLIError("calibrate: a photo is given twice")
+    # Folders and glob patterns as for reconstruct: a bracket folder in name order (list_images
+    # drops a photo that two arguments name, so the check above sees the arguments themselves).
+    photos = hdr_io.list_images(args.photos, kinds=("ldr",))
     if len(photos) < 2:
         raise CLIError("calibrate needs at least 2 photos of one scene at different exposures")
-    if len({p.resolve() for p in photos}) != len(photos):
-        raise CLIError("calibrate: a photo is given twice")
     if out.suffix.lower() == ".npy":
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")
@@ -480,7 +483,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     try:
         curve = crf.calibrate_response(images, ev, lossy=lossy)
     except ValueError as e:
-        raise CLIError(f"calibrate: {e}") from None
+        # Its messages number the photos; say which is which when a folder or pattern chose them.
+        order = (f" (photos in the order read: {', '.join(str(p) for p in photos)})"
+                 if len(given) != len(args.photos) else "")
+        raise CLIError(f"calibrate: {e}{order}") from None
     _check_writable(out.parent)
     try:
         with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:
@@ -670,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="photos of one scene at several exposures -> the "
                        "camera's response (the file --response reads)")
     c.add_argument("photos", nargs="+", help="2 or more photos of one static scene (tripod), "
-                   "same size, only the exposure changed")
+                   "same size, only the exposure changed: files, or a folder or glob pattern "
+                   "(in name order)")
     c.add_argument("-o", "--output", required=True, help="the curve file to write (text)")
     c.add_argument("--ev", nargs="+", default=None, metavar="EV",
                    help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "

@@ -228,6 +228,31 @@ def test_cli_writes_the_response_file(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_cli_takes_a_folder_or_a_pattern_in_name_order(tmp_path):
+    truth = crf.gamma_crf(2.2)
+    (tmp_path / "bracket").mkdir()
+    for name, photo in zip(("a.png", "b.png", "c.png"), _bracket(truth)):
+        hio.write_ldr(tmp_path / "bracket" / name, photo)
+    (tmp_path / "bracket" / "notes.txt").write_text("not a photo")
+    ev = ["--ev", "-2", "0", "2"]
+    files = [f"bracket/{n}" for n in ("a.png", "b.png", "c.png")]
+    assert _cli(*files, "-o", "files.txt", *ev, cwd=tmp_path).returncode == 0
+    for args, out in ((["bracket"], "folder.txt"), (["bracket/*.png"], "pattern.txt")):
+        r = _cli(*args, "-o", out, *ev, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / out).read_text() == (tmp_path / "files.txt").read_text()
+    # Name order is not exposure order here: the error says in which order the photos were read.
+    (tmp_path / "bracket" / "a.png").rename(tmp_path / "bracket" / "d.png")
+    r = _cli("bracket", "-o", "bad.txt", *ev, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "do not match the photos" in r.stderr and "order read: bracket/b.png, bracket/c.png" \
+        ", bracket/d.png" in r.stderr
+    assert not (tmp_path / "bad.txt").exists()
+    (tmp_path / "empty").mkdir()
+    r = _cli("empty", "-o", "bad.txt", *ev, cwd=tmp_path)
+    assert r.returncode == 1 and "no LDR images" in r.stderr and r.stderr.count("\n") == 1
+
+
 def test_cli_reads_the_exposures_from_exif(tmp_path):
     truth = crf.s_curve_crf(6.0, gamma=2.2)
     times = [(1, 1000), (1, 250), (1, 60)]  # about -2, 0, +2 stops
