@@ -711,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("output", "out"):
         if getattr(args, name, None) is not None and not str(getattr(args, name)).strip():
             parser.error(f"the output path (--{name}) must not be empty")
+    # An unset shell variable in --weights "$W" must not quietly mean the bundled weights.
+    if getattr(args, "weights", None) is not None and not args.weights.strip():
+        parser.error("--weights must not be empty (leave it out for the bundled weights)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hdr_jax import bundle
 

@@ -301,6 +301,9 @@ EARLY_CASES = {
     "ansi_in_name": _photo("ansi", "\\x1b[31mred"),
     # 12: an empty output path is a usage error
     "empty_output": (lambda f, w, o: ["reconstruct", f["good"], "-o", ""], 2, ""),
+    # an unset shell variable in --weights "$W" is not the bundled weights
+    "empty_weights": (lambda f, w, o: ["reconstruct", f["good"], "-o", o, "--weights", ""], 2,
+                      "--weights must not be empty"),
     # 13: a manifest cannot point outside its directory
     "weights_absolute_path": _with_weights("w_absolute", "not a file in the directory"),
     "weights_climb_out": _with_weights("w_climbs_out", "not a file in the directory"),
@@ -339,7 +342,7 @@ def test_early_failure_is_one_line_and_writes_nothing(case, files, tiny_weights,
     res = cli_run(args, cli_env, cwd=tmp_path)
     if status == 2:
         assert res.returncode == 2 and "usage: hdr-jax" in res.stderr, res.stderr
-        assert "Traceback" not in res.stderr
+        assert "Traceback" not in res.stderr and message in res.stderr
     else:
         assert_one_line(res, status, message)
     assert list(tmp_path.iterdir()) == [], all_files(tmp_path)  # nothing made or left behind
