@@ -57,14 +57,6 @@ def bracket(radiance: np.ndarray, curve: np.ndarray, jpeg_quality: int | None) -
     return [protocol.jpeg_roundtrip(p, jpeg_quality) if jpeg_quality else p for p in photos]
 
 
-def inverse_error(curve: np.ndarray, truth: np.ndarray) -> float:
-    """RMS log2 difference of the two inverse responses over codes 0.05-1."""
-    z = np.linspace(0.05, 1.0, 256, dtype=np.float32)
-    a = np.log2(np.maximum(crf_lib.apply_inverse_crf(curve, z), 1e-6))
-    b = np.log2(np.maximum(crf_lib.apply_inverse_crf(truth, z), 1e-6))
-    return float(np.sqrt(np.mean((a - b) ** 2)))
-
-
 def markdown(res: dict) -> str:
     what = ("the linearised photo alone, and the pipeline" if res["protocol"]["pipeline"]
             else "the linearised photo alone")
@@ -107,7 +99,7 @@ def main(argv):
                for e, q in BRACKET_ENCODINGS.items()}
         calibrated[name] = got
         curves.append({"family": family, "curve": name, "scene": scene,
-                       "rms_log2": {e: inverse_error(c, truth) for e, c in got.items()}})
+                       "rms_log2": {e: crf_lib.inverse_error(c, truth) for e, c in got.items()}})
     views = responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)
     records = []
     for item in responses.plan(len(views), families):

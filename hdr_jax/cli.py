@@ -487,6 +487,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         order = (f" (photos in the order read: {', '.join(str(p) for p in photos)})"
                  if len(given) != len(args.photos) else "")
         raise CLIError(f"calibrate: {e}{order}") from None
+    overlap = crf.bracket_overlap(images, lossy=lossy)
+    if overlap < crf.CALIBRATION_MIN_OVERLAP:
+        _warn(f"warning: only {overlap:.1%} of the pixels are well exposed in two or more of the "
+              "photos; a curve from so few can be a stop or more off (add a photo between the "
+              "exposures, or a darker one with less clipped)")
     _check_writable(out.parent)
     try:
         with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:

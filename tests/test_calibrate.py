@@ -253,6 +253,46 @@ def test_cli_takes_a_folder_or_a_pattern_in_name_order(tmp_path):
     assert r.returncode == 1 and "no LDR images" in r.stderr and r.stderr.count("\n") == 1
 
 
+def test_bracket_overlap_counts_pixels_well_exposed_in_two_photos():
+    a = np.full((10, 10, 3), 128, np.uint8)
+    b = a.copy()
+    b[:, 5:] = 255  # clipped right half
+    c = np.zeros_like(a)
+    # Lossless: only the left half is well exposed in two photos (a and b).
+    assert crf.bracket_overlap([a, b, c], lossy=False) == pytest.approx(0.5)
+    # Lossy: b's pixels within 2 px of its clipped half do not count (columns 3-4).
+    assert crf.bracket_overlap([a, b, c], lossy=True) == pytest.approx(0.3)
+    # The least share over the channels: b's blue channel black leaves blue with no overlap.
+    b[..., 2] = 0
+    assert crf.bracket_overlap([a, b, c], lossy=False) == 0.0
+    assert crf.bracket_overlap([a, a / 255.0, c], lossy=False) == 1.0  # floats read as codes
+
+
+def test_cli_warns_on_a_bracket_with_little_overlap(tmp_path):
+    truth = crf.gamma_crf(2.2)
+    rad = _scene()
+
+    def write(gain, stem):
+        names = []
+        for e in EV:
+            names.append(f"{stem}{e:+.0f}.jpg")
+            photo = crf.apply_crf(truth, np.clip(rad * gain * 2.0**e, 0, 1))
+            hio.write_ldr(tmp_path / names[-1], np.asarray(photo, np.float32))
+        return names
+
+    ev = ["--ev", "-2", "0", "2"]
+    # EV 0 96 % clipped and EV +2 all but clipped: under 1 % of the pixels are well exposed in
+    # two photos. The curve is written, with a warning.
+    few = write(128.0, "clipped")
+    assert crf.bracket_overlap([hio.read_ldr(tmp_path / n) for n in few]) < 0.01
+    r = _cli(*few, "-o", "few.txt", *ev, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning: only" in r.stderr and r.stderr.count("\n") == 1
+    assert (tmp_path / "few.txt").exists()
+    r = _cli(*write(4.0, "fine"), "-o", "fine.txt", *ev, cwd=tmp_path)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
 def test_cli_reads_the_exposures_from_exif(tmp_path):
     truth = crf.s_curve_crf(6.0, gamma=2.2)
     times = [(1, 1000), (1, 250), (1, 60)]  # about -2, 0, +2 stops

@@ -209,6 +209,10 @@ CALIBRATION_MID_RANGE = (1e-3, 0.95)
 #: little texture bend the solve; one exposure that is stops off bends it much further.
 CALIBRATION_STEP_TOLERANCE = 0.5
 CALIBRATION_STEP_SLACK = 0.5
+#: Below this :func:`bracket_overlap` a calibration rests on too few pixels to be trusted: the
+#: solve still converges and passes the checks, but, with a heavily clipped bracket, can be a stop
+#: or more off (``hdr-jax calibrate`` warns). Chosen on brackets of training-scene views.
+CALIBRATION_MIN_OVERLAP = 0.01
 
 
 def response_from_inverse(irradiance: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -274,19 +278,9 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     shapes = {np.shape(im) for im in images}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[-1] != 3:
         raise ValueError(f"the photos must be RGB images of one size, got {sorted(shapes)}")
-    codes = np.stack([np.asarray(im) if np.asarray(im).dtype == np.uint8 else
-                      np.round(np.clip(np.asarray(im, np.float64), 0.0, 1.0) * 255).astype(
-                          np.uint8) for im in images])  # (P, H, W, 3)
-    if lossy:
-        kernel = np.ones((2 * CALIBRATION_CLIP_RADIUS + 1,) * 2, np.uint8)
-        near_clip = np.stack([cv2.dilate((c.max(-1) >= CALIBRATION_CLIP_CODE).astype(np.uint8),
-                                         kernel) > 0 for c in codes])  # (P, H, W)
-    else:
-        near_clip = np.zeros(codes.shape[:3], bool)
-    step = max(1, round((codes.shape[1] * codes.shape[2] / 1e6) ** 0.5))  # ~1 MP for the check
-    well = ((codes[:, ::step, ::step] > 10) & (codes[:, ::step, ::step] < 245)
-            & ~near_clip[:, ::step, ::step, None])
-    if np.mean(well) < 0.02:
+    codes, near_clip = _bracket_codes(images, lossy)
+    step = _check_step(codes)
+    if np.mean(_well_exposed(codes[:, ::step, ::step], near_clip[:, ::step, ::step])) < 0.02:
         raise ValueError("the photos are almost all black or clipped; nothing to calibrate on")
     _check_exposure_order(codes[:, ::step, ::step], ev)
     ref = codes[int(np.argsort(ev)[len(ev) // 2])].reshape(-1, 3)
@@ -317,6 +311,42 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
                          "); check that each exposure belongs to its photo")
     _check_exposure_steps(curve, codes[:, ::step, ::step], near_clip[:, ::step, ::step], ev)
     return curve
+
+
+def _bracket_codes(images: list[np.ndarray], lossy: bool) -> tuple[np.ndarray, np.ndarray]:
+    """((P, H, W, 3) uint8 codes, (P, H, W) bool near a clipped code (only when ``lossy``))."""
+    codes = np.stack([np.asarray(im) if np.asarray(im).dtype == np.uint8 else
+                      np.round(np.clip(np.asarray(im, np.float64), 0.0, 1.0) * 255).astype(
+                          np.uint8) for im in images])  # (P, H, W, 3)
+    if lossy:
+        kernel = np.ones((2 * CALIBRATION_CLIP_RADIUS + 1,) * 2, np.uint8)
+        near_clip = np.stack([cv2.dilate((c.max(-1) >= CALIBRATION_CLIP_CODE).astype(np.uint8),
+                                         kernel) > 0 for c in codes])
+    else:
+        near_clip = np.zeros(codes.shape[:3], bool)
+    return codes, near_clip
+
+
+def _check_step(codes: np.ndarray) -> int:
+    """Pixel stride that leaves about 1 MP of (P, H, W, 3) ``codes`` for the checks."""
+    return max(1, round((codes.shape[1] * codes.shape[2] / 1e6) ** 0.5))
+
+
+def _well_exposed(codes: np.ndarray, near_clip: np.ndarray) -> np.ndarray:
+    """(P, H, W, 3) bool: codes the solve trusts (11-244, not near a clipped code)."""
+    return (codes > 10) & (codes < 245) & ~near_clip[..., None]
+
+
+def bracket_overlap(images: list[np.ndarray], *, lossy: bool = True) -> float:
+    """The least share, over the channels, of the pixels that are well exposed (codes 11-244;
+    in ``lossy`` photos not within :data:`CALIBRATION_CLIP_RADIUS` px of a clipped code) in two
+    or more of ``images`` (as for :func:`calibrate_response`): the pixels whose codes the solve
+    can compare between photos. Below :data:`CALIBRATION_MIN_OVERLAP` a calibration from them is
+    not to be trusted."""
+    codes, near_clip = _bracket_codes(images, lossy)
+    step = _check_step(codes)
+    well = _well_exposed(codes[:, ::step, ::step], near_clip[:, ::step, ::step])
+    return float(np.mean(well.sum(0) >= 2, axis=(0, 1)).min())
 
 
 def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
@@ -688,6 +718,16 @@ def invert_crf(curve: Array) -> Array:
 def apply_inverse_crf(curve: Array, z: Array) -> Array:
     """E = f^-1(Z) (linearisation of an LDR image), via :func:`invert_crf`."""
     return _interp_grid(invert_crf(curve), z)
+
+
+def inverse_error(curve: np.ndarray, truth: np.ndarray,
+                  codes: tuple[float, float] = (0.05, 1.0)) -> float:
+    """RMS log2 difference (stops) of the inverses of two responses over 256 codes evenly
+    spaced in ``codes``: how far a recovered curve linearises the photo from the true one."""
+    z = np.linspace(*codes, 256, dtype=np.float32)
+    a = np.log2(np.maximum(np.asarray(apply_inverse_crf(curve, z)), 1e-6))
+    b = np.log2(np.maximum(np.asarray(apply_inverse_crf(truth, z)), 1e-6))
+    return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
 def is_valid_crf(curve: np.ndarray, tol: float = 1e-6) -> bool:
