@@ -201,6 +201,13 @@ def _count(text: str) -> int:
     return n
 
 
+def _side(text: str) -> int:
+    n = _count(text)
+    if n < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {MIN_SIDE} (pixels)")
+    return n
+
+
 def _budget(text: str) -> str:
     from hdr_jax import memory
 
@@ -328,6 +335,8 @@ def _reconstruct_one(
         up_method=args.up,
         response_curve=curve,
         highlights=args.highlights,
+        hdr_side=args.hdr_side,
+        full_stack=args.stack,  # stage 2 makes it anyway; without either, a big photo is faster
         **tiles,
     )
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
@@ -336,7 +345,7 @@ def _reconstruct_one(
         out.write_ldr(outs["preview"], res.preview)
         if res.fused is not None:
             out.write_ldr(outs["fused"], res.fused)
-        for name, img in zip(stack_names, res.stack):
+        for name, img in zip(stack_names, res.stack if args.stack else ()):
             out.write_ldr(outs[name], img)
     lum = res.hdr.mean(-1)
     pos = lum[lum > 0]
@@ -348,7 +357,7 @@ def _reconstruct_one(
         tqdm.write(  # not print: keeps the line apart from a progress bar on the terminal
             hdr_io.printable(
                 f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
-                f"{res.kept[1] - res.kept[0] + 1}/{len(res.stack)} kept)"
+                f"{res.kept[1] - res.kept[0] + 1}/{2 * pipe.up.module.num_exposures + 1} kept)"
                 + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
                 + f", {time.perf_counter() - t0:.1f} s"
             ),
@@ -648,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--response", default=None, metavar="CURVE", help=RESPONSE_HELP)
     r.add_argument("--no-highlights", dest="highlights", action="store_false",
                    help=HIGHLIGHTS_HELP)
+    r.add_argument("--hdr-side", type=_side, default=None, metavar="PX",
+                   help="make the HDR of a photo whose short side is above PX from a copy shrunk "
+                   "to PX (e.g. 512): much faster on a large photo; its measured pixels keep "
+                   "their full-resolution values (default: at full resolution)")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--ignore-profile", dest="profile", action="store_false",
                    help=IGNORE_PROFILE_HELP)

@@ -441,7 +441,21 @@ def photo_hdr(
     response_curve: np.ndarray | None = None,
     highlights: bool = True,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The HDR of one photo from its stack: :func:`merge_photo_stack`, or, with ``highlights``
+    """The HDR of one photo from its stack (:func:`_photo_hdr`) and the merge's kept range."""
+    hdr, kept, _ = _photo_hdr(pipe, stack, image, method, response_curve, highlights)
+    return hdr, kept
+
+
+def _photo_hdr(
+    pipe: Pipeline,
+    stack: np.ndarray,
+    image: np.ndarray,
+    method: str,
+    response_curve: np.ndarray | None,
+    highlights: bool,
+) -> tuple[np.ndarray, tuple[int, int], tuple[np.ndarray, float]]:
+    """(HDR, kept range, (curve, gain) the photo was linearised with). The HDR of one photo
+    from its stack: :func:`merge_photo_stack`, or, with ``highlights``
     (the anchored merge, weights with a highlight head, a photo that is not
     :func:`degenerate`), the anchored merge linearised with ``response_curve`` (when the user
     gave it) or else the head's curve estimate (a head without one: inverse sRGB, or for a head
@@ -470,7 +484,7 @@ def photo_hdr(
             clip = gain * float(crf_lib.apply_inverse_crf(curve, np.float32(protocol.CLIP_LEVEL)))
             hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known),
                              clip)
-        return hdr, kept
+        return hdr, kept, (np.asarray(curve), gain)
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)
@@ -489,7 +503,81 @@ def photo_hdr(
     linear = crf_lib.apply_inverse_crf(curve, image) * np.float32(gain)
     photo = jnp.asarray(image)
     filled = highlight.expand(jnp.asarray(linear), photo, jnp.asarray(log_ratio))
-    return np.asarray(highlight.combine(filled, jnp.asarray(hdr), photo), np.float32), kept
+    return (np.asarray(highlight.combine(filled, jnp.asarray(hdr), photo), np.float32), kept,
+            (np.asarray(curve), gain))
+
+
+#: Default short side (px) above which stage 1 makes a photo's HDR from a copy of the photo
+#: shrunk to it (:func:`working_scale_hdr`); None: always at full resolution. The networks were
+#: trained on views of a few hundred pixels and their receptive field is fixed in pixels, so a
+#: working scale near that size fills large clipped regions from the context they were trained
+#: with, and costs stage 1 a fraction of the time on a large photo; at full resolution the fill
+#: sees the photo's finer detail. The default is full resolution (the held-out comparison is in
+#: docs/results/working_scale); ``hdr-jax reconstruct --hdr-side`` picks a working scale.
+HDR_SIDE: int | None = None
+
+
+def shrinks(image: np.ndarray, hdr_side: int | None = HDR_SIDE) -> bool:
+    """Whether a photo's HDR is made at the working scale (:func:`working_scale_hdr`)."""
+    return hdr_side is not None and min(np.shape(image)[:2]) > hdr_side
+
+
+def stage1_hdr(
+    pipe: Pipeline,
+    image: np.ndarray,
+    stack: np.ndarray | None,
+    *,
+    method: str = "anchored",
+    response_curve: np.ndarray | None = None,
+    highlights: bool = True,
+    hdr_side: int | None = HDR_SIDE,
+    up_method: str | None = None,
+    tile: int = STAGE1_TILE,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(HDR, kept range) of a photo: :func:`photo_hdr` of its full-resolution ``stack``, or, when
+    its short side is above ``hdr_side`` (:func:`shrinks`), :func:`working_scale_hdr` (which
+    makes its own stack; ``stack`` may then be None)."""
+    if shrinks(image, hdr_side):
+        return working_scale_hdr(pipe, image, hdr_side, method=method,
+                                 response_curve=response_curve, highlights=highlights,
+                                 up_method=up_method, tile=tile)
+    if stack is None:
+        raise ValueError("stage1_hdr: a photo at or below the working side needs its stack")
+    return photo_hdr(pipe, stack, image, method, response_curve, highlights)
+
+
+def working_scale_hdr(
+    pipe: Pipeline,
+    image: np.ndarray,
+    side: int,
+    *,
+    method: str = "anchored",
+    response_curve: np.ndarray | None = None,
+    highlights: bool = True,
+    up_method: str | None = None,
+    tile: int = STAGE1_TILE,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(HDR, kept range) of a photo whose short side is above ``side``: stage 1 and the merge
+    (:func:`generate_stack`, :func:`photo_hdr`) run on the photo area-shrunk to a ``side``-px
+    short side; the ratio of that HDR to the shrunk photo's linearisation, upsampled (bilinear,
+    in the log domain), then raises the full-resolution photo's clipped pixels (any channel at
+    :data:`protocol.CLIP_LEVEL`; the merge keeps every other pixel at the linearised input, and
+    the lift touches only clipped ones), so every measured pixel keeps its full-resolution
+    value and the fill is the one the networks make at the scale they were trained at."""
+    h, w = image.shape[:2]
+    s = side / min(h, w)
+    small = cv2.resize(np.asarray(image, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    stack = generate_stack(pipe, small, tile=tile, up_method=up_method,
+                           response_curve=response_curve)
+    hdr, kept, (curve, gain) = _photo_hdr(pipe, stack, small, method, response_curve, highlights)
+    lin_small = np.asarray(crf_lib.apply_inverse_crf(curve, small), np.float32) * np.float32(gain)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.where((lin_small > 0) & (hdr > 0), np.log(hdr / lin_small), 0.0)
+    log_ratio = cv2.resize(log_ratio.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    linear = np.asarray(crf_lib.apply_inverse_crf(curve, image), np.float32) * np.float32(gain)
+    clipped = protocol.clipped_mask(image)[..., None]
+    return np.where(clipped, linear * np.exp(log_ratio), linear).astype(np.float32), kept
 
 
 # -- stage 2 ------------------------------------------------------------------------------------
@@ -548,13 +636,14 @@ def tonemap_preview(
 
 @dataclasses.dataclass
 class Result:
-    stack: np.ndarray  # (17, H, W, 3)
+    stack: np.ndarray | None  # (17, H, W, 3); None when reconstruct was told not to make it
     kept: tuple[int, int]  # index range used by the merge
     hdr: np.ndarray  # (H, W, 3) linear radiance, input mid-grey preserved
-    pair: tuple[int, int]  # stack indices fed to stage 2
+    pair: tuple[int, int] | None  # stack indices fed to stage 2 (None without a stack)
     fused: np.ndarray | None  # (sH, sW, 3)
     preview: np.ndarray  # (H, W, 3) display-referred
-    timings: dict
+    timings: dict  # stage1_s (full-resolution stack), merge_s (the HDR; with a working scale
+    # also stage 1 on the shrunk copy), stage2_s
 
 
 def reconstruct(
@@ -568,6 +657,8 @@ def reconstruct(
     up_method: str | None = None,
     response_curve: np.ndarray | None = None,
     highlights: bool = True,
+    hdr_side: int | None = HDR_SIDE,
+    full_stack: bool = False,
 ) -> Result:
     """Photo (HWC, [0,1]) -> stack, HDR, fused x`scale` image (None: skip stage 2), preview.
 
@@ -576,16 +667,29 @@ def reconstruct(
     recognised response and the merge the sRGB curve. ``highlights``: the highlight head fills
     what the photo clipped, or the highlight lift raises it (:func:`photo_hdr`: anchored merge,
     weights with a head or a lift, a photo that is not :func:`degenerate`); otherwise the
-    merge's levels stay."""
+    merge's levels stay. ``hdr_side``: a photo with a longer short side gets its HDR from
+    :func:`working_scale_hdr` at that side (None: at full resolution; :func:`stage1_hdr`).
+    ``full_stack``: generate the full-resolution stack (``Result.stack``) for such a photo even
+    without stage 2 (which needs it); otherwise ``Result.stack`` is then None."""
     t = {}
     t0 = time.perf_counter()
-    stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method,
-                           response_curve=response_curve)
+    shrink = shrinks(image, hdr_side)
+    stack = None
+    if not shrink or full_stack or scale:
+        stack = generate_stack(pipe, image, tile=stage1_tile, up_method=up_method,
+                               response_curve=response_curve)
     t["stage1_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hdr, kept = photo_hdr(pipe, stack, image, merge_method, response_curve, highlights)
+    # For a shrunk photo this includes stage 1 at the working scale.
+    hdr, kept = stage1_hdr(pipe, image, stack, method=merge_method, response_curve=response_curve,
+                           highlights=highlights, hdr_side=hdr_side, up_method=up_method,
+                           tile=stage1_tile)
     t["merge_s"] = time.perf_counter() - t0
-    pair = pick_pair(stack, kept)
+    pair = None
+    if stack is not None:
+        # The stage-2 pair comes from the full-resolution stack: its own monotone range.
+        own = merge.select_monotone(stack, (len(stack) - 1) // 2) if shrink else kept
+        pair = pick_pair(stack, own)
     fused = None
     if scale:
         t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from conftest import (
 )
 from PIL import Image
 
-from hdr_jax import cli
+from hdr_jax import cli, pipeline
 from hdr_jax import io as hio
 from hdr_jax.camera import crf as crf_lib
 
@@ -395,6 +395,8 @@ def test_subprocess_errors(inputs, tiny_weights, bad_weights, cli_env, tmp_path)
         ["reconstruct", "x.png"],
         ["fuse", "a.png", "-o", "f.png"],
         ["reconstruct", "x.png", "-o", "o", "--scale", "3"],
+        ["reconstruct", "x.png", "-o", "o", "--hdr-side", "8"],
+        ["reconstruct", "x.png", "-o", "o", "--hdr-side", "half"],
     ],
 )
 def test_usage_errors_exit_2(args, cli_env, capfd):
@@ -475,6 +477,26 @@ def test_reconstruct_with_a_known_response(inputs, tiny_weights, tmp_path, capfd
     srgb = hio.read_hdr(tmp_path / "srgb" / "photo.exr")
     np.testing.assert_allclose(srgb[ok], crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), photo)[ok],
                                rtol=1e-3)
+
+
+def test_reconstruct_at_a_working_scale(inputs, tiny_weights, tmp_path, capfd):
+    photo = hio.read_ldr(inputs["photo"])
+    side = 32  # the least the flag takes; the photo is larger, so it is shrunk
+    assert min(photo.shape[:2]) > side
+    out = tmp_path / "out"
+    rc, err = _main(["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights,
+                     "--scale", "0", "--hdr-side", str(side)], capfd)
+    assert rc == 0, err
+    pipe = pipeline.Pipeline.load(tiny_weights)
+    want = pipeline.reconstruct(pipe, photo, scale=None, hdr_side=side).hdr
+    np.testing.assert_allclose(hio.read_hdr(out / "photo.exr"), want, rtol=1e-3)
+    assert sorted(p.name for p in out.iterdir()) == ["photo.exr", "photo_preview.png"]
+    # --stack still writes the full-resolution exposures.
+    rc, err = _main(["reconstruct", inputs["photo"], "-o", tmp_path / "stack", "--weights",
+                     tiny_weights, "--scale", "0", "--hdr-side", str(side), "--stack"], capfd)
+    assert rc == 0, err
+    evs = sorted((tmp_path / "stack").glob("photo_ev*"))
+    assert len(evs) == 17 and hio.read_ldr(evs[0]).shape == photo.shape
 
 
 def test_merge_choices_are_the_merge_modules_methods():

@@ -165,14 +165,16 @@ def evaluate_input(
 ) -> dict[str, Any]:
     """Scores of the :data:`ROWS` on one input (:func:`render_input`)."""
     ldr, clipped, a = render_input(radiance, curve, fraction=fraction, jpeg_quality=jpeg_quality)
-    # One stack per input: the head's row fills the merge of the row without it.
+    # One stack per input: the head's row fills the merge of the row without it (a photo
+    # larger than the working side makes each row from its own shrunk copy).
     merged = pipeline.reconstruct(pipe, ldr, scale=None, highlights=False)
-    blind, _ = pipeline.photo_hdr(pipe, merged.stack, ldr)
+    blind, _ = pipeline.stage1_hdr(pipe, ldr, merged.stack)
     known = pipeline.reconstruct(pipe, ldr, scale=None, response_curve=curve)
-    known_plain, _ = pipeline.photo_hdr(pipe, known.stack, ldr, response_curve=curve,
-                                        highlights=False)
+    known_plain, _ = pipeline.stage1_hdr(pipe, ldr, known.stack, response_curve=curve,
+                                         highlights=False)
     srgb = crf_lib.srgb_crf()
-    plain, _ = pipeline.photo_hdr(pipe, merged.stack, ldr, response_curve=srgb, highlights=False)
+    plain, _ = pipeline.stage1_hdr(pipe, ldr, merged.stack, response_curve=srgb,
+                                   highlights=False)
     bent, gain = pipeline.blind_linearisation(pipe, ldr)
     bent_input = gain * crf_lib.apply_inverse_crf(bent, ldr)
     preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, known_plain, plain,
