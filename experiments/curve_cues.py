@@ -39,10 +39,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
-from hdr_jax.data import hdr_brackets
-from hdr_jax.eval import protocol, report, responses, system
+from hdr_jax.eval import protocol, report, responses
 
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
 _EMOR_DIR = flags.DEFINE_string("emor_dir", "", "EMoR model folder (adds the EMoR family).")
@@ -172,16 +170,12 @@ def main(argv):
         raise app.UsageError("Too many command-line arguments.")
     report.refuse_existing(_OUT.value, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
-    files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
-    _, dev = hdr_brackets.split_development(list(files))
-    if not dev:
+    views = [(scene, radiance) for scene, _, radiance in
+             responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
+    if not views:
         sys.exit(f"{_HDR_DIR.value}: no development scene")
+    dev = list(dict.fromkeys(scene for scene, _ in views))
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
-    views = []
-    for scene in dev:
-        pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
-        views += [(scene, system.render_view(pano, v, _SIZE.value, 1)[0])
-                  for v in responses.DEV_VIEWS[: _LIMIT.value or None]]
     families = responses.response_families(_EMOR_DIR.value or None, training_seed=True)
     records = []
     for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,

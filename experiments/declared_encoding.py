@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera import profile
-from hdr_jax.data import hdr_brackets
-from hdr_jax.eval import protocol, report, responses, system
+from hdr_jax.eval import protocol, report, responses
 
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
@@ -64,35 +62,34 @@ def main(argv):
         raise app.UsageError("Too many command-line arguments.")
     report.refuse_existing(_OUT.value, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
-    files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
-    _, dev = hdr_brackets.split_development(list(files))
-    if not dev:
+    views = responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)
+    if not views:
         sys.exit(f"{_HDR_DIR.value}: no development scene")
+    dev = list(dict.fromkeys(scene for scene, _, _ in views))
     pipe = pipeline.Pipeline.load(_WEIGHTS.value)
     records = []
-    for scene in dev:
-        pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
-        for v, view in enumerate(responses.DEV_VIEWS[: _LIMIT.value or None]):
-            radiance = system.render_view(pano, view, _SIZE.value, 1)[0]
-            for name, (g, camera) in curves().items():
-                declared = crf_lib.gamma_crf(g)
-                for fraction in FRACTIONS:
-                    ldr, clipped, _ = responses.render_input(
-                        radiance, camera, fraction=fraction, jpeg_quality=JPEG_QUALITY)
-                    preds = dict(zip(ROWS, (
-                        protocol.linearise_srgb(ldr),
-                        pipeline.reconstruct(pipe, ldr, scale=None).hdr,
-                        pipeline.reconstruct(pipe, profile.to_srgb(ldr, declared),
-                                             scale=None).hdr,
-                        pipeline.reconstruct(pipe, ldr, scale=None, response_curve=declared).hdr,
-                    )))
-                    scores = {}
-                    for row, pred in preds.items():
-                        s = protocol.pu21_protocol(pred, radiance, clipped)
-                        scores[row] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"]}
-                    records.append({"scene": scene, "view": v, "curve": name, "fraction": fraction,
-                                    "scores": scores})
-        print(f"{scene}: {time.perf_counter() - t0:.0f} s", flush=True)
+    for i, (scene, view, radiance) in enumerate(views):
+        v = responses.DEV_VIEWS.index(view)
+        for name, (g, camera) in curves().items():
+            declared = crf_lib.gamma_crf(g)
+            for fraction in FRACTIONS:
+                ldr, clipped, _ = responses.render_input(
+                    radiance, camera, fraction=fraction, jpeg_quality=JPEG_QUALITY)
+                preds = dict(zip(ROWS, (
+                    protocol.linearise_srgb(ldr),
+                    pipeline.reconstruct(pipe, ldr, scale=None).hdr,
+                    pipeline.reconstruct(pipe, profile.to_srgb(ldr, declared),
+                                         scale=None).hdr,
+                    pipeline.reconstruct(pipe, ldr, scale=None, response_curve=declared).hdr,
+                )))
+                scores = {}
+                for row, pred in preds.items():
+                    s = protocol.pu21_protocol(pred, radiance, clipped)
+                    scores[row] = {"pu21": s["pu21"], "pu21_clipped": s["pu21_clipped"]}
+                records.append({"scene": scene, "view": v, "curve": name, "fraction": fraction,
+                                "scores": scores})
+        if i + 1 == len(views) or views[i + 1][0] != scene:
+            print(f"{scene}: {time.perf_counter() - t0:.0f} s", flush=True)
     summary = {}
     for name in curves():
         recs = [r for r in records if r["curve"] == name]

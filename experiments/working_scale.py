@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
-from hdr_jax.data import hdr_brackets
-from hdr_jax.eval import protocol, report, responses, system
+from hdr_jax.eval import protocol, report, responses
 
 _SPLIT = flags.DEFINE_enum("split", "dev", ["dev", "heldout"], "Development or held-out views.")
 _SIZE = flags.DEFINE_integer("size", 512, "Side of the (square) input view, pixels.")
@@ -44,13 +42,8 @@ def views() -> list[tuple[str, np.ndarray]]:
     if _SPLIT.value == "heldout":
         return [(v[0], v[2]) for v in responses.heldout_protocol_views(
             _HDR_DIR.value, _SIZE.value, _LIMIT.value)]
-    files = {f.stem: f for f in hdr_io.list_images(Path(_HDR_DIR.value), kinds=("hdr",))}
-    out = []
-    for scene in hdr_brackets.split_development(list(files))[1]:
-        pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
-        out += [(scene, system.render_view(pano, v, _SIZE.value, 1)[0])
-                for v in responses.DEV_VIEWS[: _LIMIT.value or None]]
-    return out
+    return [(scene, radiance) for scene, _, radiance in
+            responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
 
 
 def summarise(records: list[dict], sides: list[str]) -> dict:

@@ -382,3 +382,23 @@ def test_cli_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
                               "2"], capfd)
     assert rc == 1 and err.count("\n") == 1 and "No space left on device" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
+
+
+@pytest.mark.slow
+def test_calibration_overlap_study_runs_and_reports(fake_hdr_dir, tmp_path):
+    import json
+
+    out = tmp_path / "overlap"
+    r = subprocess.run([sys.executable, "-m", "experiments.calibration_overlap", "--hdr_dir",
+                        str(fake_hdr_dir), "--scenes", "1", "--choice", "1", "--size", "32",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    # 2 views x 3 curves (no EMoR folder) x 5 exposure sets x 4 clip fractions x PNG / JPEG.
+    assert len(res["inputs"]) == 2 * 3 * 5 * 4 * 2 and res["check"] == []
+    s = res["summary"]["choice, PNG"]
+    assert sum(b["n"] for b in s["bins"]) + s["refused"] == s["brackets"] == 120
+    for x in res["inputs"]:
+        assert 0.0 <= x["overlap"] <= 1.0
+        assert (x["error"] is None) == (x["refused"] is not None)
+    assert "Warned (overlap below 1.0%)" in (out / "results.md").read_text()

@@ -249,3 +249,41 @@ def test_clip_level_scalar_against_numpy():
     srgb = protocol.render_srgb8(radiance, 1.0)
     assert protocol.clip_level_scalar(srgb, radiance, crf_lib.srgb_crf(),
                                       protocol.clipped_mask(srgb)) == 0.0
+
+
+def test_edge_cue_triples_are_straight_under_the_true_curve():
+    from experiments import curve_cues
+
+    # Two flat colours meeting along a column, mixed linearly in radiance over 3 px, then sRGB.
+    a, b = np.array([0.6, 0.2, 0.05]), np.array([0.05, 0.3, 0.5])
+    t = np.clip((np.arange(64) - 30) / 3.0, 0.0, 1.0)[None, :, None]
+    radiance = np.broadcast_to(a * (1 - t) + b * t, (32, 64, 3))
+    photo = np.round(np.asarray(crf_lib.srgb_encode(radiance)) * 255) / 255
+    triples = curve_cues.edge_triples(photo)
+    assert len(triples) > 50
+
+    def cost(linear):
+        g = linear(triples)
+        d = g[:, 1] - g[:, 0]
+        return np.mean(curve_cues._sine(g[:, 2] - g[:, 0], d)
+                       + curve_cues._sine(g[:, 2] - g[:, 1], d))
+
+    true = cost(lambda z: np.asarray(crf_lib.srgb_decode(z)))
+    assert true < 0.05 and cost(lambda z: z) > 3 * true  # the codes themselves are bent
+    assert abs(curve_cues.edge_scalar(photo)) <= 0.1  # an sRGB photo: no bend
+    assert curve_cues.edge_scalar(np.zeros((32, 32, 3))) == 0.0  # no edge: inverse sRGB
+
+
+@pytest.mark.slow
+def test_curve_cues_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
+    out = tmp_path / "cues"
+    r = subprocess.run([sys.executable, "-m", "experiments.curve_cues", "--hdr_dir",
+                        str(fake_hdr_dir), "--weights", str(tiny_weights), "--size", "64",
+                        "--limit", "1", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    rows = res["summary"]["gains"]
+    # On sRGB photos the true k is 0 and the true inverse response is inverse sRGB.
+    assert rows["true k"]["sRGB"] == rows["true inverse response"]["sRGB"] == 0.0
+    assert all(x["k"]["true k"] == 0.0 for x in res["inputs"] if x["family"] == "sRGB")
+    assert "edge cue" in (out / "results.md").read_text()

@@ -68,3 +68,25 @@ def test_stage1_hdr_needs_a_stack_only_at_full_resolution(pipe):
         pipeline.stage1_hdr(pipe, small, None, hdr_side=48)
     assert pipeline.shrinks(big, 48) and not pipeline.shrinks(small, 48)
     assert not pipeline.shrinks(big, None)
+
+
+@pytest.mark.slow
+def test_working_scale_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "ws"
+    r = subprocess.run([sys.executable, "-m", "experiments.working_scale", "--hdr_dir",
+                        str(fake_hdr_dir), "--weights", str(tiny_weights), "--size", "64",
+                        "--sides", "full,32", "--limit", "1", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["summary"]) == ["full", "32"] and res["inputs"]
+    assert all(np.isfinite(x["gains"][s]["pu21"]) for x in res["inputs"] for s in ("full", "32"))
+    assert "| 32 px |" in (out / "results.md").read_text()
+    r = subprocess.run([sys.executable, "-m", "experiments.working_scale", "--hdr_dir",
+                        str(fake_hdr_dir), "--sides", "full,half", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "--sides" in r.stderr

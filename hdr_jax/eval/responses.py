@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.data import hdr_brackets
 from hdr_jax.eval import protocol, system
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "ENCODINGS",
     "ROWS",
     "VIEWS",
+    "development_views",
     "evaluate_input",
     "plan",
     "render_input",
@@ -109,6 +112,19 @@ def heldout_protocol_views(hdr_dir: str | Path, size: int, limit: int = 0) -> li
     (:func:`protocol.spread_indices`; 0: all)."""
     views = list(system.heldout_views(hdr_dir, size=size, scale=1, views=VIEWS))
     return [views[i] for i in protocol.spread_indices(len(views), limit)]
+
+
+def development_views(hdr_dir: str | Path, size: int, limit: int = 0) -> list[tuple]:
+    """(scene, view angles, radiance) of the first ``limit`` (0: all) :data:`DEV_VIEWS` of each
+    development scene in ``hdr_dir`` (:func:`hdr_brackets.split_development`; no held-out
+    scene), at ``size`` px (:func:`system.render_view`), in scene order."""
+    files = {f.stem: f for f in hdr_io.list_images(Path(hdr_dir), kinds=("hdr",))}
+    out = []
+    for scene in hdr_brackets.split_development(list(files))[1]:
+        pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
+        out += [(scene, view, system.render_view(pano, view, size, 1)[0])
+                for view in DEV_VIEWS[: limit or None]]
+    return out
 
 
 def plan(
