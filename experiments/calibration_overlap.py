@@ -118,12 +118,13 @@ def main(argv):
     scenes = hdr_brackets.split_scenes(list(files))[0][: _SCENES.value]
     if not scenes:
         sys.exit(f"{_HDR_DIR.value}: no training scene")
+    cameras = curves()  # read once (the EMoR model is a file)
     records = []
     for scene in scenes:
         pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
         for view in VIEWS:
             radiance = system.render_view(pano, view, _SIZE.value, 1)[0]
-            for name, curve in curves().items():
+            for name, curve in cameras.items():
                 for evs in BRACKETS:
                     for fraction in FRACTIONS:
                         a = protocol.clipping_exposure(radiance, fraction, curve=curve)
