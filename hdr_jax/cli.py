@@ -83,6 +83,25 @@ def _declared(path: Path, args: argparse.Namespace):
     return profile.declared_response(hdr_io.colour_metadata(path)) if args.profile else None
 
 
+def _colour_space(path: Path, args: argparse.Namespace):
+    """The primaries the photo's file declares when they are not sRGB's (``profile.ColourSpace``),
+    or None (none, or ``--ignore-profile``)."""
+    from hdr_jax.camera import profile
+
+    return profile.declared_colour_space(hdr_io.colour_metadata(path)) if args.profile else None
+
+
+def _tags(path: Path, space) -> tuple[dict, dict]:
+    """(write_ldr, write_hdr) keyword arguments that record ``space`` (``_colour_space``) in a
+    photo's outputs, with one 'note:' line; ({}, {}) for None. The networks work on the photo's
+    own RGB, so its outputs are in its primaries and must say so, or they show as sRGB."""
+    if space is None:
+        return {}, {}
+    _warn(f"note: {path.name} is in {space.name} primaries ({space.source}); its outputs are "
+          "tagged with them (--ignore-profile: read and written as sRGB)")
+    return {"icc_profile": space.icc_profile()}, {"chromaticities": space.chromaticities}
+
+
 def _apply_declared(path: Path, image: np.ndarray, declared) -> np.ndarray:
     """``image`` re-encoded to sRGB when ``declared`` is a scene-referred curve (linear data),
     else unchanged; a declared curve gets one 'note:' line either way."""
@@ -325,6 +344,7 @@ def _reconstruct_one(
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
+    ldr_tags, hdr_tags = _tags(path, _colour_space(path, args))
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     res = pipeline.reconstruct(
@@ -341,12 +361,12 @@ def _reconstruct_one(
     )
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
-        out.write_hdr(outs["hdr"], res.hdr)
-        out.write_ldr(outs["preview"], res.preview)
+        out.write_hdr(outs["hdr"], res.hdr, **hdr_tags)
+        out.write_ldr(outs["preview"], res.preview, **ldr_tags)
         if res.fused is not None:
-            out.write_ldr(outs["fused"], res.fused)
+            out.write_ldr(outs["fused"], res.fused, **ldr_tags)
         for name, img in zip(stack_names, res.stack if args.stack else ()):
-            out.write_ldr(outs[name], img)
+            out.write_ldr(outs[name], img, **ldr_tags)
     lum = res.hdr.mean(-1)
     pos = lum[lum > 0]
     dr = np.log2(np.percentile(pos, 99.9) / np.percentile(pos, 0.1)) if pos.size else 0.0
@@ -381,6 +401,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
+    ldr_tags, hdr_tags = _tags(path, _colour_space(path, args))
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, response_curve=curve,
@@ -389,8 +410,8 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     hdr, kept = pipeline.photo_hdr(pipe, stack, image, args.merge, curve)
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
         for i, p in generated.items():
-            out.write_ldr(p, stack[i])
-        out.write_hdr(hdr_path, hdr)
+            out.write_ldr(p, stack[i], **ldr_tags)
+        out.write_hdr(hdr_path, hdr, **hdr_tags)
     print(
         hdr_io.printable(
             f"{path.name}: {len(generated)} exposures + {hdr_path.name} "
@@ -420,6 +441,13 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         _warn_degenerate(path, photo, "the fused image shows only what the other photo recorded")
     under = _apply_declared(under_path, under, declared_under)
     over = _apply_declared(over_path, over, declared_over)
+    spaces = [_colour_space(p, args) for p in (under_path, over_path)]
+    if [s and s.chromaticities for s in spaces] != [spaces[0] and spaces[0].chromaticities] * 2:
+        names = [s.name if s else "sRGB" for s in spaces]
+        raise CLIError(f"{args.under} and {args.over} declare different primaries ({names[0]}, "
+                       f"{names[1]}); give two photos from one camera, or --ignore-profile to "
+                       "read both as sRGB")
+    ldr_tags, _ = _tags(under_path, spaces[0])
     if under.shape != over.shape:
         raise CLIError(
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
@@ -435,7 +463,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     tiles = _tiles(pipe, args, under.shape[:2], stage1=False, scale=args.scale)
     tile = {"tile": tiles["stage2_tile"]} if tiles else {}
     fused = pipeline.fuse_pair(net, under, over, **tile)
-    hdr_io.write_ldr(out, fused, overwrite=args.overwrite)
+    hdr_io.write_ldr(out, fused, overwrite=args.overwrite, **ldr_tags)
     print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 
 
@@ -599,8 +627,9 @@ HIGHLIGHTS_HELP = (
 
 
 IGNORE_PROFILE_HELP = (
-    "read the photo's codes as sRGB even when its ICC profile or PNG gAMA declares a linear "
-    "curve (for a file whose declaration is wrong)"
+    "read the photo as sRGB even when its ICC profile or PNG gAMA declares a linear curve, or "
+    "its ICC profile or PNG cHRM other primaries (for a file whose declaration is wrong; the "
+    "outputs are then not tagged with them)"
 )
 
 

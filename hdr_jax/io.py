@@ -14,6 +14,7 @@ import dataclasses
 import glob
 import hashlib
 import io as stdio
+import math
 import os
 import secrets
 import socket
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, overload
 
@@ -336,10 +337,12 @@ def ldr_info(path: PathLike) -> LdrInfo:
 def colour_metadata(path: PathLike) -> dict:
     """What an LDR file's header says about its colour encoding, as Pillow reads it:
     'icc_profile' (bytes; PNG iCCP, JPEG APP2, TIFF tag 34675) and, for a PNG, 'srgb' (the sRGB
-    chunk's rendering intent) and 'gamma' (the gAMA chunk's file gamma). Empty when none."""
+    chunk's rendering intent), 'gamma' (the gAMA chunk's file gamma) and 'chromaticity' (the
+    cHRM chunk: white, red, green, blue x, y). Empty when none."""
     p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
-        return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma") if k in im.info}
+        return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma", "chromaticity")
+                if k in im.info}
 
 
 def is_lossy(path: PathLike) -> bool:
@@ -882,20 +885,27 @@ def _ext(path: PathLike, allowed: tuple[str, ...], kind: str) -> str:
     return ext
 
 
-def _ldr_args(path: PathLike, image, *, quality: int = 95, bit_depth: int = 8) -> tuple:
+def _ldr_args(path: PathLike, image, *, quality: int = 95, bit_depth: int = 8,
+              icc_profile: bytes | None = None) -> tuple:
     """Checks a write_ldr request; returns (quantised samples, format, encoder options)."""
     ext = _ext(path, LDR_EXTENSIONS, "LDR")
     if bit_depth not in (8, 16):
         raise _error(path, f"bit_depth must be 8 or 16, got {bit_depth}")
     if bit_depth == 16 and ext in (".jpg", ".jpeg"):
         raise _error(path, "JPEG cannot store 16-bit samples; use .png or .tif")
+    if bit_depth == 16 and icc_profile:
+        # The 16-bit samples go through OpenCV, which writes no colour profile.
+        raise _error(path, "cannot embed a colour profile in a 16-bit image")
     if ext in (".jpg", ".jpeg") and not 1 <= int(quality) <= 100:
         raise _error(path, f"JPEG quality must be in [1, 100], got {quality}")
     a = _as_image(path, image, allow_grey=True)
     peak = 65535 if bit_depth == 16 else 255
     q = np.rint(np.clip(a, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
-    return q, fmt, {"quality": int(quality)} if fmt == "JPEG" else {}
+    options = {"quality": int(quality)} if fmt == "JPEG" else {}
+    if icc_profile:
+        options["icc_profile"] = bytes(icc_profile)
+    return q, fmt, options
 
 
 def _encode_ldr(path: PathLike, tmp: Path, q: np.ndarray, fmt: str, kwargs: dict) -> None:
@@ -923,30 +933,49 @@ def write_ldr(
     overwrite: bool = False,
     quality: int = 95,
     bit_depth: int = 8,
+    icc_profile: bytes | None = None,
 ) -> None:
     """Write float [0, 1] HxWx3 (or HxW grey) as PNG/JPEG/TIFF, chosen by extension.
 
     Values are clipped to [0, 1] and rounded to 8 bits, or to 16 bits (PNG/TIFF only) with
-    bit_depth=16. `quality` applies to JPEG. Atomic; refuses to overwrite unless asked.
+    bit_depth=16. `quality` applies to JPEG. `icc_profile` (8-bit only) is embedded: the colour
+    space the samples are in (none: sRGB, by convention). Atomic; refuses to overwrite unless
+    asked.
     """
-    args = _ldr_args(path, image, quality=quality, bit_depth=bit_depth)
+    args = _ldr_args(path, image, quality=quality, bit_depth=bit_depth, icc_profile=icc_profile)
     with atomic_output(path, overwrite=overwrite) as tmp:
         _encode_ldr(path, tmp, *args)
 
 
-def _hdr_args(path: PathLike, image, *, half: bool = False) -> tuple:
-    """Checks a write_hdr request; returns (RGB >= 0, extension, half)."""
+def _hdr_args(path: PathLike, image, *, half: bool = False,
+              chromaticities: Sequence[float] | None = None) -> tuple:
+    """Checks a write_hdr request; returns (RGB >= 0, extension, half, chromaticities)."""
     ext = _ext(path, HDR_EXTENSIONS, "HDR")
+    if chromaticities is not None:
+        chromaticities = tuple(float(v) for v in chromaticities)
+        if len(chromaticities) != 8 or not all(math.isfinite(v) for v in chromaticities):
+            raise _error(path, f"chromaticities must be 8 finite numbers, got {chromaticities}")
     rgb = np.maximum(_as_image(path, image, allow_grey=False), 0.0)
     if ext == ".exr" and half:
         top = float(rgb.max())
         if top > _HALF_MAX:
             raise _error(path, f"max value {top:.6g} exceeds the half-float range ({_HALF_MAX:g}); "
                                "write with half=False")
-    return rgb, ext, half
+    return rgb, ext, half, chromaticities
 
 
-def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool) -> None:
+def _radiance_primaries(tmp: Path, chromaticities: tuple[float, ...]) -> None:
+    """Adds a PRIMARIES= line (the Radiance format's own record of the RGB primaries and white,
+    the order of OpenEXR's chromaticities) to the header OpenCV wrote, which ends at the first
+    empty line."""
+    data = tmp.read_bytes()
+    end = data.index(b"\n\n")
+    line = "PRIMARIES= " + " ".join(f"{v:.4f}" for v in chromaticities)
+    tmp.write_bytes(data[: end + 1] + line.encode("ascii") + data[end:])
+
+
+def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool,
+                chromaticities: tuple[float, ...] | None) -> None:
     failure: Exception | None = None
     ok = True
     with _library_messages() as log:
@@ -955,10 +984,14 @@ def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool
                 dtype = np.float16 if half else np.float32
                 planes = {c: np.ascontiguousarray(rgb[..., i], dtype=dtype) for i, c in enumerate("RGB")}
                 header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+                if chromaticities is not None:
+                    header["chromaticities"] = chromaticities
                 with OpenEXR.File(header, planes) as f:
                     f.write(os.fspath(tmp))
             else:
                 ok = cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(rgb[..., ::-1]))
+                if ok and chromaticities is not None:
+                    _radiance_primaries(tmp, chromaticities)
         except Exception as e:
             failure = e
     if failure is not None:
@@ -967,14 +1000,17 @@ def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool
         raise _error(path, "OpenCV failed to encode the Radiance image", log=log)
 
 
-def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = False) -> None:
+def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = False,
+              chromaticities: Sequence[float] | None = None) -> None:
     """Write linear RGB as OpenEXR (.exr: FLOAT, or HALF if half; ZIP compression) or Radiance
-    (.hdr/.pic: RGBE, `half` ignored).
+    (.hdr/.pic: RGBE, `half` ignored). `chromaticities` (rx, ry, gx, gy, bx, by, wx, wy) of the
+    RGB primaries are recorded (OpenEXR's chromaticities attribute, Radiance's PRIMARIES=; none:
+    Rec. 709's, by both formats' convention).
 
     HxW / HxWx1 input is written as grey RGB. NaN/Inf raise ImageIOError; negative values are
     clamped to 0 (the same convention read_hdr applies). Atomic; refuses to overwrite unless asked.
     """
-    args = _hdr_args(path, image, half=half)
+    args = _hdr_args(path, image, half=half, chromaticities=chromaticities)
     with atomic_output(path, overwrite=overwrite) as tmp:
         _encode_hdr(path, tmp, *args)
 

@@ -219,3 +219,199 @@ def test_declared_encoding_study_runs_and_reports(fake_hdr_dir, tiny_weights, tm
         assert all(np.isfinite(v["pu21"]) for v in curve.values())
     assert "re-encoded to sRGB from the declared encoding" in (out / "results.md").read_text()
 
+
+
+# --------------------------------------------------------------------------------------------
+# Primaries
+# --------------------------------------------------------------------------------------------
+
+_D65 = (0.3127, 0.3290)
+_CUSTOM = (0.66, 0.32, 0.25, 0.70, 0.14, 0.07, *_D65)
+
+
+def _matrix(c) -> np.ndarray:
+    """RGB -> XYZ of chromaticities c, computed here from scratch (white at Y = 1)."""
+    xyz = lambda x, y: np.array([x / y, 1.0, (1 - x - y) / y])  # noqa: E731
+    p = np.stack([xyz(c[0], c[1]), xyz(c[2], c[3]), xyz(c[4], c[5])], 1)
+    return p * np.linalg.solve(p, xyz(c[6], c[7]))
+
+
+def _lcms_to_srgb(data: bytes, codes: np.ndarray) -> np.ndarray:
+    src = ImageCms.ImageCmsProfile(io.BytesIO(data))
+    out = ImageCms.profileToProfile(Image.fromarray(codes), src, ImageCms.createProfile("sRGB"),
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    return np.asarray(out, np.float64) / 255.0
+
+
+@pytest.mark.parametrize("name", ["Display P3", "Adobe RGB (1998)", "Rec. 2020", "custom"])
+def test_written_icc_profile_converts_like_its_primaries_in_littlecms(name):
+    """littleCMS reads the profile we write (tags, colorants, 'chad', the sRGB 'para' curve) and
+    converts its colours to sRGB as the primaries say: linear RGB -> XYZ -> sRGB's RGB (same D65
+    white, so no adaptation), computed here independently of the library's matrices."""
+    c = _CUSTOM if name == "custom" else profile.KNOWN_SPACES[name]
+    data = profile.icc_profile(c, name)
+    rng = np.random.default_rng(3)
+    codes = (rng.random((16, 16, 3)) * 255).round().astype(np.uint8)
+    lin = crf.srgb_decode(codes / 255.0)
+    want = lin @ (np.linalg.inv(_matrix(profile.KNOWN_SPACES["sRGB"])) @ _matrix(c)).T
+    inside = np.all((want > 0.005) & (want < 0.98), axis=-1)  # sRGB cannot hold the others
+    assert inside.mean() > 0.2
+    got = _lcms_to_srgb(data, codes)
+    np.testing.assert_allclose(got[inside], crf.srgb_encode(want)[inside], atol=3 / 255)
+    # and sRGB colours it does not change where the space is sRGB itself
+    same = _lcms_to_srgb(profile.icc_profile(profile.KNOWN_SPACES["sRGB"]), codes)
+    np.testing.assert_allclose(same, codes / 255.0, atol=2 / 255)
+
+
+def _v2_profile(c, white_tag) -> bytes:
+    """A version-2 style profile as many writers make it: the colorants of chromaticities c
+    adapted to D50 with Bradford (computed here), no 'chad', and the given 'wtpt'."""
+    m_bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
+                           [0.0389, -0.0685, 1.0296]])
+    w = _matrix(c) @ np.ones(3)
+    d50 = np.array([0.9642, 1.0, 0.8249])
+    adapt = np.linalg.inv(m_bradford) @ np.diag((m_bradford @ d50) / (m_bradford @ w)) @ m_bradford
+    cols = adapt @ _matrix(c)
+    data = bytearray(icc(SRGB_PARA))
+    for sig, xyz in ((b"rXYZ", cols[:, 0]), (b"gXYZ", cols[:, 1]), (b"bXYZ", cols[:, 2]),
+                     (b"wtpt", white_tag)):
+        (count,) = struct.unpack(">I", data[128:132])
+        for i in range(count):
+            s, off, _ = struct.unpack(">4sII", data[132 + 12 * i: 144 + 12 * i])
+            if s == sig:
+                data[off + 8: off + 20] = b"".join(map(_s15, xyz))
+    return bytes(data)
+
+
+def test_declared_colour_space():
+    p3 = profile.KNOWN_SPACES["Display P3"]
+    for name, c in profile.KNOWN_SPACES.items():
+        got = profile.declared_colour_space({"icc_profile": profile.icc_profile(c, name)})
+        if name == "sRGB":
+            assert got is None
+        else:
+            assert got.name == name and got.chromaticities == c and "ICC" in got.source
+    # other writers' sRGB: littleCMS's own (v4, 'chad'), and sRGB colorants with a D50 'wtpt'
+    lcms_srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert profile.declared_colour_space({"icc_profile": lcms_srgb}) is None
+    assert profile.declared_colour_space({"icc_profile": icc(curv_gamma(1.8))}) is None
+    # a version-2 P3 profile without 'chad': its 'wtpt' holds the unadapted D65 white
+    d65 = _matrix(p3) @ np.ones(3)
+    v2 = profile.declared_colour_space({"icc_profile": _v2_profile(p3, d65)})
+    assert v2.name == "Display P3" and v2.chromaticities == p3
+    # ... or the D50 (then the colorants are compared as stored, D50-adapted)
+    v2_d50 = profile.declared_colour_space({"icc_profile": _v2_profile(p3, (0.9642, 1, 0.8249))})
+    assert v2_d50.name == "Display P3"
+    # a space of its own keeps its chromaticities (to the profile's 1/65536 rounding)
+    custom = profile.declared_colour_space({"icc_profile": profile.icc_profile(_CUSTOM)})
+    assert custom.name == "custom"
+    np.testing.assert_allclose(custom.chromaticities, _CUSTOM, atol=1e-4)
+    # PNG cHRM (white first), below an sRGB chunk and an ICC profile
+    chrm = (*p3[6:], *p3[:6])
+    assert profile.declared_colour_space({"chromaticity": chrm}).name == "Display P3"
+    assert profile.declared_colour_space({"chromaticity": chrm, "srgb": 0}) is None
+    assert profile.declared_colour_space({"chromaticity": chrm, "icc_profile": lcms_srgb}) is None
+    # what cannot be read declares nothing
+    collinear = (0.3127, 0.329, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6)
+    for info in ({}, {"icc_profile": b"junk" * 40}, {"chromaticity": collinear},
+                 {"chromaticity": (0.3127, 0.329, 0.64, 0.0, 0.3, 0.6, 0.15, 0.06)},
+                 {"chromaticity": (float("nan"),) * 8}, {"chromaticity": (0.3,) * 5}):
+        assert profile.declared_colour_space(info) is None, info
+    with pytest.raises(ValueError, match="not the chromaticities"):
+        profile.icc_profile(collinear)
+
+
+def test_outputs_record_the_primaries(tmp_path):
+    rng = np.random.default_rng(4)
+    img = rng.random((8, 12, 3)).astype(np.float32)
+    space = profile.declared_colour_space(
+        {"icc_profile": profile.icc_profile(profile.KNOWN_SPACES["Display P3"], "Display P3")})
+    for name in ("o.png", "o.jpg", "o.tif"):
+        hio.write_ldr(tmp_path / name, img, icc_profile=space.icc_profile())
+        back = profile.declared_colour_space(hio.colour_metadata(tmp_path / name))
+        assert back == space, name
+    np.testing.assert_array_equal(hio.read_ldr(tmp_path / "o.png"),
+                                  np.round(img * 255) / 255)
+    with pytest.raises(hio.ImageIOError, match="colour profile in a 16-bit"):
+        hio.write_ldr(tmp_path / "deep.png", img, bit_depth=16, icc_profile=b"x" * 200)
+    import OpenEXR
+
+    hio.write_hdr(tmp_path / "o.exr", img * 8, chromaticities=space.chromaticities)
+    with OpenEXR.File(str(tmp_path / "o.exr")) as f:
+        np.testing.assert_allclose(f.header()["chromaticities"], space.chromaticities, atol=1e-6)
+    np.testing.assert_array_equal(hio.read_hdr(tmp_path / "o.exr"), img * 8)
+    hio.write_hdr(tmp_path / "o.hdr", img * 8, chromaticities=space.chromaticities)
+    head = (tmp_path / "o.hdr").read_bytes().split(b"\n\n")[0].decode().splitlines()
+    assert "PRIMARIES= 0.6800 0.3200 0.2650 0.6900 0.1500 0.0600 0.3127 0.3290" in head
+    # RGBE: 8-bit mantissas under the pixel's largest channel's exponent
+    np.testing.assert_allclose(hio.read_hdr(tmp_path / "o.hdr"), img * 8, atol=8 / 128)
+    hio.write_hdr(tmp_path / "plain.exr", img)
+    with OpenEXR.File(str(tmp_path / "plain.exr")) as f:
+        assert "chromaticities" not in f.header()
+    with pytest.raises(hio.ImageIOError, match="8 finite numbers"):
+        hio.write_hdr(tmp_path / "bad.exr", img, chromaticities=(0.3,) * 7)
+    assert not (tmp_path / "bad.exr").exists()
+
+
+@pytest.mark.slow
+def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
+    """A Display P3 photo is processed as the same pixels without a profile, and every output of
+    reconstruct, brackets and fuse says it is Display P3 (one note); --ignore-profile drops the
+    tags; fuse refuses a pair that declares different primaries."""
+    import OpenEXR
+
+    p3 = profile.KNOWN_SPACES["Display P3"]
+    tag = profile.icc_profile(p3, "Display P3")
+    rng = np.random.default_rng(5)
+    pixels = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "p3.png", icc_profile=tag)
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    Image.fromarray(pixels // 4).save(tmp_path / "dark_p3.png", icc_profile=tag)
+    Image.fromarray(pixels // 4).save(tmp_path / "dark_plain.png")
+
+    def cli(*argv):
+        r = subprocess.run([sys.executable, "-m", "hdr_jax.cli", *argv, "--weights", tiny_weights],
+                           cwd=tmp_path, capture_output=True, text=True)
+        return r
+
+    def space(path):
+        return profile.declared_colour_space(hio.colour_metadata(tmp_path / path))
+
+    def exr_chroma(path):
+        with OpenEXR.File(str(tmp_path / path)) as f:
+            return f.header().get("chromaticities")
+
+    for name in ("p3", "plain"):
+        r = cli("reconstruct", f"{name}.png", "-o", name, "--scale", "2", "--stack")
+        assert r.returncode == 0, r.stderr
+    r = cli("reconstruct", "p3.png", "-o", "p3_again", "--scale", "0")
+    assert r.stderr.count("note:") == 1 and "p3.png is in Display P3 primaries" in r.stderr
+    outs = sorted(p.name for p in (tmp_path / "p3").iterdir())
+    assert outs == sorted(p.name.replace("plain", "p3") for p in (tmp_path / "plain").iterdir())
+    for out in outs:
+        if out.endswith(".png"):
+            assert space(f"p3/{out}").name == "Display P3", out
+            assert space(f"plain/{out.replace('p3', 'plain')}") is None
+            np.testing.assert_array_equal(hio.read_ldr(tmp_path / "p3" / out),
+                                          hio.read_ldr(tmp_path / "plain" /
+                                                       out.replace("p3", "plain")))
+    np.testing.assert_allclose(exr_chroma("p3/p3.exr"), p3, atol=1e-6)
+    assert exr_chroma("plain/plain.exr") is None
+    np.testing.assert_array_equal(hio.read_hdr(tmp_path / "p3/p3.exr"),
+                                  hio.read_hdr(tmp_path / "plain/plain.exr"))
+    r = cli("reconstruct", "p3.png", "-o", "ignored", "--scale", "0", "--ignore-profile")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    assert exr_chroma("ignored/p3.exr") is None and space("ignored/p3_preview.png") is None
+    r = cli("brackets", "p3.png", "-o", "brackets")
+    assert r.returncode == 0, r.stderr
+    assert space("brackets/p3_ev-4.0.png").name == "Display P3"
+    np.testing.assert_allclose(exr_chroma("brackets/p3.exr"), p3, atol=1e-6)
+    r = cli("fuse", "dark_p3.png", "p3.png", "-o", "fused.png", "--scale", "2")
+    assert r.returncode == 0, r.stderr
+    assert space("fused.png").name == "Display P3"
+    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png", "--scale", "2")
+    assert r.returncode == 1 and "declare different primaries (sRGB, Display P3)" in r.stderr
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "mixed.png").exists()
+    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png", "--scale", "2",
+            "--ignore-profile")
+    assert r.returncode == 0 and space("mixed.png") is None, r.stderr

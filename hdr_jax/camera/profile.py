@@ -1,4 +1,5 @@
-"""The tone curve a photo's own colour profile declares (ICC rTRC/gTRC/bTRC, PNG gAMA).
+"""What a photo's own colour profile declares: its tone curve (ICC rTRC/gTRC/bTRC, PNG gAMA)
+and its primaries (ICC rXYZ/gXYZ/bXYZ, PNG cHRM).
 
 A photo saved in a colour space other than sRGB says so in its file: Adobe RGB (1998) encodes
 with a pure power of 563/256, ProPhoto RGB (ROMM) with 1.8, a "linear" profile with none. Read
@@ -13,14 +14,24 @@ sRGB photos (its learned shoulder and highlight estimates) still applies to what
 data carries; a display encoding other than sRGB is reported, for the user to confirm with
 ``--response``.
 
-ICC parsing is written by hand: Pillow hands over the profile bytes but its littleCMS binding
-does not expose the tone curves. Only matrix/TRC RGB profiles are read (the kind cameras and
-editors embed); a LUT-based profile returns None.
+The primaries are another matter: the networks work per channel on whatever RGB the photo
+holds, so a Display P3 or Adobe RGB photo is processed in its own primaries, and its outputs
+must say which primaries those are, or every viewer shows them as sRGB (saturated colours
+dulled and shifted). :func:`declared_colour_space` reads them; :meth:`ColourSpace.icc_profile`
+writes an ICC profile with those primaries and the sRGB tone curve (what the pipeline's LDR
+outputs are encoded with) for PNG/JPEG/TIFF outputs, and :attr:`ColourSpace.chromaticities` is
+OpenEXR's attribute of the same name for the HDR.
+
+ICC parsing and writing are by hand: Pillow hands over the profile bytes but its littleCMS
+binding neither exposes the tone curves and colorants nor builds an RGB profile from primaries.
+Only matrix/TRC RGB profiles are read (the kind cameras and editors embed); a LUT-based profile
+declares nothing here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 from typing import Any, Mapping
 
@@ -96,17 +107,27 @@ def _decode_trc(tag: bytes) -> np.ndarray | None:
     return None
 
 
+def _rgb_tags(profile: bytes) -> dict[bytes, bytes] | None:
+    """{signature: tag data} of an RGB ICC profile (ICC.1:2010, 7.3 tag table), None for a
+    profile of another colour space or too short to hold a table; struct.error when the table
+    runs past the data."""
+    if len(profile) < 132 or profile[16:20] != b"RGB ":
+        return None
+    (count,) = struct.unpack(">I", profile[128:132])
+    tags = {}
+    for i in range(min(count, 256)):
+        sig, off, size = struct.unpack(">4sII", profile[132 + 12 * i: 144 + 12 * i])
+        tags[sig] = profile[off: off + size]
+    return tags
+
+
 def icc_decoding(profile: bytes) -> np.ndarray | None:
     """(3, len(_CODES)) linear value of each code per channel from an RGB matrix/TRC ICC profile,
     or None (not RGB, no TRC tags, or malformed)."""
     try:
-        if len(profile) < 132 or profile[16:20] != b"RGB ":
+        tags = _rgb_tags(profile)
+        if tags is None:
             return None
-        (count,) = struct.unpack(">I", profile[128:132])
-        tags = {}
-        for i in range(min(count, 256)):
-            sig, off, size = struct.unpack(">4sII", profile[132 + 12 * i: 144 + 12 * i])
-            tags[sig] = profile[off: off + size]
         curves = [_decode_trc(tags.get(s, b"")) for s in (b"rTRC", b"gTRC", b"bTRC")]
     except struct.error:
         return None
@@ -171,3 +192,220 @@ def to_srgb(image: np.ndarray, curve: np.ndarray) -> np.ndarray:
     out = np.clip(np.asarray(crf.srgb_encode(linear), np.float32), 0.0, 1.0)
     return np.where(image >= 1.0, np.float32(1.0), out)  # a clipped code stays exactly clipped
 
+
+
+# --------------------------------------------------------------------------------------------
+# Primaries
+# --------------------------------------------------------------------------------------------
+
+#: (x, y) of the red, green and blue primaries and of the white, in the order of OpenEXR's
+#: ``chromaticities`` attribute, of the RGB spaces photos are commonly saved in (sRGB's are
+#: Rec. 709's).
+KNOWN_SPACES: dict[str, tuple[float, ...]] = {
+    "sRGB": (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290),
+    "Display P3": (0.680, 0.320, 0.265, 0.690, 0.150, 0.060, 0.3127, 0.3290),
+    "Adobe RGB (1998)": (0.64, 0.33, 0.21, 0.71, 0.15, 0.06, 0.3127, 0.3290),
+    "Rec. 2020": (0.708, 0.292, 0.170, 0.797, 0.131, 0.046, 0.3127, 0.3290),
+    "ProPhoto RGB": (0.7347, 0.2653, 0.1596, 0.8404, 0.0366, 0.0001, 0.3457, 0.3585),
+}
+#: Largest difference in x or y of a D50-adapted colorant within which a declared space is one
+#: of :data:`KNOWN_SPACES` (profiles round their colorants to 1/65536 and adapt them to D50 with
+#: slightly different matrices; the known spaces differ by 0.02 or more).
+PRIMARY_TOLERANCE = 0.005
+#: The ICC profile connection space's white (D50), XYZ as ICC.1 rounds it.
+D50_XYZ = np.array([0.9642, 1.0, 0.8249])
+#: Bradford cone response (Lam 1985), the chromatic adaptation ICC.1 Annex E recommends.
+_BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
+                      [0.0389, -0.0685, 1.0296]])
+
+
+def _xyz_from_xy(x: float, y: float) -> np.ndarray:
+    return np.array([x / y, 1.0, (1.0 - x - y) / y])
+
+
+def _xy(xyz: np.ndarray) -> tuple[float, float]:
+    s = float(np.sum(xyz))
+    return float(xyz[0]) / s, float(xyz[1]) / s
+
+
+def rgb_to_xyz(chromaticities) -> np.ndarray:
+    """(3, 3) matrix from linear RGB to XYZ of the space with these primaries and white (white
+    at Y = 1): the primaries' XYZ scaled so that RGB (1, 1, 1) is the white (SMPTE RP 177)."""
+    c = [float(v) for v in chromaticities]
+    primaries = np.stack([_xyz_from_xy(c[2 * i], c[2 * i + 1]) for i in range(3)], axis=1)
+    scale = np.linalg.solve(primaries, _xyz_from_xy(c[6], c[7]))
+    return primaries * scale
+
+
+def bradford(source_white: np.ndarray, target_white: np.ndarray) -> np.ndarray:
+    """(3, 3) XYZ -> XYZ von Kries adaptation in the Bradford cone space from one white (XYZ) to
+    another."""
+    gains = (_BRADFORD @ np.asarray(target_white)) / (_BRADFORD @ np.asarray(source_white))
+    return np.linalg.solve(_BRADFORD, gains[:, None] * _BRADFORD)
+
+
+def _pcs_colorants(chromaticities) -> np.ndarray:
+    """(3, 3) the space's RGB -> XYZ adapted to D50: the columns an ICC profile stores."""
+    white = _xyz_from_xy(float(chromaticities[6]), float(chromaticities[7]))
+    return bradford(white, D50_XYZ) @ rgb_to_xyz(chromaticities)
+
+
+def _valid(chromaticities) -> bool:
+    c = np.asarray(chromaticities, np.float64)
+    if c.shape != (8,) or not np.all(np.isfinite(c)) or np.any(c[1::2] <= 0) or np.any(c < 0):
+        return False
+    try:
+        m = rgb_to_xyz(c)
+    except np.linalg.LinAlgError:
+        return False
+    # Primaries that do not span the white with positive weights are not an RGB space.
+    return bool(np.all(np.isfinite(m)) and np.all(np.sum(m, axis=0) > 0)
+                and abs(np.linalg.det(m)) > 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColourSpace:
+    """The RGB primaries a photo's file declares: where they were read (``source``), the name of
+    the :data:`KNOWN_SPACES` entry they match ('custom' for none) and their ``chromaticities``
+    (rx, ry, gx, gy, bx, by, wx, wy; a known space's exact values)."""
+
+    source: str
+    name: str
+    chromaticities: tuple[float, ...]
+
+    def icc_profile(self) -> bytes:
+        """An ICC v4 display profile with these primaries and the sRGB tone curve:
+        :func:`icc_profile`."""
+        return icc_profile(self.chromaticities, self.name)
+
+
+def match_space(chromaticities) -> str:
+    """Name of the :data:`KNOWN_SPACES` entry whose D50-adapted colorants are within
+    :data:`PRIMARY_TOLERANCE` of these chromaticities' (the white enters through the
+    adaptation), or 'custom'."""
+    ours = _pcs_colorants(chromaticities)
+    ours_xy = np.array([_xy(ours[:, i]) for i in range(3)])
+    for name, known in KNOWN_SPACES.items():
+        theirs = _pcs_colorants(known)
+        if np.max(np.abs(ours_xy - [_xy(theirs[:, i]) for i in range(3)])) <= PRIMARY_TOLERANCE:
+            return name
+    return "custom"
+
+
+def _xyz_tag(tag: bytes) -> np.ndarray | None:
+    if len(tag) < 20 or tag[:4] != b"XYZ ":
+        return None
+    return np.array(_s15(tag, 8, 3))
+
+
+def icc_chromaticities(profile: bytes) -> tuple[float, ...] | None:
+    """The chromaticities of an RGB matrix/TRC ICC profile's primaries and white, or None (not
+    RGB with an XYZ connection space, no colorant tags, or malformed).
+
+    The colorants (rXYZ, gXYZ, bXYZ) are adapted to the D50 connection space; they are adapted
+    back to the profile's own white with the inverse of its 'chad' tag (ICC.1:2010, 9.2.15) or,
+    without one, with Bradford from the D50 to its 'wtpt' (version 2 profiles store the
+    unadapted white there; a D50 'wtpt' then leaves them as they are)."""
+    try:
+        tags = _rgb_tags(profile)
+        if tags is None or profile[20:24] != b"XYZ ":
+            return None
+        cols = [_xyz_tag(tags.get(s, b"")) for s in (b"rXYZ", b"gXYZ", b"bXYZ")]
+        if any(c is None for c in cols):
+            return None
+        pcs = np.stack(cols, axis=1)
+        chad = tags.get(b"chad", b"")
+        if len(chad) >= 44 and chad[:4] == b"sf32":
+            adapt = np.array(_s15(chad, 8, 9)).reshape(3, 3)
+        else:
+            white = _xyz_tag(tags.get(b"wtpt", b""))
+            adapt = (bradford(white, D50_XYZ) if white is not None and white[1] > 0
+                     else np.eye(3))
+        back = np.linalg.inv(adapt)
+    except (struct.error, np.linalg.LinAlgError, ValueError):
+        return None
+    native, white = back @ pcs, back @ D50_XYZ
+    if not (np.all(np.isfinite(native)) and np.all(np.sum(native, axis=0) > 0)
+            and np.sum(white) > 0):
+        return None
+    c = tuple(v for i in range(3) for v in _xy(native[:, i])) + _xy(white)
+    return c if _valid(c) else None
+
+
+def declared_colour_space(info: Mapping[str, Any]) -> ColourSpace | None:
+    """The primaries the photo's metadata declares, or None when it declares none, sRGB's, or
+    none it can read. ``info`` as for :func:`declared_response` (Pillow's ``Image.info``, PNG
+    cHRM as 'chromaticity': white, red, green, blue): an ICC profile wins over a PNG sRGB chunk,
+    which wins over a PNG cHRM chunk."""
+    profile = info.get("icc_profile")
+    if profile:
+        c = icc_chromaticities(bytes(profile))
+        source = "its ICC profile"
+    elif "srgb" in info:
+        return None
+    elif "chromaticity" in info:
+        w = [float(v) for v in info["chromaticity"]][:8]
+        c = tuple(w[2:8] + w[0:2]) if len(w) == 8 else None
+        source = "its PNG cHRM chunk"
+        if c is not None and not _valid(c):
+            c = None
+    else:
+        return None
+    if c is None:
+        return None
+    name = match_space(c)
+    if name == "sRGB":
+        return None
+    return ColourSpace(source, name, tuple(KNOWN_SPACES.get(name, c)))
+
+
+def _s15_bytes(values) -> bytes:
+    return b"".join(struct.pack(">i", round(float(v) * 65536.0)) for v in values)
+
+
+def _mluc(text: str) -> bytes:
+    utf16 = text.encode("utf-16-be")
+    return (b"mluc" + bytes(4) + struct.pack(">II", 1, 12) + b"enUS"
+            + struct.pack(">II", len(utf16), 28) + utf16)
+
+
+def icc_profile(chromaticities, description: str = "RGB") -> bytes:
+    """An ICC v4 RGB display profile (ICC.1:2010): these primaries and white (colorants adapted
+    to D50 with Bradford, the adaptation in 'chad') and the sRGB tone curve (parametric curve
+    type 3, IEC 61966-2-1) on every channel; the profile ID is its MD5 (7.2.18). Deterministic:
+    the same primaries give the same bytes."""
+    c = [float(v) for v in chromaticities]
+    if not _valid(c):
+        raise ValueError(f"icc_profile: not the chromaticities of an RGB space: {c}")
+    white = _xyz_from_xy(c[6], c[7])
+    adapt = bradford(white, D50_XYZ)
+    pcs = adapt @ rgb_to_xyz(c)
+    trc = (b"para" + bytes(4) + struct.pack(">HH", 3, 0)
+           + _s15_bytes((crf.SRGB_EXPONENT, 1 / (1 + crf.SRGB_OFFSET),
+                         crf.SRGB_OFFSET / (1 + crf.SRGB_OFFSET), 1 / crf.SRGB_TOE_SLOPE,
+                         crf.SRGB_CODE_MAX)))
+    tags = [
+        (b"desc", _mluc(f"{description} (sRGB tone curve)")),
+        (b"cprt", _mluc("No copyright, use freely")),
+        (b"wtpt", b"XYZ " + bytes(4) + _s15_bytes(D50_XYZ)),
+        (b"chad", b"sf32" + bytes(4) + _s15_bytes(adapt.ravel())),
+        *[(sig, b"XYZ " + bytes(4) + _s15_bytes(pcs[:, i]))
+          for i, sig in enumerate((b"rXYZ", b"gXYZ", b"bXYZ"))],
+    ]
+    table, data, offset = [], b"", 128 + 4 + 12 * (len(tags) + 3)
+    for sig, body in tags:
+        table.append(struct.pack(">4sII", sig, offset + len(data), len(body)))
+        data += body + bytes(-len(body) % 4)
+    trc_at = offset + len(data)  # the three TRC tags share one curve
+    table += [struct.pack(">4sII", sig, trc_at, len(trc)) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    data += trc
+    head = bytearray(128)
+    head[8:12] = bytes([4, 0x30, 0, 0])
+    head[12:16], head[16:20], head[20:24], head[36:40] = b"mntr", b"RGB ", b"XYZ ", b"acsp"
+    head[24:36] = struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+    head[68:80] = _s15_bytes(D50_XYZ)
+    body = bytearray(bytes(head) + struct.pack(">I", len(tags) + 3) + b"".join(table) + data)
+    body[0:4] = struct.pack(">I", len(body))
+    # The ID is the MD5 of the profile with its flags, intent and ID fields zero.
+    body[84:100] = hashlib.md5(bytes(body)).digest()
+    return bytes(body)
