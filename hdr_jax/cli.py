@@ -506,7 +506,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")
     _new_plan(photos, args.overwrite).claim(photos[0], [out])
-    if out.suffix.lower() in hdr_io.LDR_EXTENSIONS + hdr_io.HDR_EXTENSIONS:
+    if out.suffix.lower() in hdr_io.LDR_INPUT_EXTENSIONS + hdr_io.HDR_EXTENSIONS:
         raise CLIError(f"{out}: the curve is written as text, not as an image (use e.g. .txt)")
     ev = _exposures(args, photos)
     images = [_read_photo(p) for p in photos]

@@ -1,4 +1,5 @@
-"""Image file I/O: LDR (PNG/JPEG/TIFF) and HDR (OpenEXR/Radiance) readers and atomic writers.
+"""Image file I/O: LDR (PNG/JPEG/TIFF, and HEIF to read) and HDR (OpenEXR/Radiance) readers and
+atomic writers.
 
 Everything returns or accepts single images as float32 HxWx3 NumPy arrays (add the batch axis
 yourself). LDR values lie in [0, 1]; HDR values are linear RGB >= 0. Every failure raises
@@ -31,6 +32,7 @@ from typing import Literal, overload
 import cv2
 import numpy as np
 import OpenEXR
+import pillow_heif
 from PIL import Image
 
 from hdr_jax import interrupts
@@ -39,6 +41,7 @@ __all__ = [
     "HDR_EXTENSIONS",
     "ImageIOError",
     "LDR_EXTENSIONS",
+    "LDR_INPUT_EXTENSIONS",
     "LdrInfo",
     "OutputSet",
     "atomic_output",
@@ -58,15 +61,27 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
+#: LDR formats read and written.
 LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif.
+LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif")
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
-_KIND_EXTENSIONS = {"ldr": LDR_EXTENSIONS, "hdr": HDR_EXTENSIONS}
-_PIL_FORMATS = ("PNG", "JPEG", "TIFF")
+_KIND_EXTENSIONS = {"ldr": LDR_INPUT_EXTENSIONS, "hdr": HDR_EXTENSIONS}
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "HEIF")
+#: H.273 transfer characteristics of a HEIF's nclx colour box that encode HDR, not a photo's
+#: display-referred codes: SMPTE ST 2084 (PQ) and ARIB STD-B67 (HLG).
+_HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
 _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
 _EXIF_EXPOSURE_TIME, _EXIF_F_NUMBER, _EXIF_ISO = 0x829A, 0x829D, 0x8827
 _LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
+
+
+# Pillow opens HEIF through pillow-heif, which decodes a 10- or 12-bit one to 8 bits (most
+# phones' HEIC are 8-bit); an HDR transfer (PQ/HLG) is refused in read_ldr, so those 8 bits are
+# display codes. Thumbnails, depth maps and auxiliary images are not needed.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 
 class ImageIOError(Exception):
@@ -165,7 +180,8 @@ def _check_input_file(path: PathLike, extensions: tuple[str, ...], kind: str) ->
         raise _error(p, "cannot access file", e) from e
     ext = p.suffix.lower()
     if ext not in extensions:
-        other = "read_hdr" if ext in HDR_EXTENSIONS else "read_ldr" if ext in LDR_EXTENSIONS else None
+        other = ("read_hdr" if ext in HDR_EXTENSIONS else
+                 "read_ldr" if ext in LDR_INPUT_EXTENSIONS else None)
         hint = f"; use {other}" if other else ""
         raise _error(
             p,
@@ -259,8 +275,10 @@ def _pil_info(im: Image.Image, path: Path, *, probe: bool = False) -> LdrInfo:
     elif fmt == "TIFF":
         sample_bits = im.tag_v2.get(258, (1,))
         bits = int(max(sample_bits if isinstance(sample_bits, tuple) else (sample_bits,)))
+    elif fmt == "HEIF":
+        bits = 8  # decoded to 8 bits whatever it stores (_register_heif)
     else:
-        bits = int(getattr(im, "bits", 8))
+        bits = int(getattr(im, "bits", None) or 8)
     if im.mode.startswith("I;16"):
         bits = 16
     if im.mode in ("P", "PA"):
@@ -315,7 +333,7 @@ def _open_ldr(p: Path) -> Image.Image:
         bits = _tiff_float_bits(p) if p.suffix.lower() in (".tif", ".tiff") else None
         if bits is not None:
             raise _float_tiff_error(p, bits) from None
-        raise _error(p, "not a readable PNG/JPEG/TIFF image", e) from e
+        raise _error(p, "not a readable PNG/JPEG/TIFF/HEIF image", e) from e
 
 
 def _float_tiff_error(p: Path, bits: int) -> ImageIOError:
@@ -326,7 +344,7 @@ def _float_tiff_error(p: Path, bits: int) -> ImageIOError:
 def ldr_info(path: PathLike) -> LdrInfo:
     """Header-only probe of an LDR file (bit depth, channels, oriented size); decodes no pixels,
     so a PNG whose EXIF follows its pixel data is reported with orientation 1 here."""
-    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         try:
             return _pil_info(im, p, probe=True)
@@ -338,17 +356,20 @@ def colour_metadata(path: PathLike) -> dict:
     """What an LDR file's header says about its colour encoding, as Pillow reads it:
     'icc_profile' (bytes; PNG iCCP, JPEG APP2, TIFF tag 34675) and, for a PNG, 'srgb' (the sRGB
     chunk's rendering intent), 'gamma' (the gAMA chunk's file gamma) and 'chromaticity' (the
-    cHRM chunk: white, red, green, blue x, y). Empty when none."""
-    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    cHRM chunk: white, red, green, blue x, y), for a HEIF 'nclx_profile' (its H.273 colour box,
+    as pillow-heif reads it: 'color_primaries', 'transfer_characteristics' and the primaries'
+    x, y). Empty when none."""
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
-        return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma", "chromaticity")
-                if k in im.info}
+        return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma", "chromaticity",
+                                        "nclx_profile") if k in im.info}
 
 
 def is_lossy(path: PathLike) -> bool:
-    """Whether an LDR file's pixels went through lossy compression (JPEG, or a TIFF with JPEG
-    compression): its codes then ring around edges and clipped regions. Reads the header only."""
-    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    """Whether an LDR file's pixels went through lossy compression (JPEG, HEIF, or a TIFF with
+    JPEG compression): its codes then ring around edges and clipped regions. Reads the header
+    only."""
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         if im.format == "TIFF":
             return "jpeg" in str(im.info.get("compression", "")).lower()
@@ -359,7 +380,7 @@ def exif_exposure(path: PathLike) -> float | None:
     """log2 of the exposure a photo's EXIF records, t ISO / N^2 (exposure time t, ISO speed,
     f-number N; a missing ISO or f-number counts as equal across photos), or None without an
     exposure time. Comparable between photos of one camera, which is all a calibration needs."""
-    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         try:
             tags = im.getexif().get_ifd(_EXIF_IFD)
@@ -484,14 +505,15 @@ def read_ldr(path: PathLike, *, return_info: Literal[True]) -> tuple[np.ndarray,
 
 
 def read_ldr(path: PathLike, *, return_info: bool = False):
-    """Read a PNG/JPEG/TIFF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied.
+    """Read a PNG/JPEG/TIFF/HEIF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied (a
+    HEIF's own rotation and mirroring are applied by its decoder, which resets the EXIF tag).
 
     8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
     is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.
     The whole file is decoded here: a corrupt or truncated stream raises, it never reads as a
     partly black image.
     """
-    p = _check_input_file(path, LDR_EXTENSIONS, "LDR")
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         fmt = im.format or "image"
         failure: Exception | None = None
@@ -504,6 +526,10 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
         if failure is not None:
             message = f"cannot decode {fmt} data (corrupt or truncated?)"
             raise _error(p, message, failure) from failure
+        transfer = (im.info.get("nclx_profile") or {}).get("transfer_characteristics")
+        if transfer in _HDR_TRANSFERS:
+            raise _error(p, f"an HDR image already (its codes are {_HDR_TRANSFERS[transfer]}, not "
+                            "a photo's display codes); hdr-jax makes HDR from an SDR photo")
         try:
             info = _pil_info(im, p)
             if tiff_orientation is not None:  # detached before loading: put it back in the info

@@ -343,6 +343,46 @@ _PIL_TRANSPOSE = {
 }
 
 
+def test_heif(tmp_path):
+    """HEIC as phones save it, encoded by libheif (pillow-heif): read upright (the encoder turns
+    an EXIF orientation into the file's own rotation, which the decoder applies), 8-bit codes
+    whatever it stores, lossy, its ICC profile or nclx colour box in the colour metadata; an HDR
+    (PQ/HLG) one is refused."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    img = (np.clip(_ramp(32, 48), 0, 1) * 255).round().astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(img).save(tmp_path / "p.HEIC", quality=95, exif=exif.tobytes())
+    assert hio.list_images([tmp_path]) == [tmp_path / "p.HEIC"]
+    got, info = hio.read_ldr(tmp_path / "p.HEIC", return_info=True)
+    assert info.format == "HEIF" and info.bit_depth == 8 and got.shape == (48, 32, 3)
+    assert np.abs(got - np.rot90(img, k=-1) / 255.0).mean() < 0.02
+    assert hio.is_lossy(tmp_path / "p.HEIC")
+    assert hio.colour_metadata(tmp_path / "p.HEIC")["nclx_profile"]["color_primaries"] == 1
+    # 10 bits: decoded to 8
+    deep = (np.clip(_ramp(32, 48), 0, 1) * 65535).round().astype(np.uint16)
+    pillow_heif.from_bytes(mode="RGB;16", size=(48, 32), data=deep.tobytes()).save(
+        tmp_path / "d.heif", quality=95)
+    got, info = hio.read_ldr(tmp_path / "d.heif", return_info=True)
+    assert info.bit_depth == 8 and np.all(got * 255 == np.round(got * 255))
+    assert np.abs(got - deep / 65535.0).mean() < 0.02
+    # the colour box: Display P3 primaries; PQ is an HDR image already
+    Image.fromarray(img).save(tmp_path / "p3.heic", color_primaries=12,
+                              transfer_characteristics=13)
+    nclx = hio.colour_metadata(tmp_path / "p3.heic")["nclx_profile"]
+    np.testing.assert_allclose([nclx["color_primary_green_x"], nclx["color_primary_green_y"]],
+                               [0.265, 0.69], atol=1e-6)
+    hio.read_ldr(tmp_path / "p3.heic")
+    for transfer, name in ((16, "PQ"), (18, "HLG")):
+        p = tmp_path / f"hdr{transfer}.heic"
+        Image.fromarray(img).save(p, color_primaries=9, transfer_characteristics=transfer)
+        with pytest.raises(ImageIOError, match=f"an HDR image already .*{name}") as ei:
+            hio.read_ldr(p)
+        _assert_one_line_error(ei, p)
+    with pytest.raises(ImageIOError, match="unsupported extension"):
+        hio.write_ldr(tmp_path / "out.heic", img / 255.0)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_all_paths(tmp_path, orientation):
     """8-bit (Pillow exif_transpose) and 16-bit (OpenCV decode + our own transpose) paths must
@@ -400,11 +440,14 @@ def _write_valid(p: Path) -> None:
         hio.write_hdr(p, np.exp(rng.normal(0, 1, (32, 48, 3))))
     elif p.name.endswith("16.png"):
         hio.write_ldr(p, rng.random((32, 48, 3)), bit_depth=16)
+    elif p.suffix == ".heic":  # written by libheif's encoder (pillow-heif), which we only read
+        Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(p, quality=90)
     else:
         hio.write_ldr(p, rng.random((32, 48, 3)))
 
 
-@pytest.mark.parametrize("name", ["t.png", "t16.png", "t.jpg", "t.tif", "t.exr", "t.hdr"])
+@pytest.mark.parametrize("name", ["t.png", "t16.png", "t.jpg", "t.tif", "t.heic", "t.exr",
+                                  "t.hdr"])
 @pytest.mark.parametrize("keep", [0.5, 0.9])
 def test_truncated(tmp_path, name, keep):
     p = tmp_path / name
@@ -487,7 +530,7 @@ def test_float_tiff_named(tmp_path, layout):
     _assert_one_line_error(ei, p)
 
 
-@pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.exr", "r.hdr"])
+@pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.heic", "r.exr", "r.hdr"])
 def test_random_bytes(tmp_path, name):
     p = tmp_path / name
     p.write_bytes(np.random.default_rng(1).bytes(3000))

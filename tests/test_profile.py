@@ -106,6 +106,14 @@ def test_declared_response_only_when_not_srgb_like():
     assert abs(profile.declared_response({"gamma": 1 / 1.8}).gamma - 1.8) < 1e-3
     assert profile.declared_response({"gamma": 0.45455}) is None
     assert profile.declared_response({"gamma": 1 / 1.8, "srgb": 0}) is None
+    # a HEIF's nclx box declares only a linear curve (H.273 transfer 8); an ICC profile wins
+    linear_heif = profile.declared_response({"nclx_profile": {"transfer_characteristics": 8}})
+    assert linear_heif.scene_linear and "HEIF" in linear_heif.source
+    for transfer in (1, 6, 13, 14):
+        assert profile.declared_response({"nclx_profile": {"transfer_characteristics": transfer}}
+                                         ) is None
+    assert profile.declared_response({"nclx_profile": {"transfer_characteristics": 8},
+                                      "icc_profile": icc(SRGB_PARA)}) is None
     # what cannot be read declares nothing
     for info in ({}, {"icc_profile": b"junk" * 40}, {"icc_profile": icc(b"curv")},
                  {"icc_profile": icc(para(9, 1.0))}, {"gamma": 0.0}, {"gamma": float("nan")}):
@@ -311,6 +319,17 @@ def test_declared_colour_space():
     assert profile.declared_colour_space({"chromaticity": chrm}).name == "Display P3"
     assert profile.declared_colour_space({"chromaticity": chrm, "srgb": 0}) is None
     assert profile.declared_colour_space({"chromaticity": chrm, "icc_profile": lcms_srgb}) is None
+    # a HEIF's nclx colour box (pillow-heif's reading of it), below an ICC profile
+    nclx = {"color_primaries": 12, "transfer_characteristics": 13, **{
+        f"color_primary_{k}_{a}": v for (k, a), v in zip(
+            [(k, a) for k in ("red", "green", "blue", "white") for a in "xy"], p3)}}
+    heif = profile.declared_colour_space({"nclx_profile": nclx})
+    assert heif.name == "Display P3" and "HEIF" in heif.source
+    assert profile.declared_colour_space({"nclx_profile": nclx, "icc_profile": lcms_srgb}) is None
+    srgb_nclx = dict(nclx, **{"color_primary_green_x": 0.30, "color_primary_green_y": 0.60,
+                              "color_primary_red_x": 0.64, "color_primary_red_y": 0.33})
+    assert profile.declared_colour_space({"nclx_profile": srgb_nclx}) is None
+    assert profile.declared_colour_space({"nclx_profile": {"color_primaries": 12}}) is None
     # what cannot be read declares nothing
     collinear = (0.3127, 0.329, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6)
     for info in ({}, {"icc_profile": b"junk" * 40}, {"chromaticity": collinear},
@@ -402,6 +421,13 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
     r = cli("reconstruct", "p3.png", "-o", "ignored", "--scale", "0", "--ignore-profile")
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     assert exr_chroma("ignored/p3.exr") is None and space("ignored/p3_preview.png") is None
+    # a phone's HEIC, Display P3 in its colour box: read, and its outputs tagged the same way
+    Image.fromarray(pixels).save(tmp_path / "phone.heic", quality=95, color_primaries=12,
+                                 transfer_characteristics=13)
+    r = cli("reconstruct", "phone.heic", "-o", "phone", "--scale", "2")
+    assert r.returncode == 0 and "phone.heic is in Display P3 primaries" in r.stderr, r.stderr
+    assert space("phone/phone_fused.png").name == "Display P3"
+    np.testing.assert_allclose(exr_chroma("phone/phone.exr"), p3, atol=1e-6)
     r = cli("brackets", "p3.png", "-o", "brackets")
     assert r.returncode == 0, r.stderr
     assert space("brackets/p3_ev-4.0.png").name == "Display P3"

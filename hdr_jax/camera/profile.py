@@ -50,6 +50,8 @@ SRGB_TOLERANCE_STOPS = 0.2
 SCENE_LINEAR_GAMMA = 1.5
 
 _CODES = np.linspace(0.0, 1.0, 4097)
+#: H.273 transfer characteristic of linear data, in a HEIF's nclx colour box.
+NCLX_LINEAR = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +161,9 @@ def declared_response(info: Mapping[str, Any]) -> Declared | None:
     """The tone curve the photo's metadata declares, or None when it declares nothing, sRGB, or
     a curve within :data:`SRGB_TOLERANCE_STOPS` of sRGB (then the pipeline's own handling of
     sRGB-like photos applies). ``info`` is Pillow's ``Image.info``: an ICC profile wins over a
-    PNG sRGB chunk, which wins over a PNG gAMA chunk."""
+    PNG sRGB chunk, which wins over a PNG gAMA chunk; a HEIF's nclx colour box declares a curve
+    only when it is linear (H.273 transfer 8; the video transfers are sRGB-like at 8 bits, and
+    the HDR ones are refused when the photo is read)."""
     profile = info.get("icc_profile")
     if profile:
         decoding = icc_decoding(bytes(profile))
@@ -169,6 +173,9 @@ def declared_response(info: Mapping[str, Any]) -> Declared | None:
         described = "its ICC profile"
     elif "srgb" in info:
         return None
+    elif (info.get("nclx_profile") or {}).get("transfer_characteristics") == NCLX_LINEAR:
+        curve = crf.gamma_crf(1.0)
+        described = "its HEIF colour box"
     elif "gamma" in info:
         file_gamma = float(info["gamma"])
         if not (np.isfinite(file_gamma) and 0.1 <= file_gamma <= 10.0):
@@ -335,14 +342,25 @@ def icc_chromaticities(profile: bytes) -> tuple[float, ...] | None:
 def declared_colour_space(info: Mapping[str, Any]) -> ColourSpace | None:
     """The primaries the photo's metadata declares, or None when it declares none, sRGB's, or
     none it can read. ``info`` as for :func:`declared_response` (Pillow's ``Image.info``, PNG
-    cHRM as 'chromaticity': white, red, green, blue): an ICC profile wins over a PNG sRGB chunk,
-    which wins over a PNG cHRM chunk."""
+    cHRM as 'chromaticity': white, red, green, blue; a HEIF's nclx colour box as pillow-heif's
+    'nclx_profile', with the x, y of the primaries its H.273 code stands for): an ICC profile
+    wins over a PNG sRGB chunk, which wins over the nclx box or a PNG cHRM chunk."""
     profile = info.get("icc_profile")
     if profile:
         c = icc_chromaticities(bytes(profile))
         source = "its ICC profile"
     elif "srgb" in info:
         return None
+    elif info.get("nclx_profile"):
+        nclx = info["nclx_profile"]
+        try:
+            c = tuple(float(nclx[f"color_primary_{k}_{a}"])
+                      for k in ("red", "green", "blue", "white") for a in "xy")
+        except (KeyError, TypeError, ValueError):
+            c = None
+        source = "its HEIF colour box"
+        if c is not None and not _valid(c):
+            c = None
     elif "chromaticity" in info:
         w = [float(v) for v in info["chromaticity"]][:8]
         c = tuple(w[2:8] + w[0:2]) if len(w) == 8 else None
