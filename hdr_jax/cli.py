@@ -1,7 +1,8 @@
 """`hdr-jax`: the command-line interface.
 
   hdr-jax reconstruct PHOTO... -o OUTDIR [--scale 2|4] [--stack] [--weights DIR] [--overwrite]
-                      [--memory-budget 4GiB]   (also for brackets and fuse: picks the tile sizes)
+                      [--ignore-gain-map] [--memory-budget 4GiB]   (the budget also for brackets
+                      and fuse: picks the tile sizes)
   hdr-jax brackets IMAGE -o OUTDIR
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
   hdr-jax calibrate PHOTO PHOTO... -o CURVE.txt [--ev EV EV...] [--lossy]   (the --response file)
@@ -100,6 +101,28 @@ def _tags(path: Path, space) -> tuple[dict, dict]:
     _warn(f"note: {path.name} is in {space.name} primaries ({space.source}); its outputs are "
           "tagged with them (--ignore-profile: read and written as sRGB)")
     return {"icc_profile": space.icc_profile()}, {"chromaticities": space.chromaticities}
+
+
+def _gain_map(path: Path, args: argparse.Namespace):
+    """The photo's HDR gain map (``gainmap.GainMap``) when it carries a usable one and
+    ``--ignore-gain-map`` is not given, else None; one that cannot be used gets a warning (the
+    networks then make the HDR, as for a photo without one)."""
+    from hdr_jax.camera import gainmap
+
+    if not args.gain_map:
+        return None
+    try:
+        found = hdr_io.read_gain_map(path)
+        if found is None:
+            return None
+        gm = gainmap.parse(*found)
+        if gm.base_is_hdr:
+            raise gainmap.GainMapError("its base image is the HDR rendition (BaseRenditionIsHDR)")
+    except (hdr_io.ImageIOError, gainmap.GainMapError) as e:
+        where = "" if isinstance(e, hdr_io.ImageIOError) else f"{path}: gain map: "
+        _warn(f"warning: {where}{e}; the networks make its HDR instead")
+        return None
+    return gm
 
 
 def _apply_declared(path: Path, image: np.ndarray, declared) -> np.ndarray:
@@ -345,20 +368,31 @@ def _reconstruct_one(
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
     ldr_tags, hdr_tags = _tags(path, _colour_space(path, args))
+    gain_map = _gain_map(path, args)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
-    res = pipeline.reconstruct(
-        pipe,
-        image,
-        scale=args.scale,
-        merge_method=args.merge,
-        up_method=args.up,
-        response_curve=curve,
-        highlights=args.highlights,
-        hdr_side=args.hdr_side,
-        full_stack=args.stack,  # stage 2 makes it anyway; without either, a big photo is faster
-        **tiles,
-    )
+    if gain_map is None or args.scale or args.stack:
+        res = pipeline.reconstruct(
+            pipe,
+            image,
+            scale=args.scale,
+            merge_method=args.merge,
+            up_method=args.up,
+            response_curve=curve,
+            highlights=args.highlights,
+            hdr_side=args.hdr_side,
+            full_stack=args.stack,  # stage 2 makes it anyway; without either, a big photo is faster
+            **tiles,
+        )
+    else:  # the gain map makes the HDR; nothing else needs the networks
+        res = pipeline.Result(None, (0, 0), image, None, None, image, {})
+    if gain_map is not None:
+        # The camera measured its HDR rendition: it replaces the networks' estimate (the fused
+        # image and the stack are still theirs).
+        from hdr_jax.camera import crf, gainmap
+
+        hdr = gainmap.hdr_rendition(crf.srgb_decode(image), gain_map)
+        res = dataclasses.replace(res, hdr=hdr, preview=pipeline.tonemap_preview(hdr))
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
         out.write_hdr(outs["hdr"], res.hdr, **hdr_tags)
@@ -376,8 +410,11 @@ def _reconstruct_one(
 
         tqdm.write(  # not print: keeps the line apart from a progress bar on the terminal
             hdr_io.printable(
-                f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, exposures "
-                f"{res.kept[1] - res.kept[0] + 1}/{2 * pipe.up.module.num_exposures + 1} kept)"
+                f"{path.name}: {w}x{h} -> {outs['hdr'].name} ({dr:.1f} stops, "
+                + (f"from its HDR gain map, up to +{gain_map.max_boost_stops:.1f} stops)"
+                   if gain_map is not None else
+                   f"exposures {res.kept[1] - res.kept[0] + 1}/"
+                   f"{2 * pipe.up.module.num_exposures + 1} kept)")
                 + (f", {outs['fused'].name} x{args.scale}" if res.fused is not None else "")
                 + f", {time.perf_counter() - t0:.1f} s"
             ),
@@ -693,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--ignore-profile", dest="profile", action="store_false",
                    help=IGNORE_PROFILE_HELP)
+    r.add_argument("--ignore-gain-map", dest="gain_map", action="store_false",
+                   help="make the HDR with the networks even when the photo carries an HDR gain "
+                   "map (Ultra HDR JPEG), whose HDR rendition is used by default")
     common(r)
     budget_option(r)
     r.set_defaults(func=cmd_reconstruct)

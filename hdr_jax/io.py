@@ -52,6 +52,7 @@ __all__ = [
     "list_images",
     "printable",
     "read_hdr",
+    "read_gain_map",
     "read_ldr",
     "remove_temporaries",
     "remove_stale_temporaries",
@@ -374,6 +375,64 @@ def is_lossy(path: PathLike) -> bool:
         if im.format == "TIFF":
             return "jpeg" in str(im.info.get("compression", "")).lower()
         return im.format != "PNG"
+
+
+def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
+    """(size, offset) of each picture in a JPEG's Multi-Picture Format index (CIPA DC-007: a
+    TIFF structure whose MPEntry tag 0xB002 holds 16 bytes per picture: attributes, size,
+    offset from the index's TIFF header, two dependent-image entries). Pillow reads the index
+    but hands files with a gain map over as single JPEGs, so it is parsed here."""
+    end = "<" if mp[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", mp[4:8])
+    (count,) = struct.unpack(end + "H", mp[ifd: ifd + 2])
+    for i in range(min(count, 64)):
+        tag, _, n, value = struct.unpack(end + "HHII", mp[ifd + 2 + 12 * i: ifd + 14 + 12 * i])
+        if tag == 0xB002:
+            return [struct.unpack(end + "4xII4x", mp[value + 16 * k: value + 16 * k + 16])
+                    for k in range(n // 16)]
+    return []
+
+
+def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
+    """The HDR gain map a JPEG carries after its photo (Ultra HDR: a picture of the file's
+    Multi-Picture Format index whose XMP holds Adobe's hdrgm parameters), as (its pixels
+    (h, w, 1 or 3) in [0, 1], turned by the photo's EXIF orientation like :func:`read_ldr`'s
+    image, its XMP packet); None when the file has none (any other format included). Raises
+    ImageIOError when the photo's XMP announces a gain map (hdrgm:Version) that is not there or
+    does not decode. The parameters are :func:`hdr_jax.camera.gainmap.parse`'s."""
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    with _open_ldr(p) as im:
+        if im.format not in ("JPEG", "MPO"):
+            return None
+        xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
+        orientation = _orientation(im, probe=False)
+    announced = b"hdr-gain-map" in xmp and b"Version" in xmp
+    failure = "none of its pictures is one"
+    try:
+        entries = _mp_entries(mp) if mp and mpoffset is not None else []
+    except struct.error:
+        entries, failure = [], "its multi-picture index is malformed"
+    data = p.read_bytes() if len(entries) > 1 else b""
+    for size, offset in entries[1:]:
+        chunk = data[mpoffset + offset: mpoffset + offset + size]
+        if not chunk.startswith(b"\xff\xd8"):
+            continue
+        try:
+            with _library_messages(), Image.open(stdio.BytesIO(chunk), formats=("JPEG",)) as g:
+                g.load()
+                info_xmp = g.info.get("xmp") or b""
+                if b"hdr-gain-map" not in info_xmp:
+                    continue
+                pixels = np.asarray(g if g.mode in ("L", "RGB") else g.convert("RGB"))
+        except Exception as e:
+            failure = f"its gain map does not decode ({type(e).__name__}: {_one_line(str(e))})"
+            continue
+        pixels = pixels.astype(np.float32)[..., None] if pixels.ndim == 2 else pixels
+        return (np.ascontiguousarray(_apply_orientation(pixels / np.float32(255.0), orientation)),
+                bytes(info_xmp))
+    if announced:
+        raise _error(p, f"announces an HDR gain map (hdrgm XMP) but {failure}")
+    return None
 
 
 def exif_exposure(path: PathLike) -> float | None:
