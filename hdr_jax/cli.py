@@ -387,8 +387,8 @@ def _reconstruct_one(
     else:  # the gain map makes the HDR; nothing else needs the networks
         res = pipeline.Result(None, (0, 0), image, None, None, image, {})
     if gain_map is not None:
-        # The camera measured its HDR rendition: it replaces the networks' estimate (the fused
-        # image and the stack are still theirs).
+        # The camera made its HDR rendition from its exposures: it replaces the networks'
+        # estimate (the fused image and the stack are still theirs).
         from hdr_jax.camera import crf, gainmap
 
         hdr = gainmap.hdr_rendition(crf.srgb_decode(image), gain_map)

@@ -6,9 +6,10 @@ the SDR one. Its parameters are XMP in Adobe's ``hdrgm`` namespace (Adobe, "Gain
 Specification" 1.0; the Android Ultra HDR image format v1 stores the same): GainMapMin and
 GainMapMax (log2 of the smallest and largest boost), Gamma of the map's encoding, OffsetSDR and
 OffsetHDR, HDRCapacityMin/Max (log2 display headroom between which a viewer blends in the map),
-BaseRenditionIsHDR. The map was measured by the camera from its own exposures, so where a photo
-has one, its HDR rendition is what the networks would estimate, measured: :func:`hdr_rendition`
-reconstructs it at full weight (a display of at least HDRCapacityMax of headroom).
+BaseRenditionIsHDR. The camera made the map from its own exposures, so where a photo has one,
+its HDR rendition (display-referred, relative to the photo's white) holds what the networks would
+have to guess: :func:`hdr_rendition` reconstructs it at full weight (a display of at least
+HDRCapacityMax of headroom).
 
 The file side (finding the map through the JPEG's Multi-Picture Format index) is
 :func:`hdr_jax.io.read_gain_map`; this module parses the XMP and applies the map.
