@@ -385,7 +385,8 @@ def _reconstruct_one(
             **tiles,
         )
     else:  # the gain map makes the HDR; nothing else needs the networks
-        res = pipeline.Result(None, (0, 0), image, None, None, image, {})
+        res = pipeline.Result(stack=None, kept=(0, 0), hdr=image, pair=None, fused=None,
+                              preview=image, timings={})
     if gain_map is not None:
         # The camera made its HDR rendition from its exposures: it replaces the networks'
         # estimate (the fused image and the stack are still theirs).
