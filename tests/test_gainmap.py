@@ -161,6 +161,7 @@ def test_files_without_a_gain_map_and_broken_ones(tmp_path):
     ({"Gamma": 0}, "Gamma must be positive"),
     ({"GainMapMax": 40}, "beyond 16 stops"),
     ({"OffsetSDR": "1 2"}, "one or three"),
+    ({"OffsetSDR": 1e308}, "beyond 1"),
 ])
 def test_unusable_metadata(change, match):
     fields = {k: v for k, v in dict(FIELDS, **change).items() if v is not None}

@@ -107,6 +107,9 @@ def parse(recovery: np.ndarray, xmp: bytes | str) -> GainMap:
         raise GainMapError("hdrgm:Gamma must be positive")
     if np.any(np.abs(values["GainMapMax"]) > 16) or np.any(np.abs(values["GainMapMin"]) > 16):
         raise GainMapError("hdrgm:GainMapMin/Max beyond 16 stops")
+    if np.any(np.abs(values["OffsetSDR"]) > 1) or np.any(np.abs(values["OffsetHDR"]) > 1):
+        # Offsets are a small fraction of white (the default is 1/64).
+        raise GainMapError("hdrgm:OffsetSDR/OffsetHDR beyond 1")
     base = _field(text, "BaseRenditionIsHDR")
     rec = np.asarray(recovery, np.float32)
     if rec.ndim == 2:
