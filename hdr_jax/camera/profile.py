@@ -94,11 +94,13 @@ def _decode_trc(tag: bytes) -> np.ndarray | None:
         if count is None or len(tag) < 12 + 4 * count:
             return None
         g, a, b, c, d, e, f = (_s15(tag, 12, count) + [0.0] * 7)[:7]
-        if fn == 0:
-            return x ** g
-        if a == 0.0:
+        if a == 0.0 and fn != 0:
             return None
-        with np.errstate(invalid="ignore"):
+        # A malformed curve overflows or divides by zero here; icc_decoding rejects the
+        # non-finite result, so numpy need not warn about it.
+        with np.errstate(all="ignore"):
+            if fn == 0:
+                return x ** g
             if fn == 1:
                 return np.where(x >= -b / a, np.maximum(a * x + b, 0.0) ** g, 0.0)
             if fn == 2:
