@@ -53,7 +53,7 @@ def _warn(message: str) -> None:
 
 def _read_photo(path: Path, declared=None) -> np.ndarray:
     """The photo as float RGB; a note for a 16-bit one unless the file's ``declared`` curve
-    (:func:`_declared`) is used, which gets its own note (:func:`_apply_declared`)."""
+    (:func:`_declarations`) is used, which gets its own note (:func:`_apply_declared`)."""
     # Check the size from the header first: decoding a huge image just to reject it can take
     # gigabytes (a 100 MP photo is 1.2 GB as float32).
     info = hdr_io.ldr_info(path)
@@ -76,24 +76,22 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
     return image
 
 
-def _declared(path: Path, args: argparse.Namespace):
-    """The curve the photo's file declares when it is not sRGB-like (``profile.Declared``), or
-    None (none, or ``--ignore-profile``)."""
+def _declarations(path: Path, args: argparse.Namespace, *, curve_given: bool = False):
+    """(tone curve, primaries) the photo's file declares, read from its header once:
+    ``profile.Declared`` when the curve is not sRGB-like (None with ``curve_given``: --response
+    wins) and ``profile.ColourSpace`` when the primaries are not sRGB's; (None, None) with
+    ``--ignore-profile``."""
     from hdr_jax.camera import profile
 
-    return profile.declared_response(hdr_io.colour_metadata(path)) if args.profile else None
-
-
-def _colour_space(path: Path, args: argparse.Namespace):
-    """The primaries the photo's file declares when they are not sRGB's (``profile.ColourSpace``),
-    or None (none, or ``--ignore-profile``)."""
-    from hdr_jax.camera import profile
-
-    return profile.declared_colour_space(hdr_io.colour_metadata(path)) if args.profile else None
+    if not args.profile:
+        return None, None
+    info = hdr_io.colour_metadata(path)
+    declared = None if curve_given else profile.declared_response(info)
+    return declared, profile.declared_colour_space(info)
 
 
 def _tags(path: Path, space) -> tuple[dict, dict]:
-    """(write_ldr, write_hdr) keyword arguments that record ``space`` (``_colour_space``) in a
+    """(write_ldr, write_hdr) keyword arguments that record ``space`` (``_declarations``) in a
     photo's outputs, with one 'note:' line; ({}, {}) for None. The networks work on the photo's
     own RGB, so its outputs are in its primaries and must say so, or they show as sRGB."""
     if space is None:
@@ -363,14 +361,22 @@ def _reconstruct_one(
 ) -> None:
     from hdr_jax import pipeline
 
-    declared = _declared(path, args) if curve is None else None
+    declared, space = _declarations(path, args, curve_given=curve is not None)
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
-    ldr_tags, hdr_tags = _tags(path, _colour_space(path, args))
+    ldr_tags, hdr_tags = _tags(path, space)
     gain_map = _gain_map(path, args)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
+    from_map = {}
+    if gain_map is not None:
+        # The camera made its HDR rendition from its exposures: it replaces the networks'
+        # estimate (the fused image and the stack are still theirs).
+        from hdr_jax.camera import crf, gainmap
+
+        hdr = gainmap.hdr_rendition(crf.srgb_decode(image), gain_map)
+        from_map = {"hdr": hdr, "preview": pipeline.tonemap_preview(hdr)}
     if gain_map is None or args.scale or args.stack:
         res = pipeline.reconstruct(
             pipe,
@@ -384,16 +390,10 @@ def _reconstruct_one(
             full_stack=args.stack,  # stage 2 makes it anyway; without either, a big photo is faster
             **tiles,
         )
+        res = dataclasses.replace(res, **from_map)
     else:  # the gain map makes the HDR; nothing else needs the networks
-        res = pipeline.Result(stack=None, kept=(0, 0), hdr=image, pair=None, fused=None,
-                              preview=image, timings={})
-    if gain_map is not None:
-        # The camera made its HDR rendition from its exposures: it replaces the networks'
-        # estimate (the fused image and the stack are still theirs).
-        from hdr_jax.camera import crf, gainmap
-
-        hdr = gainmap.hdr_rendition(crf.srgb_decode(image), gain_map)
-        res = dataclasses.replace(res, hdr=hdr, preview=pipeline.tonemap_preview(hdr))
+        res = pipeline.Result(stack=None, kept=(0, 0), pair=None, fused=None, timings={},
+                              **from_map)
     stack_names = _stack_names(pipe.up.module.num_exposures) if args.stack else []
     with hdr_io.OutputSet(overwrite=args.overwrite) as out:
         out.write_hdr(outs["hdr"], res.hdr, **hdr_tags)
@@ -435,11 +435,11 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     generated = {i: outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side}
     hdr_path = outdir / f"{path.stem}.exr"
     _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
-    declared = _declared(path, args) if curve is None else None
+    declared, space = _declarations(path, args, curve_given=curve is not None)
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
-    ldr_tags, hdr_tags = _tags(path, _colour_space(path, args))
+    ldr_tags, hdr_tags = _tags(path, space)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(
         pipe, image, up_method=args.up, response_curve=curve,
@@ -471,15 +471,15 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.under}: given as both exposures; fuse needs a darker and a "
                        "brighter photo of the scene")
     _new_plan([under_path, over_path], args.overwrite).claim(under_path, [out])
-    declared_under = _declared(under_path, args)
+    declared_under, space_under = _declarations(under_path, args)
     under = _read_photo(under_path, declared_under)
-    declared_over = _declared(over_path, args)
+    declared_over, space_over = _declarations(over_path, args)
     over = _read_photo(over_path, declared_over)
     for path, photo in ((under_path, under), (over_path, over)):
         _warn_degenerate(path, photo, "the fused image shows only what the other photo recorded")
     under = _apply_declared(under_path, under, declared_under)
     over = _apply_declared(over_path, over, declared_over)
-    spaces = [_colour_space(p, args) for p in (under_path, over_path)]
+    spaces = [space_under, space_over]
     if [s and s.chromaticities for s in spaces] != [spaces[0] and spaces[0].chromaticities] * 2:
         names = [s.name if s else "sRGB" for s in spaces]
         raise CLIError(f"{args.under} and {args.over} declare different primaries ({names[0]}, "

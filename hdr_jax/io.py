@@ -406,6 +406,8 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
             return None
         xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
         orientation = _orientation(im, probe=False)
+    # Adobe's hdrgm namespace and its Version field, looked for in the bytes (this module does
+    # not import the camera package, which loads JAX).
     announced = b"hdr-gain-map" in xmp and b"Version" in xmp
     failure = "none of its pictures is one"
     try:

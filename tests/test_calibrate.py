@@ -385,14 +385,15 @@ def test_cli_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
 
 
 @pytest.mark.slow
-def test_calibration_overlap_study_runs_and_reports(fake_hdr_dir, tmp_path):
+def test_calibration_overlap_study_runs_and_reports(fake_hdr_dir, cli_env, tmp_path):
     import json
 
+    from conftest import run_python_checked
+
     out = tmp_path / "overlap"
-    r = subprocess.run([sys.executable, "-m", "experiments.calibration_overlap", "--hdr_dir",
-                        str(fake_hdr_dir), "--scenes", "1", "--choice", "1", "--size", "32",
-                        "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    run_python_checked(["-m", "experiments.calibration_overlap", "--hdr_dir", fake_hdr_dir,
+                        "--scenes", "1", "--choice", "1", "--size", "32", "--out", out],
+                       cli_env, timeout=600)
     res = json.loads((out / "results.json").read_text())
     # 2 views x 3 curves (no EMoR folder) x 5 exposure sets x 4 clip fractions x PNG / JPEG.
     assert len(res["inputs"]) == 2 * 3 * 5 * 4 * 2 and res["check"] == []

@@ -10,7 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_CLIPLEVEL, make_photo, random_variables, save_clip_level
+from conftest import (
+    TINY_CLIPLEVEL,
+    make_photo,
+    random_variables,
+    run_python_checked,
+    save_clip_level,
+)
 
 from hdr_jax import bundle, pipeline
 from hdr_jax.camera import crf as crf_lib
@@ -289,12 +295,11 @@ def test_edge_cue_triples_are_straight_under_the_true_curve():
 
 
 @pytest.mark.slow
-def test_curve_cues_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
+def test_curve_cues_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, cli_env, tmp_path):
     out = tmp_path / "cues"
-    r = subprocess.run([sys.executable, "-m", "experiments.curve_cues", "--hdr_dir",
-                        str(fake_hdr_dir), "--weights", str(tiny_weights), "--size", "64",
-                        "--limit", "1", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    run_python_checked(["-m", "experiments.curve_cues", "--hdr_dir", fake_hdr_dir, "--weights",
+                        tiny_weights, "--size", "64", "--limit", "1", "--out", out],
+                       cli_env, timeout=600)
     res = json.loads((out / "results.json").read_text())
     rows = res["summary"]["gains"]
     # On sRGB photos the true k is 0 and the true inverse response is inverse sRGB.

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image, ImageCms, PngImagePlugin
 
 from hdr_jax import io as hio
@@ -373,7 +374,7 @@ def test_outputs_record_the_primaries(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
+def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, cli_env, tmp_path):
     """A Display P3 photo is processed as the same pixels without a profile, and every output of
     reconstruct, brackets and fuse says it is Display P3 (one note); --ignore-profile drops the
     tags; fuse refuses a pair that declares different primaries."""
@@ -388,10 +389,10 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
     Image.fromarray(pixels // 4).save(tmp_path / "dark_p3.png", icc_profile=tag)
     Image.fromarray(pixels // 4).save(tmp_path / "dark_plain.png")
 
-    def cli(*argv):
-        r = subprocess.run([sys.executable, "-m", "hdr_jax.cli", *argv, "--weights", tiny_weights],
-                           cwd=tmp_path, capture_output=True, text=True)
-        return r
+    def cli(command, *files, options=()):
+        """hdr-jax COMMAND with FILES (names in tmp_path; after -o the output) and OPTIONS."""
+        return run_cli([command, *[tmp_path / f if f != "-o" else f for f in files], *options,
+                        "--weights", tiny_weights], cli_env)
 
     def space(path):
         return profile.declared_colour_space(hio.colour_metadata(tmp_path / path))
@@ -401,9 +402,9 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
             return f.header().get("chromaticities")
 
     for name in ("p3", "plain"):
-        r = cli("reconstruct", f"{name}.png", "-o", name, "--scale", "2", "--stack")
+        r = cli("reconstruct", f"{name}.png", "-o", name, options=("--scale", "2", "--stack"))
         assert r.returncode == 0, r.stderr
-    r = cli("reconstruct", "p3.png", "-o", "p3_again", "--scale", "0")
+    r = cli("reconstruct", "p3.png", "-o", "p3_again", options=("--scale", "0"))
     assert r.stderr.count("note:") == 1 and "p3.png is in Display P3 primaries" in r.stderr
     outs = sorted(p.name for p in (tmp_path / "p3").iterdir())
     assert outs == sorted(p.name.replace("plain", "p3") for p in (tmp_path / "plain").iterdir())
@@ -418,13 +419,14 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
     assert exr_chroma("plain/plain.exr") is None
     np.testing.assert_array_equal(hio.read_hdr(tmp_path / "p3/p3.exr"),
                                   hio.read_hdr(tmp_path / "plain/plain.exr"))
-    r = cli("reconstruct", "p3.png", "-o", "ignored", "--scale", "0", "--ignore-profile")
+    r = cli("reconstruct", "p3.png", "-o", "ignored",
+            options=("--scale", "0", "--ignore-profile"))
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     assert exr_chroma("ignored/p3.exr") is None and space("ignored/p3_preview.png") is None
     # a phone's HEIC, Display P3 in its colour box: read, and its outputs tagged the same way
     Image.fromarray(pixels).save(tmp_path / "phone.heic", quality=95, color_primaries=12,
                                  transfer_characteristics=13)
-    r = cli("reconstruct", "phone.heic", "-o", "phone", "--scale", "2")
+    r = cli("reconstruct", "phone.heic", "-o", "phone", options=("--scale", "2"))
     assert r.returncode == 0 and "phone.heic is in Display P3 primaries" in r.stderr, r.stderr
     assert space("phone/phone_fused.png").name == "Display P3"
     np.testing.assert_allclose(exr_chroma("phone/phone.exr"), p3, atol=1e-6)
@@ -432,12 +434,12 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, tmp_path):
     assert r.returncode == 0, r.stderr
     assert space("brackets/p3_ev-4.0.png").name == "Display P3"
     np.testing.assert_allclose(exr_chroma("brackets/p3.exr"), p3, atol=1e-6)
-    r = cli("fuse", "dark_p3.png", "p3.png", "-o", "fused.png", "--scale", "2")
+    r = cli("fuse", "dark_p3.png", "p3.png", "-o", "fused.png", options=("--scale", "2"))
     assert r.returncode == 0, r.stderr
     assert space("fused.png").name == "Display P3"
-    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png", "--scale", "2")
+    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png", options=("--scale", "2"))
     assert r.returncode == 1 and "declare different primaries (sRGB, Display P3)" in r.stderr
     assert r.stderr.count("\n") == 1 and not (tmp_path / "mixed.png").exists()
-    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png", "--scale", "2",
-            "--ignore-profile")
+    r = cli("fuse", "dark_plain.png", "p3.png", "-o", "mixed.png",
+            options=("--scale", "2", "--ignore-profile"))
     assert r.returncode == 0 and space("mixed.png") is None, r.stderr

@@ -71,17 +71,18 @@ def test_stage1_hdr_needs_a_stack_only_at_full_resolution(pipe):
 
 
 @pytest.mark.slow
-def test_working_scale_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
+def test_working_scale_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, cli_env,
+                                                   tmp_path):
     import json
     import subprocess
     import sys
 
+    from conftest import run_python_checked
+
     out = tmp_path / "ws"
-    r = subprocess.run([sys.executable, "-m", "experiments.working_scale", "--hdr_dir",
-                        str(fake_hdr_dir), "--weights", str(tiny_weights), "--size", "64",
-                        "--sides", "full,32", "--limit", "1", "--out", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    run_python_checked(["-m", "experiments.working_scale", "--hdr_dir", fake_hdr_dir,
+                        "--weights", tiny_weights, "--size", "64", "--sides", "full,32",
+                        "--limit", "1", "--out", out], cli_env, timeout=600)
     res = json.loads((out / "results.json").read_text())
     assert list(res["summary"]) == ["full", "32"] and res["inputs"]
     assert all(np.isfinite(x["gains"][s]["pu21"]) for x in res["inputs"] for s in ("full", "32"))

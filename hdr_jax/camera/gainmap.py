@@ -77,14 +77,6 @@ def _field(xmp: str, name: str) -> list[float] | str | None:
         raise GainMapError(f"hdrgm:{name} is not a number: {text.strip()[:40]!r}") from None
 
 
-def declares_gain_map(xmp: bytes | str | None) -> bool:
-    """Whether an XMP packet (the primary image's) announces a gain map (hdrgm:Version)."""
-    if not xmp:
-        return False
-    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
-    return HDRGM_NAMESPACE in text and _field(text, "Version") is not None
-
-
 def parse(recovery: np.ndarray, xmp: bytes | str) -> GainMap:
     """A :class:`GainMap` from the map's pixels (h, w[, c]) in [0, 1] and its XMP packet;
     :class:`GainMapError` when the packet lacks the required fields or holds unusable values."""

@@ -361,17 +361,13 @@ def declared_colour_space(info: Mapping[str, Any]) -> ColourSpace | None:
         except (KeyError, TypeError, ValueError):
             c = None
         source = "its HEIF colour box"
-        if c is not None and not _valid(c):
-            c = None
     elif "chromaticity" in info:
         w = [float(v) for v in info["chromaticity"]][:8]
         c = tuple(w[2:8] + w[0:2]) if len(w) == 8 else None
         source = "its PNG cHRM chunk"
-        if c is not None and not _valid(c):
-            c = None
     else:
         return None
-    if c is None:
+    if c is None or not _valid(c):
         return None
     name = match_space(c)
     if name == "sRGB":
