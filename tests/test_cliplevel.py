@@ -306,3 +306,38 @@ def test_curve_cues_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, cli_
     assert rows["true k"]["sRGB"] == rows["true inverse response"]["sRGB"] == 0.0
     assert all(x["k"]["true k"] == 0.0 for x in res["inputs"] if x["family"] == "sRGB")
     assert "edge cue" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_path):
+    out = tmp_path / "limits"
+    run_python_checked(["-m", "experiments.blind_limits", "--hdr_dir", fake_hdr_dir, "--size",
+                        "64", "--limit", "1", "--views_per_scene", "2", "--out",
+                        out], cli_env, timeout=600)
+    res = json.loads((out / "results.json").read_text())
+    tables = res["accuracy"]["rows"]
+    inputs = res["accuracy"]["inputs"]
+    assert set(tables) == {"lifted", "linearised alone"}
+    assert len(inputs) == 3 * 3  # 1 development scene: 3 families x 3 encodings
+    # On sRGB photos the true k is 0 (so are its twins').
+    assert all(x["k_true"] == x["k_twins"] == 0.0 for x in inputs if x["family"] == "sRGB")
+    # A gamma photo's twins are the family's three gammas.
+    assert all(math.isfinite(x["k_twins"]) for x in inputs if x["family"] == "gamma")
+    for rows in tables.values():
+        assert len(rows) == 8
+        assert rows["true k"]["sRGB"] == pytest.approx(rows["k = 0 (inverse sRGB)"]["sRGB"],
+                                                       abs=1e-6)
+        assert rows["true k"]["rmse_k"] == 0.0
+        # Moving the estimate half way to the truth halves its rms error.
+        half = rows["the estimate moved 50% of the way to the true k"]["rmse_k"]
+        assert half == pytest.approx(rows["the weights' estimate"]["rmse_k"] / 2, rel=1e-6)
+        # The best constant of each family is at least as good as k = 0 (a point of the grid).
+        best = rows["best constant k per family (the family known)"]
+        for f in ("sRGB", "gamma", "gamma+S"):
+            assert best[f] >= rows["k = 0 (inverse sRGB)"][f] - 1e-9
+    # Linearised alone, k = 0 is the inverse-sRGB input itself.
+    unbent = tables["linearised alone"]["k = 0 (inverse sRGB)"]
+    assert all(unbent[f] == 0.0 for f in ("sRGB", "gamma", "gamma+S", "mean"))
+    for split in res["spread"].values():
+        assert split["quantiles"]["0.1"] <= split["quantiles"]["0.9"]
+    assert "q90 / q10" in (out / "results.md").read_text()

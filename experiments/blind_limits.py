@@ -1,0 +1,267 @@
+"""How well a blind camera estimate must work, and why the gammas cannot be told apart (analysis).
+
+    python -m experiments.blind_limits [--split dev|heldout] [--hdr_dir DIR] [--emor_dir DIR] \
+        [--weights DIR] [--size 256] [--limit N] [--views_per_scene 12] \
+        [--out docs/results/blind_limits/SPLIT] [--overwrite]
+
+A photo of an unknown camera is linearised with inverse sRGB bent at the clip by a scalar k
+(:func:`protocol.linearise_warped`), read from the photo by a small network, and its clipped
+pixels are then raised by the weights' highlight lift (:func:`level.lift`, whose features include
+k). Two questions about k:
+
+* ``accuracy``: how much of the clipped-pixel gain depends on how well k is estimated. Each
+  input's clipped-pixel PU21-PSNR gain over the inverse-sRGB input is tabulated on the grid of k
+  :data:`GRID` (linearised, then lifted with that k as the lift's feature) and read at: k = 0;
+  the weights' estimate (scored exactly, not from the table); the best constant k of each family
+  (an estimator that knows the family but not the curve within it); the mean k of the photo's
+  exponent twins (below: an estimator that knows the camera up to the exponent a photo cannot
+  show); the weights' estimate moved a share :data:`CLOSER` of the way to the true k
+  (:func:`protocol.clip_level_scalar`), which cuts its rms error by that share and keeps where
+  its errors lie; and the true k. Inputs: the development scenes (``--split dev``:
+  :func:`responses.development_views`, the training seed's EMoR curves) or the held-out
+  protocol's views (``--split heldout``: :func:`responses.heldout_protocol_views`, the held-out
+  EMoR curves); every family, the protocol's encodings and clip fractions. Nothing is fitted or
+  chosen on either. The lift was fitted with the weights' estimate as its feature, so the rows
+  of other estimates are what those estimates get with today's lift, not with one refitted.
+* ``spread``: a photo f(E a) of a scene E is the same photo as f(x^(1/p)) of the scene E^p at
+  exposure a^p, for any response f and exponent p > 0; so a camera is known from one photo only
+  up to the exponent of its input, unless the prior over scenes says E is likelier than E^p.
+  Gamma 2.6 and gamma 1.8 differ by p = 1.44 exactly so (:func:`exponent_twins` names the twins
+  of each protocol curve). How wide that prior is: for random views (field of view 40-110 deg,
+  elevation -10-40 deg) of the training and of the held-out panoramas, the log2 range of
+  luminance between the 10th percentile and the level at which the protocol's clip fractions
+  clip (the range the unclipped part of the photo shows, which the exponent p stretches by p);
+  its quantiles over the views, and the ratio of its 90th to its 10th percentile.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from hdr_jax import io as hdr_io
+from hdr_jax import pipeline
+from hdr_jax.camera import crf as crf_lib
+from hdr_jax.data import hdr_brackets
+from hdr_jax.eval import protocol, report, responses, system
+from hdr_jax.models import level
+
+_HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
+_EMOR_DIR = flags.DEFINE_string("emor_dir", "", "EMoR model folder (adds the EMoR family).")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Weights directory (default: bundled weights).")
+_SIZE = flags.DEFINE_integer("size", 256, "Side of the (square) input view, pixels.")
+_SPLIT = flags.DEFINE_enum("split", "dev", ["dev", "heldout"], "Inputs of the accuracy part.")
+_LIMIT = flags.DEFINE_integer("limit", 0, "dev: views per scene (0: all DEV_VIEWS); heldout: "
+                              "views spread over the scenes (0: all).")
+_SPREAD_VIEWS = flags.DEFINE_integer("views_per_scene", 12, "Random views per panorama (spread).")
+_OUT = flags.DEFINE_string("out", "", "Output folder (default docs/results/blind_limits/SPLIT).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
+
+#: The k each input's gain is tabulated on (the true k of the inputs lies within), finer near 0,
+#: where the lift, which reads k, changes fastest.
+GRID = np.unique(np.round(np.concatenate([np.linspace(-2.5, 1.5, 41),
+                                          np.linspace(-0.3, 0.3, 25)]), 6))
+#: Shares of the way from the weights' estimate to the true k that the graded estimates move.
+CLOSER = (0.25, 0.5, 0.75)
+#: Luminance quantile the spread is measured from (the dark end of the photo's range).
+DARK_QUANTILE = 0.1
+#: The protocol's gammas (:func:`responses.response_families`).
+GAMMAS = (1.8, 2.2, 2.6)
+
+
+def lifted(pipe: pipeline.Pipeline, ldr: np.ndarray, k: float) -> np.ndarray:
+    """The photo linearised with inverse sRGB bent by ``k``, its clipped pixels lifted by the
+    weights' lift for that k (a lift below 0 keeps them at least at the clip code's value, as
+    in the pipeline)."""
+    zm = np.float32(protocol.warp_median_code(ldr))
+    linear = np.asarray(protocol.warp_codes(ldr, np.float32(k), zm), np.float32)
+    clip_value = float(np.asarray(protocol.warp_codes(np.ones((1, 1, 3), np.float32),
+                                                      np.float32(k), zm)).max())
+    return level.lift(linear, ldr, pipeline.estimate_lift(pipe, ldr, k), clip_value)
+
+
+def exponent_twins(family: str, curve: np.ndarray, families: dict) -> list[np.ndarray]:
+    """The cameras a photo through ``curve`` cannot be told from without a scene prior (module
+    docstring): the family's curves for the gamma families, which differ by their exponent only;
+    the curve itself for sRGB; for any other curve f, f(x^(2.2 / g)) for each g of
+    :data:`GAMMAS` (the same spread of exponents around the curve)."""
+    if family in ("gamma", "gamma+S"):
+        return list(families[family].values())
+    if family == "sRGB":
+        return [curve]
+    x = np.linspace(0.0, 1.0, len(curve))
+    return [np.interp(x ** (GAMMAS[1] / g), x, curve) for g in GAMMAS]
+
+
+def twin_scalar(ldr: np.ndarray, clipped: np.ndarray, curves: list[np.ndarray]) -> float:
+    """The mean over ``curves`` of the k each would give the photo were it the camera: the
+    photo's own linearisation with that curve stands for the scene (its twin), so this needs no
+    radiance."""
+    return float(np.mean([protocol.clip_level_scalar(ldr, protocol.linearise_srgb(ldr, c), c,
+                                                     clipped) for c in curves]))
+
+
+def family_means(records: list[dict], values: np.ndarray) -> dict[str, float]:
+    families = list(dict.fromkeys(r["family"] for r in records))
+    fam = np.array([r["family"] for r in records])
+    out = {f: float(np.mean(values[fam == f])) for f in families}
+    return out | {"mean": float(np.mean([out[f] for f in families]))}
+
+
+#: The two ways each k is scored: the photo linearised and lifted, and linearised alone.
+SCORINGS = ("lifted", "linearised alone")
+
+
+def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
+    records = []
+    for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
+                                                                                   families):
+        if clipped.all() or not clipped.any():
+            continue
+        base = protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance, clipped)
+
+        def gains(k: float) -> list[float]:
+            preds = (lifted(pipe, ldr, k), protocol.linearise_warped(ldr, k))
+            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"]
+                    - base["pu21_clipped"] for p in preds]
+
+        k_weights = pipeline.blind_clip_level(pipe, ldr)
+        k_weights = 0.0 if k_weights is None else k_weights
+        records.append({**item, "scene": scene,
+                        "k_true": protocol.clip_level_scalar(ldr, radiance, curve, clipped),
+                        "k_weights": k_weights, "gain_weights": gains(k_weights),
+                        "k_twins": twin_scalar(ldr, clipped, exponent_twins(item["family"],
+                                                                            curve, families)),
+                        "gains": [gains(float(k)) for k in GRID]})
+    k_true = np.array([r["k_true"] for r in records])
+    k_weights = np.array([r["k_weights"] for r in records])
+    fam = np.array([r["family"] for r in records])
+    rows = {}
+    for j, scoring in enumerate(SCORINGS):
+        table = np.array([r["gains"] for r in records])[:, :, j]
+
+        def at(ks: np.ndarray, table=table) -> np.ndarray:
+            # Linear interpolation in each input's table; beyond the grid, its end.
+            x = np.clip(ks, GRID[0], GRID[-1])
+            i = np.clip(np.searchsorted(GRID, x) - 1, 0, len(GRID) - 2)
+            t = (x - GRID[i]) / (GRID[i + 1] - GRID[i])
+            n = np.arange(len(ks))
+            return (1 - t) * table[n, i] + t * table[n, i + 1]
+
+        out = rows[scoring] = {}
+
+        def row(name: str, ks: np.ndarray, values: np.ndarray | None = None, out=out, at=at):
+            out[name] = family_means(records, at(ks) if values is None else values) | {
+                "rmse_k": float(np.sqrt(np.mean((ks - k_true) ** 2)))}
+
+        row("k = 0 (inverse sRGB)", np.zeros(len(records)))
+        row("the weights' estimate", k_weights,
+            np.array([r["gain_weights"][j] for r in records]))
+        best = np.zeros(len(records))
+        for f in dict.fromkeys(fam):
+            best[fam == f] = GRID[int(np.argmax(table[fam == f].mean(0)))]
+        row("best constant k per family (the family known)", best)
+        row("the curve known up to its exponent (mean k of its twins)",
+            np.array([r["k_twins"] for r in records]))
+        for w in CLOSER:
+            row(f"the estimate moved {w:.0%} of the way to the true k",
+                k_weights + w * (k_true - k_weights))
+        row("true k", k_true)
+    corr = {f: (float(np.corrcoef(k_weights[fam == f], k_true[fam == f])[0, 1])
+                if k_weights[fam == f].std() > 0 and k_true[fam == f].std() > 0
+                else float("nan"))
+            for f in dict.fromkeys(fam)}
+    return {"rows": rows, "weights_correlation": corr,
+            "k_true": {"mean": float(k_true.mean()), "sd": float(k_true.std())},
+            "inputs": records}
+
+
+def spread(hdr_dir: str, views_per_scene: int, size: int) -> dict:
+    files = {f.stem: f for f in hdr_io.list_images(Path(hdr_dir), kinds=("hdr",))}
+    train, heldout = hdr_brackets.split_scenes(list(files))[:2]
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, scenes in (("training scenes", train), ("held-out scenes", heldout)):
+        values = []
+        for scene in scenes:
+            pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
+            for _ in range(views_per_scene):
+                view = (float(rng.uniform(40, 110)), float(rng.uniform(-10, 40)),
+                        float(rng.uniform(0, 360)))
+                lum = crf_lib.luminance(system.render_view(pano, view, size, 1)[0])
+                lum = lum[lum > 0]
+                if lum.size == 0:
+                    continue
+                dark = float(np.quantile(lum, DARK_QUANTILE))
+                values += [math.log2(float(np.quantile(lum, 1.0 - f)) / dark)
+                           for f in responses.CLIP_FRACTIONS if dark > 0]
+        if values:
+            q = {p: float(np.quantile(values, p)) for p in (0.1, 0.25, 0.5, 0.75, 0.9)}
+            out[split] = {"views": len(values) // len(responses.CLIP_FRACTIONS),
+                          "quantiles": q, "p90_over_p10": q[0.9] / q[0.1]}
+    return out
+
+
+def markdown(res: dict) -> str:
+    acc, lines = res["accuracy"], []
+    where = "development" if res["split"] == "dev" else "held-out"
+    lines += [f"## Clipped-pixel gain against the accuracy of k ({len(acc['inputs'])} {where} "
+              "inputs)", "",
+              "PU21-PSNR on the clipped pixels over the inverse-sRGB input (dB), mean per "
+              "family, the photo linearised with inverse sRGB bent by each k; last column: rms "
+              "error of k over all inputs (stops).", ""]
+    for scoring, table in acc["rows"].items():
+        fams = [f for f in next(iter(table.values())) if f not in ("mean", "rmse_k")]
+        rows = [[name] + [f"{v[f]:+.2f}" for f in fams + ["mean"]] + [f"{v['rmse_k']:.2f}"]
+                for name, v in table.items()]
+        lines += [f"### {scoring.capitalize()}" + (" (the weights' lift for that k)"
+                                                    if scoring == "lifted" else ""), "",
+                  report.markdown_table(["k from"] + fams + ["mean", "rms error of k"], rows),
+                  ""]
+    lines += ["The weights' estimate against the true k, correlation per family: "
+              + ", ".join(f"{f} {report.fmt(v)}" for f, v in acc["weights_correlation"].items())
+              + f"; true k mean {acc['k_true']['mean']:+.2f}, sd {acc['k_true']['sd']:.2f}.", ""]
+    sp = res["spread"]
+    if sp:
+        qs = list(next(iter(sp.values()))["quantiles"])
+        rows = [[split, str(v["views"])] + [f"{v['quantiles'][q]:.2f}" for q in qs]
+                + [f"{v['p90_over_p10']:.2f}"] for split, v in sp.items()]
+        lines += ["## How wide the scene prior is (log2 luminance range below the clip)", "",
+                  report.markdown_table(["panoramas", "views"] + [f"q{round(100 * q)}" for q in qs]
+                                        + ["q90 / q10"], rows), "",
+                  f"Gamma {GAMMAS[-1]} against gamma {GAMMAS[0]} stretches that range by "
+                  f"{GAMMAS[-1] / GAMMAS[0]:.2f}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError("Too many command-line arguments.")
+    out = Path(_OUT.value or f"docs/results/blind_limits/{_SPLIT.value}")
+    report.refuse_existing(out, overwrite=_OVERWRITE.value)
+    t0 = time.perf_counter()
+    dev = _SPLIT.value == "dev"
+    if dev:
+        views = [(scene, radiance) for scene, _, radiance in
+                 responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
+    else:
+        views = [(v[0], v[2]) for v in
+                 responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
+    if not views:
+        sys.exit(f"{_HDR_DIR.value}: no {'development' if dev else 'held-out'} scene")
+    pipe = pipeline.Pipeline.load(_WEIGHTS.value)
+    families = responses.response_families(_EMOR_DIR.value or None, training_seed=dev)
+    res = {"grid": GRID.tolist(), "split": _SPLIT.value, "closer": list(CLOSER),
+           "accuracy": accuracy(pipe, views, families),
+           "spread": spread(_HDR_DIR.value, _SPREAD_VIEWS.value, _SIZE.value)}
+    res["total_s"] = time.perf_counter() - t0
+    report.publish(out, res, markdown(res), overwrite=_OVERWRITE.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
