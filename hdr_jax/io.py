@@ -1,5 +1,5 @@
-"""Image file I/O: LDR (PNG/JPEG/TIFF, and HEIF to read) and HDR (OpenEXR/Radiance) readers and
-atomic writers.
+"""Image file I/O: LDR (PNG/JPEG/TIFF, and HEIF and AVIF to read) and HDR (OpenEXR/Radiance)
+readers and atomic writers.
 
 Everything returns or accepts single images as float32 HxWx3 NumPy arrays (add the batch axis
 yourself). LDR values lie in [0, 1]; HDR values are linear RGB >= 0. Every failure raises
@@ -47,6 +47,7 @@ __all__ = [
     "atomic_output",
     "colour_metadata",
     "exif_exposure",
+    "heif_nclx",
     "is_lossy",
     "ldr_info",
     "list_images",
@@ -64,14 +65,32 @@ PathLike = str | os.PathLike
 
 #: LDR formats read and written.
 LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif.
-LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif")
+#: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif,
+#: and AVIF (a HEIF of AV1 pictures), decoded by libavif through Pillow.
+LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif", ".avif")
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
 _KIND_EXTENSIONS = {"ldr": LDR_INPUT_EXTENSIONS, "hdr": HDR_EXTENSIONS}
-_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "HEIF")
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "HEIF", "AVIF")
 #: H.273 transfer characteristics of a HEIF's nclx colour box that encode HDR, not a photo's
 #: display-referred codes: SMPTE ST 2084 (PQ) and ARIB STD-B67 (HLG).
 _HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
+_D65, _ILLUMINANT_C = (0.3127, 0.3290), (0.310, 0.316)
+#: x, y of the red, green and blue primaries and of the white of the H.273 colour primaries
+#: codes an nclx colour box may name (ITU-T H.273, table 2), for an AVIF, whose decoder reports
+#: the box's codes but not what they stand for (libheif does, for a HEIC). SMPTE ST 428 (CIE
+#: XYZ) is left out: not the RGB of a photo.
+_H273_PRIMARIES: dict[int, tuple[float, ...]] = {
+    1: (0.640, 0.330, 0.300, 0.600, 0.150, 0.060) + _D65,  # BT.709, sRGB
+    4: (0.67, 0.33, 0.21, 0.71, 0.14, 0.08) + _ILLUMINANT_C,  # BT.470 System M
+    5: (0.64, 0.33, 0.29, 0.60, 0.15, 0.06) + _D65,  # BT.601 625 lines
+    6: (0.630, 0.340, 0.310, 0.595, 0.155, 0.070) + _D65,  # BT.601 525 lines
+    7: (0.630, 0.340, 0.310, 0.595, 0.155, 0.070) + _D65,  # SMPTE 240M
+    8: (0.681, 0.319, 0.243, 0.692, 0.145, 0.049) + _ILLUMINANT_C,  # generic film
+    9: (0.708, 0.292, 0.170, 0.797, 0.131, 0.046) + _D65,  # BT.2020
+    11: (0.680, 0.320, 0.265, 0.690, 0.150, 0.060, 0.314, 0.351),  # DCI-P3
+    12: (0.680, 0.320, 0.265, 0.690, 0.150, 0.060) + _D65,  # Display P3
+    22: (0.630, 0.340, 0.295, 0.605, 0.155, 0.077) + _D65,  # EBU Tech 3213
+}
 _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
@@ -329,12 +348,100 @@ def _tiff_float_bits(path: Path) -> int | None:
 def _open_ldr(p: Path) -> Image.Image:
     try:
         with _library_messages():
-            return Image.open(p, formats=_PIL_FORMATS)
+            im = Image.open(p, formats=_PIL_FORMATS)
     except Exception as e:
         bits = _tiff_float_bits(p) if p.suffix.lower() in (".tif", ".tiff") else None
         if bits is not None:
             raise _float_tiff_error(p, bits) from None
-        raise _error(p, "not a readable PNG/JPEG/TIFF/HEIF image", e) from e
+        raise _error(p, "not a readable PNG/JPEG/TIFF/HEIF/AVIF image", e) from e
+    if im.format == "AVIF" and "nclx_profile" not in im.info:
+        nclx = heif_nclx(p.read_bytes())
+        if nclx is not None:
+            im.info["nclx_profile"] = nclx
+    return im
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, end) of each ISO base media file format box in data[start:end]
+    (ISO/IEC 14496-12: a 32-bit size, the type, a 64-bit size when the size is 1, the rest of
+    the span when it is 0); stops at the first box that does not fit."""
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        body = start + 8
+        if size == 1:
+            if body + 8 > end:
+                return
+            (size,) = struct.unpack_from(">Q", data, body)
+            body += 8
+        elif size == 0:
+            size = end - start
+        if size < body - start or start + size > end:
+            return
+        yield kind, body, start + size
+        start += size
+
+
+def _item_properties(data: bytes, start: int, end: int) -> dict[int, list[int]]:
+    """{item ID: 1-based indices into the property container} of an ItemPropertyAssociation
+    box's body (ISO/IEC 23008-12: 16-bit item IDs in version 0, 32-bit otherwise; 7-bit
+    indices, or 15-bit with flag 1, each after an 'essential' bit)."""
+    if end - start < 8:
+        return {}
+    version, flags = data[start], int.from_bytes(data[start + 1: start + 4], "big")
+    (count,) = struct.unpack_from(">I", data, start + 4)
+    id_size, width = (2 if version == 0 else 4), (2 if flags & 1 else 1)
+    mask = (1 << (8 * width - 1)) - 1
+    out, pos = {}, start + 8
+    for _ in range(count):
+        if pos + id_size + 1 > end:
+            break
+        item = int.from_bytes(data[pos: pos + id_size], "big")
+        n = data[pos + id_size]
+        pos += id_size + 1
+        if pos + n * width > end:
+            break
+        out[item] = [int.from_bytes(data[pos + j * width: pos + (j + 1) * width], "big") & mask
+                     for j in range(n)]
+        pos += n * width
+    return out
+
+
+def heif_nclx(data: bytes) -> dict | None:
+    """The nclx colour box associated with a HEIF file's primary item (ISO/IEC 23008-12 'colr'
+    of colour type 'nclx': H.273 colour primaries, transfer characteristics, matrix
+    coefficients, full-range flag), as pillow-heif reports a HEIC's: 'color_primaries',
+    'transfer_characteristics', 'matrix_coefficients', 'full_range_flag' and, for the primaries
+    of :data:`_H273_PRIMARIES`, 'color_primary_{red,green,blue,white}_{x,y}'. None when the
+    file has no such box or its boxes do not parse. Read by hand for AVIF: Pillow's decoder
+    reports an ICC profile but not an nclx box."""
+    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
+    if meta is None:
+        return None
+    primary, props, assoc = None, [], {}
+    for kind, b, e in _boxes(data, meta[0] + 4, meta[1]):  # 'meta' is a full box
+        if kind == b"pitm" and e - b >= 6:
+            primary = int.from_bytes(data[b + 4: b + (6 if data[b] == 0 else 8)], "big")
+        elif kind == b"iprp":
+            for kind2, b2, e2 in _boxes(data, b, e):
+                if kind2 == b"ipco":
+                    props = list(_boxes(data, b2, e2))
+                elif kind2 == b"ipma":
+                    assoc.update(_item_properties(data, b2, e2))
+    for i in assoc.get(primary, []):
+        if not 0 < i <= len(props):
+            continue
+        kind, b, e = props[i - 1]
+        if kind == b"colr" and e - b >= 11 and data[b: b + 4] == b"nclx":
+            cp, tc, mc = struct.unpack_from(">HHH", data, b + 4)
+            out = {"color_primaries": cp, "transfer_characteristics": tc,
+                   "matrix_coefficients": mc, "full_range_flag": data[b + 10] >> 7}
+            xy = _H273_PRIMARIES.get(cp)
+            if xy is not None:
+                out |= {f"color_primary_{c}_{a}": xy[2 * j + m]
+                        for j, c in enumerate(("red", "green", "blue", "white"))
+                        for m, a in enumerate("xy")}
+            return out
+    return None
 
 
 def _float_tiff_error(p: Path, bits: int) -> ImageIOError:
@@ -357,9 +464,9 @@ def colour_metadata(path: PathLike) -> dict:
     """What an LDR file's header says about its colour encoding, as Pillow reads it:
     'icc_profile' (bytes; PNG iCCP, JPEG APP2, TIFF tag 34675) and, for a PNG, 'srgb' (the sRGB
     chunk's rendering intent), 'gamma' (the gAMA chunk's file gamma) and 'chromaticity' (the
-    cHRM chunk: white, red, green, blue x, y), for a HEIF 'nclx_profile' (its H.273 colour box,
-    as pillow-heif reads it: 'color_primaries', 'transfer_characteristics' and the primaries'
-    x, y). Empty when none."""
+    cHRM chunk: white, red, green, blue x, y), for a HEIF or AVIF 'nclx_profile' (its H.273
+    colour box, as pillow-heif reads a HEIC's and :func:`heif_nclx` an AVIF's:
+    'color_primaries', 'transfer_characteristics' and the primaries' x, y). Empty when none."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma", "chromaticity",
@@ -367,9 +474,9 @@ def colour_metadata(path: PathLike) -> dict:
 
 
 def is_lossy(path: PathLike) -> bool:
-    """Whether an LDR file's pixels went through lossy compression (JPEG, HEIF, or a TIFF with
-    JPEG compression): its codes then ring around edges and clipped regions. Reads the header
-    only."""
+    """Whether an LDR file's pixels went through lossy compression (JPEG, HEIF, AVIF, or a TIFF
+    with JPEG compression): its codes then ring around edges and clipped regions. Reads the
+    header only."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     with _open_ldr(p) as im:
         if im.format == "TIFF":
@@ -566,8 +673,9 @@ def read_ldr(path: PathLike, *, return_info: Literal[True]) -> tuple[np.ndarray,
 
 
 def read_ldr(path: PathLike, *, return_info: bool = False):
-    """Read a PNG/JPEG/TIFF/HEIF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied (a
-    HEIF's own rotation and mirroring are applied by its decoder, which resets the EXIF tag).
+    """Read a PNG/JPEG/TIFF/HEIF/AVIF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied
+    (a HEIF's own rotation and mirroring are applied by its decoder, which resets the EXIF tag;
+    an AVIF's are reported by its decoder as an EXIF orientation).
 
     8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
     is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -219,6 +220,13 @@ def make_photo(seed: int = 0, hw: tuple[int, int] = PHOTO_HW) -> np.ndarray:
     """A display-referred photo of a generated scene, with some clipped highlights."""
     rng = np.random.default_rng(seed)
     return testing.render_exposure(testing.fake_radiance(rng, *hw), 1.0).astype(np.float32)
+
+
+def with_nclx(avif: bytes, primaries: int, transfer: int) -> bytes:
+    """An AVIF file's bytes with the H.273 primaries and transfer codes of its (first) nclx
+    colour box replaced: Pillow's encoder writes sRGB's."""
+    at = avif.index(b"colrnclx") + 8
+    return avif[:at] + struct.pack(">HH", primaries, transfer) + avif[at + 4:]
 
 
 @pytest.fixture(scope="session")

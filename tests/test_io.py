@@ -4,12 +4,14 @@ the OpenEXR bindings used directly), error paths, atomic writes and input discov
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 import OpenEXR
 import pytest
+from conftest import with_nclx
 from PIL import Image
 
 from hdr_jax import io as hio
@@ -343,22 +345,30 @@ _PIL_TRANSPOSE = {
 }
 
 
+def _read_rotated_photo(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Writes a ramp as ``path`` (Pillow's encoder of its format) with EXIF orientation 6 and
+    checks that it reads upright, as 8-bit ``fmt``, lossy, its colour box declaring sRGB's
+    primaries (what both encoders write). Returns (the ramp's codes, what was read)."""
+    img = (np.clip(_ramp(32, 48), 0, 1) * 255).round().astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(img).save(path, quality=95, exif=exif.tobytes())
+    assert hio.list_images([path.parent]) == [path]
+    got, info = hio.read_ldr(path, return_info=True)
+    assert info.format == fmt and info.bit_depth == 8 and got.shape == (48, 32, 3)
+    assert np.abs(got - np.rot90(img, k=-1) / 255.0).mean() < 0.02
+    assert hio.is_lossy(path)
+    assert hio.colour_metadata(path)["nclx_profile"]["color_primaries"] == 1
+    return img, got
+
+
 def test_heif(tmp_path):
     """HEIC as phones save it, encoded by libheif (pillow-heif): read upright (the encoder turns
     an EXIF orientation into the file's own rotation, which the decoder applies), 8-bit codes
     whatever it stores, lossy, its ICC profile or nclx colour box in the colour metadata; an HDR
     (PQ/HLG) one is refused."""
     pillow_heif = pytest.importorskip("pillow_heif")
-    img = (np.clip(_ramp(32, 48), 0, 1) * 255).round().astype(np.uint8)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
-    Image.fromarray(img).save(tmp_path / "p.HEIC", quality=95, exif=exif.tobytes())
-    assert hio.list_images([tmp_path]) == [tmp_path / "p.HEIC"]
-    got, info = hio.read_ldr(tmp_path / "p.HEIC", return_info=True)
-    assert info.format == "HEIF" and info.bit_depth == 8 and got.shape == (48, 32, 3)
-    assert np.abs(got - np.rot90(img, k=-1) / 255.0).mean() < 0.02
-    assert hio.is_lossy(tmp_path / "p.HEIC")
-    assert hio.colour_metadata(tmp_path / "p.HEIC")["nclx_profile"]["color_primaries"] == 1
+    img, _ = _read_rotated_photo(tmp_path / "p.HEIC", "HEIF")
     # 10 bits: decoded to 8
     deep = (np.clip(_ramp(32, 48), 0, 1) * 65535).round().astype(np.uint16)
     pillow_heif.from_bytes(mode="RGB;16", size=(48, 32), data=deep.tobytes()).save(
@@ -381,6 +391,76 @@ def test_heif(tmp_path):
         _assert_one_line_error(ei, p)
     with pytest.raises(ImageIOError, match="unsupported extension"):
         hio.write_ldr(tmp_path / "out.heic", img / 255.0)
+
+
+def test_avif(tmp_path):
+    """AVIF, encoded by libavif (Pillow): read upright (the encoder turns an EXIF orientation
+    into the file's rotation property, which the decoder reports back as one), 8-bit, lossy;
+    its nclx colour box is read by hand into the colour metadata as a HEIC's is: Display P3
+    primaries are declared, PQ / HLG refused as an HDR image already."""
+    from hdr_jax.camera import profile
+
+    img, got = _read_rotated_photo(tmp_path / "p.AVIF", "AVIF")
+    assert profile.declared_colour_space(hio.colour_metadata(tmp_path / "p.AVIF")) is None
+    data = (tmp_path / "p.AVIF").read_bytes()
+    p3 = tmp_path / "p3.avif"
+    p3.write_bytes(with_nclx(data, 12, 13))
+    nclx = hio.colour_metadata(p3)["nclx_profile"]
+    np.testing.assert_allclose([nclx["color_primary_green_x"], nclx["color_primary_green_y"]],
+                               [0.265, 0.69], atol=1e-6)
+    assert profile.declared_colour_space(hio.colour_metadata(p3)).name == "Display P3"
+    np.testing.assert_array_equal(hio.read_ldr(p3), got)  # the codes are the same
+    for transfer, name in ((16, "PQ"), (18, "HLG")):
+        p = tmp_path / f"hdr{transfer}.avif"
+        p.write_bytes(with_nclx(data, 9, transfer))
+        with pytest.raises(ImageIOError, match=f"an HDR image already .*{name}") as ei:
+            hio.read_ldr(p)
+        _assert_one_line_error(ei, p)
+    linear = tmp_path / "linear.avif"
+    linear.write_bytes(with_nclx(data, 1, 8))
+    assert profile.declared_response(hio.colour_metadata(linear)) is not None
+    with pytest.raises(ImageIOError, match="unsupported extension"):
+        hio.write_ldr(tmp_path / "out.avif", img / 255.0)
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def _nclx_box(primaries: int) -> bytes:
+    return _box(b"colr", b"nclx" + struct.pack(">HHHB", primaries, 13, 6, 0x80))
+
+
+def test_heif_nclx_follows_the_primary_item():
+    """The nclx box read is the one the property associations give the primary item: 32-bit
+    item IDs and 15-bit indices (ipma version 1, flag 1) included; none without a primary item,
+    and no exception on any cut of the boxes."""
+    ipco = _box(b"ipco", _nclx_box(9) + _box(b"ispe", bytes(12)) + _nclx_box(12))
+    # item 1 -> properties 1, 2; item 70000 -> 2, 3 (the first marked essential)
+    ipma = _box(b"ipma", bytes([1, 0, 0, 1]) + struct.pack(">I", 2)
+                + struct.pack(">IB", 1, 2) + struct.pack(">HH", 1, 2)
+                + struct.pack(">IB", 70000, 2) + struct.pack(">HH", 0x8002, 3))
+    iprp = _box(b"iprp", ipco + ipma)
+
+    def heif(pitm: bytes) -> bytes:
+        return _box(b"ftyp", b"avif" + bytes(4)) + _box(b"meta", bytes(4) + pitm + iprp)
+
+    for item, primaries in ((1, 9), (70000, 12)):
+        data = heif(_box(b"pitm", bytes([1, 0, 0, 0]) + struct.pack(">I", item)))
+        got = hio.heif_nclx(data)
+        assert got["color_primaries"] == primaries and got["full_range_flag"] == 1
+    assert hio.heif_nclx(heif(b"")) is None  # no primary item
+    assert hio.heif_nclx(heif(_box(b"pitm", bytes(4) + struct.pack(">H", 5)))) is None
+    data = heif(_box(b"pitm", bytes([1, 0, 0, 0]) + struct.pack(">I", 70000)))
+    assert hio.heif_nclx(data)["color_primary_white_x"] == pytest.approx(0.3127)
+    for cut in range(len(data)):
+        hio.heif_nclx(data[:cut])
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        bad = bytearray(data)
+        for i in rng.integers(0, len(bad), 3):
+            bad[i] = int(rng.integers(256))
+        hio.heif_nclx(bytes(bad))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -440,14 +520,15 @@ def _write_valid(p: Path) -> None:
         hio.write_hdr(p, np.exp(rng.normal(0, 1, (32, 48, 3))))
     elif p.name.endswith("16.png"):
         hio.write_ldr(p, rng.random((32, 48, 3)), bit_depth=16)
-    elif p.suffix == ".heic":  # written by libheif's encoder (pillow-heif), which we only read
+    elif p.suffix in (".heic", ".avif"):  # written by libheif's / libavif's encoder, which we
+        # only read
         Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(p, quality=90)
     else:
         hio.write_ldr(p, rng.random((32, 48, 3)))
 
 
-@pytest.mark.parametrize("name", ["t.png", "t16.png", "t.jpg", "t.tif", "t.heic", "t.exr",
-                                  "t.hdr"])
+@pytest.mark.parametrize("name", ["t.png", "t16.png", "t.jpg", "t.tif", "t.heic", "t.avif",
+                                  "t.exr", "t.hdr"])
 @pytest.mark.parametrize("keep", [0.5, 0.9])
 def test_truncated(tmp_path, name, keep):
     p = tmp_path / name
@@ -530,7 +611,8 @@ def test_float_tiff_named(tmp_path, layout):
     _assert_one_line_error(ei, p)
 
 
-@pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.heic", "r.exr", "r.hdr"])
+@pytest.mark.parametrize("name", ["r.png", "r.jpg", "r.tiff", "r.heic", "r.avif", "r.exr",
+                                  "r.hdr"])
 def test_random_bytes(tmp_path, name):
     p = tmp_path / name
     p.write_bytes(np.random.default_rng(1).bytes(3000))

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, with_nclx
 from PIL import Image, ImageCms, PngImagePlugin
 
 from hdr_jax import io as hio
@@ -430,6 +430,16 @@ def test_cli_tags_outputs_with_the_declared_primaries(tiny_weights, cli_env, tmp
     assert r.returncode == 0 and "phone.heic is in Display P3 primaries" in r.stderr, r.stderr
     assert space("phone/phone_fused.png").name == "Display P3"
     np.testing.assert_allclose(exr_chroma("phone/phone.exr"), p3, atol=1e-6)
+    # an AVIF's nclx box, read by hand (Pillow's decoder does not report it)
+    Image.fromarray(pixels).save(tmp_path / "web.avif", quality=95)
+    (tmp_path / "web.avif").write_bytes(with_nclx((tmp_path / "web.avif").read_bytes(), 12, 13))
+    r = cli("reconstruct", "web.avif", "-o", "web", options=("--scale", "0"))
+    assert r.returncode == 0 and "web.avif is in Display P3 primaries" in r.stderr, r.stderr
+    np.testing.assert_allclose(exr_chroma("web/web.exr"), p3, atol=1e-6)
+    (tmp_path / "pq.avif").write_bytes(with_nclx((tmp_path / "web.avif").read_bytes(), 9, 16))
+    r = cli("reconstruct", "pq.avif", "-o", "pq", options=("--scale", "0"))
+    assert r.returncode == 1 and "an HDR image already" in r.stderr
+    assert not (tmp_path / "pq").exists()
     r = cli("brackets", "p3.png", "-o", "brackets")
     assert r.returncode == 0, r.stderr
     assert space("brackets/p3_ev-4.0.png").name == "Display P3"
