@@ -355,7 +355,11 @@ def _open_ldr(p: Path) -> Image.Image:
             raise _float_tiff_error(p, bits) from None
         raise _error(p, "not a readable PNG/JPEG/TIFF/HEIF/AVIF image", e) from e
     if im.format == "AVIF" and "nclx_profile" not in im.info:
-        nclx = heif_nclx(p.read_bytes())
+        try:
+            nclx = heif_nclx(p.read_bytes())
+        except OSError as e:
+            im.close()
+            raise _error(p, "cannot read the file", e) from e
         if nclx is not None:
             im.info["nclx_profile"] = nclx
     return im
@@ -419,8 +423,9 @@ def heif_nclx(data: bytes) -> dict | None:
         return None
     primary, props, assoc = None, [], {}
     for kind, b, e in _boxes(data, meta[0] + 4, meta[1]):  # 'meta' is a full box
-        if kind == b"pitm" and e - b >= 6:
-            primary = int.from_bytes(data[b + 4: b + (6 if data[b] == 0 else 8)], "big")
+        id_size = 2 if kind == b"pitm" and e > b and data[b] == 0 else 4
+        if kind == b"pitm" and e - b >= 4 + id_size:  # a full box: version, flags, item ID
+            primary = int.from_bytes(data[b + 4: b + 4 + id_size], "big")
         elif kind == b"iprp":
             for kind2, b2, e2 in _boxes(data, b, e):
                 if kind2 == b"ipco":
