@@ -147,11 +147,7 @@ def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
 
         def at(ks: np.ndarray, table=table) -> np.ndarray:
             # Linear interpolation in each input's table; beyond the grid, its end.
-            x = np.clip(ks, GRID[0], GRID[-1])
-            i = np.clip(np.searchsorted(GRID, x) - 1, 0, len(GRID) - 2)
-            t = (x - GRID[i]) / (GRID[i + 1] - GRID[i])
-            n = np.arange(len(ks))
-            return (1 - t) * table[n, i] + t * table[n, i + 1]
+            return np.array([np.interp(k, GRID, row) for k, row in zip(ks, table)])
 
         out = rows[scoring] = {}
 
