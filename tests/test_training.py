@@ -578,12 +578,14 @@ def test_low_precision_adam_matches_optax_and_stores_bf16():
     np.testing.assert_allclose(low["w"], ref["w"], atol=0.02 * step.max())
 
 
-def test_a_signal_stops_training_within_two_steps(tmp_path):
+def test_a_signal_stops_training_within_two_steps(tmp_path, monkeypatch):
     """SIGTERM while the host asks for the 40th batch of 60 slow steps that log and checkpoint
     only at the end: the run stops after step 40, and quickly. JAX dispatches asynchronously;
     unbounded, the host would have queued all 40 steps in a fraction of their compute time,
     and the signal would wait for nearly all of them. Bounded (one step queued behind the one
-    computing), the wait is about two steps: a small part of the time the 40 steps took."""
+    computing), the wait is about two steps: a small part of the time the 40 steps took. The
+    wait is timed to when the last step has computed, where the checkpoint write begins: the
+    write's own time (orbax's threads on a busy machine) is not what the bound is about."""
     import time
 
     import grain
@@ -623,6 +625,14 @@ def test_a_signal_stops_training_within_two_steps(tmp_path):
         def eval_batches(self):
             return []
 
+    save = checkpoint.save
+
+    def timed_save(manager, state, *args, **kwargs):
+        jax.block_until_ready(state)
+        clock.setdefault("stopped", time.perf_counter())
+        return save(manager, state, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", timed_save)
     total = 60
     config = ml_collections.ConfigDict(
         dict(seed=0, batch_size=1, num_train_steps=total, log_every=total, eval_every=0,
@@ -630,9 +640,9 @@ def test_a_signal_stops_training_within_two_steps(tmp_path):
     )
     with interrupts.handled(), pytest.raises(interrupts.Interrupted):
         loop.train_and_evaluate(SlowTask(), config, str(tmp_path), progress=False)
-    waited = time.perf_counter() - clock["signal"]
+    waited = clock["stopped"] - clock["signal"]
     manager = checkpoint.make_manager(str(tmp_path / "checkpoints"))
     assert manager.latest_step() == 40  # the step in flight is the last, and checkpointed
     manager.close()
-    # Measured: 0.07 of the time to the signal with the bound, 2.8 times it without.
+    # Without the bound the wait is several times the time to the signal, with it a few percent.
     assert waited < 0.25 * (clock["signal"] - clock["first"]), (waited, clock)
