@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import cv2
 import jax
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from conftest import REPO_ROOT, run_python_checked
 
 from hdr_jax import bundle, pipeline
 from hdr_jax import io as hdr_io
@@ -532,3 +535,61 @@ def test_evaluate_input_rows_and_the_oracle(tiny_weights):
     summary = responses.summarise([{"family": "gamma", **out}, {"family": "gamma", **out}])
     assert summary["gamma"][responses.ROWS[0]]["n"] == 2
     assert summary["gamma"][responses.ROWS[0]]["pu21"] == pytest.approx(s[responses.ROWS[0]]["pu21"])
+
+
+def test_per_response_gains_are_paired_differences_per_curve():
+    rng = np.random.default_rng(0)
+    records, expected = [], {}
+    for family, curves in (("gamma", ("gamma 1.8", "gamma 2.6")), ("sRGB", ("sRGB",))):
+        for curve in curves:
+            ours, ref = rng.normal(20.0, 3.0, 7), rng.normal(19.0, 3.0, 7)
+            ours[2] = np.nan  # an input without clipped pixels leaves its pair out
+            expected[curve] = (ours, ref)
+            for i in range(7):
+                scores = {row: {"pu21_clipped": 0.0} for row in responses.ROWS}
+                scores[responses.ROWS[0]]["pu21_clipped"] = ours[i]
+                scores[responses.ROWS[2]]["pu21_clipped"] = ref[i] + 1.0
+                scores[responses.INPUT_ROW]["pu21_clipped"] = ref[i]
+                records.append({"family": family, "curve": curve, "scores": scores,
+                                "fraction": (0.02, 0.15)[i % 2]})
+    out = responses.per_response(records)
+    assert list(out) == ["gamma", "sRGB"] and list(out["gamma"]) == ["gamma 1.8", "gamma 2.6"]
+    for family, curves in out.items():
+        for curve, e in curves.items():
+            ours, ref = expected[curve]
+            d = (ours - ref)[~np.isnan(ours)]
+            blind = e[responses.ROWS[0]]
+            assert blind["n"] == 6 and e["fractions"] == [0.02, 0.15]
+            assert blind["delta"] == pytest.approx(d.mean())
+            assert blind["two_se"] == pytest.approx(2 * scipy.stats.sem(d))
+            assert blind["below"] == pytest.approx(np.mean(d < 0))
+            given = e[responses.ROWS[2]]
+            assert given["delta"] == pytest.approx(1.0) and given["below"] == 0.0
+            assert given["n"] == 7
+
+
+@pytest.mark.slow
+def test_eval_responses_runs_and_rewrites_its_report(fake_hdr_dir, tiny_weights, cli_env,
+                                                     tmp_path):
+    out = tmp_path / "responses"
+    run_python_checked(["-m", "experiments.eval_responses", "--hdr_dir", fake_hdr_dir,
+                        "--weights", tiny_weights, "--size", "48", "--limit", "1", "--out", out],
+                       cli_env, timeout=600)
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["inputs"]) == 3 * 3  # one view: 3 families (no EMoR files) x 3 encodings
+    text = (out / "results.md").read_text()
+    assert "### Clipped pixels per camera response" in text and "| gamma | gamma 1.8 |" in text
+    # The report is rewritten from the JSON alone, to the same text.
+    (out / "results.md").write_text("stale")
+    before = (out / "results.json").read_bytes()
+    run_python_checked(["-m", "experiments.eval_responses", "--rewrite_report", "--out", out],
+                       cli_env, timeout=120)
+    assert (out / "results.md").read_text() == text
+    assert (out / "results.json").read_bytes() == before
+    # Nothing to rewrite from: one line, non-zero exit, nothing written.
+    empty = tmp_path / "empty"
+    r = subprocess.run([sys.executable, "-m", "experiments.eval_responses", "--rewrite_report",
+                        "--out", str(empty)], env=cli_env, cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "no results to rewrite the report from" in r.stderr
+    assert not empty.exists()

@@ -38,7 +38,7 @@ from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.data import hdr_brackets
-from hdr_jax.eval import protocol, system
+from hdr_jax.eval import protocol, stats, system
 
 __all__ = [
     "CLIP_FRACTIONS",
@@ -46,10 +46,12 @@ __all__ = [
     "EMOR_SEED",
     "EMOR_TRAINING_SEED",
     "ENCODINGS",
+    "INPUT_ROW",
     "ROWS",
     "VIEWS",
     "development_views",
     "evaluate_input",
+    "per_response",
     "plan",
     "render_input",
     "rendered_inputs",
@@ -83,6 +85,8 @@ ROWS = (
     "linearised input, bent by the clip-level estimate",
     "linearised input (true inverse response, oracle)",
 )
+#: The row every gain is measured against: what a tool that does not know the camera does.
+INPUT_ROW = ROWS[5]
 
 
 def response_families(
@@ -217,4 +221,30 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
             out[family][row] = {
                 k: float(np.nanmean([r["scores"][row][k] for r in rs])) for k in keys if k != "gain"
             } | {"n": len(rs)}
+    return out
+
+
+def per_response(
+    records: Sequence[Mapping[str, Any]], rows: Sequence[str] = (ROWS[0], ROWS[2]),
+    metric: str = "pu21_clipped",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{family: {curve: {"fractions": the clip fractions its inputs were exposed for, row:
+    the paired gain over :data:`INPUT_ROW` (:func:`stats.compare`) plus "below", the share of
+    the inputs where the row is under it}}} for each of ``rows``, on ``metric``. Under
+    :func:`plan` a curve of a three-curve family meets one clip fraction only, so its figure is
+    that curve at that fraction."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(r["family"], {}).setdefault(r["curve"], {})
+    for family, curves in out.items():
+        for curve in curves:
+            rs = [r for r in records if r["family"] == family and r["curve"] == curve]
+            ref = np.array([r["scores"][INPUT_ROW][metric] for r in rs], np.float64)
+            entry: dict[str, Any] = {"fractions": sorted({float(r["fraction"]) for r in rs})}
+            for row in rows:
+                v = np.array([r["scores"][row][metric] for r in rs], np.float64)
+                ok = ~(np.isnan(v) | np.isnan(ref))
+                entry[row] = stats.compare(v, ref, paired=True) | {
+                    "below": float(np.mean(v[ok] < ref[ok])) if ok.any() else float("nan")}
+            curves[curve] = entry
     return out
