@@ -69,11 +69,28 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
     image = hdr_io.read_ldr(path)
     if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
         _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
-    if info.bit_depth > 8 and declared is None:
+    if info.format == "RAW":
+        _warn(f"note: {path.name} is camera raw data: demosaiced by LibRaw with the white balance "
+              "the camera recorded, linear, encoded as sRGB, so its response is known")
+    elif info.bit_depth > 8 and declared is None:
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
     return image
+
+
+def _photo_response(path: Path, curve: np.ndarray | None) -> np.ndarray | None:
+    """The response the pipeline is told for the photo at ``path``: ``--response``'s
+    ``curve``, or for a camera raw file the sRGB curve, which ``read_ldr`` encodes its linear
+    data with: its codes are exactly sRGB, so nothing about its camera needs estimating."""
+    if not hdr_io.is_raw(path):
+        return curve
+    if curve is not None:
+        _warn(f"note: --response does not apply to {path.name}: camera raw data is decoded "
+              "linearly")
+    from hdr_jax.camera import crf
+
+    return crf.srgb_crf()
 
 
 def _declarations(path: Path, args: argparse.Namespace, *, curve_given: bool = False):
@@ -365,6 +382,7 @@ def _reconstruct_one(
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
+    curve = _photo_response(path, curve)
     ldr_tags, hdr_tags = _tags(path, space)
     gain_map = _gain_map(path, args)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
@@ -439,6 +457,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
     image = _apply_declared(path, image, declared)
+    curve = _photo_response(path, curve)
     ldr_tags, hdr_tags = _tags(path, space)
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=None)
     stack = pipeline.generate_stack(

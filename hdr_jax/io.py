@@ -1,5 +1,5 @@
-"""Image file I/O: LDR (PNG/JPEG/TIFF, and HEIF and AVIF to read) and HDR (OpenEXR/Radiance)
-readers and atomic writers.
+"""Image file I/O: LDR (PNG/JPEG/TIFF, and HEIF, AVIF and camera raw files to read) and HDR
+(OpenEXR/Radiance) readers and atomic writers.
 
 Everything returns or accepts single images as float32 HxWx3 NumPy arrays (add the batch axis
 yourself). LDR values lie in [0, 1]; HDR values are linear RGB >= 0. Every failure raises
@@ -42,6 +42,7 @@ __all__ = [
     "ImageIOError",
     "LDR_EXTENSIONS",
     "LDR_INPUT_EXTENSIONS",
+    "RAW_EXTENSIONS",
     "LdrInfo",
     "OutputSet",
     "atomic_output",
@@ -57,6 +58,7 @@ __all__ = [
     "read_ldr",
     "remove_temporaries",
     "remove_stale_temporaries",
+    "is_raw",
     "write_hdr",
     "write_ldr",
 ]
@@ -67,7 +69,12 @@ PathLike = str | os.PathLike
 LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif,
 #: and AVIF (a HEIF of AV1 pictures), decoded by libavif through Pillow.
-LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif", ".avif")
+#: Camera raw formats (read only), decoded by LibRaw through rawpy: DNG and the makers' own.
+RAW_EXTENSIONS: tuple[str, ...] = (
+    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
+    ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos")
+LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif", ".avif") + \
+    RAW_EXTENSIONS
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
 _KIND_EXTENSIONS = {"ldr": LDR_INPUT_EXTENSIONS, "hdr": HDR_EXTENSIONS}
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF", "HEIF", "AVIF")
@@ -130,7 +137,10 @@ def _error(
     log: list[str] | None = None,
 ) -> ImageIOError:
     if cause is not None:
-        detail = _one_line(str(cause)) or type(cause).__name__
+        # LibRaw's errors (through rawpy) carry their text as bytes.
+        text = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], bytes) else None
+        text = text.decode("utf-8", "replace") if text is not None else str(cause)
+        detail = _one_line(text) or type(cause).__name__
         message = f"{message} ({type(cause).__name__}: {detail})"
     elif log:  # what the C library said, when it raised nothing itself
         message = f"{message} ({_one_line(log[0], limit=200)})"
@@ -237,7 +247,7 @@ def _file_kind(p: Path) -> str:
 class LdrInfo:
     """What an LDR file stores, before conversion to float RGB."""
 
-    format: str  # "PNG" | "JPEG" | "TIFF"
+    format: str  # "PNG" | "JPEG" | "TIFF" | "HEIF" | "AVIF" | "MPO" | "RAW"
     height: int  # after EXIF orientation, i.e. the shape read_ldr returns
     width: int
     channels: int  # stored channels incl. alpha; palette images count as RGB(A)
@@ -454,10 +464,76 @@ def _float_tiff_error(p: Path, bits: int) -> ImageIOError:
                   "photo stores 8- or 16-bit integers")
 
 
+def is_raw(path: PathLike) -> bool:
+    """Whether ``path`` names a camera raw file (by its extension, :data:`RAW_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in RAW_EXTENSIONS
+
+
+@contextlib.contextmanager
+def _open_raw(p: Path):
+    # rawpy (LibRaw) is imported for a raw file only: most runs never need it.
+    import rawpy
+
+    try:
+        with _library_messages():
+            raw = rawpy.imread(os.fspath(p))
+    except Exception as e:
+        raise _error(p, "not a camera raw file LibRaw can read", e) from e
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+#: LibRaw's flip codes that turn the picture by 90 degrees (its sizes are then swapped).
+_RAW_QUARTER_TURNS = (5, 6)
+
+
+def _raw_info(p: Path) -> LdrInfo:
+    with _open_raw(p) as raw:
+        try:
+            s = raw.sizes
+        except Exception as e:
+            raise _error(p, "cannot parse its raw header", e) from e
+    h, w = (s.width, s.height) if s.flip in _RAW_QUARTER_TURNS else (s.height, s.width)
+    if h <= 0 or w <= 0:
+        raise _error(p, f"image has zero size {(h, w)}")
+    return LdrInfo(format="RAW", height=int(h), width=int(w), channels=3, bit_depth=16,
+                   orientation=1)
+
+
+def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
+    """A camera raw file as a photo: demosaiced by LibRaw with the white balance the camera
+    recorded, in linear sRGB primaries, the sensor's white level at 1 and every channel clipped
+    there (LibRaw's 'clip' highlight mode: a clipped highlight is white, not tinted), turned
+    upright, brightened by nothing; then encoded with the sRGB transfer function in float, so
+    its codes are exactly sRGB (no 8- or 16-bit rounding)."""
+    import rawpy
+
+    from hdr_jax.camera import crf  # the one sRGB encoding (it loads JAX: raw files only)
+
+    with _open_raw(p) as raw:
+        try:
+            with _library_messages():
+                rgb = raw.postprocess(
+                    output_color=rawpy.ColorSpace.sRGB, gamma=(1.0, 1.0), no_auto_bright=True,
+                    output_bps=16, use_camera_wb=True, highlight_mode=rawpy.HighlightMode.Clip)
+        except Exception as e:
+            raise _error(p, "cannot decode its raw data (corrupt or truncated?)", e) from e
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise _error(p, f"LibRaw decoded an image of shape {rgb.shape}, not RGB")
+    codes = crf.srgb_encode(rgb.astype(np.float32) / np.float32(65535.0)).astype(np.float32)
+    info = LdrInfo(format="RAW", height=rgb.shape[0], width=rgb.shape[1], channels=3,
+                   bit_depth=16, orientation=1)
+    return np.ascontiguousarray(codes), info
+
+
 def ldr_info(path: PathLike) -> LdrInfo:
     """Header-only probe of an LDR file (bit depth, channels, oriented size); decodes no pixels,
     so a PNG whose EXIF follows its pixel data is reported with orientation 1 here."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):
+        return _raw_info(p)
     with _open_ldr(p) as im:
         try:
             return _pil_info(im, p, probe=True)
@@ -473,6 +549,9 @@ def colour_metadata(path: PathLike) -> dict:
     colour box, as pillow-heif reads a HEIC's and :func:`heif_nclx` an AVIF's:
     'color_primaries', 'transfer_characteristics' and the primaries' x, y). Empty when none."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):  # read_ldr encodes a raw file's linear sRGB itself: nothing else to declare
+        with _open_raw(p):
+            return {}
     with _open_ldr(p) as im:
         return {k: im.info[k] for k in ("icc_profile", "srgb", "gamma", "chromaticity",
                                         "nclx_profile") if k in im.info}
@@ -483,6 +562,9 @@ def is_lossy(path: PathLike) -> bool:
     with JPEG compression): its codes then ring around edges and clipped regions. Reads the
     header only."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):
+        with _open_raw(p):
+            return False
     with _open_ldr(p) as im:
         if im.format == "TIFF":
             return "jpeg" in str(im.info.get("compression", "")).lower()
@@ -513,6 +595,8 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
     ImageIOError when the photo's XMP announces a gain map (hdrgm:Version) that is not there or
     does not decode. The parameters are :func:`hdr_jax.camera.gainmap.parse`'s."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):
+        return None
     with _open_ldr(p) as im:
         if im.format not in ("JPEG", "MPO"):
             return None
@@ -554,6 +638,8 @@ def exif_exposure(path: PathLike) -> float | None:
     f-number N; a missing ISO or f-number counts as equal across photos), or None without an
     exposure time. Comparable between photos of one camera, which is all a calibration needs."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):  # rawpy does not report the exposure LibRaw reads
+        return None
     with _open_ldr(p) as im:
         try:
             tags = im.getexif().get_ifd(_EXIF_IFD)
@@ -680,7 +766,9 @@ def read_ldr(path: PathLike, *, return_info: Literal[True]) -> tuple[np.ndarray,
 def read_ldr(path: PathLike, *, return_info: bool = False):
     """Read a PNG/JPEG/TIFF/HEIF/AVIF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied
     (a HEIF's own rotation and mirroring are applied by its decoder, which resets the EXIF tag;
-    an AVIF's are reported by its decoder as an EXIF orientation).
+    an AVIF's are reported by its decoder as an EXIF orientation). A camera raw file
+    (:data:`RAW_EXTENSIONS`) is decoded by LibRaw into exact sRGB codes of its linear data
+    (:func:`_read_raw`).
 
     8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
     is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.
@@ -688,6 +776,9 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
     partly black image.
     """
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):
+        rgb, info = _read_raw(p)
+        return (rgb, info) if return_info else rgb
     with _open_ldr(p) as im:
         fmt = im.format or "image"
         failure: Exception | None = None

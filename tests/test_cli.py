@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import cv2
@@ -24,6 +25,7 @@ from conftest import (
     make_photo,
     run_cli,
     stderr_lines,
+    write_dng,
 )
 from PIL import Image
 
@@ -53,6 +55,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "empty_dir": d / "empty",
         "response": d / "response.csv",
         "bad_response": d / "bad_response.txt",
+        "raw": d / "raw" / "scene.dng",
+        "truncated_raw": d / "truncated.nef",
+        "huge_raw": d / "huge.dng",
     }
     hio.write_ldr(paths["photo"], photo)
     hio.write_ldr(paths["dark"], photo * 0.25)  # fuse's under-exposure of "photo"
@@ -67,12 +72,30 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     data = (d / "full.jpg").read_bytes()
     paths["truncated"].write_bytes(data[: len(data) // 2])
     paths["noise"].write_bytes(np.random.default_rng(0).bytes(2000))
+    paths["noise"].with_name("noise.cr3").write_bytes(paths["noise"].read_bytes())
     hio.write_ldr(paths["narrow"], make_photo(4, (PHOTO_HW[0] - 8, PHOTO_HW[1])))
     paths["no_images"].mkdir()
     paths["empty_dir"].mkdir()
     (paths["no_images"] / "notes.txt").write_text("not an image\n")
     paths["response"].write_text(",".join(f"{v:.8f}" for v in np.linspace(0, 1, 65) ** (1 / 2.6)))
     paths["bad_response"].write_text("0 0.6 0.5 1\n")
+    # A camera raw file of the photo's scene, brighter: its brightest parts saturate.
+    paths["raw"].parent.mkdir()
+    write_dng(paths["raw"], crf_lib.srgb_decode(photo) * 1.6, black=256, white=16383,
+              neutral=(0.5, 1.0, 0.7))
+    data = paths["raw"].read_bytes()
+    paths["truncated_raw"].write_bytes(data[: len(data) // 2])
+    # 8000 x 6000 = 48 MP claimed by the header: refused before any pixel is decoded.
+    write_dng(paths["huge_raw"], np.zeros((2, 2, 3)))
+    big = bytearray(paths["huge_raw"].read_bytes())
+    (ifd,) = struct.unpack_from("<I", big, 4)  # tifffile writes little-endian
+    (count,) = struct.unpack_from("<H", big, ifd)
+    for k in range(count):
+        tag, kind = struct.unpack_from("<HH", big, ifd + 2 + 12 * k)
+        if tag in (256, 257):  # ImageWidth, ImageLength: a SHORT or a LONG in the entry
+            struct.pack_into("<H" if kind == 3 else "<I", big, ifd + 10 + 12 * k,
+                             8000 if tag == 256 else 6000)
+    paths["huge_raw"].write_bytes(bytes(big))
     return paths
 
 
@@ -239,6 +262,19 @@ BAD_INPUT_CASES = {
     "fuse_input_is_a_dir": (
         lambda i, w, b, o: ["fuse", i["no_images"], i["photo"], "-o", o / "f.png", "--weights", w],
         "is a directory",
+    ),
+    "raw_truncated": (
+        lambda i, w, b, o: ["reconstruct", i["truncated_raw"], "-o", o, "--weights", w],
+        "cannot decode its raw data",
+    ),
+    "raw_too_big": (
+        lambda i, w, b, o: ["reconstruct", i["huge_raw"], "-o", o, "--weights", w],
+        "8000x6000 (48 MP); the limit is 40 MP",
+    ),
+    "raw_not_raw": (
+        lambda i, w, b, o: ["brackets", i["noise"].with_name("noise.cr3"), "-o", o, "--weights",
+                            w],
+        "not a camera raw file",
     ),
     "brackets_bad_image": (
         lambda i, w, b, o: ["brackets", i["noise"], "-o", o, "--weights", w],
@@ -477,6 +513,36 @@ def test_reconstruct_with_a_known_response(inputs, tiny_weights, tmp_path, capfd
     srgb = hio.read_hdr(tmp_path / "srgb" / "photo.exr")
     np.testing.assert_allclose(srgb[ok], crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), photo)[ok],
                                rtol=1e-3)
+
+
+def test_reconstruct_a_camera_raw_file(inputs, tiny_weights, tmp_path, capfd):
+    """A raw file is read as exact sRGB codes of its linear data (a 16-bit PNG of the same
+    codes makes the same HDR) with the sRGB response known: --response does not apply."""
+    raw = inputs["raw"]
+    codes = hio.read_ldr(raw)
+    png = tmp_path / "in" / "png16.png"
+    png.parent.mkdir()
+    hio.write_ldr(png, codes, bit_depth=16)
+    out = tmp_path / "out"
+    rc, err = _main(["reconstruct", raw, png, "-o", out, "--weights", tiny_weights, "--scale",
+                     "0", "--response", "gamma:2.6"], capfd)
+    assert rc == 0, err
+    assert "note: scene.dng is camera raw data" in err
+    assert "--response does not apply to scene.dng" in err
+    assert "does not apply to png16" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "png16.exr", "png16_preview.png", "scene.exr", "scene_preview.png"]
+    hdr = hio.read_hdr(out / "scene.exr")
+    ok = codes.max(-1) < 250 / 255  # the anchored merge keeps unclipped input pixels
+    np.testing.assert_allclose(hdr[ok], crf_lib.srgb_decode(codes)[ok], rtol=1e-3, atol=1e-6)
+    rc, err = _main(["reconstruct", png, "-o", tmp_path / "srgb", "--weights", tiny_weights,
+                     "--scale", "0", "--response", "srgb"], capfd)
+    assert rc == 0, err
+    np.testing.assert_allclose(hio.read_hdr(tmp_path / "srgb" / "png16.exr"), hdr, rtol=2e-3,
+                               atol=1e-5)
+    assert cli._photo_response(raw, None) is not None
+    np.testing.assert_array_equal(cli._photo_response(raw, None), crf_lib.srgb_crf())
+    assert cli._photo_response(png, None) is None
 
 
 def test_reconstruct_at_a_working_scale(inputs, tiny_weights, tmp_path, capfd):

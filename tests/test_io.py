@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import OpenEXR
 import pytest
-from conftest import with_nclx
+from conftest import with_nclx, write_dng
 from PIL import Image
 
 from hdr_jax import io as hio
@@ -822,3 +822,66 @@ def test_list_images(tmp_path):
         hio.list_images([])
     with pytest.raises(ValueError):
         hio.list_images(tmp_path, kinds=("raw",))
+
+
+def _raw_scene(h: int = 40, w: int = 56) -> np.ndarray:
+    """Linear sRGB: smooth colour ramps, and a disc well past the clip."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    scene = np.stack([0.9 * xx / w, yy / h, 0.3 + 0.2 * xx / w], -1)
+    scene[np.hypot(yy - h / 2, xx - w / 2) < 6] = 3.0
+    return scene
+
+
+def test_camera_raw_reads_as_exact_srgb_codes(tmp_path):
+    """A DNG is demosaiced by LibRaw, white-balanced as shot, in linear sRGB with the sensor's
+    white at 1 and every channel of a saturated pixel clipped there, turned upright, and
+    encoded with the sRGB curve in float; nothing else about it is read."""
+    from hdr_jax.camera import crf
+
+    scene = _raw_scene()
+    p = write_dng(tmp_path / "p.DNG", scene)
+    got, info = hio.read_ldr(p, return_info=True)
+    assert (info.format, info.bit_depth, info.height, info.width) == ("RAW", 16, 40, 56)
+    assert hio.ldr_info(p) == info and got.dtype == np.float32
+    # Demosaicing is exact on the smooth ramps, not at the border or next to the disc's edge.
+    yy, xx = np.mgrid[0:40, 0:56]
+    smooth = (np.hypot(yy - 20, xx - 28) > 9) & (yy >= 3) & (yy < 37) & (xx >= 3) & (xx < 53)
+    linear = np.asarray(crf.srgb_decode(got), np.float64)
+    np.testing.assert_allclose(linear[smooth], scene[smooth], atol=2e-3)
+    # Saturated: every channel at the clip (what the pipeline counts as clipped), not tinted.
+    assert np.all(got[np.hypot(yy - 20, xx - 28) < 4] >= 254 / 255)
+    assert not np.all(got * 65535 == np.round(got * 65535))  # float codes, not 16-bit
+    assert hio.colour_metadata(p) == {} and not hio.is_lossy(p)
+    assert hio.read_gain_map(p) is None and hio.exif_exposure(p) is None
+    # Turned as the camera recorded (EXIF orientation 6: a quarter turn clockwise).
+    turned = write_dng(tmp_path / "t.nef.dng", scene, orientation=6)
+    assert (hio.ldr_info(turned).height, hio.ldr_info(turned).width) == (56, 40)
+    np.testing.assert_array_equal(hio.read_ldr(turned), np.rot90(got, k=-1))
+    # A 14-bit sensor with a black level and a camera that sees white as (0.5, 1, 0.7): the
+    # same colours after white balance, up to one scale (LibRaw's white point).
+    tinted = write_dng(tmp_path / "w.dng", scene, black=256, white=16383,
+                       neutral=(0.5, 1.0, 0.7))
+    ratio = np.asarray(crf.srgb_decode(hio.read_ldr(tinted)), np.float64)[smooth] / np.maximum(
+        linear[smooth], 1e-3)
+    bright = linear[smooth] > 0.1
+    assert np.std(ratio[bright]) < 0.01 and abs(np.median(ratio[bright]) - 1.0) < 0.03
+
+
+def test_broken_camera_raw_files_are_one_line_errors(tmp_path, capfd):
+    good = write_dng(tmp_path / "g.dng", _raw_scene()).read_bytes()
+    cases = {"noise.cr2": np.random.default_rng(0).bytes(4000),
+             "header.dng": good[:200],
+             "half.dng": good[: len(good) // 2],
+             "png.arw": (Path(__file__).parent / ".." / "hdr_jax" / "assets" /
+                         "demo.jpg").read_bytes()}
+    capfd.readouterr()
+    for name, data in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(ImageIOError, match="camera raw|corrupt or truncated") as ei:
+            hio.ldr_info(p)
+            hio.read_ldr(p)
+        _assert_one_line_error(ei, p)
+        assert "b'" not in str(ei.value)  # LibRaw's bytes messages are decoded
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == "", captured

@@ -32,7 +32,7 @@ import msgpack
 import numpy as np
 import OpenEXR
 import pytest
-from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
+from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines, write_dng
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -1089,6 +1089,54 @@ def fuzz_bases(tmp_path_factory) -> list[Path]:
     Image.fromarray(grey).save(d / "grey16.png")
     hio.write_hdr(d / "b.exr", photo * 4.0)
     return sorted(d.iterdir())
+
+
+_RAW_FUZZ_CHILD = r"""
+import collections, json, sys
+from pathlib import Path
+import numpy as np
+from hdr_jax import io as hio
+base, n, work = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+data, rng = base.read_bytes(), np.random.default_rng(0)
+stats, problems = collections.Counter(), []
+for i in range(n):
+    b = bytearray(data)
+    if i % 3 == 0:
+        b = b[: rng.integers(1, len(b))]
+    else:
+        for _ in range(rng.integers(1, 4)):
+            b[rng.integers(len(b))] = rng.integers(256)
+    path = work / f"m{i}.dng"
+    path.write_bytes(bytes(b))
+    try:
+        info, got = hio.ldr_info(path), hio.read_ldr(path)
+    except hio.ImageIOError as e:
+        stats["error"] += 1
+        if "\n" in str(e) or not str(e).startswith(str(path)):
+            problems.append(f"{i}: bad message {str(e)!r}")
+        continue
+    stats["read"] += 1
+    if not (got.dtype == np.float32 and got.ndim == 3 and got.shape[2] == 3
+            and np.isfinite(got).all() and got.min() >= 0 and got.max() <= 1):
+        problems.append(f"{i}: read as {got.dtype} {got.shape} in [{got.min()}, {got.max()}]")
+print(json.dumps({"stats": stats, "problems": problems}))
+"""
+
+
+@pytest.mark.slow
+def test_camera_raw_byte_mutation_fuzz(cli_env, tmp_path):
+    """Damaged DNGs through LibRaw: a one-line ImageIOError or a valid photo, never another
+    exception or a crash of the process (a subprocess, so a crash fails the test)."""
+    yy, xx = np.mgrid[0:24, 0:32] / 32.0
+    base = write_dng(tmp_path / "b.dng", np.stack([xx, yy, 0.5 + 0 * xx], -1) * 1.2)
+    work = tmp_path / "work"
+    work.mkdir()
+    res = subprocess.run([sys.executable, "-c", _RAW_FUZZ_CHILD, base, "150", work],
+                         env=cli_env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["problems"] == [], report
+    assert report["stats"]["error"] > 20 and report["stats"]["read"] > 20, report["stats"]
 
 
 @pytest.mark.slow
