@@ -636,18 +636,11 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
 def exif_exposure(path: PathLike) -> float | None:
     """log2 of the exposure a photo's EXIF records, t ISO / N^2 (exposure time t, ISO speed,
     f-number N; a missing ISO or f-number counts as equal across photos), or None without an
-    exposure time. Comparable between photos of one camera, which is all a calibration needs."""
+    exposure time. Comparable between photos of one camera, which is all a calibration needs.
+    A camera raw file's are the ones LibRaw reads from it (0 where it found none)."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
-    if is_raw(p):  # rawpy does not report the exposure LibRaw reads
-        return None
-    with _open_ldr(p) as im:
-        try:
-            tags = im.getexif().get_ifd(_EXIF_IFD)
-        except Exception:  # a corrupt EXIF block is no exposure
-            return None
 
-    def number(tag):
-        v = tags.get(tag)
+    def number(v):
         if isinstance(v, tuple):  # ISO may be stored as a sequence
             v = v[0] if v else None
         try:
@@ -656,10 +649,23 @@ def exif_exposure(path: PathLike) -> float | None:
             return None
         return v if np.isfinite(v) and v > 0 else None
 
-    t = number(_EXIF_EXPOSURE_TIME)
+    if is_raw(p):
+        with _open_raw(p) as raw:
+            try:
+                shot = raw.other
+            except Exception:  # a header LibRaw read without them
+                return None
+        t, iso, n = number(shot.shutter_speed), number(shot.iso_speed), number(shot.aperture)
+    else:
+        with _open_ldr(p) as im:
+            try:
+                tags = im.getexif().get_ifd(_EXIF_IFD)
+            except Exception:  # a corrupt EXIF block is no exposure
+                return None
+        t, iso, n = (number(tags.get(k)) for k in (_EXIF_EXPOSURE_TIME, _EXIF_ISO,
+                                                   _EXIF_F_NUMBER))
     if t is None:
         return None
-    iso, n = number(_EXIF_ISO), number(_EXIF_F_NUMBER)
     return float(np.log2(t) + (np.log2(iso) if iso else 0.0) - (2 * np.log2(n) if n else 0.0))
 
 

@@ -229,12 +229,14 @@ XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314],
 
 
 def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65535,
-              neutral: Sequence[float] = (1.0, 1.0, 1.0), orientation: int = 1) -> Path:
+              neutral: Sequence[float] = (1.0, 1.0, 1.0), orientation: int = 1,
+              exposure: tuple[float, float] | None = None) -> Path:
     """A camera raw file of ``linear`` (H, W, 3) sRGB in [0, 1] (clipped at 1, as a sensor
     saturates) as a DNG (Adobe DNG 1.4: a 16-bit RGGB colour filter array between ``black``
     and ``white``, ``AsShotNeutral`` = ``neutral``, the camera's response to white, and
     ``ColorMatrix1`` = diag(neutral) XYZ->sRGB, so that the camera's RGB is the sRGB scene
-    times ``neutral``). Written with tifffile; LibRaw reads it as a camera's."""
+    times ``neutral``), with ``exposure`` (seconds, f-number) in its tags when given.
+    Written with tifffile; LibRaw reads it as a camera's."""
     import tifffile
 
     n = np.asarray(neutral, np.float64)
@@ -258,6 +260,9 @@ def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1: D65
         (50728, "2I", 3, rational(n), True),  # AsShotNeutral
     ]
+    if exposure is not None:  # ExposureTime, FNumber
+        t, f = exposure
+        tags += [(33434, "2I", 1, rational([t]), True), (33437, "2I", 1, rational([f]), True)]
     tifffile.imwrite(path, data, photometric=32803, subfiletype=0, extratags=tags)
     return path
 

@@ -852,7 +852,9 @@ def test_camera_raw_reads_as_exact_srgb_codes(tmp_path):
     assert np.all(got[np.hypot(yy - 20, xx - 28) < 4] >= 254 / 255)
     assert not np.all(got * 65535 == np.round(got * 65535))  # float codes, not 16-bit
     assert hio.colour_metadata(p) == {} and not hio.is_lossy(p)
-    assert hio.read_gain_map(p) is None and hio.exif_exposure(p) is None
+    assert hio.read_gain_map(p) is None and hio.exif_exposure(p) is None  # none recorded
+    shot = write_dng(tmp_path / "e.dng", scene, exposure=(0.01, 2.8))
+    assert hio.exif_exposure(shot) == pytest.approx(np.log2(0.01 / 2.8**2), abs=1e-4)
     # Turned as the camera recorded (EXIF orientation 6: a quarter turn clockwise).
     turned = write_dng(tmp_path / "t.nef.dng", scene, orientation=6)
     assert (hio.ldr_info(turned).height, hio.ldr_info(turned).width) == (56, 40)
