@@ -469,11 +469,18 @@ def is_raw(path: PathLike) -> bool:
     return Path(path).suffix.lower() in RAW_EXTENSIONS
 
 
+def _rawpy(p: Path):
+    """The rawpy module (LibRaw), imported for a raw file only: most runs never need it."""
+    try:
+        import rawpy
+    except ImportError as e:  # a dependency, but an install may lack a wheel for its platform
+        raise _error(p, "reading camera raw files needs rawpy (pip install rawpy)", e) from e
+    return rawpy
+
+
 @contextlib.contextmanager
 def _open_raw(p: Path):
-    # rawpy (LibRaw) is imported for a raw file only: most runs never need it.
-    import rawpy
-
+    rawpy = _rawpy(p)
     try:
         with _library_messages():
             raw = rawpy.imread(os.fspath(p))
@@ -508,10 +515,9 @@ def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
     there (LibRaw's 'clip' highlight mode: a clipped highlight is white, not tinted), turned
     upright, brightened by nothing; then encoded with the sRGB transfer function in float, so
     its codes are exactly sRGB (no 8- or 16-bit rounding)."""
-    import rawpy
-
     from hdr_jax.camera import crf  # the one sRGB encoding (it loads JAX: raw files only)
 
+    rawpy = _rawpy(p)
     with _open_raw(p) as raw:
         try:
             with _library_messages():

@@ -887,3 +887,14 @@ def test_broken_camera_raw_files_are_one_line_errors(tmp_path, capfd):
         assert "b'" not in str(ei.value)  # LibRaw's bytes messages are decoded
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == "", captured
+
+
+def test_camera_raw_without_rawpy_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    p = write_dng(tmp_path / "p.dng", _raw_scene())
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # import rawpy now raises ImportError
+    for read in (hio.read_ldr, hio.ldr_info, hio.colour_metadata):
+        with pytest.raises(ImageIOError, match=r"needs rawpy \(pip install rawpy\)") as ei:
+            read(p)
+        _assert_one_line_error(ei, p)
