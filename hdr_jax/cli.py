@@ -315,7 +315,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
 
     curve = _response_curve(args)
-    photos = hdr_io.list_images(args.photos, kinds=("ldr",))
+    photos = _prefer_raw(hdr_io.list_images(args.photos, kinds=("ldr",)))
     pipe = pipeline.Pipeline.load(args.weights)
     outdir = _make_outdir(_output_path(args.output))
     n_side = pipe.up.module.num_exposures
@@ -362,6 +362,22 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             _warn(f"error: {e}")
     if failures:
         raise CLIError(f"{len(failures)} of {len(photos)} photos failed")
+
+
+def _prefer_raw(photos: list[Path]) -> list[Path]:
+    """``photos`` without the JPEG / HEIF / ... a camera saved next to its raw file of the same
+    shot (same folder, same name), each dropped with a 'note:': a camera set to raw + JPEG
+    writes both, and the raw file holds the better data (and both would write one output)."""
+    raws = {(p.parent, p.stem): p for p in photos if hdr_io.is_raw(p)}
+    kept = []
+    for p in photos:
+        raw = None if hdr_io.is_raw(p) else raws.get((p.parent, p.stem))
+        if raw is not None:
+            _warn(f"note: {p.name} is skipped: the camera raw file of the same shot, {raw.name}, "
+                  "is used")
+        else:
+            kept.append(p)
+    return kept
 
 
 def _warn_degenerate(path: Path, image: np.ndarray,

@@ -545,6 +545,23 @@ def test_reconstruct_a_camera_raw_file(inputs, tiny_weights, tmp_path, capfd):
     assert cli._photo_response(png, None) is None
 
 
+def test_a_raw_file_is_used_instead_of_the_jpeg_of_the_same_shot(inputs, tiny_weights, tmp_path,
+                                                                  capfd):
+    card = tmp_path / "card"
+    card.mkdir()
+    shutil.copy(inputs["raw"], card / "IMG_1.DNG")
+    hio.write_ldr(card / "IMG_1.JPG", hio.read_ldr(inputs["raw"]))  # the camera's JPEG of it
+    shutil.copy(inputs["photo"], card / "IMG_2.png")
+    out = tmp_path / "out"
+    rc, err = _main(["reconstruct", card, "-o", out, "--weights", tiny_weights, "--scale", "0"],
+                    capfd)
+    assert rc == 0, err
+    assert "note: IMG_1.JPG is skipped: the camera raw file of the same shot, IMG_1.DNG" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "IMG_1.exr", "IMG_1_preview.png", "IMG_2.exr", "IMG_2_preview.png"]
+    assert "IMG_2" not in err  # a photo without a raw twin is untouched
+
+
 def test_reconstruct_at_a_working_scale(inputs, tiny_weights, tmp_path, capfd):
     photo = hio.read_ldr(inputs["photo"])
     side = 32  # the least the flag takes; the photo is larger, so it is shrunk
