@@ -50,6 +50,7 @@ __all__ = [
     "exif_exposure",
     "heif_nclx",
     "is_lossy",
+    "is_raw",
     "ldr_info",
     "list_images",
     "printable",
@@ -58,7 +59,6 @@ __all__ = [
     "read_ldr",
     "remove_temporaries",
     "remove_stale_temporaries",
-    "is_raw",
     "write_hdr",
     "write_ldr",
 ]
@@ -67,14 +67,14 @@ PathLike = str | os.PathLike
 
 #: LDR formats read and written.
 LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif,
-#: and AVIF (a HEIF of AV1 pictures), decoded by libavif through Pillow.
 #: Camera raw formats (read only), decoded by LibRaw through rawpy: DNG and the makers' own.
 RAW_EXTENSIONS: tuple[str, ...] = (
     ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
     ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos")
-LDR_INPUT_EXTENSIONS: tuple[str, ...] = LDR_EXTENSIONS + (".heic", ".heif", ".avif") + \
-    RAW_EXTENSIONS
+#: LDR formats read: also HEIF (HEIC, what phones save), decoded by libheif through pillow-heif,
+#: AVIF (a HEIF of AV1 pictures), decoded by libavif through Pillow, and camera raw files.
+LDR_INPUT_EXTENSIONS: tuple[str, ...] = (LDR_EXTENSIONS + (".heic", ".heif", ".avif")
+                                         + RAW_EXTENSIONS)
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
 _KIND_EXTENSIONS = {"ldr": LDR_INPUT_EXTENSIONS, "hdr": HDR_EXTENSIONS}
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF", "HEIF", "AVIF")
