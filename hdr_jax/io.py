@@ -509,10 +509,36 @@ def _raw_info(p: Path) -> LdrInfo:
                    orientation=1)
 
 
+#: Clipping piles a sensor's saturated pixels up on one raw value, where noise spreads unclipped
+#: ones: a largest value shared by at least this many pixels (and this share of them) is where
+#: the sensor saturated.
+SATURATION_PILE, SATURATION_SHARE = 16, 1e-5
+
+
+def _raw_saturation(raw) -> int | None:
+    """Where ``raw``'s sensor saturated, above its black level, when that is below its white
+    level: its largest value, if a pile of pixels share it (:data:`SATURATION_PILE`: a camera
+    that saturates below its nominal white); None (the white level) otherwise. LibRaw's own
+    guess (``adjust_maximum_thr``) takes the largest value whenever it is above 75 % of the
+    white level, so a photo whose brightest pixels did not clip would be brightened until they
+    read as clipped."""
+    try:
+        values = raw.raw_image_visible
+        white, black = int(raw.white_level), min(raw.black_level_per_channel)
+    except Exception:  # a layout rawpy does not expose (the decode itself still runs)
+        return None
+    top = int(values.max())
+    pile = np.count_nonzero(values == top)
+    if black < top < white and pile >= max(SATURATION_PILE, SATURATION_SHARE * values.size):
+        return top - black
+    return None
+
+
 def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
     """A camera raw file as a photo: demosaiced by LibRaw with the white balance the camera
-    recorded, in linear sRGB primaries, the sensor's white level at 1 and every channel clipped
-    there (LibRaw's 'clip' highlight mode: a clipped highlight is white, not tinted), turned
+    recorded, in linear sRGB primaries, the sensor's saturation (:func:`_raw_saturation`) at 1
+    and every channel clipped there (LibRaw's 'clip' highlight mode: a clipped highlight is
+    white, not tinted), turned
     upright, brightened by nothing; then encoded with the sRGB transfer function in float, so
     its codes are exactly sRGB (no 8- or 16-bit rounding)."""
     from hdr_jax.camera import crf  # the one sRGB encoding (it loads JAX: raw files only)
@@ -523,7 +549,8 @@ def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
             with _library_messages():
                 rgb = raw.postprocess(
                     output_color=rawpy.ColorSpace.sRGB, gamma=(1.0, 1.0), no_auto_bright=True,
-                    output_bps=16, use_camera_wb=True, highlight_mode=rawpy.HighlightMode.Clip)
+                    output_bps=16, use_camera_wb=True, highlight_mode=rawpy.HighlightMode.Clip,
+                    user_sat=_raw_saturation(raw), adjust_maximum_thr=0.0)
         except Exception as e:
             raise _error(p, "cannot decode its raw data (corrupt or truncated?)", e) from e
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:

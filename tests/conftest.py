@@ -230,21 +230,28 @@ XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314],
 
 def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65535,
               neutral: Sequence[float] = (1.0, 1.0, 1.0), orientation: int = 1,
-              exposure: tuple[float, float] | None = None) -> Path:
+              exposure: tuple[float, float] | None = None, saturation: int | None = None,
+              noise: float = 0.0) -> Path:
     """A camera raw file of ``linear`` (H, W, 3) sRGB in [0, 1] (clipped at 1, as a sensor
     saturates) as a DNG (Adobe DNG 1.4: a 16-bit RGGB colour filter array between ``black``
     and ``white``, ``AsShotNeutral`` = ``neutral``, the camera's response to white, and
     ``ColorMatrix1`` = diag(neutral) XYZ->sRGB, so that the camera's RGB is the sRGB scene
-    times ``neutral``), with ``exposure`` (seconds, f-number) in its tags when given.
+    times ``neutral``), with ``exposure`` (seconds, f-number) in its tags when given. With
+    ``saturation`` the sensor clips there instead of at ``white`` (a camera that saturates below
+    its nominal white level); ``noise``: sd of Gaussian noise added to the linear values (a
+    seeded generator), as a sensor's noise spreads what it did not clip.
     Written with tifffile; LibRaw reads it as a camera's."""
     import tifffile
 
     n = np.asarray(neutral, np.float64)
-    cam = np.clip(np.asarray(linear, np.float64), 0.0, 1.0) * n
+    linear = np.asarray(linear, np.float64)
+    linear = linear + np.random.default_rng(0).normal(0.0, noise, linear.shape) if noise else linear
+    cam = np.clip(linear, 0.0, 1.0) * n
     cfa = np.empty(cam.shape[:2])
     cfa[0::2, 0::2], cfa[0::2, 1::2] = cam[0::2, 0::2, 0], cam[0::2, 1::2, 1]
     cfa[1::2, 0::2], cfa[1::2, 1::2] = cam[1::2, 0::2, 1], cam[1::2, 1::2, 2]
-    data = np.round(black + cfa * (white - black)).astype(np.uint16)
+    data = np.minimum(np.round(black + cfa * (white - black)), saturation or white).astype(
+        np.uint16)
 
     def rational(values):  # (numerator, denominator) pairs
         return [int(v) for x in np.ravel(values) for v in (round(x * 10000), 10000)]

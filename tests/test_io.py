@@ -869,6 +869,31 @@ def test_camera_raw_reads_as_exact_srgb_codes(tmp_path):
     assert np.std(ratio[bright]) < 0.01 and abs(np.median(ratio[bright]) - 1.0) < 0.03
 
 
+def test_camera_raw_white_point_is_where_the_sensor_saturated(tmp_path):
+    """The sensor's white level maps to 1 unless a pile of pixels share a lower largest value
+    (a camera that saturates early); a raw whose brightest pixels did not clip is not
+    brightened until they read as clipped (LibRaw's default guess would)."""
+    from hdr_jax.camera import crf
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    ramp = np.stack([xx / 64, yy / 48, 0.2 + 0 * xx], -1)
+    mid = (ramp.max(-1) < 0.6) & (ramp.min(-1) > 0.15) & (yy > 3) & (yy < 44) & (xx > 3)
+
+    def decoded(name, scene, **kw):
+        p = write_dng(tmp_path / name, scene, black=256, white=16383, noise=0.003, **kw)
+        return np.asarray(crf.srgb_decode(hio.read_ldr(p)), np.float64)
+
+    dim = decoded("dim.dng", 0.8 * ramp)  # brightest pixel at 79 % of white, nothing clipped
+    assert np.median(dim[mid] / (0.8 * ramp[mid])) == pytest.approx(1.0, abs=0.01)
+    assert dim.max() < 0.85
+    clipped = decoded("clip.dng", 1.6 * ramp)  # red clips at the white level
+    assert np.median(clipped[mid] / (1.6 * ramp[mid])) == pytest.approx(1.0, abs=0.01)
+    early = decoded("early.dng", 1.6 * ramp, saturation=14000)  # clips at 14000 of 16383
+    scale = (16383 - 256) / (14000 - 256)
+    assert np.median(early[mid] / (1.6 * ramp[mid])) == pytest.approx(scale, abs=0.01)
+    assert np.all(early[..., 0][1.6 * ramp[..., 0] > 1.05] >= crf.srgb_decode(254 / 255))
+
+
 def test_broken_camera_raw_files_are_one_line_errors(tmp_path, capfd):
     good = write_dng(tmp_path / "g.dng", _raw_scene()).read_bytes()
     cases = {"noise.cr2": np.random.default_rng(0).bytes(4000),
