@@ -575,6 +575,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     photos = hdr_io.list_images(args.photos, kinds=("ldr",))
     if len(photos) < 2:
         raise CLIError("calibrate needs at least 2 photos of one scene at different exposures")
+    raws = sum(hdr_io.is_raw(p) for p in photos)
+    if 0 < raws < len(photos):  # e.g. a raw + JPEG camera's folder: two responses in one set
+        raise CLIError(f"calibrate: {raws} camera raw files and {len(photos) - raws} other photos "
+                       "given; calibrate one kind (raw files need none: their response is known)")
     if out.suffix.lower() == ".npy":
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")

@@ -271,6 +271,10 @@ BAD_INPUT_CASES = {
         lambda i, w, b, o: ["reconstruct", i["huge_raw"], "-o", o, "--weights", w],
         "8000x6000 (48 MP); the limit is 40 MP",
     ),
+    "calibrate_raw_and_jpeg": (
+        lambda i, w, b, o: ["calibrate", i["raw"], i["photo"], "-o", o / "c.txt"],
+        "1 camera raw files and 1 other photos given; calibrate one kind",
+    ),
     "raw_not_raw": (
         lambda i, w, b, o: ["brackets", i["noise"].with_name("noise.cr3"), "-o", o, "--weights",
                             w],
