@@ -25,13 +25,13 @@ from conftest import (
     make_photo,
     run_cli,
     stderr_lines,
-    write_dng,
 )
 from PIL import Image
 
 from hdr_jax import cli, pipeline
 from hdr_jax import io as hio
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.data.testing import write_dng
 
 # Runs the hdr-jax CLI in subprocesses.
 pytestmark = pytest.mark.slow

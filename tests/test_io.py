@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import OpenEXR
 import pytest
-from conftest import with_nclx, write_dng
+from conftest import with_nclx
 from PIL import Image
 
 from hdr_jax import io as hio
+from hdr_jax.data.testing import write_dng
 from hdr_jax.io import ImageIOError
 
 HDRI_DIR = Path("/work/shared/data/hdri")

@@ -32,7 +32,7 @@ import msgpack
 import numpy as np
 import OpenEXR
 import pytest
-from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines, write_dng
+from conftest import PHOTO_HW, REPO_ROOT, make_photo, stderr_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -43,6 +43,7 @@ from hdr_jax import io as hio
 from hdr_jax.data import hdr_brackets as hb
 from hdr_jax.data import synthetic_pairs as sp
 from hdr_jax.data import testing
+from hdr_jax.data.testing import write_dng
 
 H, W = PHOTO_HW
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

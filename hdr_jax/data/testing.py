@@ -2,12 +2,14 @@
 
 :func:`write_fake_sice` writes a miniature SICE tree (exposures named out of brightness order,
 mixed-case extensions, a label a few pixels off, and broken sequences the builder must skip);
-:func:`write_fake_hdr_folder` writes a few tiny OpenEXR scenes, panoramas and ordinary images.
+:func:`write_fake_hdr_folder` writes a few tiny OpenEXR scenes, panoramas and ordinary images;
+:func:`write_dng` a camera raw file of a known linear scene (needs tifffile).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import numpy as np
 
 from hdr_jax import io as hio
 
-__all__ = ["fake_radiance", "render_exposure", "write_fake_hdr_folder", "write_fake_sice"]
+__all__ = ["fake_radiance", "render_exposure", "write_dng", "write_fake_hdr_folder",
+           "write_fake_sice"]
 
 
 def fake_radiance(rng: np.random.Generator, h: int, w: int, stops: float = 10.0) -> np.ndarray:
@@ -130,3 +133,55 @@ def write_fake_hdr_folder(
         hio.write_hdr(path, fake_radiance(rng, h, w, stops=12.0), overwrite=True)
         paths.append(path)
     return paths
+
+
+#: XYZ (D65) -> linear sRGB (IEC 61966-2-1).
+XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314],
+                        [-0.9692660, 1.8760108, 0.0415560],
+                        [0.0556434, -0.2040259, 1.0572252]])
+
+
+def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65535,
+              neutral: Sequence[float] = (1.0, 1.0, 1.0), orientation: int = 1,
+              exposure: tuple[float, float] | None = None, saturation: int | None = None,
+              noise: float = 0.0) -> Path:
+    """A camera raw file of ``linear`` (H, W, 3) sRGB >= 0 as a DNG (Adobe DNG 1.4: a 16-bit
+    RGGB colour filter array between ``black`` and ``white``, ``AsShotNeutral`` = ``neutral``,
+    the camera's response to white, and ``ColorMatrix1`` = diag(neutral) XYZ->sRGB, so that the
+    camera's RGB is the sRGB scene times ``neutral``, clipped at 1 as a sensor saturates: a
+    channel that sees white as 0.5 clips at scene value 2), with ``exposure`` (seconds, f-number) in its tags when given. With
+    ``saturation`` the sensor clips there instead of at ``white`` (a camera that saturates below
+    its nominal white level); ``noise``: sd of Gaussian noise added to the linear values (a
+    seeded generator), as a sensor's noise spreads what it did not clip.
+    Written with tifffile; LibRaw reads it as a camera's."""
+    import tifffile  # a test dependency: raw files are written by tests and experiments only
+
+    n = np.asarray(neutral, np.float64)
+    linear = np.asarray(linear, np.float64)
+    linear = linear + np.random.default_rng(0).normal(0.0, noise, linear.shape) if noise else linear
+    cam = np.clip(linear * n, 0.0, 1.0)
+    cfa = np.empty(cam.shape[:2])
+    cfa[0::2, 0::2], cfa[0::2, 1::2] = cam[0::2, 0::2, 0], cam[0::2, 1::2, 1]
+    cfa[1::2, 0::2], cfa[1::2, 1::2] = cam[1::2, 0::2, 1], cam[1::2, 1::2, 2]
+    data = np.minimum(np.round(black + cfa * (white - black)), saturation or white).astype(
+        np.uint16)
+
+    def rational(values):  # (numerator, denominator) pairs
+        return [int(v) for x in np.ravel(values) for v in (round(x * 10000), 10000)]
+
+    tags = [
+        (271, "s", 0, "hdr_jax", True), (272, "s", 0, "test camera", True),
+        (274, "H", 1, orientation, True),
+        (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50708, "s", 0, "hdr_jax test camera", True),  # UniqueCameraModel
+        (33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True),  # CFA: RGGB
+        (50714, "H", 1, black, True), (50717, "H", 1, white, True),  # BlackLevel, WhiteLevel
+        (50721, "2i", 9, rational(np.diag(n) @ XYZ_TO_SRGB), True),  # ColorMatrix1
+        (50778, "H", 1, 21, True),  # CalibrationIlluminant1: D65
+        (50728, "2I", 3, rational(n), True),  # AsShotNeutral
+    ]
+    if exposure is not None:  # ExposureTime, FNumber
+        t, f = exposure
+        tags += [(33434, "2I", 1, rational([t]), True), (33437, "2I", 1, rational([f]), True)]
+    tifffile.imwrite(path, data, photometric=32803, subfiletype=0, extratags=tags)
+    return path
