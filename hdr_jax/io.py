@@ -511,8 +511,10 @@ def _raw_info(p: Path) -> LdrInfo:
 
 #: Clipping piles a sensor's saturated pixels up on one raw value, where noise spreads unclipped
 #: ones: a largest value shared by at least this many pixels (and this share of them) is where
-#: the sensor saturated.
-SATURATION_PILE, SATURATION_SHARE = 16, 1e-5
+#: the sensor saturated, if it is at least SATURATION_FLOOR of the white level above black (a
+#: sensor saturates a little below its nominal white, not far; a lossy raw format's coarse
+#: steps can pile up unclipped bright values too).
+SATURATION_PILE, SATURATION_SHARE, SATURATION_FLOOR = 16, 1e-5, 0.9
 
 
 def _raw_saturation(raw) -> int | None:
@@ -529,7 +531,8 @@ def _raw_saturation(raw) -> int | None:
         return None
     top = int(values.max())
     pile = np.count_nonzero(values == top)
-    if black < top < white and pile >= max(SATURATION_PILE, SATURATION_SHARE * values.size):
+    if (black + SATURATION_FLOOR * (white - black) <= top < white
+            and pile >= max(SATURATION_PILE, SATURATION_SHARE * values.size)):
         return top - black
     return None
 

@@ -889,10 +889,14 @@ def test_camera_raw_white_point_is_where_the_sensor_saturated(tmp_path):
     assert dim.max() < 0.85
     clipped = decoded("clip.dng", 1.6 * ramp)  # red clips at the white level
     assert np.median(clipped[mid] / (1.6 * ramp[mid])) == pytest.approx(1.0, abs=0.01)
-    early = decoded("early.dng", 1.6 * ramp, saturation=14000)  # clips at 14000 of 16383
-    scale = (16383 - 256) / (14000 - 256)
+    early = decoded("early.dng", 1.6 * ramp, saturation=15000)  # clips at 15000 of 16383
+    scale = (16383 - 256) / (15000 - 256)
     assert np.median(early[mid] / (1.6 * ramp[mid])) == pytest.approx(scale, abs=0.01)
     assert np.all(early[..., 0][1.6 * ramp[..., 0] > 1.05] >= crf.srgb_decode(254 / 255))
+    # A pile far below white (60 %) is not taken for saturation: unclipped bright values that a
+    # lossy raw format's coarse steps made equal.
+    flat = write_dng(tmp_path / "flat.dng", 0.6 * np.ones_like(ramp), black=256, white=16383)
+    assert crf.srgb_decode(hio.read_ldr(flat)).max() < 0.65
 
 
 def test_broken_camera_raw_files_are_one_line_errors(tmp_path, capfd):
