@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera import exposure
 from hdr_jax.data import testing
 from hdr_jax.eval import protocol, report, responses, stats
 
@@ -62,7 +63,7 @@ def evaluate_view(pipe, radiance: np.ndarray, fraction: float, workdir: Path) ->
     dng = testing.write_dng(workdir / "view.dng", np.asarray(radiance, np.float64) * a,
                             black=BLACK, white=WHITE, neutral=NEUTRAL)
     raw = hdr_io.read_ldr(dng)
-    photo8 = np.round(raw * 255.0).astype(np.float32) / np.float32(255.0)
+    photo8 = exposure.quantize_8bit(raw)
     preds = dict(zip(ROWS, (
         protocol.linearise_srgb(png),
         protocol.linearise_srgb(photo8),
@@ -70,11 +71,8 @@ def evaluate_view(pipe, radiance: np.ndarray, fraction: float, workdir: Path) ->
         crf_lib.srgb_decode(raw),
         pipeline.reconstruct(pipe, raw, scale=None, response_curve=srgb).hdr,
     )))
-    scores = {}
-    for name, pred in preds.items():
-        s = protocol.pu21_protocol(pred, radiance, clipped)
-        scores[name] = s | protocol.highlight_levels(pred, radiance, clipped, s["gain"], 1.0 / a)
-    return {"scores": scores, "clipped_fraction": float(clipped.mean()), "exposure": a}
+    return {"scores": responses.score_rows(preds, radiance, clipped, a),
+            "clipped_fraction": float(clipped.mean()), "exposure": a}
 
 
 def summarise(records: list[dict]) -> dict:

@@ -505,8 +505,13 @@ def _raw_info(p: Path) -> LdrInfo:
     h, w = (s.width, s.height) if s.flip in _RAW_QUARTER_TURNS else (s.height, s.width)
     if h <= 0 or w <= 0:
         raise _error(p, f"image has zero size {(h, w)}")
-    return LdrInfo(format="RAW", height=int(h), width=int(w), channels=3, bit_depth=16,
-                   orientation=1)
+    return _raw_ldr_info(h, w)
+
+
+def _raw_ldr_info(height: int, width: int) -> LdrInfo:
+    # LibRaw turns the picture upright itself and hands over 16-bit RGB.
+    return LdrInfo(format="RAW", height=int(height), width=int(width), channels=3,
+                   bit_depth=16, orientation=1)
 
 
 #: Clipping piles a sensor's saturated pixels up on one raw value, where noise spreads unclipped
@@ -559,9 +564,7 @@ def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise _error(p, f"LibRaw decoded an image of shape {rgb.shape}, not RGB")
     codes = crf.srgb_encode(rgb.astype(np.float32) / np.float32(65535.0)).astype(np.float32)
-    info = LdrInfo(format="RAW", height=rgb.shape[0], width=rgb.shape[1], channels=3,
-                   bit_depth=16, orientation=1)
-    return np.ascontiguousarray(codes), info
+    return np.ascontiguousarray(codes), _raw_ldr_info(*rgb.shape[:2])
 
 
 def ldr_info(path: PathLike) -> LdrInfo:

@@ -56,6 +56,7 @@ __all__ = [
     "render_input",
     "rendered_inputs",
     "response_families",
+    "score_rows",
     "summarise",
 ]
 
@@ -200,12 +201,22 @@ def evaluate_input(
     preds = dict(zip(ROWS, (blind, merged.hdr, known.hdr, known_plain, plain,
                             protocol.linearise_srgb(ldr), bent_input,
                             protocol.linearise_srgb(ldr, curve))))
+    return {"scores": score_rows(preds, radiance, clipped, a),
+            "clipped_fraction": float(clipped.mean()), "exposure": a,
+            "stage1_s": merged.timings.get("stage1_s")}
+
+
+def score_rows(preds: Mapping[str, np.ndarray], radiance: np.ndarray, clipped: np.ndarray,
+               exposure: float) -> dict[str, dict[str, float]]:
+    """{row: scores} of each prediction of an input exposed by ``exposure``: the PU21
+    protocol (:func:`protocol.pu21_protocol`) on ``clipped`` and the highlight levels
+    (:func:`protocol.highlight_levels`, the clip at radiance 1 / ``exposure``)."""
     scores = {}
     for name, pred in preds.items():
         s = protocol.pu21_protocol(pred, radiance, clipped)
-        scores[name] = s | protocol.highlight_levels(pred, radiance, clipped, s["gain"], 1.0 / a)
-    return {"scores": scores, "clipped_fraction": float(clipped.mean()), "exposure": a,
-            "stage1_s": merged.timings.get("stage1_s")}
+        scores[name] = s | protocol.highlight_levels(pred, radiance, clipped, s["gain"],
+                                                     1.0 / exposure)
+    return scores
 
 
 def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
