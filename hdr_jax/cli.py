@@ -62,15 +62,26 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
         raise CLIError(
             f"{path}: image is {w}x{h}; the smallest side must be at least {MIN_SIDE} px"
         )
-    if h * w > MAX_PIXELS:
+    # A raw file above the limit (a 45-61 MP camera) is decoded at half size instead, 11-15 MP:
+    # LibRaw makes each 2x2 block of the sensor's colour filter one pixel, so the decode itself
+    # never holds the full-size image.
+    half = info.format == "RAW" and h * w > MAX_PIXELS
+    hh, hw = (-(-h // 2), -(-w // 2)) if half else (h, w)
+    if hh * hw > MAX_PIXELS:
+        limit = f"the limit is {MAX_PIXELS / 1e6:.0f} MP"
         raise CLIError(
-            f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP"
+            f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP); {limit}"
+            + (f" (at half size {hw}x{hh}, as a raw file is read above it)" if half else "")
         )
-    image = hdr_io.read_ldr(path)
+    if half:
+        _warn(f"note: {path.name} is {w}x{h} ({h * w / 1e6:.0f} MP), above the "
+              f"{MAX_PIXELS / 1e6:.0f} MP limit: its raw data is decoded at half size, {hw}x{hh}")
+    image = hdr_io.read_ldr(path, raw_half_size=half)
     if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
         _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
     if info.format == "RAW":
-        _warn(f"note: {path.name} is camera raw data: demosaiced by LibRaw with the white balance "
+        how = "binned 2x2" if half else "demosaiced"
+        _warn(f"note: {path.name} is camera raw data: {how} by LibRaw with the white balance "
               "the camera recorded, linear, encoded as sRGB, so its response is known")
     elif info.bit_depth > 8 and declared is None:
         _warn(

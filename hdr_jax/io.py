@@ -542,13 +542,15 @@ def _raw_saturation(raw) -> int | None:
     return None
 
 
-def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
+def _read_raw(p: Path, half_size: bool = False) -> tuple[np.ndarray, LdrInfo]:
     """A camera raw file as a photo: demosaiced by LibRaw with the white balance the camera
     recorded, in linear sRGB primaries, the sensor's saturation (:func:`_raw_saturation`) at 1
     and every channel clipped there (LibRaw's 'clip' highlight mode: a clipped highlight is
     white, not tinted), turned
     upright, brightened by nothing; then encoded with the sRGB transfer function in float, so
-    its codes are exactly sRGB (no 8- or 16-bit rounding)."""
+    its codes are exactly sRGB (no 8- or 16-bit rounding). With ``half_size``, LibRaw's
+    half-size mode: each 2x2 block of the colour filter array becomes one pixel (no
+    demosaicing), half the width and height rounded up."""
     from hdr_jax.camera import crf  # the one sRGB encoding (it loads JAX: raw files only)
 
     rawpy = _rawpy(p)
@@ -558,7 +560,8 @@ def _read_raw(p: Path) -> tuple[np.ndarray, LdrInfo]:
                 rgb = raw.postprocess(
                     output_color=rawpy.ColorSpace.sRGB, gamma=(1.0, 1.0), no_auto_bright=True,
                     output_bps=16, use_camera_wb=True, highlight_mode=rawpy.HighlightMode.Clip,
-                    user_sat=_raw_saturation(raw), adjust_maximum_thr=0.0)
+                    user_sat=_raw_saturation(raw), adjust_maximum_thr=0.0,
+                    half_size=half_size)
         except Exception as e:
             raise _error(p, "cannot decode its raw data (corrupt or truncated?)", e) from e
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -803,17 +806,20 @@ def _decode_pillow(im: Image.Image, p: Path, info: LdrInfo) -> np.ndarray:
 
 
 @overload
-def read_ldr(path: PathLike, *, return_info: Literal[False] = ...) -> np.ndarray: ...
+def read_ldr(path: PathLike, *, return_info: Literal[False] = ...,
+             raw_half_size: bool = ...) -> np.ndarray: ...
 @overload
-def read_ldr(path: PathLike, *, return_info: Literal[True]) -> tuple[np.ndarray, LdrInfo]: ...
+def read_ldr(path: PathLike, *, return_info: Literal[True],
+             raw_half_size: bool = ...) -> tuple[np.ndarray, LdrInfo]: ...
 
 
-def read_ldr(path: PathLike, *, return_info: bool = False):
+def read_ldr(path: PathLike, *, return_info: bool = False, raw_half_size: bool = False):
     """Read a PNG/JPEG/TIFF/HEIF/AVIF as float32 HxWx3 RGB in [0, 1], EXIF orientation applied
     (a HEIF's own rotation and mirroring are applied by its decoder, which resets the EXIF tag;
     an AVIF's are reported by its decoder as an EXIF orientation). A camera raw file
     (:data:`RAW_EXTENSIONS`) is decoded by LibRaw into exact sRGB codes of its linear data
-    (:func:`_read_raw`).
+    (:func:`_read_raw`); ``raw_half_size`` decodes it at half its width and height (ignored
+    for other files).
 
     8-bit samples are divided by 255 and 16-bit by 65535; greyscale is replicated to RGB, alpha
     is dropped, palette images are expanded. With return_info=True also returns the `LdrInfo`.
@@ -822,7 +828,7 @@ def read_ldr(path: PathLike, *, return_info: bool = False):
     """
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     if is_raw(p):
-        rgb, info = _read_raw(p)
+        rgb, info = _read_raw(p, half_size=raw_half_size)
         return (rgb, info) if return_info else rgb
     with _open_ldr(p) as im:
         fmt = im.format or "image"

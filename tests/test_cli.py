@@ -85,7 +85,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
               neutral=(0.5, 1.0, 0.7))
     data = paths["raw"].read_bytes()
     paths["truncated_raw"].write_bytes(data[: len(data) // 2])
-    # 8000 x 6000 = 48 MP claimed by the header: refused before any pixel is decoded.
+    # 16000 x 12000 = 192 MP claimed by the header, 48 MP even at half size: refused before any
+    # pixel is decoded.
     write_dng(paths["huge_raw"], np.zeros((2, 2, 3)))
     big = bytearray(paths["huge_raw"].read_bytes())
     (ifd,) = struct.unpack_from("<I", big, 4)  # tifffile writes little-endian
@@ -94,7 +95,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         tag, kind = struct.unpack_from("<HH", big, ifd + 2 + 12 * k)
         if tag in (256, 257):  # ImageWidth, ImageLength: a SHORT or a LONG in the entry
             struct.pack_into("<H" if kind == 3 else "<I", big, ifd + 10 + 12 * k,
-                             8000 if tag == 256 else 6000)
+                             16000 if tag == 256 else 12000)
     paths["huge_raw"].write_bytes(bytes(big))
     return paths
 
@@ -269,7 +270,8 @@ BAD_INPUT_CASES = {
     ),
     "raw_too_big": (
         lambda i, w, b, o: ["reconstruct", i["huge_raw"], "-o", o, "--weights", w],
-        "8000x6000 (48 MP); the limit is 40 MP",
+        "16000x12000 (192 MP); the limit is 40 MP (at half size 8000x6000, as a raw file is "
+        "read above it)",
     ),
     "calibrate_raw_and_jpeg": (
         lambda i, w, b, o: ["calibrate", i["raw"], i["photo"], "-o", o / "c.txt"],
@@ -547,6 +549,29 @@ def test_reconstruct_a_camera_raw_file(inputs, tiny_weights, tmp_path, capfd):
     assert cli._photo_response(raw, None) is not None
     np.testing.assert_array_equal(cli._photo_response(raw, None), crf_lib.srgb_crf())
     assert cli._photo_response(png, None) is None
+
+
+def test_a_raw_file_above_the_pixel_limit_is_read_at_half_size(inputs, tiny_weights, tmp_path,
+                                                               capfd, monkeypatch):
+    """A raw file of more pixels than the limit (a 45-61 MP camera against 40 MP) is decoded at
+    half size, with a note; one still above the limit at half size is refused."""
+    raw = inputs["raw"]
+    info = hio.ldr_info(raw)
+    h, w = -(-info.height // 2), -(-info.width // 2)
+    monkeypatch.setattr(cli, "MAX_PIXELS", h * w)  # the full size is above it, half is not
+    out = tmp_path / "out"
+    rc, err = _main(["reconstruct", raw, "-o", out, "--weights", tiny_weights, "--scale", "0"],
+                    capfd)
+    assert rc == 0, err
+    assert f"its raw data is decoded at half size, {w}x{h}" in err
+    assert "binned 2x2 by LibRaw" in err
+    hdr = hio.read_hdr(out / "scene.exr")
+    assert hdr.shape == (h, w, 3)
+    monkeypatch.setattr(cli, "MAX_PIXELS", h * w - 1)
+    rc, err = _main(["reconstruct", raw, "-o", tmp_path / "out2", "--weights", tiny_weights,
+                     "--scale", "0"], capfd)
+    assert rc == 1 and f"(at half size {w}x{h}, as a raw file is read above it)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out2").exists()
 
 
 def test_a_raw_file_is_used_instead_of_the_jpeg_of_the_same_shot(inputs, tiny_weights, tmp_path,

@@ -870,6 +870,35 @@ def test_camera_raw_reads_as_exact_srgb_codes(tmp_path):
     assert np.std(ratio[bright]) < 0.01 and abs(np.median(ratio[bright]) - 1.0) < 0.03
 
 
+def test_camera_raw_at_half_size(tmp_path):
+    """``raw_half_size``: each 2x2 block of the colour filter array is one pixel (half the
+    sides, rounded up), the same linear values as the full decode on smooth parts, the same
+    clip, the same turn; other files ignore the flag."""
+    from hdr_jax.camera import crf
+
+    scene = _raw_scene(41, 57)  # odd sides: LibRaw rounds the half up
+    p = write_dng(tmp_path / "p.dng", scene, black=256, white=16383, neutral=(0.5, 1.0, 0.7))
+    full = np.asarray(crf.srgb_decode(hio.read_ldr(p)), np.float64)
+    half, info = hio.read_ldr(p, return_info=True, raw_half_size=True)
+    assert half.shape == (21, 29, 3) and (info.height, info.width) == (21, 29)
+    linear = np.asarray(crf.srgb_decode(half), np.float64)
+    # A half-size pixel samples its block's four photosites (top-left at 2y, 2x): compare it
+    # with the full decode's mean over the block, away from the disc's edge and the border.
+    yy, xx = np.mgrid[0:21, 0:29]
+    block = full[:40, :56].reshape(20, 2, 28, 2, 3).mean((1, 3))
+    smooth = ((np.hypot(2 * yy + 0.5 - 20.5, 2 * xx + 0.5 - 28.5) > 10)
+              & (yy >= 2) & (yy < 18) & (xx >= 2) & (xx < 26))
+    np.testing.assert_allclose(linear[:20, :28][smooth[:20, :28]],
+                               block[smooth[:20, :28]], atol=0.012)
+    assert np.all(half[np.hypot(2 * yy + 0.5 - 20.5, 2 * xx + 0.5 - 28.5) < 4] >= 254 / 255)
+    turned = write_dng(tmp_path / "t.dng", scene, black=256, white=16383,
+                       neutral=(0.5, 1.0, 0.7), orientation=6)
+    np.testing.assert_array_equal(hio.read_ldr(turned, raw_half_size=True), np.rot90(half, k=-1))
+    png = tmp_path / "p.png"
+    hio.write_ldr(png, half)
+    assert hio.read_ldr(png, raw_half_size=True).shape == half.shape
+
+
 def test_camera_raw_white_point_is_where_the_sensor_saturated(tmp_path):
     """The sensor's white level maps to 1 unless a pile of pixels share a lower largest value
     (a camera that saturates early); a raw whose brightest pixels did not clip is not
