@@ -63,8 +63,8 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
             f"{path}: image is {w}x{h}; the smallest side must be at least {MIN_SIDE} px"
         )
     # A raw file above the limit (a 45-61 MP camera) is decoded at half size instead, 11-15 MP:
-    # LibRaw makes each 2x2 block of the sensor's colour filter one pixel, so the decode itself
-    # never holds the full-size image.
+    # LibRaw makes each 2x2 block of the sensor's colour filter one pixel (a linear DNG's blocks
+    # are averaged after its decode).
     half = info.format == "RAW" and h * w > MAX_PIXELS
     hh, hw = (-(-h // 2), -(-w // 2)) if half else (h, w)
     if hh * hw > MAX_PIXELS:
@@ -80,7 +80,7 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
     if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
         _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
     if info.format == "RAW":
-        how = "binned 2x2" if half else "demosaiced"
+        how = "decoded at half size" if half else "demosaiced"
         _warn(f"note: {path.name} is camera raw data: {how} by LibRaw with the white balance "
               "the camera recorded, linear, encoded as sRGB, so its response is known")
     elif info.bit_depth > 8 and declared is None:

@@ -556,6 +556,8 @@ def _read_raw(p: Path, half_size: bool = False) -> tuple[np.ndarray, LdrInfo]:
     rawpy = _rawpy(p)
     with _open_raw(p) as raw:
         try:
+            s = raw.sizes
+            full = (s.width, s.height) if s.flip in _RAW_QUARTER_TURNS else (s.height, s.width)
             with _library_messages():
                 rgb = raw.postprocess(
                     output_color=rawpy.ColorSpace.sRGB, gamma=(1.0, 1.0), no_auto_bright=True,
@@ -566,8 +568,16 @@ def _read_raw(p: Path, half_size: bool = False) -> tuple[np.ndarray, LdrInfo]:
             raise _error(p, "cannot decode its raw data (corrupt or truncated?)", e) from e
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise _error(p, f"LibRaw decoded an image of shape {rgb.shape}, not RGB")
-    codes = crf.srgb_encode(rgb.astype(np.float32) / np.float32(65535.0)).astype(np.float32)
-    return np.ascontiguousarray(codes), _raw_ldr_info(*rgb.shape[:2])
+    linear = rgb.astype(np.float32) / np.float32(65535.0)
+    if half_size and linear.shape[0] * linear.shape[1] > 2 * (full[0] * full[1] // 4 + 1):
+        # LibRaw halves only colour-filter-array data; a linear DNG (demosaiced already, as
+        # phones' raw formats are) comes back whole: average its 2x2 blocks of linear values
+        # (an odd last row or column paired with itself, as LibRaw rounds the half up).
+        h, w = linear.shape[:2]
+        linear = np.pad(linear, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        linear = linear.reshape(-(-h // 2), 2, -(-w // 2), 2, 3).mean((1, 3))
+    codes = crf.srgb_encode(linear).astype(np.float32)
+    return np.ascontiguousarray(codes), _raw_ldr_info(*codes.shape[:2])
 
 
 def ldr_info(path: PathLike) -> LdrInfo:

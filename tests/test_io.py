@@ -899,6 +899,26 @@ def test_camera_raw_at_half_size(tmp_path):
     assert hio.read_ldr(png, raw_half_size=True).shape == half.shape
 
 
+def test_linear_dng_reads_as_its_scene(tmp_path):
+    """A linear DNG (demosaiced data, as phones' raw formats store it) decodes to its scene;
+    at half size, which LibRaw does not apply to it, its 2x2 blocks are averaged instead."""
+    from hdr_jax.camera import crf
+
+    scene = _raw_scene(41, 57)
+    p = write_dng(tmp_path / "pro.dng", scene, black=64, white=16383, neutral=(0.5, 1.0, 0.7),
+                  demosaiced=True)
+    got = hio.read_ldr(p)
+    assert got.shape == (41, 57, 3) and hio.ldr_info(p).height == 41
+    linear = np.asarray(crf.srgb_decode(got), np.float64)
+    unclipped = scene.max(-1) < 1.0
+    np.testing.assert_allclose(linear[unclipped], scene[unclipped], atol=2e-3)
+    assert np.all(got[scene.max(-1) > 1.0] >= 254 / 255)
+    half = np.asarray(crf.srgb_decode(hio.read_ldr(p, raw_half_size=True)), np.float64)
+    assert half.shape == (21, 29, 3)
+    blocks = linear[:40, :56].reshape(20, 2, 28, 2, 3).mean((1, 3))
+    np.testing.assert_allclose(half[:20, :28], blocks, atol=3e-3)
+
+
 def test_camera_raw_white_point_is_where_the_sensor_saturated(tmp_path):
     """The sensor's white level maps to 1 unless a pile of pixels share a lower largest value
     (a camera that saturates early); a raw whose brightest pixels did not clip is not

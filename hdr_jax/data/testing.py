@@ -144,7 +144,7 @@ XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314],
 def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65535,
               neutral: Sequence[float] = (1.0, 1.0, 1.0), orientation: int = 1,
               exposure: tuple[float, float] | None = None, saturation: int | None = None,
-              noise: float = 0.0) -> Path:
+              noise: float = 0.0, demosaiced: bool = False) -> Path:
     """A camera raw file of ``linear`` (H, W, 3) sRGB >= 0 as a DNG (Adobe DNG 1.4: a 16-bit
     RGGB colour filter array between ``black`` and ``white``, ``AsShotNeutral`` = ``neutral``,
     the camera's response to white, and ``ColorMatrix1`` = diag(neutral) XYZ->sRGB, so that the
@@ -152,7 +152,9 @@ def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65
     channel that sees white as 0.5 clips at scene value 2), with ``exposure`` (seconds, f-number) in its tags when given. With
     ``saturation`` the sensor clips there instead of at ``white`` (a camera that saturates below
     its nominal white level); ``noise``: sd of Gaussian noise added to the linear values (a
-    seeded generator), as a sensor's noise spreads what it did not clip.
+    seeded generator), as a sensor's noise spreads what it did not clip. ``demosaiced``: a
+    linear DNG instead (LinearRaw: three samples per pixel, as phones' raw formats and raw
+    converters' DNG output store them).
     Written with tifffile; LibRaw reads it as a camera's."""
     import tifffile  # a test dependency: raw files are written by tests and experiments only
 
@@ -160,9 +162,12 @@ def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65
     linear = np.asarray(linear, np.float64)
     linear = linear + np.random.default_rng(0).normal(0.0, noise, linear.shape) if noise else linear
     cam = np.clip(linear * n, 0.0, 1.0)
-    cfa = np.empty(cam.shape[:2])
-    cfa[0::2, 0::2], cfa[0::2, 1::2] = cam[0::2, 0::2, 0], cam[0::2, 1::2, 1]
-    cfa[1::2, 0::2], cfa[1::2, 1::2] = cam[1::2, 0::2, 1], cam[1::2, 1::2, 2]
+    if demosaiced:
+        cfa = cam
+    else:
+        cfa = np.empty(cam.shape[:2])
+        cfa[0::2, 0::2], cfa[0::2, 1::2] = cam[0::2, 0::2, 0], cam[0::2, 1::2, 1]
+        cfa[1::2, 0::2], cfa[1::2, 1::2] = cam[1::2, 0::2, 1], cam[1::2, 1::2, 2]
     data = np.minimum(np.round(black + cfa * (white - black)), saturation or white).astype(
         np.uint16)
 
@@ -174,14 +179,16 @@ def write_dng(path: Path, linear: np.ndarray, *, black: int = 0, white: int = 65
         (274, "H", 1, orientation, True),
         (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
         (50708, "s", 0, "hdr_jax test camera", True),  # UniqueCameraModel
-        (33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True),  # CFA: RGGB
         (50714, "H", 1, black, True), (50717, "H", 1, white, True),  # BlackLevel, WhiteLevel
         (50721, "2i", 9, rational(np.diag(n) @ XYZ_TO_SRGB), True),  # ColorMatrix1
         (50778, "H", 1, 21, True),  # CalibrationIlluminant1: D65
         (50728, "2I", 3, rational(n), True),  # AsShotNeutral
     ]
+    if not demosaiced:  # CFARepeatPatternDim, CFAPattern: RGGB
+        tags += [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True)]
     if exposure is not None:  # ExposureTime, FNumber
         t, f = exposure
         tags += [(33434, "2I", 1, rational([t]), True), (33437, "2I", 1, rational([f]), True)]
-    tifffile.imwrite(path, data, photometric=32803, subfiletype=0, extratags=tags)
+    tifffile.imwrite(path, data, photometric=34892 if demosaiced else 32803, subfiletype=0,
+                     extratags=tags)
     return path
