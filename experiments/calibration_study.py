@@ -13,11 +13,20 @@ linearised with inverse sRGB, with the true inverse response and with each recov
 scored with the HDR protocol (PU21-PSNR, overall and on the clipped pixels): the linearised
 photo alone, no network, so the rows compare what the merge is given. With ``--pipeline`` the
 pipeline itself runs too, given the curve calibrated from the PNG bracket (``--response``).
+
+The same view also gives one shot saved as a camera raw file and as the camera's own photo
+(:func:`crf.response_from_raw_pair`, ``hdr-jax calibrate RAW PHOTO``): the photo is the bracket's
+middle exposure (PNG or JPEG q90); the raw file a DNG of the same exposure
+(:func:`hdr_jax.data.testing.write_dng`: 14 bits above a black level of 512, a camera that sees
+white as (0.5, 1, 0.7)) whose sensor saturates :data:`RAW_HEADROOM` stops above the photo's clip,
+read back through LibRaw as ``hdr-jax`` reads it.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +36,7 @@ from absl import app, flags
 from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
-from hdr_jax.data import hdr_brackets
+from hdr_jax.data import hdr_brackets, testing
 from hdr_jax.eval import protocol, report, responses, system
 
 _HDR_DIR = flags.DEFINE_string("hdr_dir", "../shared/data/hdri", "Folder of HDR panoramas.")
@@ -45,8 +54,15 @@ BRACKET_EV = (-2.0, 0.0, 2.0)
 CALIBRATION_CLIP = 0.05
 #: Encodings of the calibration bracket.
 BRACKET_ENCODINGS = {"PNG": None, "JPEG q90": 90}
+#: Stops a camera's raw data keeps above the clip of its own photo, in the one-shot rows.
+RAW_HEADROOM = 0.7
+#: Names of the calibrations per curve, in the order of their rows below.
+CALIBRATIONS = ("PNG bracket", "JPEG q90 bracket", "raw file + its PNG",
+                "raw file + its JPEG q90")
 ROWS = ("inverse sRGB", "true inverse response (oracle)",
-        "calibrated from a PNG bracket", "calibrated from a JPEG q90 bracket")
+        "calibrated from a PNG bracket", "calibrated from a JPEG q90 bracket",
+        "calibrated from one shot: raw file + its PNG",
+        "calibrated from one shot: raw file + its JPEG q90")
 PIPELINE_ROW = "the pipeline, --response calibrated from the PNG bracket"
 
 
@@ -55,6 +71,35 @@ def bracket(radiance: np.ndarray, curve: np.ndarray, jpeg_quality: int | None) -
     a = protocol.clipping_exposure(radiance, CALIBRATION_CLIP, curve=curve)
     photos = [protocol.render_srgb8(radiance, a * 2.0 ** ev, curve) for ev in BRACKET_EV]
     return [protocol.jpeg_roundtrip(p, jpeg_quality) if jpeg_quality else p for p in photos]
+
+
+def raw_pair(radiance: np.ndarray, curve: np.ndarray, jpeg_quality: int | None,
+             folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(linear data of the raw file, the camera's photo) of one shot of a view through
+    ``curve``: the bracket's middle exposure, and a DNG of it saturating :data:`RAW_HEADROOM`
+    stops above the photo's clip, decoded as ``hdr-jax`` decodes raw files."""
+    a = protocol.clipping_exposure(radiance, CALIBRATION_CLIP, curve=curve)
+    photo = protocol.render_srgb8(radiance, a, curve)
+    photo = protocol.jpeg_roundtrip(photo, jpeg_quality) if jpeg_quality else photo
+    path = testing.write_dng(folder / "shot.dng", radiance * a * 2.0 ** -RAW_HEADROOM,
+                             black=512, white=16383, neutral=(0.5, 1.0, 0.7))
+    return np.asarray(crf_lib.srgb_decode(hdr_io.read_ldr(path)), np.float32), photo
+
+
+def one_shot(pano: np.ndarray, curve: np.ndarray, folder: Path) -> dict:
+    """{"raw file + its PNG" / "... JPEG q90": response}: the first of the development view
+    angles whose shot, at twice the bracket's size (a camera's photo is larger than the
+    protocol's views; the pair is compared at 384 px), shows enough tones for
+    :func:`crf.response_from_raw_pair`; "view" says which."""
+    for v, angles in enumerate(responses.DEV_VIEWS):
+        view = system.render_view(pano, angles, 2 * _SIZE.value, 1)[0]
+        try:
+            return {f"raw file + its {e}": crf_lib.response_from_raw_pair(
+                *raw_pair(view, curve, q, folder)) for e, q in BRACKET_ENCODINGS.items()} | {
+                    "view": v}
+        except ValueError:
+            continue
+    raise ValueError("no development view of the scene calibrates from one shot")
 
 
 def markdown(res: dict) -> str:
@@ -69,11 +114,15 @@ def markdown(res: dict) -> str:
                       f"({res['summary'][f][row]['pu21']:.2f})" for f in fams] for row in rows]
     out += [report.markdown_table(["linearisation"] + fams, table), "",
              "RMS log2 error of the recovered inverse response (codes 0.05-1), per curve:", ""]
-    table = [[c["family"], c["curve"], c["scene"]] + [f"{c['rms_log2'][e]:.3f}"
-                                                      for e in BRACKET_ENCODINGS]
-             for c in res["curves"]]
-    out += [report.markdown_table(["family", "curve", "calibration scene"]
-                                  + [f"{e} bracket" for e in BRACKET_ENCODINGS], table), ""]
+    names = list(res["curves"][0]["rms_log2"])
+    table = [[c["family"], c["curve"], c["scene"], str(c["shot_view"])]
+             + [f"{c['rms_log2'][e]:.3f}" for e in names] for c in res["curves"]]
+    means = [f"{np.mean([c['rms_log2'][e] for c in res['curves']]):.3f}" for e in names]
+    table.append(["mean", "", "", ""] + means)
+    out += [report.markdown_table(["family", "curve", "calibration scene", "one-shot view"]
+                                  + names, table), "",
+            "(The brackets are of development view 0 at the protocol's size; the one shot is of "
+            "the first development view, at twice that size, with enough tones for it.)", ""]
     return "\n".join(out)
 
 
@@ -89,17 +138,23 @@ def main(argv):
     if not training:
         sys.exit(f"{_HDR_DIR.value}: no training scene to calibrate on")
     calibrated, curves = {}, []
+    folder = Path(tempfile.mkdtemp(prefix="calibration_study_"))
     for i, (family, name) in enumerate((f, n) for f in families for n in families[f]):
         scene = training[i % len(training)]
         pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
         view = system.render_view(pano, responses.DEV_VIEWS[0], _SIZE.value, 1)[0]
         truth = families[family][name]
-        got = {e: crf_lib.calibrate_response(bracket(view, truth, q), list(BRACKET_EV),
-                                             lossy=q is not None)
+        got = {f"{e} bracket": crf_lib.calibrate_response(bracket(view, truth, q),
+                                                          list(BRACKET_EV), lossy=q is not None)
                for e, q in BRACKET_ENCODINGS.items()}
+        shot = one_shot(pano, truth, folder)
+        shot_view = shot.pop("view")
+        got |= shot
+        assert list(got) == list(CALIBRATIONS)
         calibrated[name] = got
-        curves.append({"family": family, "curve": name, "scene": scene,
+        curves.append({"family": family, "curve": name, "scene": scene, "shot_view": shot_view,
                        "rms_log2": {e: crf_lib.inverse_error(c, truth) for e, c in got.items()}})
+    shutil.rmtree(folder, ignore_errors=True)
     views = responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)
     records = []
     for item in responses.plan(len(views), families):
@@ -112,7 +167,8 @@ def main(argv):
         preds = {row: crf_lib.apply_inverse_crf(c, ldr) for row, c in zip(ROWS, lin)}
         if pipe is not None:
             preds[PIPELINE_ROW] = pipeline.reconstruct(
-                pipe, ldr, scale=None, response_curve=calibrated[item["curve"]]["PNG"]).hdr
+                pipe, ldr, scale=None,
+                response_curve=calibrated[item["curve"]]["PNG bracket"]).hdr
         scores = {}
         for row, pred in preds.items():
             s = protocol.pu21_protocol(pred, radiance, clipped)

@@ -51,9 +51,10 @@ def _warn(message: str) -> None:
     tqdm.write(hdr_io.printable(message), file=sys.stderr)
 
 
-def _read_photo(path: Path, declared=None) -> np.ndarray:
+def _read_photo(path: Path, declared=None, *, raw_note: bool = True) -> np.ndarray:
     """The photo as float RGB; a note for a 16-bit one unless the file's ``declared`` curve
-    (:func:`_declarations`) is used, which gets its own note (:func:`_apply_declared`)."""
+    (:func:`_declarations`) is used, which gets its own note (:func:`_apply_declared`), and for
+    a camera raw file unless ``raw_note`` is False."""
     # Check the size from the header first: decoding a huge image just to reject it can take
     # gigabytes (a 100 MP photo is 1.2 GB as float32).
     info = hdr_io.ldr_info(path)
@@ -79,7 +80,9 @@ def _read_photo(path: Path, declared=None) -> np.ndarray:
     image = hdr_io.read_ldr(path, raw_half_size=half)
     if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
         _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
-    if info.format == "RAW":
+    if info.format == "RAW" and not raw_note:
+        pass
+    elif info.format == "RAW":
         how = "decoded at half size" if half else "demosaiced"
         _warn(f"note: {path.name} is camera raw data: {how} by LibRaw with the white balance "
               "the camera recorded, linear, encoded as sRGB, so its response is known")
@@ -587,15 +590,25 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if len(photos) < 2:
         raise CLIError("calibrate needs at least 2 photos of one scene at different exposures")
     raws = sum(hdr_io.is_raw(p) for p in photos)
-    if 0 < raws < len(photos):  # e.g. a raw + JPEG camera's folder: two responses in one set
+    # One shot saved by the camera both as a raw file and as its own photo: the photo's
+    # response, read against the raw data (no bracket, no exposures).
+    pair = len(photos) == 2 and raws == 1
+    if 0 < raws < len(photos) and not pair:  # e.g. a raw + JPEG camera's folder of many shots
         raise CLIError(f"calibrate: {raws} camera raw files and {len(photos) - raws} other photos "
-                       "given; calibrate one kind (raw files need none: their response is known)")
+                       "given; calibrate one kind (raw files need none: their response is known), "
+                       "or give one raw file and the camera's photo of the same shot")
+    if pair and args.ev is not None:
+        raise CLIError("calibrate: --ev does not apply to a raw file and its photo (one shot: "
+                       "the raw data measures each pixel's exposure)")
     if out.suffix.lower() == ".npy":
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")
     _new_plan(photos, args.overwrite).claim(photos[0], [out])
     if out.suffix.lower() in hdr_io.LDR_INPUT_EXTENSIONS + hdr_io.HDR_EXTENSIONS:
         raise CLIError(f"{out}: the curve is written as text, not as an image (use e.g. .txt)")
+    if pair:
+        _calibrate_pair(args, photos, out)
+        return
     ev = _exposures(args, photos)
     images = [_read_photo(p) for p in photos]
     for p, im in zip(photos[1:], images[1:]):
@@ -617,6 +630,30 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         _warn(f"warning: only {overlap:.1%} of the pixels are well exposed in two or more of the "
               "photos; a curve from so few can be a stop or more off (add a photo between the "
               "exposures, or a darker one with less clipped)")
+    _write_curve(args, out, curve, f"response of {len(photos)} photos (EV {min(ev):+.2f} .. "
+                                   f"{max(ev):+.2f})")
+
+
+def _calibrate_pair(args: argparse.Namespace, photos: list[Path], out: Path) -> None:
+    """``calibrate`` of a raw file and the camera's photo of the same shot
+    (:func:`crf.response_from_raw_pair`)."""
+    from hdr_jax.camera import crf
+
+    raw, photo = sorted(photos, key=lambda p: not hdr_io.is_raw(p))
+    # The raw file is read for its linear data here: the note on its known response is not
+    # about this command.
+    linear = np.asarray(crf.srgb_decode(_read_photo(raw, raw_note=False)), np.float32)
+    try:
+        curve = crf.response_from_raw_pair(linear, _read_photo(photo))
+    except ValueError as e:
+        raise CLIError(f"calibrate: {raw.name} and {photo.name}: {e}") from None
+    _write_curve(args, out, curve, f"response of {photo.name}, read against its raw file "
+                                   f"{raw.name}")
+
+
+def _write_curve(args: argparse.Namespace, out: Path, curve: np.ndarray, what: str) -> None:
+    from hdr_jax.camera import crf
+
     _check_writable(out.parent)
     try:
         with hdr_io.atomic_output(out, overwrite=args.overwrite) as tmp:
@@ -625,8 +662,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise CLIError(f"{out}: cannot write the curve ({e.strerror or e})") from None
     mid = float(crf.apply_inverse_crf(curve, np.float32(0.5)))
     print(hdr_io.printable(
-        f"{out}: response of {len(photos)} photos (EV {min(ev):+.2f} .. {max(ev):+.2f}); code "
-        f"0.5 linearises to {mid:.3f} (sRGB 0.214); use it with --response {out}"))
+        f"{out}: {what}; code 0.5 linearises to {mid:.3f} (sRGB 0.214); use it with --response "
+        f"{out}"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -811,11 +848,13 @@ def build_parser() -> argparse.ArgumentParser:
     budget_option(f)
     f.set_defaults(func=cmd_fuse)
 
-    c = sub.add_parser("calibrate", help="photos of one scene at several exposures -> the "
-                       "camera's response (the file --response reads)")
+    c = sub.add_parser("calibrate", help="photos of one scene at several exposures, or a raw "
+                       "file and the camera's photo of the same shot -> the camera's response "
+                       "(the file --response reads)")
     c.add_argument("photos", nargs="+", help="2 or more photos of one static scene (tripod), "
                    "same size, only the exposure changed: files, or a folder or glob pattern "
-                   "(in name order)")
+                   "(in name order); or one camera raw file and the photo (JPEG, ...) the "
+                   "camera saved of the same shot")
     c.add_argument("-o", "--output", required=True, help="the curve file to write (text)")
     c.add_argument("--ev", nargs="+", default=None, metavar="EV",
                    help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "

@@ -403,3 +403,82 @@ def test_calibration_overlap_study_runs_and_reports(fake_hdr_dir, cli_env, tmp_p
         assert 0.0 <= x["overlap"] <= 1.0
         assert (x["error"] is None) == (x["refused"] is not None)
     assert "Warned (overlap below 1.0%)" in (out / "results.md").read_text()
+
+
+def _shot(curve, tmp_path, *, exposure=1.6, seed=0, quality=92, gains=(1.0, 1.0, 1.0)):
+    """One shot of a scene saved as a raw file (DNG, saturating log2(``exposure``) stops above
+    the photo's clip) and as the camera's JPEG through ``curve`` (with its own white balance
+    ``gains`` on top of the raw decoder's): (raw path, JPEG path)."""
+    from hdr_jax.data.testing import fake_radiance, write_dng
+
+    scene = fake_radiance(np.random.default_rng(seed), 480, 640, stops=10).astype(np.float64)
+    scene = scene / np.quantile(scene.max(-1), 0.97)  # the raw file saturates on 3 %
+    raw = write_dng(tmp_path / f"IMG_{seed}.DNG", scene, black=512, white=16383,
+                    neutral=(0.5, 1.0, 0.7))
+    codes = np.asarray(crf.apply_crf(curve, np.clip(scene * exposure * np.asarray(gains), 0, 1)))
+    jpg = tmp_path / f"IMG_{seed}.JPG"
+    cv2.imwrite(str(jpg), np.round(codes[..., ::-1] * 255).astype(np.uint8),
+                [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return raw, jpg
+
+
+def _pair(raw, jpg):
+    return crf.srgb_decode(hio.read_ldr(raw)), hio.read_ldr(jpg)
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_recovers_the_curve_from_a_raw_file_and_its_jpeg(name, tmp_path):
+    """One shot as raw + JPEG gives the JPEG's response: its irradiance read per pixel by the
+    sensor, its clip where the JPEG's clipped regions begin, which lies below the sensor's."""
+    truth = CURVES[name]
+    got = crf.response_from_raw_pair(*_pair(*_shot(truth, tmp_path)))
+    assert crf.is_valid_crf(got)
+    assert crf.inverse_error(got, truth) < 0.12
+    others = [crf.inverse_error(got, c) for n, c in CURVES.items() if n != name]
+    assert min(others) > 2 * crf.inverse_error(got, truth)
+    # A camera whose JPEG has its own white balance, a photo at another size: the same curve.
+    warm = crf.response_from_raw_pair(*_pair(*_shot(truth, tmp_path, gains=(1.15, 1.0, 0.9))))
+    assert crf.inverse_error(warm, truth) < 0.15
+    linear, photo = _pair(*_shot(truth, tmp_path))
+    small = cv2.resize(photo, (480, 360), interpolation=cv2.INTER_AREA)
+    assert crf.inverse_error(crf.response_from_raw_pair(linear, small), truth) < 0.15
+
+
+def test_a_raw_file_and_a_photo_of_another_shot_are_refused(tmp_path):
+    truth = crf.s_curve_crf(6.0, gamma=2.2)
+    linear, _ = _pair(*_shot(truth, tmp_path, seed=0))
+    _, other = _pair(*_shot(truth, tmp_path, seed=1))
+    with pytest.raises(ValueError, match="not the same shot"):
+        crf.response_from_raw_pair(linear, other)
+    with pytest.raises(ValueError, match="not the same framing"):
+        crf.response_from_raw_pair(linear, np.rot90(other))
+    flat = np.full_like(linear, 0.2)
+    with pytest.raises(ValueError, match="shows codes"):
+        crf.response_from_raw_pair(flat, np.full_like(linear, 0.5))
+    with pytest.raises(ValueError, match="RGB image"):
+        crf.response_from_raw_pair(linear[..., 0], other)
+
+
+def test_cli_calibrates_a_raw_file_and_its_jpeg(tmp_path):
+    truth = crf.s_curve_crf(6.0, gamma=2.2)
+    raw, jpg = _shot(truth, tmp_path)
+    r = _cli(jpg.name, raw.name, "-o", "camera.txt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"response of {jpg.name}, read against its raw file {raw.name}" in r.stdout
+    got = crf.parse_response(str(tmp_path / "camera.txt"))
+    assert crf.inverse_error(got, truth) < 0.12
+    np.testing.assert_allclose(got, crf.response_from_raw_pair(*_pair(raw, jpg)), atol=2e-6)
+    # The card's folder with the one shot: the same.
+    (tmp_path / "card").mkdir()
+    for p in (raw, jpg):
+        p.rename(tmp_path / "card" / p.name)
+    r = _cli("card", "-o", "folder.txt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "folder.txt").read_text() == (tmp_path / "camera.txt").read_text()
+    # --ev has no place in one shot; another shot's JPEG does not calibrate: one line each.
+    r = _cli("card", "-o", "bad.txt", "--ev", "0", "1", cwd=tmp_path)
+    assert r.returncode == 1 and "--ev does not apply" in r.stderr and r.stderr.count("\n") == 1
+    _, other = _shot(truth, tmp_path, seed=1)
+    r = _cli(f"card/{raw.name}", other.name, "-o", "bad.txt", cwd=tmp_path)
+    assert r.returncode == 1 and "not the same shot" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") <= 1 and not (tmp_path / "bad.txt").exists()

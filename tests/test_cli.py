@@ -273,9 +273,13 @@ BAD_INPUT_CASES = {
         "16000x12000 (192 MP); the limit is 40 MP (at half size 8000x6000, as a raw file is "
         "read above it)",
     ),
-    "calibrate_raw_and_jpeg": (
-        lambda i, w, b, o: ["calibrate", i["raw"], i["photo"], "-o", o / "c.txt"],
-        "1 camera raw files and 1 other photos given; calibrate one kind",
+    "calibrate_raw_and_jpegs": (
+        lambda i, w, b, o: ["calibrate", i["raw"], i["photo"], i["dark"], "-o", o / "c.txt"],
+        "1 camera raw files and 2 other photos given; calibrate one kind",
+    ),
+    "calibrate_raw_and_another_shot": (
+        lambda i, w, b, o: ["calibrate", i["raw"], i["narrow"], "-o", o / "c.txt"],
+        "calibrate: scene.dng and narrow.png: ",
     ),
     "raw_not_raw": (
         lambda i, w, b, o: ["brackets", i["noise"].with_name("noise.cr3"), "-o", o, "--weights",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,147 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
         raise ValueError(f"the calibrated response is degenerate (code 0.5 linearises to {mid:.3g}"
                          "); check that each exposure belongs to its photo")
     _check_exposure_steps(curve, codes[:, ::step, ::step], near_clip[:, ::step, ::step], ev)
+    return curve
+
+
+#: Short side (px) a raw file and its camera's photo are compared at (area-averaged): enough
+#: flat patches at every tone, and a few pixels of crop difference between them blur away.
+PAIR_SIDE = 384
+#: Share of each side left out at the borders (a camera's lens corrections move them most).
+PAIR_MARGIN = 0.05
+#: Largest local spread (log2 of the raw luminance, 3x3 at PAIR_SIDE) of a pixel that counts:
+#: flat patches, where averaging codes and averaging irradiance agree and misregistration
+#: does not matter.
+PAIR_FLAT_STOPS = 0.15
+#: Pixels (of the photo) around its clipped regions that do not count on either side of the
+#: clip: a JPEG's ringing reaches across an 8x8 block's half.
+PAIR_RING = 4
+#: Pixels a code needs for its irradiance to be read (a median of fewer is noise).
+PAIR_MIN_PIXELS = 8
+#: Codes the pair must reach at both ends of the tonal range: the curve is read, not guessed.
+PAIR_CODE_SPAN = (80, 216)
+#: Median absolute difference (codes, 0..1) between the photo and the raw data rendered through
+#: the recovered curve above which the two are not the same shot.
+PAIR_MAX_MISMATCH = 0.04
+
+
+def response_from_raw_pair(linear: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """The (1024,) response of a camera's own rendering (its JPEG engine), from one shot saved
+    both as a raw file (``linear``: (H, W, 3) linear RGB, the sensor's saturation at 1, e.g.
+    ``hdr_jax.io.read_ldr`` of the raw file decoded with ``srgb_decode``) and as the camera's
+    photo (``photo``: (h, w, 3) codes in [0, 1], the same field of view at any size).
+
+    Both are area-averaged to a :data:`PAIR_SIDE` short side; on flat patches away from the
+    borders and below the sensor's saturation, the irradiance of each code is the median raw
+    value of the pixels showing it, per channel (the channels aligned by their median log ratio
+    over the codes they share, which absorbs a white balance that differs from the raw
+    decoder's), joined over the channels by their median. Irradiance 1 (as for
+    :func:`calibrate_response`) is where the photo clips: where the blocks it clipped entirely
+    begin. The inverse response is the table interpolated in log code up to there, and below
+    the darkest code read the power its darkest codes follow. Debevec and Malik's
+    reciprocity (eq. 2: a code is f of irradiance times exposure) with the irradiance measured
+    per pixel by the sensor instead of solved for from a bracket. Raises ValueError with a
+    one-line reason: framings that differ, too few tones, or a photo that the raw data through
+    the recovered curve does not reproduce (another shot)."""
+    linear = np.asarray(linear, np.float32)
+    photo = np.asarray(photo, np.float32)
+    for name, im in (("raw data", linear), ("photo", photo)):
+        if im.ndim != 3 or im.shape[-1] != 3 or min(im.shape[:2]) < 16:
+            raise ValueError(f"the {name} must be an RGB image of at least 16x16 px, got shape "
+                             f"{im.shape}")
+    (hr, wr), (hp, wp) = linear.shape[:2], photo.shape[:2]
+    if abs(np.log((hr / wr) / (hp / wp))) > 0.03:
+        raise ValueError(f"the raw file is {wr}x{hr} and the photo {wp}x{hp}: not the same "
+                         "framing (a different shot, a crop or a turn)")
+    scale = min(1.0, PAIR_SIDE / min(hp, wp, hr, wr))
+    size = (max(16, round(wp * scale)), max(16, round(hp * scale)))
+    lin = cv2.resize(np.maximum(linear, 0.0), size, interpolation=cv2.INTER_AREA)
+    codes = cv2.resize(np.clip(photo, 0.0, 1.0), size, interpolation=cv2.INTER_AREA)
+    log_l = np.log2(np.maximum(lin @ REC709, 1e-6))
+    spread = np.sqrt(np.maximum(cv2.blur(log_l ** 2, (3, 3)) - cv2.blur(log_l, (3, 3)) ** 2, 0))
+    # Away from the raw file's saturation and from the photo's clipped pixels: a block that
+    # averages clipped codes with others pairs a code below the clip with irradiance above it
+    # (and a JPEG rings around clipped regions).
+    ring = np.ones((2 * PAIR_RING + 1,) * 2, np.uint8)
+    at_clip = (photo >= CALIBRATION_CLIP_CODE / 255 - 1e-6).astype(np.uint8)
+    clipped = cv2.resize(cv2.dilate(at_clip.max(-1), ring).astype(np.float32), size,
+                         interpolation=cv2.INTER_AREA) > 0
+    keep = (lin.max(-1) < 0.95) & ~clipped
+    keep = cv2.erode(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    mask = (spread < PAIR_FLAT_STOPS) & keep
+    my, mx = round(PAIR_MARGIN * size[1]), round(PAIR_MARGIN * size[0])
+    mask[:my], mask[-my:], mask[:, :mx], mask[:, -mx:] = False, False, False, False
+    z = np.round(codes * 255).astype(int)
+    table = np.full((3, 256), np.nan)
+    for ch in range(3):
+        ok = mask & (lin[..., ch] > 0)
+        x, zc = np.log(lin[..., ch][ok]), z[..., ch][ok]
+        counts = np.bincount(zc, minlength=256)
+        for k in np.flatnonzero(counts >= PAIR_MIN_PIXELS):
+            table[ch, k] = np.median(x[zc == k])
+    ref = int(np.argmax(np.isfinite(table[:, 1:255]).sum(1)))
+    offset = np.full(3, np.nan)  # log ratio of each channel's irradiance to the reference's
+    for ch in range(3):
+        shared = np.isfinite(table[ch]) & np.isfinite(table[ref])
+        shared[:PAIR_CODE_SPAN[0]] = shared[PAIR_CODE_SPAN[1]:] = False
+        if shared.sum() >= 8:
+            offset[ch] = np.median(table[ch, shared] - table[ref, shared])
+    with warnings.catch_warnings():  # codes no channel read are all-NaN columns: left NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        log_e = np.nanmedian(table - offset[:, None], 0)
+    log_e[[0, 255]] = np.nan  # black and the clip: what lies beyond them is not one irradiance
+    known = np.flatnonzero(np.isfinite(log_e))
+    if known.size < 16 or known[0] > PAIR_CODE_SPAN[0] or known[-1] < PAIR_CODE_SPAN[1]:
+        span = f"{known[0]}..{known[-1]}" if known.size else "none"
+        raise ValueError(f"the shot shows codes {span} on flat areas below the sensor's "
+                         f"saturation; a curve needs {PAIR_CODE_SPAN[0]}..{PAIR_CODE_SPAN[1]} "
+                         "(a shot with more tones, not clipped in the raw file)")
+    # The medians are noisy where few pixels share a code: a running median over 5 codes, then
+    # the least non-decreasing envelope.
+    vals = log_e[known]
+    pad = np.pad(vals, 2, mode="edge")
+    vals = np.maximum.accumulate(np.median(np.lib.stride_tricks.sliding_window_view(pad, 5), 1))
+    # The clip: where a channel's blocks that the photo clipped entirely begin, where the raw
+    # file did not saturate (a scene is continuous, so the least irradiance of a clipped region
+    # is the clip's); the 1st percentile per channel, and the largest over the channels, since
+    # demosaicing and a JPEG's ringing spread each channel's lower tail downwards. Without such
+    # blocks, a line in log irradiance against log code through the top 24 codes read (a power
+    # response is such a line).
+    starts = []
+    for ch in np.flatnonzero(np.isfinite(offset)):
+        full = cv2.resize(at_clip[..., ch].astype(np.float32), size,
+                          interpolation=cv2.INTER_AREA) >= 1.0
+        inside = full & (lin.max(-1) < 0.95) & (lin[..., ch] > 0)
+        if inside.sum() >= PAIR_MIN_PIXELS:
+            starts.append(np.percentile(np.log(lin[..., ch][inside]), 1) - offset[ch])
+    top = known[-24:]
+    slope, icpt = np.polyfit(np.log(top), vals[-24:], 1)
+    log_clip = float(max(starts)) if starts else float(slope * np.log(255) + icpt)
+    log_clip = max(log_clip, float(vals[-1]))
+    # Between the codes read and up to the clip, interpolated in log code (exact for a power);
+    # below the darkest code read, the power that the darkest 16 follow, down to code 1.
+    ks = np.arange(256)
+    log_k = np.log(np.maximum(ks, 1))
+    log_full = np.interp(log_k, np.log(np.r_[known, 255]), np.r_[vals, log_clip])
+    low = known[:16]
+    toe = np.polyfit(np.log(low), vals[:16], 1)[0] if np.ptp(low) > 0 else 1.0
+    below = ks < known[0]
+    log_full[below] = vals[0] + max(toe, 1.0) * (log_k[below] - np.log(known[0]))
+    e = np.exp(log_full - log_clip)
+    e[0], e[255] = 0.0, 1.0
+    curve = response_from_inverse(e, ks / 255.0)
+    mid = float(apply_inverse_crf(curve, np.float32(0.5)))
+    if not CALIBRATION_MID_RANGE[0] < mid < CALIBRATION_MID_RANGE[1]:
+        raise ValueError(f"the recovered response is degenerate (code 0.5 linearises to "
+                         f"{mid:.3g}); are the raw file and the photo the same shot?")
+    used = np.isfinite(offset)
+    gain = np.exp(-log_clip - offset[used])
+    rendered = np.asarray(apply_crf(curve, np.clip(lin[..., used] * gain, 0.0, 1.0)))
+    miss = float(np.median(np.abs(rendered - codes[..., used])[mask]))
+    if miss > PAIR_MAX_MISMATCH:
+        raise ValueError(f"the photo differs from the raw data rendered through the recovered "
+                         f"curve by {miss * 255:.0f} codes (median): not the same shot, or a "
+                         "rendering that is not one curve (e.g. local tone mapping)")
     return curve
 
 
