@@ -457,6 +457,8 @@ def test_a_raw_file_and_a_photo_of_another_shot_are_refused(tmp_path):
         crf.response_from_raw_pair(flat, np.full_like(linear, 0.5))
     with pytest.raises(ValueError, match="RGB image"):
         crf.response_from_raw_pair(linear[..., 0], other)
+    with pytest.raises(ValueError, match="not finite"):
+        crf.response_from_raw_pair(np.where(linear > 0.5, np.nan, linear), other)
 
 
 def test_cli_calibrates_a_raw_file_and_its_jpeg(tmp_path):

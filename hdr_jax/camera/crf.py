@@ -359,6 +359,8 @@ def response_from_raw_pair(linear: np.ndarray, photo: np.ndarray) -> np.ndarray:
         if im.ndim != 3 or im.shape[-1] != 3 or min(im.shape[:2]) < 16:
             raise ValueError(f"the {name} must be an RGB image of at least 16x16 px, got shape "
                              f"{im.shape}")
+        if not np.all(np.isfinite(im)):
+            raise ValueError(f"the {name} holds values that are not finite numbers")
     (hr, wr), (hp, wp) = linear.shape[:2], photo.shape[:2]
     if abs(np.log((hr / wr) / (hp / wp))) > 0.03:
         raise ValueError(f"the raw file is {wr}x{hr} and the photo {wp}x{hp}: not the same "
