@@ -80,12 +80,11 @@ def _read_photo(path: Path, declared=None, *, raw_note: bool = True) -> np.ndarr
     image = hdr_io.read_ldr(path, raw_half_size=half)
     if info.frames > 1 and info.format != "MPO":  # an MPO's others are previews or depth maps
         _warn(f"note: {path.name} holds {info.frames} images (pages or frames); the first is used")
-    if info.format == "RAW" and not raw_note:
-        pass
-    elif info.format == "RAW":
-        how = "decoded at half size" if half else "demosaiced"
-        _warn(f"note: {path.name} is camera raw data: {how} by LibRaw with the white balance "
-              "the camera recorded, linear, encoded as sRGB, so its response is known")
+    if info.format == "RAW":
+        if raw_note:
+            how = "decoded at half size" if half else "demosaiced"
+            _warn(f"note: {path.name} is camera raw data: {how} by LibRaw with the white "
+                  "balance the camera recorded, linear, encoded as sRGB, so its response is known")
     elif info.bit_depth > 8 and declared is None:
         _warn(
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
