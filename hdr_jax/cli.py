@@ -388,8 +388,13 @@ def _prefer_raw(photos: list[Path]) -> list[Path]:
         if raw is not None:
             _warn(f"note: {p.name} is skipped: the camera raw file of the same shot, {raw.name}, "
                   "is used")
+            pair = (raw, p)
         else:
             kept.append(p)
+    if len(kept) < len(photos):  # once: where a camera's raw + JPEG pair is, calibration is
+        _warn(f"note: `hdr-jax calibrate {pair[0].name} {pair[1].name} -o CURVE.txt` reads this "
+              "camera's JPEG response off that shot, for its photos without a raw file "
+              "(--response CURVE.txt)")
     return kept
 
 

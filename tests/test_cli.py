@@ -590,6 +590,7 @@ def test_a_raw_file_is_used_instead_of_the_jpeg_of_the_same_shot(inputs, tiny_we
                     capfd)
     assert rc == 0, err
     assert "note: IMG_1.JPG is skipped: the camera raw file of the same shot, IMG_1.DNG" in err
+    assert err.count("hdr-jax calibrate IMG_1.DNG IMG_1.JPG -o CURVE.txt") == 1
     assert sorted(p.name for p in out.iterdir()) == [
         "IMG_1.exr", "IMG_1_preview.png", "IMG_2.exr", "IMG_2_preview.png"]
     assert "IMG_2" not in err  # a photo without a raw twin is untouched
