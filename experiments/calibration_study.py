@@ -86,17 +86,16 @@ def raw_pair(radiance: np.ndarray, curve: np.ndarray, jpeg_quality: int | None,
     return np.asarray(crf_lib.srgb_decode(hdr_io.read_ldr(path)), np.float32), photo
 
 
-def one_shot(pano: np.ndarray, curve: np.ndarray, folder: Path) -> dict:
-    """{"raw file + its PNG" / "... JPEG q90": response}: the first of the development view
-    angles whose shot, at twice the bracket's size (a camera's photo is larger than the
-    protocol's views; the pair is compared at 384 px), shows enough tones for
-    :func:`crf.response_from_raw_pair`; "view" says which."""
+def one_shot(pano: np.ndarray, curve: np.ndarray, folder: Path) -> tuple[dict, int]:
+    """({"raw file + its PNG" / "... JPEG q90": response}, view index) of the first of the
+    development view angles whose shot, at twice the bracket's size (a camera's photo is larger
+    than the protocol's views; the pair is compared at 384 px), shows enough tones for
+    :func:`crf.response_from_raw_pair`."""
     for v, angles in enumerate(responses.DEV_VIEWS):
         view = system.render_view(pano, angles, 2 * _SIZE.value, 1)[0]
         try:
             return {f"raw file + its {e}": crf_lib.response_from_raw_pair(
-                *raw_pair(view, curve, q, folder)) for e, q in BRACKET_ENCODINGS.items()} | {
-                    "view": v}
+                *raw_pair(view, curve, q, folder)) for e, q in BRACKET_ENCODINGS.items()}, v
         except ValueError:
             continue
     raise ValueError("no development view of the scene calibrates from one shot")
@@ -147,8 +146,7 @@ def main(argv):
         got = {f"{e} bracket": crf_lib.calibrate_response(bracket(view, truth, q),
                                                           list(BRACKET_EV), lossy=q is not None)
                for e, q in BRACKET_ENCODINGS.items()}
-        shot = one_shot(pano, truth, folder)
-        shot_view = shot.pop("view")
+        shot, shot_view = one_shot(pano, truth, folder)
         got |= shot
         assert list(got) == list(CALIBRATIONS)
         calibrated[name] = got

@@ -382,19 +382,19 @@ def _prefer_raw(photos: list[Path]) -> list[Path]:
     shot (same folder, same name), each dropped with a 'note:': a camera set to raw + JPEG
     writes both, and the raw file holds the better data (and both would write one output)."""
     raws = {(p.parent, p.stem): p for p in photos if hdr_io.is_raw(p)}
-    kept = []
+    kept, pairs = [], []
     for p in photos:
         raw = None if hdr_io.is_raw(p) else raws.get((p.parent, p.stem))
         if raw is not None:
             _warn(f"note: {p.name} is skipped: the camera raw file of the same shot, {raw.name}, "
                   "is used")
-            pair = (raw, p)
+            pairs.append((raw, p))
         else:
             kept.append(p)
-    if len(kept) < len(photos):  # once: where a camera's raw + JPEG pair is, calibration is
-        _warn(f"note: `hdr-jax calibrate {pair[0].name} {pair[1].name} -o CURVE.txt` reads this "
-              "camera's JPEG response off that shot, for its photos without a raw file "
-              "(--response CURVE.txt)")
+    if pairs:  # once: one such pair calibrates the camera's JPEGs
+        _warn(f"note: `hdr-jax calibrate {pairs[0][0].name} {pairs[0][1].name} -o CURVE.txt` "
+              "reads this camera's JPEG response off that shot, for its photos without a raw "
+              "file (--response CURVE.txt)")
     return kept
 
 

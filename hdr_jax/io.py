@@ -556,23 +556,23 @@ def _read_raw(p: Path, half_size: bool = False) -> tuple[np.ndarray, LdrInfo]:
     rawpy = _rawpy(p)
     with _open_raw(p) as raw:
         try:
-            s = raw.sizes
-            full = (s.width, s.height) if s.flip in _RAW_QUARTER_TURNS else (s.height, s.width)
+            # LibRaw halves only colour-filter-array data ("flat"); a linear DNG (demosaiced
+            # already, as phones' raw formats are) is halved below.
+            binned = half_size and raw.raw_type == rawpy.RawType.Flat
             with _library_messages():
                 rgb = raw.postprocess(
                     output_color=rawpy.ColorSpace.sRGB, gamma=(1.0, 1.0), no_auto_bright=True,
                     output_bps=16, use_camera_wb=True, highlight_mode=rawpy.HighlightMode.Clip,
                     user_sat=_raw_saturation(raw), adjust_maximum_thr=0.0,
-                    half_size=half_size)
+                    half_size=binned)
         except Exception as e:
             raise _error(p, "cannot decode its raw data (corrupt or truncated?)", e) from e
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise _error(p, f"LibRaw decoded an image of shape {rgb.shape}, not RGB")
     linear = rgb.astype(np.float32) / np.float32(65535.0)
-    if half_size and linear.shape[0] * linear.shape[1] > 2 * (full[0] * full[1] // 4 + 1):
-        # LibRaw halves only colour-filter-array data; a linear DNG (demosaiced already, as
-        # phones' raw formats are) comes back whole: average its 2x2 blocks of linear values
-        # (an odd last row or column paired with itself, as LibRaw rounds the half up).
+    if half_size and not binned:
+        # Its 2x2 blocks of linear values averaged (an odd last row or column paired with
+        # itself, as LibRaw rounds the half up).
         h, w = linear.shape[:2]
         linear = np.pad(linear, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         linear = linear.reshape(-(-h // 2), 2, -(-w // 2), 2, 3).mean((1, 3))

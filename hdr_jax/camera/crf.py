@@ -378,7 +378,8 @@ def response_from_raw_pair(linear: np.ndarray, photo: np.ndarray) -> np.ndarray:
     at_clip = (photo >= CALIBRATION_CLIP_CODE / 255 - 1e-6).astype(np.uint8)
     clipped = cv2.resize(cv2.dilate(at_clip.max(-1), ring).astype(np.float32), size,
                          interpolation=cv2.INTER_AREA) > 0
-    keep = (lin.max(-1) < 0.95) & ~clipped
+    unsaturated = lin.max(-1) < 0.95
+    keep = unsaturated & ~clipped
     keep = cv2.erode(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     mask = (spread < PAIR_FLAT_STOPS) & keep
     my, mx = round(PAIR_MARGIN * size[1]), round(PAIR_MARGIN * size[0])
@@ -423,7 +424,7 @@ def response_from_raw_pair(linear: np.ndarray, photo: np.ndarray) -> np.ndarray:
     for ch in np.flatnonzero(np.isfinite(offset)):
         full = cv2.resize(at_clip[..., ch].astype(np.float32), size,
                           interpolation=cv2.INTER_AREA) >= 1.0
-        inside = full & (lin.max(-1) < 0.95) & (lin[..., ch] > 0)
+        inside = full & unsaturated & (lin[..., ch] > 0)
         if inside.sum() >= PAIR_MIN_PIXELS:
             starts.append(np.percentile(np.log(lin[..., ch][inside]), 1) - offset[ch])
     top = known[-24:]
