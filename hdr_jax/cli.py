@@ -131,10 +131,10 @@ def _tags(path: Path, space) -> tuple[dict, dict]:
     return {"icc_profile": space.icc_profile()}, {"chromaticities": space.chromaticities}
 
 
-def _gain_map(path: Path, args: argparse.Namespace):
-    """The photo's HDR gain map (``gainmap.GainMap``) when it carries a usable one and
-    ``--ignore-gain-map`` is not given, else None; one that cannot be used gets a warning (the
-    networks then make the HDR, as for a photo without one)."""
+def _gain_map(path: Path, args: argparse.Namespace, shape: tuple[int, int]):
+    """The HDR gain map (``gainmap.GainMap``) of the photo (read as ``shape``, (h, w)) when it
+    carries a usable one and ``--ignore-gain-map`` is not given, else None; one that cannot be
+    used gets a warning (the networks then make the HDR, as for a photo without one)."""
     from hdr_jax.camera import gainmap
 
     if not args.gain_map:
@@ -146,6 +146,7 @@ def _gain_map(path: Path, args: argparse.Namespace):
         gm = gainmap.parse(*found)
         if gm.base_is_hdr:
             raise gainmap.GainMapError("its base image is the HDR rendition (BaseRenditionIsHDR)")
+        gainmap.check_shape(gm, shape)
     except (hdr_io.ImageIOError, gainmap.GainMapError) as e:
         where = "" if isinstance(e, hdr_io.ImageIOError) else f"{path}: gain map: "
         _warn(f"warning: {where}{e}; the networks make its HDR instead")
@@ -418,7 +419,7 @@ def _reconstruct_one(
     image = _apply_declared(path, image, declared)
     curve = _photo_response(path, curve)
     ldr_tags, hdr_tags = _tags(path, space)
-    gain_map = _gain_map(path, args)
+    gain_map = _gain_map(path, args, image.shape[:2])
     tiles = _tiles(pipe, args, image.shape[:2], stage1=True, scale=args.scale)
     t0 = time.perf_counter()
     from_map = {}

@@ -107,8 +107,10 @@ _LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 # Pillow opens HEIF through pillow-heif, which decodes a 10- or 12-bit one to 8 bits (most
 # phones' HEIC are 8-bit); an HDR transfer (PQ/HLG) is refused in read_ldr, so those 8 bits are
-# display codes. Thumbnails, depth maps and auxiliary images are not needed.
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+# display codes. Thumbnails and depth maps are not needed; auxiliary images are listed (not
+# decoded) for an iPhone's HDR gain map (read_gain_map). The options are pillow-heif's global
+# ones, which its open_heif also reads.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=True)
 
 
 class ImageIOError(Exception):
@@ -639,18 +641,33 @@ def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
     return []
 
 
-def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
-    """The HDR gain map a JPEG carries after its photo (Ultra HDR: a picture of the file's
-    Multi-Picture Format index whose XMP holds Adobe's hdrgm parameters), as (its pixels
-    (h, w, 1 or 3) in [0, 1], turned by the photo's EXIF orientation like :func:`read_ldr`'s
-    image, its XMP packet); None when the file has none (any other format included). Raises
-    ImageIOError when the photo's XMP announces a gain map (hdrgm:Version) that is not there or
-    does not decode. The parameters are :func:`hdr_jax.camera.gainmap.parse`'s."""
+#: Auxiliary image type of the HDR gain map an iPhone stores in its HEIC photos (Apple,
+#: "Applying Apple HDR effect to your photos").
+APPLE_GAIN_MAP = "urn:com:apple:photo:2020:aux:hdrgainmap"
+_EXIF_MAKER_NOTE = 0x927C
+
+
+def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
+    """The HDR gain map a photo carries, as (its pixels (h, w, 1 or 3) in [0, 1], upright like
+    :func:`read_ldr`'s image, its metadata, its kind); None when the file has none (any other
+    format included). The parameters are :func:`hdr_jax.camera.gainmap.parse`'s. Two kinds:
+
+    - 'hdrgm': a JPEG's (Ultra HDR: a picture of the file's Multi-Picture Format index whose
+      XMP holds Adobe's hdrgm parameters), turned by the photo's EXIF orientation; the metadata
+      is that XMP packet. Raises ImageIOError when the photo's XMP announces a gain map
+      (hdrgm:Version) that is not there or does not decode.
+    - 'apple': an iPhone HEIC's (the auxiliary image :data:`APPLE_GAIN_MAP`, which the HEIF
+      decoder turns with its own rotation and mirroring, as it turns the photo); the metadata is
+      the photo's EXIF MakerNote (Apple's, which holds the map's headroom), empty without one.
+      Raises ImageIOError when that auxiliary image does not decode."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     if is_raw(p):
         return None
     with _open_ldr(p) as im:
-        if im.format not in ("JPEG", "MPO"):
+        fmt = im.format
+        if fmt == "HEIF":
+            return _heif_gain_map(p)
+        if fmt not in ("JPEG", "MPO"):
             return None
         xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
         orientation = _orientation(im, probe=False)
@@ -679,10 +696,38 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes] | None:
             continue
         pixels = pixels.astype(np.float32)[..., None] if pixels.ndim == 2 else pixels
         return (np.ascontiguousarray(_apply_orientation(pixels / np.float32(255.0), orientation)),
-                bytes(info_xmp))
+                bytes(info_xmp), "hdrgm")
     if announced:
         raise _error(p, f"announces an HDR gain map (hdrgm XMP) but {failure}")
     return None
+
+
+def _heif_gain_map(p: Path) -> tuple[np.ndarray, bytes, str] | None:
+    """:func:`read_gain_map` of a HEIF file: Apple's auxiliary gain map and MakerNote."""
+    try:
+        with _library_messages():
+            heif = pillow_heif.open_heif(p)
+            primary = heif[heif.primary_index]
+            ids = (primary.info.get("aux") or {}).get(APPLE_GAIN_MAP) or []
+            if not ids:
+                return None
+            aux = primary.get_aux_image(ids[0])
+            pixels = np.asarray(aux.to_pillow().convert("L"), np.float32) / np.float32(255.0)
+            exif = primary.info.get("exif") or b""
+    except ImageIOError:
+        raise
+    except Exception as e:
+        raise _error(p, "its Apple HDR gain map does not decode", e) from e
+    maker_note = b""
+    if exif:
+        try:
+            tags = Image.Exif()
+            tags.load(exif)
+            found = tags.get_ifd(_EXIF_IFD).get(_EXIF_MAKER_NOTE)
+            maker_note = bytes(found) if isinstance(found, (bytes, bytearray)) else b""
+        except Exception:  # a corrupt EXIF block: the map then has no headroom
+            maker_note = b""
+    return np.ascontiguousarray(pixels[..., None]), maker_note, "apple"
 
 
 def exif_exposure(path: PathLike) -> float | None:

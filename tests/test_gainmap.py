@@ -1,6 +1,7 @@
 """HDR gain maps (hdr_jax.camera.gainmap, hdr_io.read_gain_map): Ultra HDR JPEGs assembled here
-byte by byte (Multi-Picture Format index, hdrgm XMP), the HDR rendition checked against the
-specification's formula computed here, and the CLI through subprocesses."""
+byte by byte (Multi-Picture Format index, hdrgm XMP) and iPhone-style HEICs (a second picture
+made an auxiliary gain map by editing libheif's boxes, an Apple MakerNote written here), the
+HDR rendition checked against the formulas computed here, and the CLI through subprocesses."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from PIL import Image
 
 from hdr_jax import io as hio
 from hdr_jax.camera import crf, gainmap
+
+pillow_heif = pytest.importorskip("pillow_heif")
 
 
 def _xmp_app1(body: str) -> bytes:
@@ -94,7 +97,8 @@ def test_rendition_follows_the_specification(tmp_path, seq):
     fields = dict(FIELDS, GainMapMax=[3.0, 2.0, 1.0], Gamma=[1.5, 1.0, 2.0]) if seq else FIELDS
     data = ultra_hdr(sdr, rec.squeeze(), fields, seq=seq)
     (tmp_path / "u.jpg").write_bytes(data)
-    pixels, xmp = hio.read_gain_map(tmp_path / "u.jpg")
+    pixels, xmp, kind = hio.read_gain_map(tmp_path / "u.jpg")
+    assert kind == "hdrgm"
     gm = gainmap.parse(pixels, xmp)
     assert gm.recovery.shape == (24, 40, 3 if seq else 1)
     np.testing.assert_allclose(gm.gain_max, [3.0, 2.0, 1.0] if seq else [3.0] * 3)
@@ -120,7 +124,7 @@ def test_low_resolution_map_and_orientation(tmp_path):
     exif[0x0112] = 6  # shown turned 90 degrees clockwise: the stored top-left goes top-right
     (tmp_path / "u.jpg").write_bytes(ultra_hdr(sdr, rec, FIELDS, exif=exif.tobytes()))
     photo = hio.read_ldr(tmp_path / "u.jpg")
-    pixels, xmp = hio.read_gain_map(tmp_path / "u.jpg")
+    pixels, xmp, _ = hio.read_gain_map(tmp_path / "u.jpg")
     assert photo.shape == (48, 32, 3) and pixels.shape == (12, 8, 1)
     assert pixels[0, -1, 0] < 0.3 and pixels[-1, 0, 0] > 0.7
     gm = gainmap.parse(pixels, xmp)
@@ -207,3 +211,215 @@ def test_cli_uses_the_gain_map(tiny_weights, cli_env, tmp_path):
     r, base_hdr = run("base_hdr")
     assert "BaseRenditionIsHDR" in r.stderr
     np.testing.assert_array_equal(base_hdr, plain)
+
+
+# ----------------------------------------------------------------------------------------------
+# iPhone HEIC: an auxiliary gain map and Apple's MakerNote
+# ----------------------------------------------------------------------------------------------
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def _children(data: bytes, start: int, end: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    while start < end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        out.append((kind, data[start + 8: start + size]))
+        start += size
+    return out
+
+
+def maker_note(tags: dict, order: str = ">", kind: int = 10) -> bytes:
+    """An Apple MakerNote: its header, then a directory of (S)RATIONAL tags {tag: (num, den)}
+    whose values follow it, offsets counted from the MakerNote's first byte."""
+    code = "ii" if kind == 10 else "II"
+    at = 16 + 12 * len(tags) + 4
+    entries, values = b"", b""
+    for tag, ratio in sorted(tags.items()):
+        entries += struct.pack(order + "HHII", tag, kind, 1, at + len(values))
+        values += struct.pack(order + code, *ratio)
+    return (b"Apple iOS\0\0\x01" + (b"MM" if order == ">" else b"II")
+            + struct.pack(order + "H", len(tags)) + entries + b"\0\0\0\0" + values)
+
+
+def _exif(note: bytes) -> bytes:
+    exif = Image.Exif()
+    exif[0x8769] = {0x927C: note}
+    return exif.tobytes()
+
+
+def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
+               aux_type: str = hio.APPLE_GAIN_MAP) -> bytes:
+    """A HEIC whose second picture (grey) is an auxiliary image of the first, of ``aux_type``:
+    libheif writes both pictures (lossless), then item 2 gets an 'auxC' property and an 'auxl'
+    reference to the primary, and the item locations move by what the meta box grew."""
+    hf = pillow_heif.from_bytes(mode="RGB", size=sdr.shape[1::-1], data=sdr.tobytes())
+    hf.add_frombytes(mode="L", size=gain.shape[1::-1], data=gain.tobytes())
+    buf = io.BytesIO()
+    hf.save(buf, quality=-1, **({"exif": exif} if exif else {}))
+    data = buf.getvalue()
+    top = _children(data, 0, len(data))
+    assert [k for k, _ in top] == [b"ftyp", b"meta", b"mdat"], [k for k, _ in top]
+    meta = top[1][1]
+    kids = dict(_children(meta, 4, len(meta)))
+    primary = struct.unpack_from(">H", kids[b"pitm"], 4)[0]
+    pictures = [struct.unpack_from(">H", b, 4)[0] for k, b in _children(kids[b"iinf"], 6,
+                len(kids[b"iinf"])) if k == b"infe" and b[8:12] == b"hvc1"]
+    (aux,) = [i for i in pictures if i != primary]
+    iprp = dict(_children(kids[b"iprp"], 0, len(kids[b"iprp"])))
+    props = iprp[b"ipco"] + _box(b"auxC", b"\0\0\0\0" + aux_type.encode() + b"\0")
+    index = len(_children(props, 0, len(props)))
+    ipma = iprp[b"ipma"]
+    assert ipma[0] == 0 and not ipma[3] & 1  # 16-bit item IDs, 7-bit indices
+    entries, pos = [], 8
+    for _ in range(struct.unpack_from(">I", ipma, 4)[0]):
+        item, n = struct.unpack_from(">HB", ipma, pos)
+        assoc = list(ipma[pos + 3: pos + 3 + n])
+        entries.append((item, assoc + [index] if item == aux else assoc))
+        pos += 3 + n
+    ipma = ipma[:4] + struct.pack(">I", len(entries)) + b"".join(
+        struct.pack(">HB", item, len(a)) + bytes(a) for item, a in entries)
+    kids[b"iprp"] = _box(b"ipco", props) + _box(b"ipma", ipma)
+    ref = _box(b"auxl", struct.pack(">HHH", aux, 1, primary))
+    kids[b"iref"] = kids.get(b"iref", b"\0\0\0\0") + ref
+
+    def assemble(kids):
+        return _box(b"meta", meta[:4] + b"".join(_box(k, b) for k, b in kids.items()))
+
+    delta = len(assemble(kids)) - (8 + len(meta))
+    iloc = bytearray(kids[b"iloc"])  # version 0, as libheif writes it
+    assert iloc[0] == 0
+    osize, lsize, bsize = iloc[4] >> 4, iloc[4] & 15, iloc[5] >> 4
+    pos = 8
+    for _ in range(struct.unpack_from(">H", iloc, 6)[0]):
+        base_at = pos + 4
+        base = int.from_bytes(iloc[base_at: base_at + bsize], "big") if bsize else 0
+        if base:
+            iloc[base_at: base_at + bsize] = (base + delta).to_bytes(bsize, "big")
+        pos = base_at + bsize
+        extents = struct.unpack_from(">H", iloc, pos)[0]
+        pos += 2
+        for _ in range(extents):
+            if not base:
+                off = int.from_bytes(iloc[pos: pos + osize], "big")
+                iloc[pos: pos + osize] = (off + delta).to_bytes(osize, "big")
+            pos += osize + lsize
+    kids[b"iloc"] = bytes(iloc)
+    return _box(b"ftyp", top[0][1]) + assemble(kids) + _box(b"mdat", top[2][1])
+
+
+NOTE = {33: (1, 2), 48: (1, 200)}  # headroom tags 0.5 and 0.005: 1.8 - 20 * 0.005 = 1.7 stops
+
+
+def test_apple_headroom_formula():
+    """Apple's four branches, evaluated here by hand."""
+    cases = [((0.5, 0.0), 1.8), ((0.5, 0.005), 1.7), ((0.5, 0.5), 1.601 - 0.0505),
+             ((1.2, 0.005), 3.0 - 0.35), ((1.2, 2.0), 2.303 - 0.606), ((1.2, 10.0), 0.0)]
+    for (m33, m48), stops in cases:
+        assert gainmap.apple_headroom(m33, m48) == pytest.approx(2.0 ** stops, rel=1e-9)
+
+
+@pytest.mark.parametrize("order, kind", [(">", 10), ("<", 10), ("<", 5)])
+def test_apple_maker_note(order, kind):
+    note = maker_note({8: (3, 4), 33: (7, 8), 48: (1, 4)}, order, kind)
+    assert gainmap.apple_maker_note(note) == {8: 0.75, 33: 0.875, 48: 0.25}
+    with pytest.raises(gainmap.GainMapError, match="no Apple MakerNote"):
+        gainmap.apple_maker_note(b"Nikon\0" + note[6:])
+    with pytest.raises(gainmap.GainMapError, match="cut off"):
+        gainmap.apple_maker_note(note[:20])
+    with pytest.raises(gainmap.GainMapError, match="points past its end"):
+        gainmap.apple_maker_note(note[:-4])
+
+
+def test_apple_gain_map_follows_apples_formula(tmp_path):
+    """The auxiliary map and the MakerNote's headroom are read from the HEIC, and the HDR is
+    SDR (1 + (headroom - 1) g), g the map's value through the inverse Rec. 709 curve, at the
+    photo's size; a map at half size is upsampled."""
+    rng = np.random.default_rng(4)
+    sdr = (rng.random((32, 48, 3)) * 255).astype(np.uint8)
+    gain = (rng.random((32, 48)) * 255).astype(np.uint8)
+    (tmp_path / "a.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note(NOTE))))
+    assert list(pillow_heif.open_heif(tmp_path / "a.heic").info["aux"]) == [hio.APPLE_GAIN_MAP]
+    pixels, note, kind = hio.read_gain_map(tmp_path / "a.heic")
+    assert kind == "apple" and pixels.shape == (32, 48, 1)
+    np.testing.assert_allclose(pixels[..., 0], gain / 255.0, atol=1 / 255)  # lossless grey
+    gm = gainmap.parse(pixels, note, kind)
+    assert gm.max_boost_stops == pytest.approx(1.7)
+    photo = hio.read_ldr(tmp_path / "a.heic")
+    v = pixels.astype(np.float64)
+    g = np.where(v < 0.081, v / 4.5, ((v + 0.099) / 1.099) ** (1 / 0.45))
+    want = crf.srgb_decode(photo.astype(np.float64)) * (1 + (2 ** 1.7 - 1) * g)
+    got = gainmap.hdr_rendition(crf.srgb_decode(photo), gm)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.max() > 1.5  # the brightest map values lift above SDR white
+    # half size, one value: the whole photo scaled by one factor
+    flat = np.full((16, 24), 200, np.uint8)
+    (tmp_path / "h.heic").write_bytes(apple_heic(sdr, flat, _exif(maker_note(NOTE))))
+    gm = gainmap.parse(*hio.read_gain_map(tmp_path / "h.heic"))
+    gainmap.check_shape(gm, photo.shape[:2])
+    g = ((200 / 255 + 0.099) / 1.099) ** (1 / 0.45)
+    np.testing.assert_allclose(gainmap.hdr_rendition(np.full((32, 48, 3), 0.5, np.float32), gm),
+                               0.5 * (1 + (2 ** 1.7 - 1) * g), rtol=1e-4)
+
+
+def test_apple_gain_maps_that_cannot_be_used(tmp_path):
+    rng = np.random.default_rng(5)
+    sdr = (rng.random((32, 48, 3)) * 255).astype(np.uint8)
+    gain = (rng.random((16, 24)) * 255).astype(np.uint8)
+    # another maker's auxiliary image is not Apple's map
+    (tmp_path / "o.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note(NOTE)),
+                                                 aux_type="urn:example:photo:aux:gainmap"))
+    assert hio.read_gain_map(tmp_path / "o.heic") is None
+    # tag 48 absent counts 0 (1.8 stops); tag 33 or the whole MakerNote absent: no headroom
+    for tags, want in [({33: (1, 2)}, "1.8"), ({48: (1, 200)}, "tag 33"),
+                       (None, "without the Apple MakerNote")]:
+        exif = _exif(maker_note(tags)) if tags else None
+        (tmp_path / "m.heic").write_bytes(apple_heic(sdr, gain, exif))
+        found = hio.read_gain_map(tmp_path / "m.heic")
+        if want == "1.8":
+            assert gainmap.parse(*found).max_boost_stops == pytest.approx(1.8)
+        else:
+            with pytest.raises(gainmap.GainMapError, match=want):
+                gainmap.parse(*found)
+    # a map turned against its photo
+    (tmp_path / "t.heic").write_bytes(apple_heic(sdr, gain.T.copy(), _exif(maker_note(NOTE))))
+    gm = gainmap.parse(*hio.read_gain_map(tmp_path / "t.heic"))
+    with pytest.raises(gainmap.GainMapError, match="not the photo's shape"):
+        gainmap.check_shape(gm, (32, 48))
+    # an auxiliary image whose coded data is cut (it is the file's last item): a read error,
+    # while the photo itself still reads
+    data = apple_heic(sdr, gain, _exif(maker_note(NOTE)))
+    (tmp_path / "c.heic").write_bytes(data[:-40])
+    assert hio.read_ldr(tmp_path / "c.heic").shape == (32, 48, 3)
+    with pytest.raises(hio.ImageIOError, match="c.heic: its Apple HDR gain map does not decode"):
+        hio.read_gain_map(tmp_path / "c.heic")
+
+
+@pytest.mark.slow
+def test_cli_uses_an_iphone_gain_map(tiny_weights, cli_env, tmp_path):
+    """reconstruct writes an iPhone HEIC's gain-map HDR; one whose MakerNote lacks the headroom
+    gets one warning and the networks' HDR, as --ignore-gain-map does."""
+    rng = np.random.default_rng(6)
+    sdr = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    gain = (rng.random((24, 32)) * 255).astype(np.uint8)
+    (tmp_path / "a.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note(NOTE))))
+    (tmp_path / "b.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note({8: (1, 2)}))))
+
+    def run(name, *extra):
+        out = tmp_path / f"out_{name}_{len(extra)}"
+        r = run_cli(["reconstruct", tmp_path / f"{name}.heic", "-o", out, "--weights",
+                     tiny_weights, "--scale", "0", *extra], cli_env)
+        assert r.returncode == 0, r.stderr
+        return r, hio.read_hdr(out / f"{name}.exr")
+
+    r, hdr = run("a")
+    assert "from its HDR gain map, up to +1.7 stops" in r.stdout and not r.stderr, r
+    gm = gainmap.parse(*hio.read_gain_map(tmp_path / "a.heic"))
+    want = gainmap.hdr_rendition(crf.srgb_decode(hio.read_ldr(tmp_path / "a.heic")), gm)
+    np.testing.assert_allclose(hdr, want, rtol=1e-3, atol=1e-4)  # the EXR stores half floats
+    r, broken = run("b")
+    assert r.stderr.count("warning:") == 1 and "tag 33" in r.stderr, r.stderr
+    _, ignored = run("a", "--ignore-gain-map")
+    np.testing.assert_array_equal(broken, ignored)

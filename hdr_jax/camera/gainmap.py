@@ -1,4 +1,5 @@
-"""HDR gain maps: the HDR rendition a phone stores beside the SDR photo (Ultra HDR JPEG).
+"""HDR gain maps: the HDR rendition a phone stores beside the SDR photo (Ultra HDR JPEG, an
+iPhone's HEIC).
 
 Phones that take HDR photos save an ordinary SDR JPEG and, after it in the same file, a gain
 map: a small image that says, per pixel, by how many stops the HDR rendition is brighter than
@@ -11,14 +12,22 @@ its HDR rendition (display-referred, relative to the photo's white) holds what t
 have to guess: :func:`hdr_rendition` reconstructs it at full weight (a display of at least
 HDRCapacityMax of headroom).
 
-The file side (finding the map through the JPEG's Multi-Picture Format index) is
-:func:`hdr_jax.io.read_gain_map`; this module parses the XMP and applies the map.
+An iPhone (12 and later) stores its own kind in a HEIC (Apple, "Applying Apple HDR effect to
+your photos"): an 8-bit grey auxiliary image, Rec. 709-encoded, whose linear value g scales
+each pixel by 1 + (headroom - 1) g, where the headroom, the HDR white over the SDR white, is a
+piecewise-linear function (in stops) of two numbers of the photo's Apple MakerNote, tags 33
+and 48 (:func:`apple_headroom`).
+
+The file side (finding the map through the JPEG's Multi-Picture Format index or the HEIF's
+auxiliary images) is :func:`hdr_jax.io.read_gain_map`; this module parses the metadata and
+applies the map.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import struct
 
 import cv2
 import numpy as np
@@ -49,6 +58,9 @@ class GainMap:
     capacity_min: float
     capacity_max: float
     base_is_hdr: bool = False
+    #: 'hdrgm' (Adobe's formula, :func:`hdr_rendition`) or 'apple' (an iPhone's: gain_max holds
+    #: log2 of the headroom).
+    kind: str = "hdrgm"
 
     @property
     def max_boost_stops(self) -> float:
@@ -77,9 +89,87 @@ def _field(xmp: str, name: str) -> list[float] | str | None:
         raise GainMapError(f"hdrgm:{name} is not a number: {text.strip()[:40]!r}") from None
 
 
-def parse(recovery: np.ndarray, xmp: bytes | str) -> GainMap:
-    """A :class:`GainMap` from the map's pixels (h, w[, c]) in [0, 1] and its XMP packet;
-    :class:`GainMapError` when the packet lacks the required fields or holds unusable values."""
+def apple_headroom(maker33: float, maker48: float) -> float:
+    """The headroom (HDR white / SDR white) of an iPhone's gain map from its MakerNote tags 33
+    and 48, Apple's formula: stops = 1.8 - 20 m48 (m48 <= 0.01) or 1.601 - 0.101 m48 when
+    m33 < 1, and 3 - 70 m48 or 2.303 - 0.303 m48 otherwise; headroom = 2^max(stops, 0)."""
+    if maker33 < 1.0:
+        stops = -20.0 * maker48 + 1.8 if maker48 <= 0.01 else -0.101 * maker48 + 1.601
+    else:
+        stops = -70.0 * maker48 + 3.0 if maker48 <= 0.01 else -0.303 * maker48 + 2.303
+    return float(2.0 ** max(stops, 0.0))
+
+
+#: TIFF field types of a number (RATIONAL, SRATIONAL, FLOAT, DOUBLE): struct codes per byte order.
+_NUMBER_TYPES = {5: "II", 10: "ii", 11: "f", 12: "d"}
+
+
+def apple_maker_note(maker_note: bytes) -> dict[int, float]:
+    """The numeric tags of an Apple MakerNote ({tag: first value}): the bytes 'Apple iOS\\0',
+    two of version, 'MM' or 'II', then a TIFF directory (count, 12-byte entries) whose value
+    offsets count from the MakerNote's first byte. :class:`GainMapError` when it is not one."""
+    mn = bytes(maker_note)
+    if not mn.startswith(b"Apple iOS\0") or len(mn) < 16 or mn[12:14] not in (b"MM", b"II"):
+        raise GainMapError("no Apple MakerNote")
+    end = ">" if mn[12:14] == b"MM" else "<"
+    (count,) = struct.unpack_from(end + "H", mn, 14)
+    out = {}
+    for i in range(count):
+        at = 16 + 12 * i
+        if at + 12 > len(mn):
+            raise GainMapError("the Apple MakerNote is cut off")
+        tag, kind, n = struct.unpack_from(end + "HHI", mn, at)
+        if kind not in _NUMBER_TYPES or n < 1:
+            continue
+        code = _NUMBER_TYPES[kind]
+        size = struct.calcsize(end + code)
+        where = at + 8 if size <= 4 else struct.unpack_from(end + "I", mn, at + 8)[0]
+        if where + size > len(mn):
+            raise GainMapError(f"the Apple MakerNote's tag {tag} points past its end")
+        values = struct.unpack_from(end + code, mn, where)
+        if len(values) == 2:
+            if values[1] == 0:
+                continue
+            out[tag] = values[0] / values[1]
+        else:
+            out[tag] = float(values[0])
+    return out
+
+
+def _parse_apple(recovery: np.ndarray, maker_note: bytes) -> GainMap:
+    """An iPhone's gain map: its headroom from MakerNote tags 33 and 48 (a file without tag 48,
+    as some iPhones write, counts it 0: the formula's value where its branch starts)."""
+    if not maker_note:
+        raise GainMapError("an Apple gain map without the Apple MakerNote that holds its headroom")
+    tags = apple_maker_note(maker_note)
+    if 33 not in tags:
+        raise GainMapError("an Apple gain map without its headroom (MakerNote tag 33)")
+    m33, m48 = tags[33], tags.get(48, 0.0)
+    if not (np.isfinite(m33) and np.isfinite(m48)):
+        raise GainMapError(f"the Apple MakerNote's headroom tags are not finite: {m33}, {m48}")
+    stops = np.log2(apple_headroom(m33, m48))
+    if stops > 16:
+        raise GainMapError(f"an Apple gain map headroom of {stops:.1f} stops, beyond 16")
+    rec = np.asarray(recovery, np.float32)
+    rec = rec[..., None] if rec.ndim == 2 else rec
+    if rec.ndim != 3 or rec.shape[-1] != 1 or min(rec.shape[:2]) < 1:
+        raise GainMapError(f"an Apple gain map must be grey, got shape {rec.shape}")
+    zero, top = np.zeros(3), np.full(3, stops)
+    return GainMap(recovery=np.clip(rec, 0.0, 1.0), gain_min=zero, gain_max=top,
+                   gamma=np.ones(3), offset_sdr=zero, offset_hdr=zero, capacity_min=0.0,
+                   capacity_max=float(stops), kind="apple")
+
+
+def parse(recovery: np.ndarray, metadata: bytes | str, kind: str = "hdrgm") -> GainMap:
+    """A :class:`GainMap` from the map's pixels (h, w[, c]) in [0, 1] and its metadata
+    (:func:`hdr_jax.io.read_gain_map`'s): for 'hdrgm' its XMP packet, for 'apple' the photo's
+    Apple MakerNote. :class:`GainMapError` when the metadata lacks the required fields or holds
+    unusable values."""
+    if kind == "apple":
+        return _parse_apple(recovery, metadata)
+    if kind != "hdrgm":
+        raise GainMapError(f"unknown gain map kind {kind!r}")
+    xmp = metadata
     text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
     if HDRGM_NAMESPACE not in text:
         raise GainMapError("no hdrgm metadata")
@@ -126,7 +216,11 @@ def hdr_rendition(sdr_linear: np.ndarray, gain_map: GainMap, weight: float = 1.0
         HDR = (SDR + OffsetSDR) 2^(log_boost weight) - OffsetHDR
 
     (the specification's application of a gain map; ``weight`` 1 is a display with at least
-    HDRCapacityMax of headroom). Values below 0 are clipped to 0."""
+    HDRCapacityMax of headroom), or for an iPhone's map (kind 'apple')
+
+        HDR = SDR (1 + (headroom^weight - 1) g),  g = the map's value, Rec. 709-decoded
+
+    (Apple's, at ``weight`` 1). Values below 0 are clipped to 0."""
     if gain_map.base_is_hdr:
         raise GainMapError("the base image is the HDR rendition (BaseRenditionIsHDR); its map "
                            "leads to SDR")
@@ -136,7 +230,27 @@ def hdr_rendition(sdr_linear: np.ndarray, gain_map: GainMap, weight: float = 1.0
     if rec.shape[:2] != (h, w):
         rec = cv2.resize(rec, (w, h), interpolation=cv2.INTER_LINEAR)
         rec = rec.reshape(h, w, -1)
+    if gain_map.kind == "apple":
+        g = rec709_decode(rec)
+        headroom = np.float32(2.0 ** (float(gain_map.gain_max[0]) * weight))
+        return np.maximum(sdr * (1.0 + (headroom - 1.0) * g), 0.0).astype(np.float32)
     r = np.power(np.clip(rec, 0.0, 1.0), (1.0 / gain_map.gamma).astype(np.float32))
     log_boost = gain_map.gain_min * (1.0 - r) + gain_map.gain_max * r
     hdr = (sdr + gain_map.offset_sdr) * np.exp2(log_boost * weight) - gain_map.offset_hdr
     return np.maximum(hdr, 0.0).astype(np.float32)
+
+
+def rec709_decode(v: np.ndarray) -> np.ndarray:
+    """Inverse of the Rec. 709 OETF (ITU-R BT.709): V / 4.5 below 0.081, else
+    ((V + 0.099) / 1.099)^(1 / 0.45)."""
+    v = np.clip(np.asarray(v, np.float32), 0.0, 1.0)
+    return np.where(v < 0.081, v / 4.5, np.power((v + 0.099) / 1.099, 1.0 / 0.45)).astype(
+        np.float32)
+
+
+def check_shape(gain_map: GainMap, shape: tuple[int, int]) -> None:
+    """:class:`GainMapError` unless the map has the photo's (h, w) aspect within 5 %: a map
+    stored turned against its photo would be stretched across it."""
+    h, w = gain_map.recovery.shape[:2]
+    if abs(np.log((h / w) / (shape[0] / shape[1]))) > np.log(1.05):
+        raise GainMapError(f"the map ({w}x{h}) is not the photo's shape ({shape[1]}x{shape[0]})")
