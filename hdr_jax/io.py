@@ -641,6 +641,23 @@ def _mp_entries(mp: bytes) -> list[tuple[int, int]]:
     return []
 
 
+def _mpf_offset(data: bytes) -> int | None:
+    """Where a JPEG's Multi-Picture Format index (its TIFF header, from which the picture
+    offsets count) starts: after 'MPF\\0' in the first APP2 segment that holds one, among the
+    segments before the first scan. Pillow keeps this only for the files it opens as a JPEG,
+    not for those it opens as MPO (an iPhone's HDR JPEG among them)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan
+            return None
+        (n,) = struct.unpack_from(">H", data, pos + 2)
+        if marker == 0xE2 and data[pos + 4: pos + 8] == b"MPF\0":
+            return pos + 8
+        pos += 2 + n
+    return None
+
+
 #: Auxiliary image type of the HDR gain map an iPhone stores in its HEIC photos (Apple,
 #: "Applying Apple HDR effect to your photos").
 APPLE_GAIN_MAP = "urn:com:apple:photo:2020:aux:hdrgainmap"
@@ -657,9 +674,11 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
       is that XMP packet. Raises ImageIOError when the photo's XMP announces a gain map
       (hdrgm:Version) that is not there or does not decode.
     - 'apple': an iPhone HEIC's (the auxiliary image :data:`APPLE_GAIN_MAP`, which the HEIF
-      decoder turns with its own rotation and mirroring, as it turns the photo); the metadata is
-      the photo's EXIF MakerNote (Apple's, which holds the map's headroom), empty without one.
-      Raises ImageIOError when that auxiliary image does not decode."""
+      decoder turns with its own rotation and mirroring, as it turns the photo) or JPEG's (a
+      grey picture of the Multi-Picture Format index whose XMP names that auxiliary type, turned
+      like an Ultra HDR map); the metadata is the photo's EXIF MakerNote (Apple's, which holds
+      the map's headroom), empty without one. Raises ImageIOError when a HEIC's auxiliary image
+      does not decode."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     if is_raw(p):
         return None
@@ -671,32 +690,40 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
             return None
         xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
         orientation = _orientation(im, probe=False)
+        exif = im.info.get("exif") or b""
     # Adobe's hdrgm namespace and its Version field, looked for in the bytes (this module does
     # not import the camera package, which loads JAX).
     announced = b"hdr-gain-map" in xmp and b"Version" in xmp
     failure = "none of its pictures is one"
     try:
-        entries = _mp_entries(mp) if mp and mpoffset is not None else []
+        entries = _mp_entries(mp) if mp else []
     except struct.error:
         entries, failure = [], "its multi-picture index is malformed"
     data = p.read_bytes() if len(entries) > 1 else b""
+    if mpoffset is None and len(entries) > 1:
+        mpoffset = _mpf_offset(data)
+        if mpoffset is None:
+            entries, failure = [], "its multi-picture index is malformed"
     for size, offset in entries[1:]:
         chunk = data[mpoffset + offset: mpoffset + offset + size]
         if not chunk.startswith(b"\xff\xd8"):
             continue
         try:
             with _library_messages(), Image.open(stdio.BytesIO(chunk), formats=("JPEG",)) as g:
-                g.load()
-                info_xmp = g.info.get("xmp") or b""
-                if b"hdr-gain-map" not in info_xmp:
+                info_xmp = g.info.get("xmp") or b""  # read with the header: no decoding yet
+                # An iPhone's JPEG: its map's XMP names Apple's auxiliary type (apdi namespace)
+                kind = ("hdrgm" if b"hdr-gain-map" in info_xmp else
+                        "apple" if APPLE_GAIN_MAP.encode() in info_xmp else None)
+                if kind is None:
                     continue
-                pixels = np.asarray(g if g.mode in ("L", "RGB") else g.convert("RGB"))
+                pixels = np.asarray(g.convert("L") if kind == "apple" else
+                                    g if g.mode in ("L", "RGB") else g.convert("RGB"))
         except Exception as e:
             failure = f"its gain map does not decode ({type(e).__name__}: {_one_line(str(e))})"
             continue
         pixels = pixels.astype(np.float32)[..., None] if pixels.ndim == 2 else pixels
-        return (np.ascontiguousarray(_apply_orientation(pixels / np.float32(255.0), orientation)),
-                bytes(info_xmp), "hdrgm")
+        pixels = np.ascontiguousarray(_apply_orientation(pixels / np.float32(255.0), orientation))
+        return pixels, (bytes(info_xmp) if kind == "hdrgm" else _maker_note(exif)), kind
     if announced:
         raise _error(p, f"announces an HDR gain map (hdrgm XMP) but {failure}")
     return None
@@ -718,16 +745,20 @@ def _heif_gain_map(p: Path) -> tuple[np.ndarray, bytes, str] | None:
         raise
     except Exception as e:
         raise _error(p, "its Apple HDR gain map does not decode", e) from e
-    maker_note = b""
-    if exif:
-        try:
-            tags = Image.Exif()
-            tags.load(exif)
-            found = tags.get_ifd(_EXIF_IFD).get(_EXIF_MAKER_NOTE)
-            maker_note = bytes(found) if isinstance(found, (bytes, bytearray)) else b""
-        except Exception:  # a corrupt EXIF block: the map then has no headroom
-            maker_note = b""
-    return np.ascontiguousarray(pixels[..., None]), maker_note, "apple"
+    return np.ascontiguousarray(pixels[..., None]), _maker_note(exif), "apple"
+
+
+def _maker_note(exif: bytes) -> bytes:
+    """The MakerNote of an EXIF block (its EXIF directory's tag 0x927C), b"" without one."""
+    if not exif:
+        return b""
+    try:
+        tags = Image.Exif()
+        tags.load(exif)
+        found = tags.get_ifd(_EXIF_IFD).get(_EXIF_MAKER_NOTE)
+    except Exception:  # a corrupt EXIF block: the map then has no headroom
+        return b""
+    return bytes(found) if isinstance(found, (bytes, bytearray)) else b""
 
 
 def exif_exposure(path: PathLike) -> float | None:

@@ -28,6 +28,17 @@ def _xmp_app1(body: str) -> bytes:
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
+def _apple_xmp_app1(aux: bool = True) -> bytes:
+    """An XMP APP1 segment as an iPhone's JPEG has: on its gain map, Apple's auxiliary type."""
+    body = ('xmlns:apdi="http://ns.apple.com/pixeldatainfo/1.0/" apdi:AuxiliaryImageType="'
+            + hio.APPLE_GAIN_MAP + '"' if aux else 'xmlns:xmp="http://ns.adobe.com/xap/1.0/"')
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf='
+              '"http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description ' + body
+              + '/></rdf:RDF></x:xmpmeta>').encode()
+    payload = b"http://ns.adobe.com/xap/1.0/\0" + packet
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
 def _fields_xmp(fields: dict, seq: bool) -> str:
     """hdrgm fields as attributes, or (seq) as elements with three-value rdf:Seq lists."""
     if not seq:
@@ -45,14 +56,19 @@ def _jpeg(pixels: np.ndarray, **kw) -> bytes:
     return buf.getvalue()
 
 
-def ultra_hdr(sdr: np.ndarray, recovery: np.ndarray, fields: dict, *, seq: bool = False,
+def ultra_hdr(sdr: np.ndarray, recovery: np.ndarray, fields: dict | None, *, seq: bool = False,
               exif: bytes | None = None, map_bytes: bytes | None = None) -> bytes:
     """An Ultra HDR JPEG: the SDR photo with hdrgm:Version XMP and an MPF index (big-endian,
-    two entries), then the gain map JPEG with the fields' XMP."""
+    two entries), then the gain map JPEG with the fields' XMP. ``fields`` None: an iPhone's
+    JPEG instead, the map's XMP naming Apple's auxiliary type and the photo's without hdrgm."""
     primary = _jpeg(sdr, **({"exif": exif} if exif else {}))
     gm = map_bytes if map_bytes is not None else _jpeg(recovery)
-    gm = gm[:2] + _xmp_app1(_fields_xmp(fields, seq)) + gm[2:]
-    head = _xmp_app1('hdrgm:Version="1.0"/>')
+    if fields is None:
+        gm = gm[:2] + _apple_xmp_app1() + gm[2:]
+        head = _apple_xmp_app1(aux=False)
+    else:
+        gm = gm[:2] + _xmp_app1(_fields_xmp(fields, seq)) + gm[2:]
+        head = _xmp_app1('hdrgm:Version="1.0"/>')
     mpf_len = 2 + 4 + 8 + 2 + 3 * 12 + 4 + 32
     primary_size = len(primary) + len(head) + 2 + mpf_len
     tiff_at = 2 + len(head) + 4 + 4  # SOI, XMP, APP2 marker + length, "MPF\0"
@@ -146,6 +162,11 @@ def test_files_without_a_gain_map_and_broken_ones(tmp_path):
     data = ultra_hdr(sdr, sdr[..., 0], FIELDS)
     (tmp_path / "plain_mpo.jpg").write_bytes(data.replace(b"hdr-gain-map", b"hdr-gain-mop"))
     assert hio.read_gain_map(tmp_path / "plain_mpo.jpg") is None
+    # a stereo pair as Pillow writes one (an MPO to Pillow, which drops the index's offset)
+    Image.fromarray(sdr).save(tmp_path / "stereo.jpg", format="MPO", save_all=True,
+                              append_images=[Image.fromarray(sdr[::-1])])
+    assert Image.open(tmp_path / "stereo.jpg").format == "MPO"
+    assert hio.read_gain_map(tmp_path / "stereo.jpg") is None
     # announced but cut off, or its index pointing nowhere
     cut = data[: data.rindex(b"\xff\xd8\xff\xe1") + 400]
     (tmp_path / "cut.jpg").write_bytes(cut)
@@ -362,6 +383,29 @@ def test_apple_gain_map_follows_apples_formula(tmp_path):
     g = ((200 / 255 + 0.099) / 1.099) ** (1 / 0.45)
     np.testing.assert_allclose(gainmap.hdr_rendition(np.full((32, 48, 3), 0.5, np.float32), gm),
                                0.5 * (1 + (2 ** 1.7 - 1) * g), rtol=1e-4)
+
+
+def test_apple_gain_map_in_a_jpeg(tmp_path):
+    """An iPhone's JPEG: the map is the Multi-Picture Format picture whose XMP names Apple's
+    auxiliary type, the headroom the primary's MakerNote's; turned with the photo."""
+    rng = np.random.default_rng(7)
+    sdr = (rng.random((32, 48, 3)) * 255).astype(np.uint8)
+    rec = np.full((16, 24), 230, np.uint8)
+    rec[:8, :12] = 30
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x8769] = {0x927C: maker_note(NOTE)}
+    (tmp_path / "a.jpg").write_bytes(ultra_hdr(sdr, rec, None, exif=exif.tobytes()))
+    pixels, note, kind = hio.read_gain_map(tmp_path / "a.jpg")
+    assert kind == "apple" and note == maker_note(NOTE) and pixels.shape == (24, 16, 1)
+    assert pixels[0, -1, 0] < 0.2 and pixels[-1, 0, 0] > 0.8  # turned like the photo
+    gm = gainmap.parse(pixels, note, kind)
+    gainmap.check_shape(gm, hio.read_ldr(tmp_path / "a.jpg").shape[:2])
+    assert gm.max_boost_stops == pytest.approx(1.7)
+    # without the MakerNote the map is found but has no headroom
+    (tmp_path / "b.jpg").write_bytes(ultra_hdr(sdr, rec, None))
+    with pytest.raises(gainmap.GainMapError, match="without the Apple MakerNote"):
+        gainmap.parse(*hio.read_gain_map(tmp_path / "b.jpg"))
 
 
 def test_apple_gain_maps_that_cannot_be_used(tmp_path):
