@@ -662,17 +662,23 @@ def _mpf_offset(data: bytes) -> int | None:
 #: "Applying Apple HDR effect to your photos").
 APPLE_GAIN_MAP = "urn:com:apple:photo:2020:aux:hdrgainmap"
 _EXIF_MAKER_NOTE = 0x927C
+#: Namespace of ISO 21496-1 gain-map metadata in a JPEG's APP2 segments.
+ISO_GAIN_MAP = "urn:iso:std:iso:ts:21496:-1"
 
 
 def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
     """The HDR gain map a photo carries, as (its pixels (h, w, 1 or 3) in [0, 1], upright like
     :func:`read_ldr`'s image, its metadata, its kind); None when the file has none (any other
-    format included). The parameters are :func:`hdr_jax.camera.gainmap.parse`'s. Two kinds:
+    format included). The parameters are :func:`hdr_jax.camera.gainmap.parse`'s. Three kinds:
 
     - 'hdrgm': a JPEG's (Ultra HDR: a picture of the file's Multi-Picture Format index whose
       XMP holds Adobe's hdrgm parameters), turned by the photo's EXIF orientation; the metadata
       is that XMP packet. Raises ImageIOError when the photo's XMP announces a gain map
       (hdrgm:Version) that is not there or does not decode.
+    - 'iso': ISO 21496-1 binary metadata: a JPEG map's (a picture of the index with that
+      metadata in an APP2 segment and no hdrgm XMP, turned like an Ultra HDR map) or a HEIF's
+      (a 'tmap' item whose gain map is an auxiliary image of the photo, as Samsung's phones
+      write; one that is a hidden item raises ImageIOError, as does one that does not decode).
     - 'apple': an iPhone HEIC's (the auxiliary image :data:`APPLE_GAIN_MAP`, which the HEIF
       decoder turns with its own rotation and mirroring, as it turns the photo) or JPEG's (a
       grey picture of the Multi-Picture Format index whose XMP names that auxiliary type, turned
@@ -711,9 +717,14 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
         try:
             with _library_messages(), Image.open(stdio.BytesIO(chunk), formats=("JPEG",)) as g:
                 info_xmp = g.info.get("xmp") or b""  # read with the header: no decoding yet
-                # An iPhone's JPEG: its map's XMP names Apple's auxiliary type (apdi namespace)
+                # An iPhone's JPEG: its map's XMP names Apple's auxiliary type (apdi namespace);
+                # ISO 21496-1 alone: the map's APP2 segment holds the binary metadata.
+                iso = next((c[len(ISO_GAIN_MAP) + 1:] for m, c in getattr(g, "applist", [])
+                            if m == "APP2" and c.startswith(ISO_GAIN_MAP.encode() + b"\0")),
+                           b"")
                 kind = ("hdrgm" if b"hdr-gain-map" in info_xmp else
-                        "apple" if APPLE_GAIN_MAP.encode() in info_xmp else None)
+                        "apple" if APPLE_GAIN_MAP.encode() in info_xmp else
+                        "iso" if len(iso) > 4 else None)  # the photo's own has 4 bytes
                 if kind is None:
                     continue
                 pixels = np.asarray(g.convert("L") if kind == "apple" else
@@ -723,29 +734,129 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
             continue
         pixels = pixels.astype(np.float32)[..., None] if pixels.ndim == 2 else pixels
         pixels = np.ascontiguousarray(_apply_orientation(pixels / np.float32(255.0), orientation))
-        return pixels, (bytes(info_xmp) if kind == "hdrgm" else _maker_note(exif)), kind
+        meta = {"hdrgm": bytes(info_xmp), "iso": bytes(iso)}.get(kind) or _maker_note(exif)
+        return pixels, meta, kind
     if announced:
         raise _error(p, f"announces an HDR gain map (hdrgm XMP) but {failure}")
     return None
 
 
 def _heif_gain_map(p: Path) -> tuple[np.ndarray, bytes, str] | None:
-    """:func:`read_gain_map` of a HEIF file: Apple's auxiliary gain map and MakerNote."""
+    """:func:`read_gain_map` of a HEIF file: Apple's auxiliary gain map and MakerNote, else an
+    ISO 21496-1 'tmap' item whose gain map input is an auxiliary image of the photo (as
+    Samsung's phones write it)."""
+    what = "Apple HDR gain map"
     try:
         with _library_messages():
             heif = pillow_heif.open_heif(p)
             primary = heif[heif.primary_index]
-            ids = (primary.info.get("aux") or {}).get(APPLE_GAIN_MAP) or []
-            if not ids:
+            aux = primary.info.get("aux") or {}
+            ids = aux.get(APPLE_GAIN_MAP) or []
+            if ids:
+                grey = primary.get_aux_image(ids[0]).to_pillow().convert("L")
+                pixels = np.asarray(grey, np.float32)[..., None] / np.float32(255.0)
+                return (np.ascontiguousarray(pixels),
+                        _maker_note(primary.info.get("exif") or b""), "apple")
+            what = "ISO 21496-1 gain map"
+            tmap = _heif_tmap(p.read_bytes())
+            if tmap is None:
                 return None
-            aux = primary.get_aux_image(ids[0])
-            pixels = np.asarray(aux.to_pillow().convert("L"), np.float32) / np.float32(255.0)
-            exif = primary.info.get("exif") or b""
+            payload, gain_id = tmap
+            if not any(gain_id in v for v in aux.values()):
+                raise _error(p, f"its {what} is a hidden image item, which is not read")
+            im = primary.get_aux_image(gain_id).to_pillow()
+            im = im if im.mode in ("L", "RGB") else im.convert("RGB")
+            pixels = np.asarray(im, np.float32) / np.float32(255.0)
     except ImageIOError:
         raise
     except Exception as e:
-        raise _error(p, "its Apple HDR gain map does not decode", e) from e
-    return np.ascontiguousarray(pixels[..., None]), _maker_note(exif), "apple"
+        raise _error(p, f"its {what} does not decode", e) from e
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return np.ascontiguousarray(pixels), payload, "iso"
+
+
+def _heif_tmap(data: bytes) -> tuple[bytes, int] | None:
+    """(the data of a HEIF's 'tmap' item, the item ID of its gain map) when the file has one
+    whose first input (its 'dimg' reference) is the primary item, else None. ISO/IEC
+    23008-12 boxes read by hand: 'iinf' (item types), 'iref' (references), 'iloc' (where each
+    item's data lies, in the file or in 'idat'); libheif does not hand out a derived item's
+    data."""
+    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
+    if meta is None:
+        return None
+    types, refs, locations, idat, primary = {}, [], {}, (0, 0), None
+
+    def number(at: int, size: int) -> int:
+        return int.from_bytes(data[at: at + size], "big")
+
+    for kind, b, e in _boxes(data, meta[0] + 4, meta[1]):  # 'meta' is a full box
+        version = data[b] if e > b else 0
+        if kind == b"pitm":
+            primary = number(b + 4, 2 if version == 0 else 4)
+        elif kind == b"iinf":
+            for k2, b2, e2 in _boxes(data, b + (6 if version == 0 else 8), e):
+                if k2 == b"infe" and data[b2] >= 2:
+                    size = 2 if data[b2] == 2 else 4
+                    types[number(b2 + 4, size)] = data[b2 + 6 + size: b2 + 10 + size]
+        elif kind == b"iref":
+            size = 2 if version == 0 else 4
+            for k2, b2, e2 in _boxes(data, b + 4, e):
+                n = number(b2 + size, 2)
+                refs.append((k2, number(b2, size),
+                             [number(b2 + size + 2 + j * size, size) for j in range(n)]))
+        elif kind == b"iloc":
+            locations = _iloc(data, b, e)
+        elif kind == b"idat":
+            idat = (b, e)
+    tmap = next((i for i, t in types.items() if t == b"tmap"), None)
+    inputs = next((to for k, src, to in refs if k == b"dimg" and src == tmap), None)
+    if tmap is None or tmap not in locations or not inputs or len(inputs) != 2 \
+            or inputs[0] != primary:
+        return None
+    method, spans = locations[tmap]
+    if method not in (0, 1):
+        return None
+    origin, stop = (0, len(data)) if method == 0 else idat
+    payload = b"".join(data[origin + o: (origin + o + n) if n else stop] for o, n in spans)
+    return payload, inputs[1]
+
+
+def _iloc(data: bytes, b: int, e: int) -> dict[int, tuple[int, list[tuple[int, int]]]]:
+    """{item ID: (construction method, [(offset, length), ...])} of an ItemLocationBox's body
+    (ISO/IEC 14496-12, versions 0-2; the offsets include the item's base offset; a length of
+    0 runs to the end of the data)."""
+    version = data[b]
+    offset_size, length_size = data[b + 4] >> 4, data[b + 4] & 15
+    base_size, index_size = data[b + 5] >> 4, (data[b + 5] & 15 if version in (1, 2) else 0)
+    pos, count_size = b + 6, (2 if version < 2 else 4)
+    count = int.from_bytes(data[pos: pos + count_size], "big")
+    pos += count_size
+    out = {}
+    for _ in range(count):
+        id_size = 2 if version < 2 else 4
+        item = int.from_bytes(data[pos: pos + id_size], "big")
+        pos += id_size
+        method = 0
+        if version in (1, 2):
+            method = int.from_bytes(data[pos: pos + 2], "big") & 15
+            pos += 2
+        pos += 2  # data reference index
+        base = int.from_bytes(data[pos: pos + base_size], "big")
+        pos += base_size
+        n = int.from_bytes(data[pos: pos + 2], "big")
+        pos += 2
+        spans = []
+        for _ in range(n):
+            pos += index_size
+            off = int.from_bytes(data[pos: pos + offset_size], "big")
+            length = int.from_bytes(data[pos + offset_size: pos + offset_size + length_size],
+                                    "big")
+            pos += offset_size + length_size
+            spans.append((base + off, length))
+        if pos > e:
+            break
+        out[item] = (method, spans)
+    return out
 
 
 def _maker_note(exif: bytes) -> bytes:

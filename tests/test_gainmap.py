@@ -28,6 +28,28 @@ def _xmp_app1(body: str) -> bytes:
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
+def _iso_app2(payload: bytes) -> bytes:
+    body = hio.ISO_GAIN_MAP.encode() + b"\0" + payload
+    return b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body
+
+
+def iso_payload(channels: list[dict], base: tuple = (0, 1), alternate: tuple = (3, 1), *,
+                version: int = 0, minimum: int = 0, flags: int | None = None) -> bytes:
+    """ISO 21496-1 binary metadata: versions, flags (three channels or one), the headrooms,
+    then per channel min, max, gamma, base and alternate offset as (numerator, denominator)."""
+    flags = (0x80 if len(channels) == 3 else 0) if flags is None else flags
+    out = struct.pack(">BHHB", version, minimum, 0, flags) + struct.pack(">IIII", *base,
+                                                                          *alternate)
+    for c in channels:
+        out += struct.pack(">iIiIIIiIiI", *c["min"], *c["max"], *c["gamma"], *c["base"],
+                           *c["alt"])
+    return out
+
+
+#: FIELDS as ISO 21496-1 fractions.
+ISO_CHANNEL = {"min": (-1, 2), "max": (3, 1), "gamma": (3, 2), "base": (1, 100), "alt": (2, 100)}
+
+
 def _apple_xmp_app1(aux: bool = True) -> bytes:
     """An XMP APP1 segment as an iPhone's JPEG has: on its gain map, Apple's auxiliary type."""
     body = ('xmlns:apdi="http://ns.apple.com/pixeldatainfo/1.0/" apdi:AuxiliaryImageType="'
@@ -57,13 +79,18 @@ def _jpeg(pixels: np.ndarray, **kw) -> bytes:
 
 
 def ultra_hdr(sdr: np.ndarray, recovery: np.ndarray, fields: dict | None, *, seq: bool = False,
-              exif: bytes | None = None, map_bytes: bytes | None = None) -> bytes:
+              exif: bytes | None = None, map_bytes: bytes | None = None,
+              iso: bytes | None = None) -> bytes:
     """An Ultra HDR JPEG: the SDR photo with hdrgm:Version XMP and an MPF index (big-endian,
     two entries), then the gain map JPEG with the fields' XMP. ``fields`` None: an iPhone's
-    JPEG instead, the map's XMP naming Apple's auxiliary type and the photo's without hdrgm."""
+    JPEG instead, the map's XMP naming Apple's auxiliary type and the photo's without hdrgm.
+    ``iso``: ISO 21496-1 metadata alone instead of XMP, in APP2 segments."""
     primary = _jpeg(sdr, **({"exif": exif} if exif else {}))
     gm = map_bytes if map_bytes is not None else _jpeg(recovery)
-    if fields is None:
+    if iso is not None:
+        gm = gm[:2] + _iso_app2(iso) + gm[2:]
+        head = _iso_app2(b"\0\0\0\0")  # the photo's: versions only
+    elif fields is None:
         gm = gm[:2] + _apple_xmp_app1() + gm[2:]
         head = _apple_xmp_app1(aux=False)
     else:
@@ -101,7 +128,8 @@ def _expected(sdr_u8: np.ndarray, rec_u8: np.ndarray, f: dict) -> np.ndarray:
 def _decoded(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The photo and the gain map pixels as Pillow decodes them from the file's bytes."""
     photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    start = data.rindex(b"\xff\xd8\xff\xe1")  # the gain map's SOI, followed by its XMP
+    # the gain map's SOI, followed by its XMP (or ISO 21496-1 APP2) segment
+    start = max(data.rfind(b"\xff\xd8\xff\xe1"), data.rfind(b"\xff\xd8\xff\xe2"))
     return photo, np.asarray(Image.open(io.BytesIO(data[start:])))
 
 
@@ -272,12 +300,15 @@ def _exif(note: bytes) -> bytes:
 
 
 def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
-               aux_type: str = hio.APPLE_GAIN_MAP) -> bytes:
+               aux_type: str = hio.APPLE_GAIN_MAP, tmap: bytes | None = None) -> bytes:
     """A HEIC whose second picture (grey) is an auxiliary image of the first, of ``aux_type``:
     libheif writes both pictures (lossless), then item 2 gets an 'auxC' property and an 'auxl'
-    reference to the primary, and the item locations move by what the meta box grew."""
+    reference to the primary, and the item locations move by what the meta box grew. With
+    ``tmap``, also an ISO 21496-1 'tmap' item holding those bytes (in an 'mdat' box at the end
+    of the file) whose 'dimg' inputs are the primary and the auxiliary picture."""
+    mode = "L" if gain.ndim == 2 else "RGB"
     hf = pillow_heif.from_bytes(mode="RGB", size=sdr.shape[1::-1], data=sdr.tobytes())
-    hf.add_frombytes(mode="L", size=gain.shape[1::-1], data=gain.tobytes())
+    hf.add_frombytes(mode=mode, size=gain.shape[1::-1], data=gain.tobytes())
     buf = io.BytesIO()
     hf.save(buf, quality=-1, **({"exif": exif} if exif else {}))
     data = buf.getvalue()
@@ -286,8 +317,9 @@ def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
     meta = top[1][1]
     kids = dict(_children(meta, 4, len(meta)))
     primary = struct.unpack_from(">H", kids[b"pitm"], 4)[0]
-    pictures = [struct.unpack_from(">H", b, 4)[0] for k, b in _children(kids[b"iinf"], 6,
-                len(kids[b"iinf"])) if k == b"infe" and b[8:12] == b"hvc1"]
+    infos = _children(kids[b"iinf"], 6, len(kids[b"iinf"]))
+    assert kids[b"iinf"][0] == 0 and all(b[0] == 2 for _, b in infos)  # 16-bit IDs
+    pictures = [struct.unpack_from(">H", b, 4)[0] for k, b in infos if b[8:12] == b"hvc1"]
     (aux,) = [i for i in pictures if i != primary]
     iprp = dict(_children(kids[b"iprp"], 0, len(kids[b"iprp"])))
     props = iprp[b"ipco"] + _box(b"auxC", b"\0\0\0\0" + aux_type.encode() + b"\0")
@@ -303,32 +335,48 @@ def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
     ipma = ipma[:4] + struct.pack(">I", len(entries)) + b"".join(
         struct.pack(">HB", item, len(a)) + bytes(a) for item, a in entries)
     kids[b"iprp"] = _box(b"ipco", props) + _box(b"ipma", ipma)
-    ref = _box(b"auxl", struct.pack(">HHH", aux, 1, primary))
-    kids[b"iref"] = kids.get(b"iref", b"\0\0\0\0") + ref
-
-    def assemble(kids):
-        return _box(b"meta", meta[:4] + b"".join(_box(k, b) for k, b in kids.items()))
-
-    delta = len(assemble(kids)) - (8 + len(meta))
-    iloc = bytearray(kids[b"iloc"])  # version 0, as libheif writes it
+    refs = _box(b"auxl", struct.pack(">HHH", aux, 1, primary))
+    iloc = kids[b"iloc"]  # version 0, as libheif writes it
     assert iloc[0] == 0
     osize, lsize, bsize = iloc[4] >> 4, iloc[4] & 15, iloc[5] >> 4
-    pos = 8
+    items, pos = [], 8
     for _ in range(struct.unpack_from(">H", iloc, 6)[0]):
-        base_at = pos + 4
-        base = int.from_bytes(iloc[base_at: base_at + bsize], "big") if bsize else 0
-        if base:
-            iloc[base_at: base_at + bsize] = (base + delta).to_bytes(bsize, "big")
-        pos = base_at + bsize
-        extents = struct.unpack_from(">H", iloc, pos)[0]
-        pos += 2
-        for _ in range(extents):
-            if not base:
-                off = int.from_bytes(iloc[pos: pos + osize], "big")
-                iloc[pos: pos + osize] = (off + delta).to_bytes(osize, "big")
+        item = struct.unpack_from(">H", iloc, pos)[0]
+        base = int.from_bytes(iloc[pos + 4: pos + 4 + bsize], "big")
+        pos += 4 + bsize
+        spans = []
+        for _ in range(struct.unpack_from(">H", iloc, pos)[0]):
+            spans.append((int.from_bytes(iloc[pos + 2: pos + 2 + osize], "big"),
+                          int.from_bytes(iloc[pos + 2 + osize: pos + 2 + osize + lsize], "big")))
             pos += osize + lsize
-    kids[b"iloc"] = bytes(iloc)
-    return _box(b"ftyp", top[0][1]) + assemble(kids) + _box(b"mdat", top[2][1])
+        pos += 2
+        items.append([item, base, spans])
+    if tmap is not None:
+        item = max(i for i, _, _ in items) + 1
+        infos.append((b"infe", b"\2\0\0\0" + struct.pack(">HH", item, 0) + b"tmap\0"))
+        refs += _box(b"dimg", struct.pack(">HHHH", item, 2, primary, aux))
+        items.append([item, 0, [(None, len(tmap))]])  # its offset once the file is laid out
+    kids[b"iinf"] = kids[b"iinf"][:4] + struct.pack(">H", len(infos)) + b"".join(
+        _box(k, b) for k, b in infos)
+    kids[b"iref"] = kids.get(b"iref", b"\0\0\0\0") + refs
+
+    def assemble(delta, tail):
+        packed = b""
+        for item, base, spans in items:
+            if base:
+                base += delta
+            packed += struct.pack(">HH", item, 0) + base.to_bytes(bsize, "big") + struct.pack(
+                ">H", len(spans)) + b"".join(
+                (tail if off is None else off + (0 if base else delta)).to_bytes(osize, "big")
+                + n.to_bytes(lsize, "big") for off, n in spans)
+        kids[b"iloc"] = iloc[:6] + struct.pack(">H", len(items)) + packed
+        return _box(b"meta", meta[:4] + b"".join(_box(k, b) for k, b in kids.items()))
+
+    delta = len(assemble(0, 0)) - (8 + len(meta))
+    head = _box(b"ftyp", top[0][1])
+    tail = len(head) + len(assemble(0, 0)) + 8 + len(top[2][1]) + 8
+    out = head + assemble(delta, tail) + _box(b"mdat", top[2][1])
+    return out + (_box(b"mdat", tmap) if tmap is not None else b"")
 
 
 NOTE = {33: (1, 2), 48: (1, 200)}  # headroom tags 0.5 and 0.005: 1.8 - 20 * 0.005 = 1.7 stops
@@ -406,6 +454,68 @@ def test_apple_gain_map_in_a_jpeg(tmp_path):
     (tmp_path / "b.jpg").write_bytes(ultra_hdr(sdr, rec, None))
     with pytest.raises(gainmap.GainMapError, match="without the Apple MakerNote"):
         gainmap.parse(*hio.read_gain_map(tmp_path / "b.jpg"))
+
+
+def test_iso_metadata():
+    """ISO 21496-1 binary metadata read as Adobe's fields; three channels; refusals."""
+    fields = gainmap.iso_fields(iso_payload([ISO_CHANNEL]))
+    assert fields == {"HDRCapacityMin": [0.0], "HDRCapacityMax": [3.0], "GainMapMin": [-0.5],
+                      "GainMapMax": [3.0], "Gamma": [1.5], "OffsetSDR": [0.01],
+                      "OffsetHDR": [0.02]}
+    three = [dict(ISO_CHANNEL, max=(m, 4)) for m in (12, 8, 4)]
+    gm = gainmap.parse(np.zeros((4, 4, 3)), iso_payload(three), "iso")
+    np.testing.assert_allclose(gm.gain_max, [3.0, 2.0, 1.0])
+    assert not gm.base_is_hdr
+    # the alternate rendition below the base's headroom: the base is the HDR one
+    assert gainmap.parse(np.zeros((4, 4)), iso_payload([ISO_CHANNEL], (3, 1), (0, 1)),
+                         "iso").base_is_hdr
+    for payload, match in [
+        (iso_payload([ISO_CHANNEL], version=1), "unknown version"),
+        (iso_payload([ISO_CHANNEL], minimum=1), "version 1"),
+        (iso_payload([ISO_CHANNEL])[:-4], "expected 62"),
+        (iso_payload([ISO_CHANNEL], flags=0x80), "expected 142"),
+        (iso_payload([dict(ISO_CHANNEL, gamma=(1, 0))]), "zero denominator"),
+        (iso_payload([dict(ISO_CHANNEL, gamma=(0, 1))]), "ISO 21496-1 Gamma must be positive"),
+    ]:
+        with pytest.raises(gainmap.GainMapError, match=match):
+            gainmap.parse(np.zeros((4, 4)), payload, "iso")
+
+
+def test_iso_gain_map_in_a_jpeg_and_a_heic(tmp_path):
+    """ISO 21496-1 alone: a JPEG map's APP2 segment, a HEIC's 'tmap' item whose gain map is an
+    auxiliary image of the photo; both give the specification's rendition."""
+    rng = np.random.default_rng(8)
+    sdr = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    rec = (rng.random((24, 40)) * 255).astype(np.uint8)
+    payload = iso_payload([ISO_CHANNEL])
+    data = ultra_hdr(sdr, rec, None, iso=payload)
+    (tmp_path / "i.jpg").write_bytes(data)
+    assert Image.open(tmp_path / "i.jpg").format == "MPO"  # no hdrgm XMP for Pillow to see
+    pixels, meta, kind = hio.read_gain_map(tmp_path / "i.jpg")
+    assert kind == "iso" and meta == payload
+    photo, stored = _decoded(data)
+    got = gainmap.hdr_rendition(crf.srgb_decode(photo / 255.0), gainmap.parse(pixels, meta, kind))
+    np.testing.assert_allclose(got, _expected(photo, stored, FIELDS), rtol=1e-5, atol=1e-6)
+
+    samsung = "urn:com:samsung:photo:2024:aux:hdrgainmap"
+    (tmp_path / "i.heic").write_bytes(apple_heic(sdr, rec, aux_type=samsung, tmap=payload))
+    assert list(pillow_heif.open_heif(tmp_path / "i.heic").info["aux"]) == [samsung]
+    pixels, meta, kind = hio.read_gain_map(tmp_path / "i.heic")
+    assert kind == "iso" and meta == payload and pixels.shape == (24, 40, 1)
+    np.testing.assert_allclose(pixels[..., 0], rec / 255.0, atol=1 / 255)
+    photo = hio.read_ldr(tmp_path / "i.heic")
+    got = gainmap.hdr_rendition(crf.srgb_decode(photo), gainmap.parse(pixels, meta, kind))
+    np.testing.assert_allclose(got, _expected(np.round(photo * 255).astype(np.uint8),
+                                              np.round(pixels[..., 0] * 255), FIELDS),
+                               rtol=1e-5, atol=1e-6)
+    # the same auxiliary picture without the 'tmap' item is nobody's gain map
+    (tmp_path / "n.heic").write_bytes(apple_heic(sdr, rec, aux_type=samsung))
+    assert hio.read_gain_map(tmp_path / "n.heic") is None
+    # a 'tmap' whose gain map is not an auxiliary image (its 'auxl' reference renamed)
+    (tmp_path / "h.heic").write_bytes(apple_heic(sdr, rec, aux_type=samsung, tmap=payload)
+                                      .replace(b"auxl", b"zzzz"))
+    with pytest.raises(hio.ImageIOError, match="h.heic: its ISO 21496-1 gain map is a hidden"):
+        hio.read_gain_map(tmp_path / "h.heic")
 
 
 def test_apple_gain_maps_that_cannot_be_used(tmp_path):

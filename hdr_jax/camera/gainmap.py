@@ -18,8 +18,13 @@ each pixel by 1 + (headroom - 1) g, where the headroom, the HDR white over the S
 piecewise-linear function (in stops) of two numbers of the photo's Apple MakerNote, tags 33
 and 48 (:func:`apple_headroom`).
 
+ISO 21496-1 stores the same parameters as Adobe's in binary (a HEIF's 'tmap' item, a JPEG map's
+APP2 segment; Samsung's HEIC, Android's and iOS 18's files): headrooms of the base and the
+alternate rendition, and per channel the map's min, max, gamma and the two offsets, each a
+fraction of 32-bit integers (:func:`parse_iso`); applied with Adobe's formula.
+
 The file side (finding the map through the JPEG's Multi-Picture Format index or the HEIF's
-auxiliary images) is :func:`hdr_jax.io.read_gain_map`; this module parses the metadata and
+auxiliary images and items) is :func:`hdr_jax.io.read_gain_map`; this module parses the metadata and
 applies the map.
 """
 
@@ -160,39 +165,87 @@ def _parse_apple(recovery: np.ndarray, maker_note: bytes) -> GainMap:
                    capacity_max=float(stops), kind="apple")
 
 
+def iso_fields(payload: bytes) -> dict[str, list[float]]:
+    """The parameters of ISO 21496-1 binary gain-map metadata, named as Adobe's XMP fields:
+    version (8 bits, 0), minimum and writer version (16 bits each; a minimum above 0 is not
+    understood), a flags byte (bit 7: three channels, else one), the base and alternate HDR
+    headrooms (unsigned fractions of two 32-bit integers), then per channel GainMapMin and
+    GainMapMax (signed / unsigned), Gamma (unsigned), OffsetSDR and OffsetHDR (the base and
+    alternate offsets, signed / unsigned); big-endian. :class:`GainMapError` when it is not."""
+    data = bytes(payload)
+    if len(data) < 6 or data[0] != 0:
+        raise GainMapError("ISO 21496-1 metadata of an unknown version")
+    minimum, writer = struct.unpack_from(">HH", data, 1)
+    if minimum > 0:
+        raise GainMapError(f"ISO 21496-1 metadata needs a reader of version {minimum}")
+    channels = 3 if data[5] & 0x80 else 1
+    need = 6 + 16 + channels * 40
+    if len(data) < need or (writer == 0 and len(data) != need):
+        raise GainMapError(f"ISO 21496-1 metadata of {len(data)} bytes, expected {need}")
+
+    def fraction(at: int, signed: bool) -> float:
+        n, d = struct.unpack_from(">iI" if signed else ">II", data, at)
+        if d == 0:
+            raise GainMapError("ISO 21496-1 metadata with a zero denominator")
+        return n / d
+
+    out = {"HDRCapacityMin": [fraction(6, False)], "HDRCapacityMax": [fraction(14, False)]}
+    names = (("GainMapMin", True), ("GainMapMax", True), ("Gamma", False), ("OffsetSDR", True),
+             ("OffsetHDR", True))
+    for c in range(channels):
+        for j, (name, signed) in enumerate(names):
+            out.setdefault(name, []).append(fraction(22 + 40 * c + 8 * j, signed))
+    return out
+
+
 def parse(recovery: np.ndarray, metadata: bytes | str, kind: str = "hdrgm") -> GainMap:
     """A :class:`GainMap` from the map's pixels (h, w[, c]) in [0, 1] and its metadata
-    (:func:`hdr_jax.io.read_gain_map`'s): for 'hdrgm' its XMP packet, for 'apple' the photo's
-    Apple MakerNote. :class:`GainMapError` when the metadata lacks the required fields or holds
-    unusable values."""
+    (:func:`hdr_jax.io.read_gain_map`'s): for 'hdrgm' its XMP packet, for 'iso' its ISO
+    21496-1 binary metadata (:func:`iso_fields`; an alternate headroom below the base's: the
+    base is the HDR rendition), for 'apple' the photo's Apple MakerNote. :class:`GainMapError`
+    when the metadata lacks the required fields or holds unusable values."""
     if kind == "apple":
         return _parse_apple(recovery, metadata)
+    if kind == "iso":
+        fields = iso_fields(metadata)
+        base_is_hdr = fields["HDRCapacityMax"][0] < fields["HDRCapacityMin"][0]
+        return _from_fields(recovery, fields, base_is_hdr)
     if kind != "hdrgm":
         raise GainMapError(f"unknown gain map kind {kind!r}")
     xmp = metadata
     text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
     if HDRGM_NAMESPACE not in text:
         raise GainMapError("no hdrgm metadata")
-    values = {}
+    fields = {}
     for name in (*_PER_CHANNEL, "HDRCapacityMin", "HDRCapacityMax"):
         v = _field(text, name)
         if v is None:
             if name not in DEFAULTS:
                 raise GainMapError(f"hdrgm:{name} is missing")
             v = [DEFAULTS[name]]
+        fields[name] = v
+    base = _field(text, "BaseRenditionIsHDR")
+    return _from_fields(recovery, fields, isinstance(base, str) and base.lower() == "true",
+                        "hdrgm:")
+
+
+def _from_fields(recovery: np.ndarray, fields: dict, base_is_hdr: bool,
+                 prefix: str = "ISO 21496-1 ") -> GainMap:
+    """A :class:`GainMap` from Adobe-named fields (one or three numbers each), checked."""
+    values = {}
+    for name, v in fields.items():
         if len(v) not in (1, 3) or not all(np.isfinite(v)):
-            raise GainMapError(f"hdrgm:{name} must be one or three finite numbers, got {v}")
+            raise GainMapError(f"{prefix}{name} must be one or three finite numbers, got {v}")
         values[name] = np.broadcast_to(np.asarray(v, np.float64), (3,)).copy()
     if np.any(values["GainMapMax"] < values["GainMapMin"]):
-        raise GainMapError("hdrgm:GainMapMax is below GainMapMin")
+        raise GainMapError(f"{prefix}GainMapMax is below GainMapMin")
     if np.any(values["Gamma"] <= 0):
-        raise GainMapError("hdrgm:Gamma must be positive")
+        raise GainMapError(f"{prefix}Gamma must be positive")
     if np.any(np.abs(values["GainMapMax"]) > 16) or np.any(np.abs(values["GainMapMin"]) > 16):
-        raise GainMapError("hdrgm:GainMapMin/Max beyond 16 stops")
+        raise GainMapError(f"{prefix}GainMapMin/Max beyond 16 stops")
     if np.any(np.abs(values["OffsetSDR"]) > 1) or np.any(np.abs(values["OffsetHDR"]) > 1):
         # Offsets are a small fraction of white (the default is 1/64).
-        raise GainMapError("hdrgm:OffsetSDR/OffsetHDR beyond 1")
-    base = _field(text, "BaseRenditionIsHDR")
+        raise GainMapError(f"{prefix}OffsetSDR/OffsetHDR beyond 1")
     rec = np.asarray(recovery, np.float32)
     if rec.ndim == 2:
         rec = rec[..., None]
@@ -204,7 +257,7 @@ def parse(recovery: np.ndarray, metadata: bytes | str, kind: str = "hdrgm") -> G
         offset_sdr=values["OffsetSDR"], offset_hdr=values["OffsetHDR"],
         capacity_min=float(values["HDRCapacityMin"][0]),
         capacity_max=float(values["HDRCapacityMax"][0]),
-        base_is_hdr=isinstance(base, str) and base.lower() == "true",
+        base_is_hdr=bool(base_is_hdr),
     )
 
 
