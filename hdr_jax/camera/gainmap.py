@@ -1,5 +1,5 @@
-"""HDR gain maps: the HDR rendition a phone stores beside the SDR photo (Ultra HDR JPEG, an
-iPhone's HEIC).
+"""HDR gain maps: the HDR rendition a phone stores beside the SDR photo (Ultra HDR JPEG, ISO
+21496-1, an iPhone's HEIC or JPEG).
 
 Phones that take HDR photos save an ordinary SDR JPEG and, after it in the same file, a gain
 map: a small image that says, per pixel, by how many stops the HDR rendition is brighter than
@@ -18,10 +18,10 @@ each pixel by 1 + (headroom - 1) g, where the headroom, the HDR white over the S
 piecewise-linear function (in stops) of two numbers of the photo's Apple MakerNote, tags 33
 and 48 (:func:`apple_headroom`).
 
-ISO 21496-1 stores the same parameters as Adobe's in binary (a HEIF's 'tmap' item, a JPEG map's
-APP2 segment; Samsung's HEIC, Android's and iOS 18's files): headrooms of the base and the
-alternate rendition, and per channel the map's min, max, gamma and the two offsets, each a
-fraction of 32-bit integers (:func:`parse_iso`); applied with Adobe's formula.
+ISO 21496-1 stores the same parameters as Adobe's in binary (a HEIF's 'tmap' item, as in
+Samsung's HEIC, or a JPEG map's APP2 segment): headrooms of the base and the alternate
+rendition, and per channel the map's min, max, gamma and the two offsets, each a fraction of
+32-bit integers (:func:`iso_fields`); applied with Adobe's formula.
 
 The file side (finding the map through the JPEG's Multi-Picture Format index or the HEIF's
 auxiliary images and items) is :func:`hdr_jax.io.read_gain_map`; this module parses the metadata and
@@ -63,8 +63,8 @@ class GainMap:
     capacity_min: float
     capacity_max: float
     base_is_hdr: bool = False
-    #: 'hdrgm' (Adobe's formula, :func:`hdr_rendition`) or 'apple' (an iPhone's: gain_max holds
-    #: log2 of the headroom).
+    #: 'hdrgm' (Adobe's formula, :func:`hdr_rendition`; ISO 21496-1 maps too) or 'apple' (an
+    #: iPhone's: gain_max holds log2 of the headroom).
     kind: str = "hdrgm"
 
     @property
