@@ -222,6 +222,16 @@ def test_unusable_metadata(change, match):
         gainmap.parse(np.zeros((4, 4)), xmp)
 
 
+def _reconstruct(photo, weights, env, *extra):
+    """``reconstruct`` of one photo, stage 1 only unless ``extra`` says otherwise, into a folder
+    named after it and the options' count: (the finished process, the written HDR)."""
+    out = photo.parent / f"out_{photo.stem}_{len(extra)}"
+    r = run_cli(["reconstruct", photo, "-o", out, "--weights", weights, "--scale", "0", *extra],
+                env)
+    assert r.returncode == 0, r.stderr
+    return r, hio.read_hdr(out / f"{photo.stem}.exr")
+
+
 @pytest.mark.slow
 def test_cli_uses_the_gain_map(tiny_weights, cli_env, tmp_path):
     """reconstruct writes the gain map's HDR rendition as the photo's HDR (with or without stage
@@ -238,11 +248,7 @@ def test_cli_uses_the_gain_map(tiny_weights, cli_env, tmp_path):
         ultra_hdr(sdr, rec, dict(FIELDS, BaseRenditionIsHDR="True")))
 
     def run(name, *extra):
-        out = tmp_path / f"out_{name}_{len(extra)}"
-        r = run_cli(["reconstruct", tmp_path / f"{name}.jpg", "-o", out, "--weights",
-                     tiny_weights, "--scale", "0", *extra], cli_env)
-        assert r.returncode == 0, r.stderr
-        return r, hio.read_hdr(out / f"{name}.exr")
+        return _reconstruct(tmp_path / f"{name}.jpg", tiny_weights, cli_env, *extra)
 
     photo, stored = _decoded(data)
     r, hdr = run("u")
@@ -562,11 +568,7 @@ def test_cli_uses_an_iphone_gain_map(tiny_weights, cli_env, tmp_path):
     (tmp_path / "b.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note({8: (1, 2)}))))
 
     def run(name, *extra):
-        out = tmp_path / f"out_{name}_{len(extra)}"
-        r = run_cli(["reconstruct", tmp_path / f"{name}.heic", "-o", out, "--weights",
-                     tiny_weights, "--scale", "0", *extra], cli_env)
-        assert r.returncode == 0, r.stderr
-        return r, hio.read_hdr(out / f"{name}.exr")
+        return _reconstruct(tmp_path / f"{name}.heic", tiny_weights, cli_env, *extra)
 
     r, hdr = run("a")
     assert "from its HDR gain map, up to +1.7 stops" in r.stdout and not r.stderr, r
