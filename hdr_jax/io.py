@@ -864,9 +864,11 @@ def _maker_note(exif: bytes) -> bytes:
     if not exif:
         return b""
     try:
-        tags = Image.Exif()
-        tags.load(exif)
-        found = tags.get_ifd(_EXIF_IFD).get(_EXIF_MAKER_NOTE)
+        with warnings.catch_warnings():  # Pillow warns about a corrupt block; it is one here
+            warnings.simplefilter("ignore")
+            tags = Image.Exif()
+            tags.load(exif)
+            found = tags.get_ifd(_EXIF_IFD).get(_EXIF_MAKER_NOTE)
     except Exception:  # a corrupt EXIF block: the map then has no headroom
         return b""
     return bytes(found) if isinstance(found, (bytes, bytearray)) else b""

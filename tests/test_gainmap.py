@@ -394,6 +394,9 @@ def test_apple_headroom_formula():
              ((1.2, 0.005), 3.0 - 0.35), ((1.2, 2.0), 2.303 - 0.606), ((1.2, 10.0), 0.0)]
     for (m33, m48), stops in cases:
         assert gainmap.apple_headroom(m33, m48) == pytest.approx(2.0 ** stops, rel=1e-9)
+    # a MakerNote whose tag 48 makes the headroom absurd (found by fuzzing: 2^(4e10) overflowed)
+    with pytest.raises(gainmap.GainMapError, match="beyond 16"):
+        gainmap.parse(np.zeros((4, 4)), maker_note({33: (1, 2), 48: (-2 ** 31, 1)}), "apple")
 
 
 @pytest.mark.parametrize("order, kind", [(">", 10), ("<", 10), ("<", 5)])

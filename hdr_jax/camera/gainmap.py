@@ -94,15 +94,20 @@ def _field(xmp: str, name: str) -> list[float] | str | None:
         raise GainMapError(f"hdrgm:{name} is not a number: {text.strip()[:40]!r}") from None
 
 
-def apple_headroom(maker33: float, maker48: float) -> float:
-    """The headroom (HDR white / SDR white) of an iPhone's gain map from its MakerNote tags 33
-    and 48, Apple's formula: stops = 1.8 - 20 m48 (m48 <= 0.01) or 1.601 - 0.101 m48 when
-    m33 < 1, and 3 - 70 m48 or 2.303 - 0.303 m48 otherwise; headroom = 2^max(stops, 0)."""
+def apple_stops(maker33: float, maker48: float) -> float:
+    """log2 of the headroom (HDR white / SDR white) of an iPhone's gain map from its MakerNote
+    tags 33 and 48, Apple's formula: 1.8 - 20 m48 (m48 <= 0.01) or 1.601 - 0.101 m48 when
+    m33 < 1, and 3 - 70 m48 or 2.303 - 0.303 m48 otherwise; at least 0."""
     if maker33 < 1.0:
         stops = -20.0 * maker48 + 1.8 if maker48 <= 0.01 else -0.101 * maker48 + 1.601
     else:
         stops = -70.0 * maker48 + 3.0 if maker48 <= 0.01 else -0.303 * maker48 + 2.303
-    return float(2.0 ** max(stops, 0.0))
+    return float(max(stops, 0.0))
+
+
+def apple_headroom(maker33: float, maker48: float) -> float:
+    """The headroom of an iPhone's gain map, 2^:func:`apple_stops` (Apple's formula)."""
+    return float(2.0 ** apple_stops(maker33, maker48))
 
 
 #: TIFF field types of a number (RATIONAL, SRATIONAL, FLOAT, DOUBLE): struct codes per byte order.
@@ -152,7 +157,7 @@ def _parse_apple(recovery: np.ndarray, maker_note: bytes) -> GainMap:
     m33, m48 = tags[33], tags.get(48, 0.0)
     if not (np.isfinite(m33) and np.isfinite(m48)):
         raise GainMapError(f"the Apple MakerNote's headroom tags are not finite: {m33}, {m48}")
-    stops = np.log2(apple_headroom(m33, m48))
+    stops = apple_stops(m33, m48)
     if stops > 16:
         raise GainMapError(f"an Apple gain map headroom of {stops:.1f} stops, beyond 16")
     rec = np.asarray(recovery, np.float32)
