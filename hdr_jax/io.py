@@ -422,6 +422,22 @@ def _item_properties(data: bytes, start: int, end: int) -> dict[int, list[int]]:
     return out
 
 
+def _heif_meta(data: bytes) -> tuple[list[tuple[bytes, int, int]], int | None]:
+    """(the boxes in a HEIF file's 'meta' box, as :func:`_boxes` yields them; its primary item
+    ID from 'pitm', ISO/IEC 23008-12: a full box, a 16-bit ID in version 0, else 32-bit), or
+    ([], None) without a 'meta' box."""
+    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
+    if meta is None:
+        return [], None
+    children = list(_boxes(data, meta[0] + 4, meta[1]))  # 'meta' is a full box
+    primary = None
+    for kind, b, e in children:
+        id_size = 2 if e > b and data[b] == 0 else 4
+        if kind == b"pitm" and e - b >= 4 + id_size:
+            primary = int.from_bytes(data[b + 4: b + 4 + id_size], "big")
+    return children, primary
+
+
 def heif_nclx(data: bytes) -> dict | None:
     """The nclx colour box associated with a HEIF file's primary item (ISO/IEC 23008-12 'colr'
     of colour type 'nclx': H.273 colour primaries, transfer characteristics, matrix
@@ -430,15 +446,10 @@ def heif_nclx(data: bytes) -> dict | None:
     of :data:`_H273_PRIMARIES`, 'color_primary_{red,green,blue,white}_{x,y}'. None when the
     file has no such box or its boxes do not parse. Read by hand for AVIF: Pillow's decoder
     reports an ICC profile but not an nclx box."""
-    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
-    if meta is None:
-        return None
-    primary, props, assoc = None, [], {}
-    for kind, b, e in _boxes(data, meta[0] + 4, meta[1]):  # 'meta' is a full box
-        id_size = 2 if kind == b"pitm" and e > b and data[b] == 0 else 4
-        if kind == b"pitm" and e - b >= 4 + id_size:  # a full box: version, flags, item ID
-            primary = int.from_bytes(data[b + 4: b + 4 + id_size], "big")
-        elif kind == b"iprp":
+    children, primary = _heif_meta(data)
+    props, assoc = [], {}
+    for kind, b, e in children:
+        if kind == b"iprp":
             for kind2, b2, e2 in _boxes(data, b, e):
                 if kind2 == b"ipco":
                     props = list(_boxes(data, b2, e2))
@@ -781,19 +792,15 @@ def _heif_tmap(data: bytes) -> tuple[bytes, int] | None:
     23008-12 boxes read by hand: 'iinf' (item types), 'iref' (references), 'iloc' (where each
     item's data lies, in the file or in 'idat'); libheif does not hand out a derived item's
     data."""
-    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
-    if meta is None:
-        return None
-    types, refs, locations, idat, primary = {}, [], {}, (0, 0), None
+    children, primary = _heif_meta(data)
+    types, refs, locations, idat = {}, [], {}, (0, 0)
 
     def number(at: int, size: int) -> int:
         return int.from_bytes(data[at: at + size], "big")
 
-    for kind, b, e in _boxes(data, meta[0] + 4, meta[1]):  # 'meta' is a full box
+    for kind, b, e in children:
         version = data[b] if e > b else 0
-        if kind == b"pitm":
-            primary = number(b + 4, 2 if version == 0 else 4)
-        elif kind == b"iinf":
+        if kind == b"iinf":
             for k2, b2, e2 in _boxes(data, b + (6 if version == 0 else 8), e):
                 if k2 == b"infe" and data[b2] >= 2:
                     size = 2 if data[b2] == 2 else 4

@@ -158,16 +158,11 @@ def _parse_apple(recovery: np.ndarray, maker_note: bytes) -> GainMap:
     if not (np.isfinite(m33) and np.isfinite(m48)):
         raise GainMapError(f"the Apple MakerNote's headroom tags are not finite: {m33}, {m48}")
     stops = apple_stops(m33, m48)
-    if stops > 16:
-        raise GainMapError(f"an Apple gain map headroom of {stops:.1f} stops, beyond 16")
-    rec = np.asarray(recovery, np.float32)
-    rec = rec[..., None] if rec.ndim == 2 else rec
-    if rec.ndim != 3 or rec.shape[-1] != 1 or min(rec.shape[:2]) < 1:
-        raise GainMapError(f"an Apple gain map must be grey, got shape {rec.shape}")
-    zero, top = np.zeros(3), np.full(3, stops)
-    return GainMap(recovery=np.clip(rec, 0.0, 1.0), gain_min=zero, gain_max=top,
-                   gamma=np.ones(3), offset_sdr=zero, offset_hdr=zero, capacity_min=0.0,
-                   capacity_max=float(stops), kind="apple")
+    # Its parameters in Adobe's terms, checked as theirs: no boost at 0, the headroom at 1.
+    fields = {"GainMapMin": [0.0], "GainMapMax": [stops], "Gamma": [1.0], "OffsetSDR": [0.0],
+              "OffsetHDR": [0.0], "HDRCapacityMin": [0.0], "HDRCapacityMax": [stops]}
+    return dataclasses.replace(_from_fields(recovery, fields, False, "Apple gain map "),
+                               kind="apple")
 
 
 def iso_fields(payload: bytes) -> dict[str, list[float]]:
