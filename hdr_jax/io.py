@@ -35,7 +35,7 @@ import OpenEXR
 import pillow_heif
 from PIL import Image
 
-from hdr_jax import interrupts
+from hdr_jax import interrupts, isobmff
 
 __all__ = [
     "HDR_EXTENSIONS",
@@ -377,67 +377,6 @@ def _open_ldr(p: Path) -> Image.Image:
     return im
 
 
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, end) of each ISO base media file format box in data[start:end]
-    (ISO/IEC 14496-12: a 32-bit size, the type, a 64-bit size when the size is 1, the rest of
-    the span when it is 0); stops at the first box that does not fit."""
-    while start + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, start)
-        body = start + 8
-        if size == 1:
-            if body + 8 > end:
-                return
-            (size,) = struct.unpack_from(">Q", data, body)
-            body += 8
-        elif size == 0:
-            size = end - start
-        if size < body - start or start + size > end:
-            return
-        yield kind, body, start + size
-        start += size
-
-
-def _item_properties(data: bytes, start: int, end: int) -> dict[int, list[int]]:
-    """{item ID: 1-based indices into the property container} of an ItemPropertyAssociation
-    box's body (ISO/IEC 23008-12: 16-bit item IDs in version 0, 32-bit otherwise; 7-bit
-    indices, or 15-bit with flag 1, each after an 'essential' bit)."""
-    if end - start < 8:
-        return {}
-    version, flags = data[start], int.from_bytes(data[start + 1: start + 4], "big")
-    (count,) = struct.unpack_from(">I", data, start + 4)
-    id_size, width = (2 if version == 0 else 4), (2 if flags & 1 else 1)
-    mask = (1 << (8 * width - 1)) - 1
-    out, pos = {}, start + 8
-    for _ in range(count):
-        if pos + id_size + 1 > end:
-            break
-        item = int.from_bytes(data[pos: pos + id_size], "big")
-        n = data[pos + id_size]
-        pos += id_size + 1
-        if pos + n * width > end:
-            break
-        out[item] = [int.from_bytes(data[pos + j * width: pos + (j + 1) * width], "big") & mask
-                     for j in range(n)]
-        pos += n * width
-    return out
-
-
-def _heif_meta(data: bytes) -> tuple[list[tuple[bytes, int, int]], int | None]:
-    """(the boxes in a HEIF file's 'meta' box, as :func:`_boxes` yields them; its primary item
-    ID from 'pitm', ISO/IEC 23008-12: a full box, a 16-bit ID in version 0, else 32-bit), or
-    ([], None) without a 'meta' box."""
-    meta = next(((b, e) for k, b, e in _boxes(data, 0, len(data)) if k == b"meta"), None)
-    if meta is None:
-        return [], None
-    children = list(_boxes(data, meta[0] + 4, meta[1]))  # 'meta' is a full box
-    primary = None
-    for kind, b, e in children:
-        id_size = 2 if e > b and data[b] == 0 else 4
-        if kind == b"pitm" and e - b >= 4 + id_size:
-            primary = int.from_bytes(data[b + 4: b + 4 + id_size], "big")
-    return children, primary
-
-
 def heif_nclx(data: bytes) -> dict | None:
     """The nclx colour box associated with a HEIF file's primary item (ISO/IEC 23008-12 'colr'
     of colour type 'nclx': H.273 colour primaries, transfer characteristics, matrix
@@ -446,23 +385,13 @@ def heif_nclx(data: bytes) -> dict | None:
     of :data:`_H273_PRIMARIES`, 'color_primary_{red,green,blue,white}_{x,y}'. None when the
     file has no such box or its boxes do not parse. Read by hand for AVIF: Pillow's decoder
     reports an ICC profile but not an nclx box."""
-    children, primary = _heif_meta(data)
-    props, assoc = [], {}
-    for kind, b, e in children:
-        if kind == b"iprp":
-            for kind2, b2, e2 in _boxes(data, b, e):
-                if kind2 == b"ipco":
-                    props = list(_boxes(data, b2, e2))
-                elif kind2 == b"ipma":
-                    assoc.update(_item_properties(data, b2, e2))
-    for i in assoc.get(primary, []):
-        if not 0 < i <= len(props):
-            continue
-        kind, b, e = props[i - 1]
-        if kind == b"colr" and e - b >= 11 and data[b: b + 4] == b"nclx":
-            cp, tc, mc = struct.unpack_from(">HHH", data, b + 4)
+    meta = isobmff.read_meta(data)
+    item = meta.items.get(meta.primary)
+    for kind, body in item.properties if item is not None else ():
+        if kind == b"colr" and len(body) >= 11 and body[:4] == b"nclx":
+            cp, tc, mc = struct.unpack_from(">HHH", body, 4)
             out = {"color_primaries": cp, "transfer_characteristics": tc,
-                   "matrix_coefficients": mc, "full_range_flag": data[b + 10] >> 7}
+                   "matrix_coefficients": mc, "full_range_flag": body[10] >> 7}
             xy = _H273_PRIMARIES.get(cp)
             if xy is not None:
                 out |= {f"color_primary_{c}_{a}": xy[2 * j + m]
@@ -688,26 +617,27 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
       (hdrgm:Version) that is not there or does not decode.
     - 'iso': ISO 21496-1 binary metadata: a JPEG map's (a picture of the index with that
       metadata in an APP2 segment and no hdrgm XMP, turned like an Ultra HDR map) or a HEIF's
-      (a 'tmap' item whose gain map is an auxiliary image of the photo, as Samsung's phones
-      write; one that is a hidden item raises ImageIOError, as does one that does not decode).
-    - 'apple': an iPhone HEIC's (the auxiliary image :data:`APPLE_GAIN_MAP`, which the HEIF
-      decoder turns with its own rotation and mirroring, as it turns the photo) or JPEG's (a
-      grey picture of the Multi-Picture Format index whose XMP names that auxiliary type, turned
-      like an Ultra HDR map); the metadata is the photo's EXIF MakerNote (Apple's, which holds
-      the map's headroom), empty without one. Raises ImageIOError when a HEIC's auxiliary image
-      does not decode."""
+      or AVIF's (a 'tmap' item whose inputs are the photo and the gain map: an auxiliary
+      picture, as Samsung's phones write it, or a hidden one, as libavif and libheif do; see
+      :func:`_heif_picture` for how it is decoded and turned).
+    - 'apple': an iPhone HEIC's (the auxiliary image :data:`APPLE_GAIN_MAP`, decoded and
+      turned like a 'tmap' input) or JPEG's (a grey picture of the Multi-Picture Format index
+      whose XMP names that auxiliary type, turned like an Ultra HDR map); the metadata is the
+      photo's EXIF MakerNote (Apple's, which holds the map's headroom), empty without one.
+
+    A HEIF or AVIF gain map that is not in the file, is cut off or does not decode raises
+    ImageIOError."""
     p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
     if is_raw(p):
         return None
     with _open_ldr(p) as im:
-        fmt = im.format
-        if fmt == "HEIF":
-            return _heif_gain_map(p)
+        fmt, exif = im.format, im.info.get("exif") or b""
+        if fmt in ("HEIF", "AVIF"):
+            return _heif_gain_map(p, exif)
         if fmt not in ("JPEG", "MPO"):
             return None
         xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
         orientation = _orientation(im, probe=False)
-        exif = im.info.get("exif") or b""
     # Adobe's hdrgm namespace and its Version field, looked for in the bytes (this module does
     # not import the camera package, which loads JAX).
     announced = b"hdr-gain-map" in xmp and b"Version" in xmp
@@ -752,118 +682,77 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
     return None
 
 
-def _heif_gain_map(p: Path) -> tuple[np.ndarray, bytes, str] | None:
-    """:func:`read_gain_map` of a HEIF file: Apple's auxiliary gain map and MakerNote, else an
-    ISO 21496-1 'tmap' item whose gain map input is an auxiliary image of the photo (as
-    Samsung's phones write it)."""
-    what = "Apple HDR gain map"
+def _heif_gain_map(p: Path, exif: bytes) -> tuple[np.ndarray, bytes, str] | None:
+    """:func:`read_gain_map` of a HEIF or AVIF file (``exif``: the photo's EXIF block): Apple's
+    auxiliary gain map and MakerNote, else the gain map input of an ISO 21496-1 'tmap' item
+    whose base input is the photo (an auxiliary picture, as Samsung's phones write it, or a
+    hidden one, as libavif and libheif do)."""
+    data = p.read_bytes()
+    meta = isobmff.read_meta(data)
+    photo = meta.items.get(meta.primary)
+    if photo is None:
+        return None
+    apple = next((i for i in meta.items.values() if meta.primary in i.refs.get(b"auxl", ())
+                  and (b"auxC", b"\0\0\0\0" + APPLE_GAIN_MAP.encode() + b"\0") in i.properties),
+                 None)
+    if apple is not None:
+        what, kind, gain, payload = "Apple HDR gain map", "apple", apple, _maker_note(exif)
+    else:
+        tmap = next((i for i in meta.items.values() if i.type == b"tmap"
+                     and i.refs.get(b"dimg", ())[:1] == (meta.primary,)
+                     and len(i.refs[b"dimg"]) == 2), None)
+        if tmap is None:
+            return None
+        what, kind, payload = "ISO 21496-1 gain map", "iso", tmap.data
+        if payload is None:
+            raise _error(p, f"its {what}'s metadata lies beyond the end of the file (cut?)")
+        gain = meta.items.get(tmap.refs[b"dimg"][1])
+        if gain is None:
+            raise _error(p, f"its {what} (item {tmap.refs[b'dimg'][1]}) is not in the file")
     try:
         with _library_messages():
-            heif = pillow_heif.open_heif(p)
-            primary = heif[heif.primary_index]
-            aux = primary.info.get("aux") or {}
-            ids = aux.get(APPLE_GAIN_MAP) or []
-            if ids:
-                grey = primary.get_aux_image(ids[0]).to_pillow().convert("L")
-                pixels = np.asarray(grey, np.float32)[..., None] / np.float32(255.0)
-                return (np.ascontiguousarray(pixels),
-                        _maker_note(primary.info.get("exif") or b""), "apple")
-            what = "ISO 21496-1 gain map"
-            tmap = _heif_tmap(p.read_bytes())
-            if tmap is None:
-                return None
-            payload, gain_id = tmap
-            if not any(gain_id in v for v in aux.values()):
-                raise _error(p, f"its {what} is a hidden image item, which is not read")
-            im = primary.get_aux_image(gain_id).to_pillow()
-            im = im if im.mode in ("L", "RGB") else im.convert("RGB")
-            pixels = np.asarray(im, np.float32) / np.float32(255.0)
-    except ImageIOError:
-        raise
+            pixels = _heif_picture(meta, gain, photo, grey=kind == "apple")
     except Exception as e:
         raise _error(p, f"its {what} does not decode", e) from e
+    return pixels, payload, kind
+
+
+#: Decoders of a HEIF picture item's coding: HEVC by libheif (pillow-heif), AV1 by libavif
+#: (Pillow), each given a file of the brand it reads.
+_HEIF_CODINGS = {b"hvc1": b"heic", b"av01": b"avif"}
+
+
+def _heif_picture(meta: isobmff.Meta, item: isobmff.Item, base: isobmff.Item, *,
+                  grey: bool) -> np.ndarray:
+    """A picture item of a HEIF or AVIF (coded, or a grid of coded tiles; hidden, auxiliary or
+    not), (h, w, 1 or 3) in [0, 1]: written with its tiles as the primary picture of a file of
+    its own (:func:`isobmff.write_file`; no decoder here decodes a hidden item, nor an AVIF's
+    auxiliary pictures) and decoded there to 8 bits, cropped by its own clean aperture, then
+    turned by its own rotation and mirroring, or, when it has none, by ``base``'s: a gain map
+    is stored like the picture it belongs to, and the photo is read turned."""
+    tiles = [meta.items.get(i) for i in item.refs.get(b"dimg", ())]
+    if any(t is None for t in tiles):
+        raise ValueError("a tile of it is not in the file")
+    coded = {t.type for t in tiles} if item.type == b"grid" else {item.type}
+    if len(coded) != 1 or next(iter(coded)) not in _HEIF_CODINGS:
+        raise ValueError(f"coded as {b'/'.join(sorted(coded)).decode(errors='replace')}, "
+                         "which is not decoded here")
+    brand = _HEIF_CODINGS[coded.pop()]
+    keep = tuple(x for x in item.properties if x[0] not in (b"irot", b"imir", b"auxC"))
+    parts = [dataclasses.replace(item, hidden=False, properties=keep), *tiles]
+    if any(x.data is None for x in parts):
+        raise ValueError("its data lies outside the file")
+    blob = stdio.BytesIO(isobmff.write_file(parts, brand))
+    if brand == b"avif":
+        with Image.open(blob, formats=("AVIF",)) as im:
+            im.load()
+            pil = im.copy()
+    else:
+        pil = pillow_heif.open_heif(blob).to_pillow()
+    pil = pil.convert("L") if grey else pil if pil.mode in ("L", "RGB") else pil.convert("RGB")
+    pixels = np.asarray(pil, np.float32) / np.float32(255.0)
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    return np.ascontiguousarray(pixels), payload, "iso"
-
-
-def _heif_tmap(data: bytes) -> tuple[bytes, int] | None:
-    """(the data of a HEIF's 'tmap' item, the item ID of its gain map) when the file has one
-    whose first input (its 'dimg' reference) is the primary item, else None. ISO/IEC
-    23008-12 boxes read by hand: 'iinf' (item types), 'iref' (references), 'iloc' (where each
-    item's data lies, in the file or in 'idat'); libheif does not hand out a derived item's
-    data."""
-    children, primary = _heif_meta(data)
-    types, refs, locations, idat = {}, [], {}, (0, 0)
-
-    def number(at: int, size: int) -> int:
-        return int.from_bytes(data[at: at + size], "big")
-
-    for kind, b, e in children:
-        version = data[b] if e > b else 0
-        if kind == b"iinf":
-            for k2, b2, e2 in _boxes(data, b + (6 if version == 0 else 8), e):
-                if k2 == b"infe" and data[b2] >= 2:
-                    size = 2 if data[b2] == 2 else 4
-                    types[number(b2 + 4, size)] = data[b2 + 6 + size: b2 + 10 + size]
-        elif kind == b"iref":
-            size = 2 if version == 0 else 4
-            for k2, b2, e2 in _boxes(data, b + 4, e):
-                n = number(b2 + size, 2)
-                refs.append((k2, number(b2, size),
-                             [number(b2 + size + 2 + j * size, size) for j in range(n)]))
-        elif kind == b"iloc":
-            locations = _iloc(data, b, e)
-        elif kind == b"idat":
-            idat = (b, e)
-    tmap = next((i for i, t in types.items() if t == b"tmap"), None)
-    inputs = next((to for k, src, to in refs if k == b"dimg" and src == tmap), None)
-    if tmap is None or tmap not in locations or not inputs or len(inputs) != 2 \
-            or inputs[0] != primary:
-        return None
-    method, spans = locations[tmap]
-    if method not in (0, 1):
-        return None
-    origin, stop = (0, len(data)) if method == 0 else idat
-    payload = b"".join(data[origin + o: (origin + o + n) if n else stop] for o, n in spans)
-    return payload, inputs[1]
-
-
-def _iloc(data: bytes, b: int, e: int) -> dict[int, tuple[int, list[tuple[int, int]]]]:
-    """{item ID: (construction method, [(offset, length), ...])} of an ItemLocationBox's body
-    (ISO/IEC 14496-12, versions 0-2; the offsets include the item's base offset; a length of
-    0 runs to the end of the data)."""
-    version = data[b]
-    offset_size, length_size = data[b + 4] >> 4, data[b + 4] & 15
-    base_size, index_size = data[b + 5] >> 4, (data[b + 5] & 15 if version in (1, 2) else 0)
-    pos, count_size = b + 6, (2 if version < 2 else 4)
-    count = int.from_bytes(data[pos: pos + count_size], "big")
-    pos += count_size
-    out = {}
-    for _ in range(count):
-        id_size = 2 if version < 2 else 4
-        item = int.from_bytes(data[pos: pos + id_size], "big")
-        pos += id_size
-        method = 0
-        if version in (1, 2):
-            method = int.from_bytes(data[pos: pos + 2], "big") & 15
-            pos += 2
-        pos += 2  # data reference index
-        base = int.from_bytes(data[pos: pos + base_size], "big")
-        pos += base_size
-        n = int.from_bytes(data[pos: pos + 2], "big")
-        pos += 2
-        spans = []
-        for _ in range(n):
-            pos += index_size
-            off = int.from_bytes(data[pos: pos + offset_size], "big")
-            length = int.from_bytes(data[pos + offset_size: pos + offset_size + length_size],
-                                    "big")
-            pos += offset_size + length_size
-            spans.append((base + off, length))
-        if pos > e:
-            break
-        out[item] = (method, spans)
-    return out
+    return isobmff.apply_transforms(pixels, isobmff.transforms(item) or isobmff.transforms(base))
 
 
 def _maker_note(exif: bytes) -> bytes:
