@@ -2,7 +2,7 @@
 
     python -m experiments.blind_limits [--split dev|heldout] [--hdr_dir DIR] [--emor_dir DIR] \
         [--weights DIR] [--size 256] [--limit N] [--views_per_scene 12] \
-        [--out docs/results/blind_limits/SPLIT] [--overwrite]
+        [--parts accuracy,spread] [--out docs/results/blind_limits/SPLIT] [--overwrite]
 
 A photo of an unknown camera is linearised with inverse sRGB bent at the clip by a scalar k
 (:func:`protocol.linearise_warped`), read from the photo by a small network, and its clipped
@@ -31,7 +31,14 @@ k). Two questions about k:
   elevation -10-40 deg) of the training and of the held-out panoramas, the log2 range of
   luminance between the 10th percentile and the level at which the protocol's clip fractions
   clip (the range the unclipped part of the photo shows, which the exponent p stretches by p);
-  its quantiles over the views, and the ratio of its 90th to its 10th percentile.
+  its quantiles over the views, and the ratio of its 90th to its 10th percentile. Then, for that
+  range and for other statistics of the same views that the exponent scales by p (the median
+  step of log luminance between pixels 1, 4 and 16 px apart, and the inverse slope of the
+  brightest pixels' log survival: :func:`scaling_cues`), the spread of their logs over the
+  views, and the best correlation a linear read of each could have with the log gamma of the
+  protocol's three gammas, were the scenes the views: sd(ln g) / sqrt(sd(ln g)^2 + spread^2);
+  and the same for all of them read together, the best linear combination on these views.
+  ``--parts spread`` runs this part alone.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ _SPLIT = flags.DEFINE_enum("split", "dev", ["dev", "heldout"], "Inputs of the ac
 _LIMIT = flags.DEFINE_integer("limit", 0, "dev: views per scene (0: all DEV_VIEWS); heldout: "
                               "views spread over the scenes (0: all).")
 _SPREAD_VIEWS = flags.DEFINE_integer("views_per_scene", 12, "Random views per panorama (spread).")
+_PARTS = flags.DEFINE_multi_enum("parts", ["accuracy", "spread"], ["accuracy", "spread"],
+                                 "Parts to run.")
 _OUT = flags.DEFINE_string("out", "", "Output folder (default docs/results/blind_limits/SPLIT).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
@@ -72,6 +81,35 @@ CLOSER = (0.25, 0.5, 0.75)
 DARK_QUANTILE = 0.1
 #: The protocol's gammas (:func:`responses.response_families`).
 GAMMAS = (1.8, 2.2, 2.6)
+#: Cues: pixels counted as unclipped lie below the level this share of the view exceeds and at
+#: most this many stops under it (an 8-bit photo's useful codes); pixel distances of the steps;
+#: shares of the brightest pixels whose survival the tail slope is fitted over.
+CUE_CLIP, CUE_STOPS, CUE_STEPS, CUE_TAIL = 0.05, 8.0, (1, 4, 16), (0.05, 0.3)
+COMBINED = "all of them, weighed by their covariance (a bound)"
+
+
+def scaling_cues(lum: np.ndarray) -> dict[str, float]:
+    """Statistics of a view's luminance (h, w) that the scene's exponent p multiplies by p:
+    the log2 range from the 10th percentile to the clip level of :data:`CUE_CLIP`; the median
+    |ln L(x + s) - ln L(x)| over horizontal and vertical pairs s px apart, both unclipped and
+    within :data:`CUE_STOPS` of the clip level; and -1 / (slope of ln survival against ln L)
+    over the brightest :data:`CUE_TAIL` shares of the pixels."""
+    def quantile(q: float) -> float:  # a pixel's own value, so that it commutes with a power
+        return float(np.quantile(lum, q, method="inverted_cdf"))
+
+    clip = quantile(1.0 - CUE_CLIP)
+    out = {"range to the clip (log2)": math.log2(clip / quantile(DARK_QUANTILE))}
+    log = np.log(np.maximum(lum, 1e-30))
+    ok = (lum < clip) & (lum > clip * 2.0 ** -CUE_STOPS)
+    for s in CUE_STEPS:
+        steps = [np.abs(log[:, s:] - log[:, :-s])[ok[:, s:] & ok[:, :-s]],
+                 np.abs(log[s:] - log[:-s])[ok[s:] & ok[:-s]]]
+        out[f"median log step, {s} px"] = float(np.median(np.concatenate(steps)))
+    ranked = np.sort(lum.ravel())[::-1]
+    lo, hi = (int(f * ranked.size) for f in CUE_TAIL)
+    slope = np.polyfit(np.log(ranked[lo:hi]), np.log(np.arange(lo, hi) / ranked.size), 1)[0]
+    out["highlight tail (inverse slope)"] = float(-1.0 / slope)
+    return out
 
 
 def lifted(pipe: pipeline.Pipeline, ldr: np.ndarray, k: float) -> np.ndarray:
@@ -181,37 +219,51 @@ def spread(hdr_dir: str, views_per_scene: int, size: int) -> dict:
     files = {f.stem: f for f in hdr_io.list_images(Path(hdr_dir), kinds=("hdr",))}
     train, heldout = hdr_brackets.split_scenes(list(files))[:2]
     rng = np.random.default_rng(0)
-    out = {}
+    out, sd_gamma = {}, float(np.std(np.log(GAMMAS)))
     for split, scenes in (("training scenes", train), ("held-out scenes", heldout)):
-        values = []
+        values, cues = [], {}
         for scene in scenes:
             pano = np.maximum(hdr_io.read_hdr(files[scene]), 0.0).astype(np.float32)
             for _ in range(views_per_scene):
                 view = (float(rng.uniform(40, 110)), float(rng.uniform(-10, 40)),
                         float(rng.uniform(0, 360)))
                 lum = crf_lib.luminance(system.render_view(pano, view, size, 1)[0])
-                lum = lum[lum > 0]
-                if lum.size == 0:
+                if np.quantile(lum, DARK_QUANTILE) <= 0:
                     continue
+                for name, v in scaling_cues(lum).items():
+                    cues.setdefault(name, []).append(v)
+                lum = lum[lum > 0]
                 dark = float(np.quantile(lum, DARK_QUANTILE))
                 values += [math.log2(float(np.quantile(lum, 1.0 - f)) / dark)
-                           for f in responses.CLIP_FRACTIONS if dark > 0]
+                           for f in responses.CLIP_FRACTIONS]
         if values:
             q = {p: float(np.quantile(values, p)) for p in (0.1, 0.25, 0.5, 0.75, 0.9)}
+            logs = {name: np.log(v) for name, v in cues.items()}
+            stats = {name: (float(np.mean(x)), float(np.std(x))) for name, x in logs.items()}
+            # All of them read together: every log shifts by the same ln p, so the best linear
+            # read weighs them by the inverse of their covariance over the views (fitted on
+            # these views: a bound).
+            if len(values) > len(responses.CLIP_FRACTIONS) * (len(logs) + 1):  # cov invertible
+                cov, ones = np.cov(np.array(list(logs.values()))), np.ones(len(logs))
+                stats[COMBINED] = (None, float(1.0 / np.sqrt(ones @ np.linalg.solve(cov, ones))))
             out[split] = {"views": len(values) // len(responses.CLIP_FRACTIONS),
-                          "quantiles": q, "p90_over_p10": q[0.9] / q[0.1]}
+                          "quantiles": q, "p90_over_p10": q[0.9] / q[0.1],
+                          "cues": {name: {"mean_ln": mean, "sd_ln": sd,
+                                          "best_corr": sd_gamma / math.hypot(sd_gamma, sd)}
+                                   for name, (mean, sd) in stats.items()}}
     return out
 
 
 def markdown(res: dict) -> str:
-    acc, lines = res["accuracy"], []
+    acc, lines = res.get("accuracy"), []
     where = "development" if res["split"] == "dev" else "held-out"
-    lines += [f"## Clipped-pixel gain against the accuracy of k ({len(acc['inputs'])} {where} "
-              "inputs)", "",
-              "PU21-PSNR on the clipped pixels over the inverse-sRGB input (dB), mean per "
-              "family, the photo linearised with inverse sRGB bent by each k; last column: rms "
-              "error of k over all inputs (stops).", ""]
-    for scoring, table in acc["rows"].items():
+    if acc is not None:
+        lines += [f"## Clipped-pixel gain against the accuracy of k ({len(acc['inputs'])} "
+                  f"{where} inputs)", "",
+                  "PU21-PSNR on the clipped pixels over the inverse-sRGB input (dB), mean per "
+                  "family, the photo linearised with inverse sRGB bent by each k; last column: "
+                  "rms error of k over all inputs (stops).", ""]
+    for scoring, table in acc["rows"].items() if acc else ():
         fams = [f for f in next(iter(table.values())) if f not in ("mean", "rmse_k")]
         rows = [[name] + [f"{v[f]:+.2f}" for f in fams + ["mean"]] + [f"{v['rmse_k']:.2f}"]
                 for name, v in table.items()]
@@ -219,10 +271,11 @@ def markdown(res: dict) -> str:
                                                     if scoring == "lifted" else ""), "",
                   report.markdown_table(["k from"] + fams + ["mean", "rms error of k"], rows),
                   ""]
-    lines += ["The weights' estimate against the true k, correlation per family: "
+    lines += [] if acc is None else [
+              "The weights' estimate against the true k, correlation per family: "
               + ", ".join(f"{f} {report.fmt(v)}" for f, v in acc["weights_correlation"].items())
               + f"; true k mean {acc['k_true']['mean']:+.2f}, sd {acc['k_true']['sd']:.2f}.", ""]
-    sp = res["spread"]
+    sp = res.get("spread")
     if sp:
         qs = list(next(iter(sp.values()))["quantiles"])
         rows = [[split, str(v["views"])] + [f"{v['quantiles'][q]:.2f}" for q in qs]
@@ -232,6 +285,19 @@ def markdown(res: dict) -> str:
                                         + ["q90 / q10"], rows), "",
                   f"Gamma {GAMMAS[-1]} against gamma {GAMMAS[0]} stretches that range by "
                   f"{GAMMAS[-1] / GAMMAS[0]:.2f}.", ""]
+        names = list(dict.fromkeys(n for v in sp.values() for n in v["cues"]))
+        rows = [[name] + ["" if (v := sp[split]["cues"].get(name, {}).get(key)) is None
+                          else f"{v:{fmt}}"
+                          for split in sp for key, fmt in (("sd_ln", ".2f"), ("mean_ln", "+.2f"),
+                                                           ("best_corr", ".2f"))]
+                for name in names]
+        lines += ["## Statistics the exponent scales, over the views", "",
+                  f"sd of ln g over the protocol's gammas: {np.std(np.log(GAMMAS)):.3f}. "
+                  "Per statistic and set of panoramas: sd and mean of its log over the views, "
+                  "and the best correlation a linear read of it could have with ln g.", "",
+                  report.markdown_table(["statistic"] + [f"{split}: {c}" for split in sp
+                                                         for c in ("sd", "mean", "corr.")],
+                                        rows), ""]
     return "\n".join(lines)
 
 
@@ -242,19 +308,21 @@ def main(argv):
     report.refuse_existing(out, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
     dev = _SPLIT.value == "dev"
-    if dev:
-        views = [(scene, radiance) for scene, _, radiance in
-                 responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
-    else:
-        views = [(v[0], v[2]) for v in
-                 responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
-    if not views:
-        sys.exit(f"{_HDR_DIR.value}: no {'development' if dev else 'held-out'} scene")
-    pipe = pipeline.Pipeline.load(_WEIGHTS.value)
-    families = responses.response_families(_EMOR_DIR.value or None, training_seed=dev)
-    res = {"grid": GRID.tolist(), "split": _SPLIT.value, "closer": list(CLOSER),
-           "accuracy": accuracy(pipe, views, families),
-           "spread": spread(_HDR_DIR.value, _SPREAD_VIEWS.value, _SIZE.value)}
+    res = {"grid": GRID.tolist(), "split": _SPLIT.value, "closer": list(CLOSER)}
+    if "accuracy" in _PARTS.value:
+        if dev:
+            views = [(scene, radiance) for scene, _, radiance in
+                     responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
+        else:
+            views = [(v[0], v[2]) for v in
+                     responses.heldout_protocol_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
+        if not views:
+            sys.exit(f"{_HDR_DIR.value}: no {'development' if dev else 'held-out'} scene")
+        pipe = pipeline.Pipeline.load(_WEIGHTS.value)
+        families = responses.response_families(_EMOR_DIR.value or None, training_seed=dev)
+        res["accuracy"] = accuracy(pipe, views, families)
+    if "spread" in _PARTS.value:
+        res["spread"] = spread(_HDR_DIR.value, _SPREAD_VIEWS.value, _SIZE.value)
     res["total_s"] = time.perf_counter() - t0
     report.publish(out, res, markdown(res), overwrite=_OVERWRITE.value)
 

@@ -312,7 +312,7 @@ def test_curve_cues_experiment_runs_and_reports(fake_hdr_dir, tiny_weights, cli_
 def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_path):
     out = tmp_path / "limits"
     run_python_checked(["-m", "experiments.blind_limits", "--hdr_dir", fake_hdr_dir, "--size",
-                        "64", "--limit", "1", "--views_per_scene", "2", "--out",
+                        "64", "--limit", "1", "--views_per_scene", "4", "--out",
                         out], cli_env, timeout=600)
     res = json.loads((out / "results.json").read_text())
     tables = res["accuracy"]["rows"]
@@ -340,4 +340,23 @@ def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_pat
     assert all(unbent[f] == 0.0 for f in ("sRGB", "gamma", "gamma+S", "mean"))
     for split in res["spread"].values():
         assert split["quantiles"]["0.1"] <= split["quantiles"]["0.9"]
+        # five statistics, and all of them together where the views outnumber them
+        assert len(split["cues"]) == (6 if split["views"] > 6 else 5)
+        assert all(0 < c["best_corr"] <= 1 and c["sd_ln"] >= 0 for c in split["cues"].values())
     assert "q90 / q10" in (out / "results.md").read_text()
+    assert "median log step, 4 px" in (out / "results.md").read_text()
+
+
+def test_scaling_cues_scale_with_the_scene_exponent():
+    """Each cue of a scene raised to a power p is p times the scene's: what makes them read
+    the exponent (scenes whose range lies within the cues' floor, so the same pixels count)."""
+    from experiments import blind_limits
+
+    rng = np.random.default_rng(0)
+    lum = np.exp(rng.normal(0.0, 0.6, (48, 64)) + np.linspace(0, 1, 64)).astype(np.float64)
+    base = blind_limits.scaling_cues(lum)
+    for p in (0.8, 1.44):
+        got = blind_limits.scaling_cues(lum ** p)
+        assert set(got) == set(base)
+        for name, v in got.items():
+            assert v == pytest.approx(p * base[name], rel=1e-6), name
