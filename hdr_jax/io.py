@@ -693,8 +693,7 @@ def _heif_gain_map(p: Path, exif: bytes) -> tuple[np.ndarray, bytes, str] | None
     if photo is None:
         return None
     apple = next((i for i in meta.items.values() if meta.primary in i.refs.get(b"auxl", ())
-                  and (b"auxC", b"\0\0\0\0" + APPLE_GAIN_MAP.encode() + b"\0") in i.properties),
-                 None)
+                  and isobmff.aux_type(i) == APPLE_GAIN_MAP), None)
     if apple is not None:
         what, kind, gain, payload = "Apple HDR gain map", "apple", apple, _maker_note(exif)
     else:

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["Item", "Meta", "boxes", "read_meta", "transforms", "apply_transforms", "write_file"]
+__all__ = ["Item", "Meta", "aux_type", "boxes", "read_meta", "transforms", "apply_transforms",
+           "write_file"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +179,13 @@ def read_meta(data: bytes) -> Meta:
                            tuple(props[i - 1] for i in assoc.get(item, []) if 0 < i <= len(props)),
                            refs.get(item, {}), content)
     return Meta(primary, items)
+
+
+def aux_type(item: Item) -> str | None:
+    """The type an item's 'auxC' property names (a URN; what follows its terminating zero byte
+    is the type's own subtype data), None without one."""
+    body = next((b for k, b in item.properties if k == b"auxC"), None)
+    return None if body is None else body[4:].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def transforms(item: Item) -> list[tuple[bytes, int]]:

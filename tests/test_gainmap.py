@@ -537,6 +537,10 @@ def test_apple_gain_maps_that_cannot_be_used(tmp_path):
     (tmp_path / "o.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note(NOTE)),
                                                  aux_type="urn:example:photo:aux:gainmap"))
     assert hio.read_gain_map(tmp_path / "o.heic") is None
+    # Apple's type followed by subtype data is Apple's map
+    (tmp_path / "s.heic").write_bytes(apple_heic(sdr, gain, _exif(maker_note(NOTE)),
+                                                 aux_type=hio.APPLE_GAIN_MAP + "\0\x01\x02"))
+    assert hio.read_gain_map(tmp_path / "s.heic")[2] == "apple"
     # tag 48 absent counts 0 (1.8 stops); tag 33 or the whole MakerNote absent: no headroom
     for tags, want in [({33: (1, 2)}, "1.8"), ({48: (1, 200)}, "tag 33"),
                        (None, "without the Apple MakerNote")]:
