@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import struct
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_python_checked
 from PIL import Image
 
 from hdr_jax import io as hio
@@ -753,3 +754,22 @@ def test_cli_uses_an_avif_gain_map_of_a_turned_photo(tiny_weights, cli_env, tmp_
     np.testing.assert_allclose(hdr, want, rtol=1e-3, atol=1e-4)  # the EXR stores half floats
     r, _ = _reconstruct(tmp_path / "b.avif", tiny_weights, cli_env)
     assert r.stderr.count("warning:") == 1 and "gain map does not decode" in r.stderr, r.stderr
+
+
+def test_gainmap_files_experiment(cli_env, tmp_path):
+    """The real-file report: kind, sizes, boost, and a HEIF turned a quarter through its
+    rotation property (the map, without one of its own, turns with the photo)."""
+    rng = np.random.default_rng(16)
+    photo = _picture((rng.random((32, 48, 3)) * 255).astype(np.uint8), b"heic")
+    gain = _picture((rng.random((16, 24)) * 255).astype(np.uint8), b"heic")
+    (tmp_path / "p.heic").write_bytes(tmap_file(photo, [gain], iso_payload([ISO_CHANNEL]),
+                                                b"heic", photo_steps=((b"irot", 0),)))
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    out = tmp_path / "report"
+    run_python_checked(["-m", "experiments.gainmap_files", tmp_path / "p.heic",
+                        tmp_path / "plain.png", "--out", out], cli_env, timeout=300)
+    heif, plain = json.loads((out / "results.json").read_text())["photos"]
+    assert plain == {"file": "plain.png", "photo": "8x8", "kind": None}
+    assert heif["kind"] == "iso" and heif["photo"] == "48x32" and heif["map"] == "24x16"
+    assert heif["fits"] and heif["max boost (stops)"] == pytest.approx(3.0)
+    assert heif["turned photo"] == "32x48" and heif["turned map"] == "16x24" and heif["turned fits"]
