@@ -4,10 +4,11 @@ project (analysis).
     python -m experiments.gainmap_files PHOTO... [--out docs/results/gainmaps] [--overwrite]
 
 Per photo: its size, the kind of gain map it carries (:func:`hdr_jax.io.read_gain_map`), the
-map's size and whether it fits the photo (:func:`gainmap.check_shape`), the most it raises a
-pixel (``max_boost_stops``), and its HDR rendition (:func:`gainmap.hdr_rendition` of the photo
-decoded with the sRGB curve, SDR white at 1): the share of pixels with a channel above SDR white,
-the 99.9th percentile and the maximum of the brightest channel. For a HEIF or AVIF, the same file
+map's size and range of stored values, whether it fits the photo (:func:`gainmap.check_shape`),
+the most it raises a pixel (``max_boost_stops``), and its HDR rendition
+(:func:`gainmap.hdr_rendition` of the photo decoded with the sRGB curve, SDR white at 1): the
+share of pixels with a channel above SDR white, the 99.9th percentile and the maximum of the
+brightest channel. For a HEIF or AVIF, the same file
 with each of its rotation properties set to a quarter turn (as a camera stores a portrait photo)
 is read too: the photo's and the map's sizes then, and whether they still fit.
 
@@ -75,7 +76,8 @@ def describe(path: Path) -> dict:
     hdr = gainmap.hdr_rendition(crf.srgb_decode(photo), gm)
     top = hdr.max(-1)
     row |= {"kind": found[2], "map": f"{found[0].shape[1]}x{found[0].shape[0]}",
-            "map channels": found[0].shape[2], "fits": fits(gm, photo.shape[:2]),
+            "map channels": found[0].shape[2], "map min": float(found[0].min()),
+            "map max": float(found[0].max()), "fits": fits(gm, photo.shape[:2]),
             "max boost (stops)": float(gm.max_boost_stops),
             "share above SDR white": float(np.mean(top > 1.0)),
             "p99.9 of the brightest channel": float(np.quantile(top, 0.999)),
