@@ -385,7 +385,7 @@ def heif_nclx(data: bytes) -> dict | None:
     of :data:`_H273_PRIMARIES`, 'color_primary_{red,green,blue,white}_{x,y}'. None when the
     file has no such box or its boxes do not parse. Read by hand for AVIF: Pillow's decoder
     reports an ICC profile but not an nclx box."""
-    meta = isobmff.read_meta(data)
+    meta = isobmff.read_meta(data, with_data=False)
     item = meta.items.get(meta.primary)
     for kind, body in item.properties if item is not None else ():
         if kind == b"colr" and len(body) >= 11 and body[:4] == b"nclx":
@@ -687,7 +687,10 @@ def _heif_gain_map(p: Path, exif: bytes) -> tuple[np.ndarray, bytes, str] | None
     auxiliary gain map and MakerNote, else the gain map input of an ISO 21496-1 'tmap' item
     whose base input is the photo (an auxiliary picture, as Samsung's phones write it, or a
     hidden one, as libavif and libheif do)."""
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise _error(p, "cannot read the file", e) from e
     meta = isobmff.read_meta(data)
     photo = meta.items.get(meta.primary)
     if photo is None:

@@ -124,8 +124,9 @@ def _locations(data: bytes, b: int, e: int) -> dict[int, tuple[int, list[tuple[i
     return out
 
 
-def read_meta(data: bytes) -> Meta:
-    """The items of a file's top-level 'meta' box (Meta(None, {}) without one). A box that does
+def read_meta(data: bytes, *, with_data: bool = True) -> Meta:
+    """The items of a file's top-level 'meta' box (Meta(None, {}) without one); without
+    ``with_data`` every item's data is None (no copy of the file's pictures). A box that does
     not parse is skipped, so a cut or corrupted file gives fewer items, never an exception."""
     meta = next(((b, e) for k, b, e in boxes(data, 0, len(data)) if k == b"meta"), None)
     if meta is None:
@@ -168,7 +169,7 @@ def read_meta(data: bytes) -> Meta:
     items = {}
     for item in set(types) | set(assoc) | set(locations):
         content = None
-        if item in locations:
+        if with_data and item in locations:
             method, spans = locations[item]
             origin, stop = {0: (0, len(data)), 1: idat}.get(method, (None, None))
             if origin is not None:

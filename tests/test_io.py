@@ -15,6 +15,7 @@ from conftest import with_nclx
 from PIL import Image
 
 from hdr_jax import io as hio
+from hdr_jax import isobmff
 from hdr_jax.data.testing import write_dng
 from hdr_jax.io import ImageIOError
 
@@ -462,6 +463,43 @@ def test_heif_nclx_follows_the_primary_item():
         for i in rng.integers(0, len(bad), 3):
             bad[i] = int(rng.integers(256))
         hio.heif_nclx(bytes(bad))
+
+
+def test_isobmff_items_round_trip():
+    """write_file -> read_meta keeps each item's type, hidden flag, properties (shared ones
+    written once), 'dimg' references (renumbered 1, 2, ...) and data; the first is primary;
+    without data only the layout is read; no cut of the file raises."""
+    ispe = (b"ispe", bytes(4) + struct.pack(">II", 64, 16))
+    items = [isobmff.Item(70000, b"grid", False, (ispe, (b"irot", b"\1")), {b"dimg": (9, 8)},
+                          bytes([0, 0, 0, 1]) + struct.pack(">HH", 64, 16)),
+             isobmff.Item(9, b"hvc1", True, (ispe, (b"hvcC", b"left")), {}, b"L" * 10),
+             isobmff.Item(8, b"hvc1", True, (ispe, (b"hvcC", b"right")), {}, b"R" * 12)]
+    data = isobmff.write_file(items, b"heic")
+    assert data[4:12] == b"ftypheic"
+    meta = isobmff.read_meta(data)
+    assert meta.primary == 1 and sorted(meta.items) == [1, 2, 3]
+    for n, want in enumerate(items, 1):
+        got = meta.items[n]
+        assert (got.type, got.hidden, got.properties, got.data) == (
+            want.type, want.hidden, want.properties, want.data)
+    assert meta.items[1].refs == {b"dimg": (2, 3)}
+    assert isobmff.transforms(meta.items[1]) == [(b"irot", 1)]
+    assert data.count(b"ispe") == 1  # one property box, associated with all three
+    assert all(x.data is None for x in isobmff.read_meta(data, with_data=False).items.values())
+    for cut in range(len(data)):
+        isobmff.read_meta(data[:cut])
+
+
+def test_isobmff_transforms_follow_numpy():
+    """apply_transforms: 'irot' n turns anticlockwise, 'imir' 0 swaps top and bottom, 1 left
+    and right, in the order given."""
+    a = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(isobmff.apply_transforms(a, [(b"irot", 1)]), [[2, 5], [1, 4],
+                                                                                [0, 3]])
+    np.testing.assert_array_equal(isobmff.apply_transforms(a, [(b"imir", 0)]), [[3, 4, 5],
+                                                                                [0, 1, 2]])
+    np.testing.assert_array_equal(isobmff.apply_transforms(a, [(b"irot", 1), (b"imir", 1)]),
+                                  [[5, 2], [4, 1], [3, 0]])
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
