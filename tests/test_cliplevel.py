@@ -347,16 +347,28 @@ def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_pat
     assert "median log step, 4 px" in (out / "results.md").read_text()
 
 
+_SCALING_CHECK = """
+import json
+import numpy as np
+from experiments import blind_limits
+
+rng = np.random.default_rng(0)
+lum = np.exp(rng.normal(0.0, 0.6, (48, 64)) + np.linspace(0, 1, 64))
+print(json.dumps({str(p): blind_limits.scaling_cues(lum ** p) for p in (1.0, 0.8, 1.44)}))
+"""
+
+
 def test_scaling_cues_scale_with_the_scene_exponent():
     """Each cue of a scene raised to a power p is p times the scene's: what makes them read
-    the exponent (scenes whose range lies within the cues' floor, so the same pixels count)."""
-    from experiments import blind_limits
-
-    rng = np.random.default_rng(0)
-    lum = np.exp(rng.normal(0.0, 0.6, (48, 64)) + np.linspace(0, 1, 64)).astype(np.float64)
-    base = blind_limits.scaling_cues(lum)
-    for p in (0.8, 1.44):
-        got = blind_limits.scaling_cues(lum ** p)
-        assert set(got) == set(base)
-        for name, v in got.items():
-            assert v == pytest.approx(p * base[name], rel=1e-6), name
+    the exponent (scenes whose range lies within the cues' floor, so the same pixels count).
+    In a subprocess: the experiment module defines absl flags that other experiments, imported
+    by other tests in this process, define too."""
+    r = subprocess.run([sys.executable, "-c", _SCALING_CHECK], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    base = got.pop("1.0")
+    assert len(base) == 5
+    for p, cues in got.items():
+        assert set(cues) == set(base)
+        for name, v in cues.items():
+            assert v == pytest.approx(float(p) * base[name], rel=1e-6), name
