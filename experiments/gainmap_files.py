@@ -8,17 +8,24 @@ map's size and range of stored values, whether it fits the photo (:func:`gainmap
 the most it raises a pixel (``max_boost_stops``), and its HDR rendition
 (:func:`gainmap.hdr_rendition` of the photo decoded with the sRGB curve, SDR white at 1): the
 share of pixels with a channel above SDR white, the 99.9th percentile and the maximum of the
-brightest channel. For a HEIF or AVIF, the same file
-with each of its rotation properties set to a quarter turn (as a camera stores a portrait photo)
-is read too: the photo's and the map's sizes then, and whether they still fit.
+brightest channel. Where the file also describes its map by ISO 21496-1 metadata (an iPhone's
+does since iOS 18, beside Apple's own), that description's most boost and the log2 ratio of the
+brightest channel of the two renditions (5th, 50th and 95th percentile over the pixels). For a
+HEIF or AVIF, the same file with each of its rotation properties set to a quarter turn (as a
+camera stores a portrait photo) is read too: the photo's and the map's sizes then, and whether
+they still fit.
 
-The committed results come from the two phone photos in pillow-heif 1.9.0's source package
-(an iPhone 13 Pro HEIC and a Samsung HEIC):
+The committed results come from phone photos and gain-map files in three source packages
+(nothing of them is committed):
 
-    pip download pillow-heif==1.9.0 --no-binary :all: --no-deps -d /tmp/ph
-    tar xzf /tmp/ph/pillow_heif-1.9.0.tar.gz -C /tmp/ph
-    python -m experiments.gainmap_files /tmp/ph/pillow_heif-1.9.0/tests/images/heif_other/pug.heic \
-        /tmp/ph/pillow_heif-1.9.0/tests/images/heif_special/aux_YCbCr.heic
+    pip download --no-binary :all: --no-deps -d /tmp/gm pillow-heif==1.9.0 \
+        gainmap-audit==0.1.2 luvix==0.1.5
+    for f in /tmp/gm/*.tar.gz; do tar xzf "$f" -C /tmp/gm; done
+    python -m experiments.gainmap_files /tmp/gm/pillow_heif-1.9.0/tests/images/heif_other/pug.heic \
+        /tmp/gm/pillow_heif-1.9.0/tests/images/heif_special/aux_YCbCr.heic \
+        /tmp/gm/gainmap_audit-0.1.2/tests/corpus/*.{jpg,heic,avif} \
+        /tmp/gm/luvix-0.1.5/tests/fixtures/apple/*.{heic,jpg} \
+        /tmp/gm/luvix-0.1.5/tests/fixtures/apple/batch/*
 """
 
 from __future__ import annotations
@@ -82,6 +89,14 @@ def describe(path: Path) -> dict:
             "share above SDR white": float(np.mean(top > 1.0)),
             "p99.9 of the brightest channel": float(np.quantile(top, 0.999)),
             "max of the brightest channel": float(top.max())}
+    iso = hdr_io.read_gain_map(path, kinds=("iso",)) if found[2] != "iso" else None
+    if iso is not None:  # the same map described twice (an iPhone's since iOS 18)
+        gi = gainmap.parse(*iso)
+        other = gainmap.hdr_rendition(crf.srgb_decode(photo), gi).max(-1)
+        diff = np.log2(np.maximum(top, 1e-4) / np.maximum(other, 1e-4))
+        row |= {"ISO 21496-1 too: max boost": float(gi.max_boost_stops),
+                "log2 of the two renditions' ratio: p5": float(np.quantile(diff, 0.05)),
+                "median": float(np.median(diff)), "p95": float(np.quantile(diff, 0.95))}
     turned = quarter_turned(path.read_bytes()) if path.suffix.lower() in (
         ".heic", ".heif", ".avif") else None
     if turned is not None:
@@ -113,7 +128,12 @@ def main(argv):
         sys.exit(f"not found: {', '.join(missing)}")
     report.refuse_existing(_OUT.value, overwrite=_OVERWRITE.value)
     t0 = time.perf_counter()
-    rows = [describe(p) for p in paths]
+    rows = []
+    for p in paths:
+        try:
+            rows.append(describe(p))
+        except (hdr_io.ImageIOError, gainmap.GainMapError) as e:  # reported, not fatal
+            rows.append({"file": p.name, "error": str(e)})
     res = {"photos": rows, "total_s": time.perf_counter() - t0}
     report.publish(_OUT.value, res, markdown(rows), overwrite=_OVERWRITE.value)
 

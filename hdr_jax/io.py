@@ -38,6 +38,7 @@ from PIL import Image
 from hdr_jax import interrupts, isobmff
 
 __all__ = [
+    "GAIN_MAP_KINDS",
     "HDR_EXTENSIONS",
     "ImageIOError",
     "LDR_EXTENSIONS",
@@ -606,10 +607,17 @@ _EXIF_MAKER_NOTE = 0x927C
 ISO_GAIN_MAP = "urn:iso:std:iso:ts:21496:-1"
 
 
-def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
+#: The gain-map kinds :func:`read_gain_map` reads, in the order it prefers them where a file
+#: describes its map more than once (an iPhone's since iOS 18: Apple's and ISO 21496-1).
+GAIN_MAP_KINDS = ("hdrgm", "apple", "iso")
+
+
+def read_gain_map(path: PathLike, kinds: Sequence[str] = GAIN_MAP_KINDS
+                  ) -> tuple[np.ndarray, bytes, str] | None:
     """The HDR gain map a photo carries, as (its pixels (h, w, 1 or 3) in [0, 1], upright like
     :func:`read_ldr`'s image, its metadata, its kind); None when the file has none (any other
-    format included). The parameters are :func:`hdr_jax.camera.gainmap.parse`'s. Three kinds:
+    format included), or none of ``kinds``, read in their order of preference. The parameters
+    are :func:`hdr_jax.camera.gainmap.parse`'s. Three kinds:
 
     - 'hdrgm': a JPEG's (Ultra HDR: a picture of the file's Multi-Picture Format index whose
       XMP holds Adobe's hdrgm parameters), turned by the photo's EXIF orientation; the metadata
@@ -633,14 +641,14 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
     with _open_ldr(p) as im:
         fmt, exif = im.format, im.info.get("exif") or b""
         if fmt in ("HEIF", "AVIF"):
-            return _heif_gain_map(p, exif)
+            return _heif_gain_map(p, exif, kinds)
         if fmt not in ("JPEG", "MPO"):
             return None
         xmp, mp, mpoffset = im.info.get("xmp") or b"", im.info.get("mp"), im.info.get("mpoffset")
         orientation = _orientation(im, probe=False)
     # Adobe's hdrgm namespace and its Version field, looked for in the bytes (this module does
     # not import the camera package, which loads JAX).
-    announced = b"hdr-gain-map" in xmp and b"Version" in xmp
+    announced = b"hdr-gain-map" in xmp and b"Version" in xmp and "hdrgm" in kinds
     failure = "none of its pictures is one"
     try:
         entries = _mp_entries(mp) if mp else []
@@ -663,9 +671,10 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
                 iso = next((c[len(ISO_GAIN_MAP) + 1:] for m, c in getattr(g, "applist", [])
                             if m == "APP2" and c.startswith(ISO_GAIN_MAP.encode() + b"\0")),
                            b"")
-                kind = ("hdrgm" if b"hdr-gain-map" in info_xmp else
-                        "apple" if APPLE_GAIN_MAP.encode() in info_xmp else
-                        "iso" if len(iso) > 4 else None)  # the photo's own has 4 bytes
+                offered = {"hdrgm": b"hdr-gain-map" in info_xmp,
+                           "apple": APPLE_GAIN_MAP.encode() in info_xmp,
+                           "iso": len(iso) > 4}  # the photo's own APP2 holds 4 bytes
+                kind = next((k for k in kinds if offered.get(k)), None)
                 if kind is None:
                     continue
                 pixels = np.asarray(g.convert("L") if kind == "apple" else
@@ -682,11 +691,12 @@ def read_gain_map(path: PathLike) -> tuple[np.ndarray, bytes, str] | None:
     return None
 
 
-def _heif_gain_map(p: Path, exif: bytes) -> tuple[np.ndarray, bytes, str] | None:
+def _heif_gain_map(p: Path, exif: bytes, kinds: Sequence[str]
+                   ) -> tuple[np.ndarray, bytes, str] | None:
     """:func:`read_gain_map` of a HEIF or AVIF file (``exif``: the photo's EXIF block): Apple's
-    auxiliary gain map and MakerNote, else the gain map input of an ISO 21496-1 'tmap' item
-    whose base input is the photo (an auxiliary picture, as Samsung's phones write it, or a
-    hidden one, as libavif and libheif do)."""
+    auxiliary gain map and MakerNote ('apple'), the gain map input of an ISO 21496-1 'tmap' item
+    whose base input is the photo ('iso': an auxiliary picture, as Samsung's phones and iPhones
+    write it, or a hidden one, as libavif and libheif do), the first of ``kinds`` found."""
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -697,17 +707,21 @@ def _heif_gain_map(p: Path, exif: bytes) -> tuple[np.ndarray, bytes, str] | None
         return None
     apple = next((i for i in meta.items.values() if meta.primary in i.refs.get(b"auxl", ())
                   and isobmff.aux_type(i) == APPLE_GAIN_MAP), None)
-    if apple is not None:
-        what, kind, gain, payload = "Apple HDR gain map", "apple", apple, _maker_note(exif)
+    tmap = next((i for i in meta.items.values() if i.type == b"tmap"
+                 and i.refs.get(b"dimg", ())[:1] == (meta.primary,)
+                 and len(i.refs[b"dimg"]) == 2), None)
+    kind = next((k for k in kinds if {"apple": apple, "iso": tmap}.get(k) is not None), None)
+    if kind is None:
+        return None
+    if kind == "apple":
+        what, gain, payload = "Apple HDR gain map", apple, _maker_note(exif)
     else:
-        tmap = next((i for i in meta.items.values() if i.type == b"tmap"
-                     and i.refs.get(b"dimg", ())[:1] == (meta.primary,)
-                     and len(i.refs[b"dimg"]) == 2), None)
-        if tmap is None:
-            return None
-        what, kind, payload = "ISO 21496-1 gain map", "iso", tmap.data
+        what, payload = "ISO 21496-1 gain map", tmap.data
         if payload is None:
             raise _error(p, f"its {what}'s metadata lies beyond the end of the file (cut?)")
+        if payload[:1] != b"\0":  # the 'tmap' item's own version, before the ISO metadata
+            raise _error(p, f"its {what}'s 'tmap' item is of an unknown version")
+        payload = payload[1:]
         gain = meta.items.get(tmap.refs[b"dimg"][1])
         if gain is None:
             raise _error(p, f"its {what} (item {tmap.refs[b'dimg'][1]}) is not in the file")

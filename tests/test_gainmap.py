@@ -37,12 +37,12 @@ def _iso_app2(payload: bytes) -> bytes:
 
 
 def iso_payload(channels: list[dict], base: tuple = (0, 1), alternate: tuple = (3, 1), *,
-                version: int = 0, minimum: int = 0, flags: int | None = None) -> bytes:
-    """ISO 21496-1 binary metadata: versions, flags (three channels or one), the headrooms,
-    then per channel min, max, gamma, base and alternate offset as (numerator, denominator)."""
+                minimum: int = 0, flags: int | None = None) -> bytes:
+    """ISO 21496-1 binary metadata as a JPEG's APP2 segment holds it: versions, flags (three
+    channels or one), the headrooms, then per channel min, max, gamma, base and alternate
+    offset as (numerator, denominator). A HEIF 'tmap' item holds it after a version byte."""
     flags = (0x80 if len(channels) == 3 else 0) if flags is None else flags
-    out = struct.pack(">BHHB", version, minimum, 0, flags) + struct.pack(">IIII", *base,
-                                                                          *alternate)
+    out = struct.pack(">HHB", minimum, 0, flags) + struct.pack(">IIII", *base, *alternate)
     for c in channels:
         out += struct.pack(">iIiIIIiIiI", *c["min"], *c["max"], *c["gamma"], *c["base"],
                            *c["alt"])
@@ -314,7 +314,8 @@ def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
     libheif writes both pictures (lossless), then item 2 gets an 'auxC' property and an 'auxl'
     reference to the primary, and the item locations move by what the meta box grew. With
     ``tmap``, also an ISO 21496-1 'tmap' item holding those bytes (in an 'mdat' box at the end
-    of the file) whose 'dimg' inputs are the primary and the auxiliary picture."""
+    of the file, after the item's version byte) whose 'dimg' inputs are the primary and the
+    auxiliary picture."""
     mode = "L" if gain.ndim == 2 else "RGB"
     hf = pillow_heif.from_bytes(mode="RGB", size=sdr.shape[1::-1], data=sdr.tobytes())
     hf.add_frombytes(mode=mode, size=gain.shape[1::-1], data=gain.tobytes())
@@ -361,6 +362,7 @@ def apple_heic(sdr: np.ndarray, gain: np.ndarray, exif: bytes | None = None,
         pos += 2
         items.append([item, base, spans])
     if tmap is not None:
+        tmap = b"\0" + tmap  # the 'tmap' item's version
         item = max(i for i, _, _ in items) + 1
         infos.append((b"infe", b"\2\0\0\0" + struct.pack(">HH", item, 0) + b"tmap\0"))
         refs += _box(b"dimg", struct.pack(">HHHH", item, 2, primary, aux))
@@ -482,15 +484,40 @@ def test_iso_metadata():
     assert gainmap.parse(np.zeros((4, 4)), iso_payload([ISO_CHANNEL], (3, 1), (0, 1)),
                          "iso").base_is_hdr
     for payload, match in [
-        (iso_payload([ISO_CHANNEL], version=1), "unknown version"),
+        (iso_payload([ISO_CHANNEL])[:4], "4 bytes, too short"),
         (iso_payload([ISO_CHANNEL], minimum=1), "version 1"),
-        (iso_payload([ISO_CHANNEL])[:-4], "expected 62"),
-        (iso_payload([ISO_CHANNEL], flags=0x80), "expected 142"),
+        (iso_payload([ISO_CHANNEL])[:-4], "expected 61"),
+        (iso_payload([ISO_CHANNEL], flags=0x80), "expected 141"),
         (iso_payload([dict(ISO_CHANNEL, gamma=(1, 0))]), "zero denominator"),
         (iso_payload([dict(ISO_CHANNEL, gamma=(0, 1))]), "ISO 21496-1 Gamma must be positive"),
     ]:
         with pytest.raises(gainmap.GainMapError, match=match):
             gainmap.parse(np.zeros((4, 4)), payload, "iso")
+
+
+#: ISO 21496-1 metadata of two iPhone 15 photos (iOS 18), as their files store it: the APP2
+#: payload of a JPEG's map and the data of a HEIC's 'tmap' item (its version byte first).
+IPHONE_JPEG_ISO = bytes.fromhex(
+    "000000004000000000000f424000161bf8000f4240fffda824000f424000161bf8000f4240000be9da000f4240"
+    "0000000a000f42400000000a000f4240")
+IPHONE_HEIC_TMAP = bytes.fromhex(
+    "00000000004000000000000f424000188d94000f4240fffffc3f000f424000188d94000f4240000b6a0f000f42"
+    "400000000a000f42400000000a000f4240")
+
+
+def test_iso_metadata_of_real_iphone_files():
+    """The two real layouts: the JPEG's 61 bytes parse as they are, the HEIC item's after its
+    version byte. Their headrooms, 1.45 and 1.61 stops, are what the same photos' Apple
+    MakerNotes give by Apple's formula (docs/results/gainmaps)."""
+    jpeg = gainmap.iso_fields(IPHONE_JPEG_ISO)
+    assert jpeg["HDRCapacityMax"] == jpeg["GainMapMax"] == [1.448952]
+    assert jpeg["HDRCapacityMin"] == [0.0] and jpeg["GainMapMin"] == [-0.153564]
+    assert jpeg["Gamma"] == [0.780762] and jpeg["OffsetSDR"] == jpeg["OffsetHDR"] == [1e-5]
+    assert IPHONE_HEIC_TMAP[0] == 0
+    heic = gainmap.iso_fields(IPHONE_HEIC_TMAP[1:])
+    assert heic["HDRCapacityMax"] == heic["GainMapMax"] == [1.609108]
+    with pytest.raises(gainmap.GainMapError, match="62 bytes, expected 61"):
+        gainmap.iso_fields(IPHONE_HEIC_TMAP)  # the item's data as it is: not the metadata
 
 
 def test_iso_gain_map_in_a_jpeg_and_a_heic(tmp_path):
@@ -528,6 +555,30 @@ def test_iso_gain_map_in_a_jpeg_and_a_heic(tmp_path):
                                       .replace(b"auxl", b"zzzz"))
     hidden, meta, kind = hio.read_gain_map(tmp_path / "h.heic")
     assert kind == "iso" and meta == payload and np.array_equal(hidden, pixels)
+
+
+def test_a_map_described_twice(tmp_path):
+    """An iPhone's since iOS 18: one map, described by Apple's MakerNote and by ISO 21496-1
+    metadata (the map's APP2 segment in a JPEG, a 'tmap' item over the same auxiliary picture
+    in a HEIC). Apple's is read unless ``kinds`` asks for the other; a kind the file lacks
+    reads as no map."""
+    rng = np.random.default_rng(9)
+    sdr = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    rec = (rng.random((12, 20)) * 255).astype(np.uint8)
+    payload = iso_payload([ISO_CHANNEL])
+    coded = _jpeg(rec)
+    jpeg = ultra_hdr(sdr, rec, None, exif=_exif(maker_note(NOTE)),
+                     map_bytes=coded[:2] + _iso_app2(payload) + coded[2:])
+    (tmp_path / "both.jpg").write_bytes(jpeg)
+    (tmp_path / "both.heic").write_bytes(apple_heic(sdr, rec, _exif(maker_note(NOTE)),
+                                                    tmap=payload))
+    for name in ("both.jpg", "both.heic"):
+        apple = hio.read_gain_map(tmp_path / name)
+        iso = hio.read_gain_map(tmp_path / name, kinds=("iso",))
+        assert apple[2] == "apple" and iso[2] == "iso" and iso[1] == payload, name
+        np.testing.assert_array_equal(apple[0], iso[0])  # the same picture
+        assert hio.read_gain_map(tmp_path / name, kinds=("iso", "apple"))[2] == "iso"
+        assert hio.read_gain_map(tmp_path / name, kinds=("hdrgm",)) is None
 
 
 def test_apple_gain_maps_that_cannot_be_used(tmp_path):
@@ -626,8 +677,8 @@ def tmap_file(photo: isobmff.Item, gain: list[isobmff.Item], payload: bytes, bra
               photo_steps=(), gain_steps=()) -> bytes:
     """A HEIC or AVIF of the photo (turned by ``photo_steps``), its hidden gain map (a picture,
     or a grid item followed by its tiles; turned by ``gain_steps``) and a hidden 'tmap' item
-    whose 'dimg' inputs are the two, written by the library's own writer (whose output the
-    decoders check)."""
+    (version 0, then ``payload``) whose 'dimg' inputs are the two, written by the library's own
+    writer (whose output the decoders check)."""
     items = [dataclasses.replace(photo, id=1, properties=photo.properties + _props(*photo_steps))]
     root, *tiles = gain
     items.append(dataclasses.replace(root, id=2, hidden=True,
@@ -635,7 +686,7 @@ def tmap_file(photo: isobmff.Item, gain: list[isobmff.Item], payload: bytes, bra
     tile_ids = tuple(range(4, 4 + len(tiles)))
     if tiles:
         items[1] = dataclasses.replace(items[1], refs={b"dimg": tile_ids})
-    items.append(isobmff.Item(3, b"tmap", True, (), {b"dimg": (1, 2)}, payload))
+    items.append(isobmff.Item(3, b"tmap", True, (), {b"dimg": (1, 2)}, b"\0" + payload))
     items += [dataclasses.replace(t, id=i, hidden=True) for t, i in zip(tiles, tile_ids)]
     return isobmff.write_file(items, brand)
 
@@ -726,6 +777,8 @@ def test_hidden_gain_maps_that_cannot_be_read(tmp_path):
         "cut": (good[:-10], "its ISO 21496-1 gain map's metadata lies beyond the end"),
         "gone": (good.replace(struct.pack(">HHHH", 3, 2, 1, 2), struct.pack(">HHHH", 3, 2, 1, 9)),
                  "its ISO 21496-1 gain map .item 9. is not in the file"),
+        "version": (good.replace(b"\0" + payload, b"\1" + payload),
+                    "its ISO 21496-1 gain map's 'tmap' item is of an unknown version"),
     }
     for name, (data, match) in cases.items():
         path = tmp_path / f"{name}.heic"

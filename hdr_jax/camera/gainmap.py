@@ -166,20 +166,22 @@ def _parse_apple(recovery: np.ndarray, maker_note: bytes) -> GainMap:
 
 
 def iso_fields(payload: bytes) -> dict[str, list[float]]:
-    """The parameters of ISO 21496-1 binary gain-map metadata, named as Adobe's XMP fields:
-    version (8 bits, 0), minimum and writer version (16 bits each; a minimum above 0 is not
-    understood), a flags byte (bit 7: three channels, else one), the base and alternate HDR
-    headrooms (unsigned fractions of two 32-bit integers), then per channel GainMapMin and
-    GainMapMax (signed / unsigned), Gamma (unsigned), OffsetSDR and OffsetHDR (the base and
-    alternate offsets, signed / unsigned); big-endian. :class:`GainMapError` when it is not."""
+    """The parameters of ISO 21496-1 binary gain-map metadata (as a JPEG's APP2 segment holds
+    it; a HEIF 'tmap' item puts a version byte before it, which :func:`hdr_jax.io.
+    read_gain_map` removes), named as Adobe's XMP fields: the minimum and writer version (16
+    bits each; a minimum above 0 is not understood), a flags byte (bit 7: three channels, else
+    one), the base and alternate HDR headrooms (unsigned fractions of two 32-bit integers),
+    then per channel GainMapMin and GainMapMax (signed / unsigned), Gamma (unsigned), OffsetSDR
+    and OffsetHDR (the base and alternate offsets, signed / unsigned); big-endian.
+    :class:`GainMapError` when it is not."""
     data = bytes(payload)
-    if len(data) < 6 or data[0] != 0:
-        raise GainMapError("ISO 21496-1 metadata of an unknown version")
-    minimum, writer = struct.unpack_from(">HH", data, 1)
+    if len(data) < 5:
+        raise GainMapError(f"ISO 21496-1 metadata of {len(data)} bytes, too short")
+    minimum, writer = struct.unpack_from(">HH", data, 0)
     if minimum > 0:
         raise GainMapError(f"ISO 21496-1 metadata needs a reader of version {minimum}")
-    channels = 3 if data[5] & 0x80 else 1
-    need = 6 + 16 + channels * 40
+    channels = 3 if data[4] & 0x80 else 1
+    need = 5 + 16 + channels * 40
     if len(data) < need or (writer == 0 and len(data) != need):
         raise GainMapError(f"ISO 21496-1 metadata of {len(data)} bytes, expected {need}")
 
@@ -189,12 +191,12 @@ def iso_fields(payload: bytes) -> dict[str, list[float]]:
             raise GainMapError("ISO 21496-1 metadata with a zero denominator")
         return n / d
 
-    out = {"HDRCapacityMin": [fraction(6, False)], "HDRCapacityMax": [fraction(14, False)]}
+    out = {"HDRCapacityMin": [fraction(5, False)], "HDRCapacityMax": [fraction(13, False)]}
     names = (("GainMapMin", True), ("GainMapMax", True), ("Gamma", False), ("OffsetSDR", True),
              ("OffsetHDR", True))
     for c in range(channels):
         for j, (name, signed) in enumerate(names):
-            out.setdefault(name, []).append(fraction(22 + 40 * c + 8 * j, signed))
+            out.setdefault(name, []).append(fraction(21 + 40 * c + 8 * j, signed))
     return out
 
 
