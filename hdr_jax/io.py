@@ -108,10 +108,9 @@ _LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 # Pillow opens HEIF through pillow-heif, which decodes a 10- or 12-bit one to 8 bits (most
 # phones' HEIC are 8-bit); an HDR transfer (PQ/HLG) is refused in read_ldr, so those 8 bits are
-# display codes. Thumbnails and depth maps are not needed; auxiliary images are listed (not
-# decoded) for an iPhone's HDR gain map (read_gain_map). The options are pillow-heif's global
-# ones, which its open_heif also reads.
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=True)
+# display codes. Thumbnails, depth maps and auxiliary images are not needed (a gain map is found
+# in the file's items by read_gain_map, not through pillow-heif).
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 
 class ImageIOError(Exception):
