@@ -97,6 +97,15 @@ def upsample_bilinear(x: Array, scale: int) -> Array:
     return jax.image.resize(x, (n, h * scale, w * scale, c), "bilinear", antialias=False)
 
 
+#: Module fields every CF-Net module hands on to the modules it builds: precision and the
+#: convolution implementation are set once, on the network.
+SHARED_SETTINGS = ("dtype", "param_dtype", "conv_impl", "split_concat")
+
+
+def _shared_settings(module: nn.Module) -> dict[str, Any]:
+    return {name: getattr(module, name) for name in SHARED_SETTINGS}
+
+
 class PReLU(nn.Module):
     """PReLU with one learned slope (torch `nn.PReLU(num_parameters=1, init=0.2)`)."""
 
@@ -184,12 +193,7 @@ class FeatureExtractionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         x = ConvBlock(4 * self.features, 3, act=self.first_act, name="conv_in", **kw)(x)
         return ConvBlock(self.features, 1, name="feat_in", **kw)(x)
 
@@ -215,12 +219,7 @@ class ProjectionGroups(nn.Module):
     @nn.compact
     def __call__(self, x: Array, guide: Array | None = None) -> Array:
         k, s, p = PROJECTION_GEOMETRY[self.scale]
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         lr, hr = [x], []
         for g in range(self.num_groups):
             h = ConvBlock(self.features, 1, name=f"uptran_{g}", **kw)(lr) if g > 0 else x
@@ -250,12 +249,7 @@ class SuperResolutionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, f_in: Array) -> Array:
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         x = ConvBlock(self.features, 1, name="compress_in", **kw)(f_in)
         return ProjectionGroups(self.features, self.num_groups, self.scale, name="groups", **kw)(x)
 
@@ -279,12 +273,7 @@ class CoupledFeedbackBlock(nn.Module):
 
     @nn.compact
     def __call__(self, f_in: Array, g_own: Array, g_other: Array) -> Array:
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         inputs = [f_in, g_own, g_other] if self.coupled else [f_in, g_own]
         x = ConvBlock(self.features, 1, name="compress_in", **kw)(inputs)
         groups = ProjectionGroups(
@@ -307,12 +296,7 @@ class Reconstruction(nn.Module):
     @nn.compact
     def __call__(self, g: Array) -> Array:
         k, s, p = PROJECTION_GEOMETRY[self.scale]
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         x = ConvBlock(self.features, k, s, p, transpose=True, name="deconv", **kw)(g)
         return ConvBlock(self.out_channels, 3, act=False, name="conv_out", **kw)(x)
 
@@ -383,12 +367,7 @@ class FeedbackStep(nn.Module):
         up_under: Array,
     ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
         g_over, g_under = carry
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         cfb = dict(
             features=self.features,
             num_groups=self.num_groups,
@@ -449,10 +428,7 @@ class CFNet(nn.Module):
             "out_channels": self.in_channels,
             "coupled": self.coupled,
             "reguide_after": self.reguide_after,
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
+            **_shared_settings(self),
         }
 
     def setup(self) -> None:
@@ -466,12 +442,7 @@ class CFNet(nn.Module):
             raise ValueError(
                 f"CFNet: remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}"
             )
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "conv_impl": self.conv_impl,
-            "split_concat": self.split_concat,
-        }
+        kw = _shared_settings(self)
         rec = dict(features=self.features, out_channels=self.in_channels, scale=self.scale, **kw)
 
         srb_cls, step_cls = SuperResolutionBlock, FeedbackStep
