@@ -6,6 +6,8 @@
   hdr-jax brackets IMAGE -o OUTDIR
   hdr-jax fuse UNDER OVER -o OUT.png [--scale 2|4]
   hdr-jax calibrate PHOTO PHOTO... -o CURVE.txt [--ev EV EV...] [--lossy]   (the --response file)
+  hdr-jax calibrate PHOTO PHOTO... -o FOLDER   (filed under the camera the EXIF names; then
+                      --response FOLDER reads each photo with its own camera's curve)
   hdr-jax evaluate sice --data-dir DIR [--weights DIR] [--scale 2|4] [--out DIR]
 
 Exit status: 0 all done; 1 an input or output failed (one line on stderr each, and with several
@@ -24,6 +26,7 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -90,6 +93,46 @@ def _read_photo(path: Path, declared=None, *, raw_note: bool = True) -> np.ndarr
             f"note: {path.name} is {info.bit_depth}-bit; it is treated as display-referred (sRGB)"
         )
     return image
+
+
+def camera_file_name(camera: str) -> str:
+    """The file a folder of curves keeps ``camera``'s response in (``calibrate -o FOLDER``
+    writes it, ``--response FOLDER`` reads it): the camera's name with the characters a file
+    name cannot safely hold replaced by '_', and '.txt'."""
+    name = re.sub(r"[^A-Za-z0-9 ._+-]", "_", camera).strip(" .") or "_"
+    return f"{name}.txt"
+
+
+def _camera_curve(path: Path, response: np.ndarray | Path | None) -> np.ndarray | None:
+    """``--response``'s curve for the photo at ``path``: a given curve as it is; from a folder
+    of curves, the one of the camera the photo's EXIF names (with a 'note:' either way: read
+    with it, or no curve for its camera there and its response estimated, as without
+    --response). Camera raw files need none (:func:`_photo_response`)."""
+    if not isinstance(response, Path):
+        return response
+    if hdr_io.is_raw(path):
+        return None
+    try:
+        camera = hdr_io.exif_camera(path)
+    except hdr_io.ImageIOError:  # reading the photo says what is wrong with it
+        return None
+    if camera is None:
+        _warn(f"note: {path.name} names no camera in its EXIF (Make, Model), so none of the "
+              f"curves in {response} is its own; its response is estimated")
+        return None
+    file = response / camera_file_name(camera)
+    if not file.is_file():
+        _warn(f"note: {path.name}: {response} holds no curve for its camera, {camera} "
+              f"({file.name}); its response is estimated")
+        return None
+    from hdr_jax.camera import crf
+
+    try:
+        curve = crf.parse_response(str(file))
+    except ValueError as e:
+        raise CLIError(f"{path}: --response: {e}") from None
+    _warn(f"note: {path.name} is read with the response of its camera, {camera} ({file})")
+    return curve
 
 
 def _photo_response(path: Path, curve: np.ndarray | None) -> np.ndarray | None:
@@ -182,6 +225,7 @@ _CREATED_DIRS: list[Path] = []
 
 
 def _make_outdir(path: Path) -> Path:
+    _refuse_a_file(path)  # -o photo.jpg: say so, rather than mkdir's "File exists"
     missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -313,10 +357,14 @@ def _tiles(pipe, args: argparse.Namespace, hw: tuple[int, int], *, stage1: bool,
     return {k: tiles[k] for k in ("stage1_tile", "stage2_tile") if tiles[k]}
 
 
-def _response_curve(args: argparse.Namespace) -> np.ndarray | None:
-    """The (1024,) curve ``--response`` names, or None (not given)."""
+def _response_curve(args: argparse.Namespace) -> np.ndarray | Path | None:
+    """The (1024,) curve ``--response`` names, the folder of curves by camera it names
+    (:func:`_camera_curve`), or None (not given)."""
     if args.response is None:
         return None
+    folder = Path(os.path.expanduser(args.response))
+    if folder.is_dir():
+        return folder
     from hdr_jax.camera import crf
 
     try:
@@ -409,10 +457,12 @@ def _warn_degenerate(path: Path, image: np.ndarray,
 
 
 def _reconstruct_one(
-    pipe, path: Path, outs: dict[str, Path], args: argparse.Namespace, curve: np.ndarray | None
+    pipe, path: Path, outs: dict[str, Path], args: argparse.Namespace,
+    curve: np.ndarray | Path | None,
 ) -> None:
     from hdr_jax import pipeline
 
+    curve = _camera_curve(path, curve)
     declared, space = _declarations(path, args, curve_given=curve is not None)
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
@@ -488,6 +538,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
     generated = {i: outdir / f"{path.stem}_{nm}.png" for i, nm in enumerate(names) if i != n_side}
     hdr_path = outdir / f"{path.stem}.exr"
     _new_plan([path], args.overwrite).claim(path, [*generated.values(), hdr_path])
+    curve = _camera_curve(path, curve)
     declared, space = _declarations(path, args, curve_given=curve is not None)
     image = _read_photo(path, declared)
     _warn_degenerate(path, image)
@@ -605,6 +656,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if pair and args.ev is not None:
         raise CLIError("calibrate: --ev does not apply to a raw file and its photo (one shot: "
                        "the raw data measures each pixel's exposure)")
+    if out.is_dir():
+        out = out / camera_file_name(_calibrated_camera(photos))
     if out.suffix.lower() == ".npy":
         raise CLIError(f"{out}: the curve is written as text; --response reads a .npy file as a "
                        "NumPy array (use e.g. .txt)")
@@ -637,6 +690,20 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
               "exposures, or a darker one with less clipped)")
     _write_curve(args, out, curve, f"response of {len(photos)} photos (EV {min(ev):+.2f} .. "
                                    f"{max(ev):+.2f})")
+
+
+def _calibrated_camera(photos: list[Path]) -> str:
+    """The one camera that the EXIF of the photos (a raw file's: not read) names, for a curve
+    written into a folder (:func:`camera_file_name`)."""
+    cameras = {p: hdr_io.exif_camera(p) for p in photos if not hdr_io.is_raw(p)}
+    if None in cameras.values():
+        missing = next(p for p, c in cameras.items() if c is None)
+        raise CLIError(f"calibrate: {missing.name} names no camera in its EXIF (Make, Model), so "
+                       "the curve cannot be filed under its camera: give -o a file name")
+    if len(set(cameras.values())) > 1:
+        raise CLIError("calibrate: the photos name different cameras ("
+                       f"{', '.join(sorted(set(cameras.values())))}); calibrate one camera")
+    return next(iter(cameras.values()))
 
 
 def _calibrate_pair(args: argparse.Namespace, photos: list[Path], out: Path) -> None:
@@ -774,7 +841,9 @@ RESPONSE_HELP = (
     "the camera's response, when you know it: 'srgb', 'gamma:G' (x^(1/G), e.g. gamma:2.2), or a "
     "file of N >= 2 samples of the response at evenly spaced normalised irradiance 0..1 (.npy, "
     "or text), from 0 to 1 and non-decreasing ('hdr-jax calibrate' writes one from a few "
-    "exposures of a scene). The up-exposures and the merge use it (default: "
+    "exposures of a scene); or a folder of such files named by camera ('hdr-jax calibrate -o "
+    "FOLDER' files them so): each photo is read with the curve of the camera its EXIF names, "
+    "and one without is estimated as by default. The up-exposures and the merge use it (default: "
     "the recognised response for the up-exposures, the sRGB curve for the merge; a photo whose "
     "ICC profile or PNG gAMA declares a linear curve is first re-encoded from it to sRGB)"
 )
@@ -860,7 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "same size, only the exposure changed: files, or a folder or glob pattern "
                    "(in name order); or one camera raw file and the photo (JPEG, ...) the "
                    "camera saved of the same shot")
-    c.add_argument("-o", "--output", required=True, help="the curve file to write (text)")
+    c.add_argument("-o", "--output", required=True, help="the curve file to write (text); an "
+                   "existing folder: the file there named after the camera the photos' EXIF "
+                   "names, which --response FOLDER reads for that camera's photos")
     c.add_argument("--ev", nargs="+", default=None, metavar="EV",
                    help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "
                    "from the EXIF exposure time, ISO and f-number)")
@@ -903,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts.handled(restore_after_signal=False):
         try:
             args.func(args)
+            interrupts.raise_swallowed()  # a signal a finaliser swallowed still stops the run
         except (hdr_io.ImageIOError, CLIError, bundle.WeightsError) as e:
             _remove_created_dirs()
             print(f"hdr-jax: error: {hdr_io.printable(e)}", file=sys.stderr)
@@ -917,5 +989,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `hdr-jax` command: :func:`main`, then exit with its status. Interrupted, it leaves
+    at once (after flushing its streams) instead of through the interpreter's shutdown, which
+    can crash in a compilation that XLA's threads still have in flight."""
+    status = main()
+    if status in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -48,6 +48,7 @@ __all__ = [
     "OutputSet",
     "atomic_output",
     "colour_metadata",
+    "exif_camera",
     "exif_exposure",
     "heif_nclx",
     "is_lossy",
@@ -103,6 +104,7 @@ _HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
 _EXIF_EXPOSURE_TIME, _EXIF_F_NUMBER, _EXIF_ISO = 0x829A, 0x829D, 0x8827
+_EXIF_MAKE, _EXIF_MODEL = 0x010F, 0x0110
 _LIBC = ctypes.CDLL(None)  # the running process's C library, for fflush
 
 
@@ -821,6 +823,25 @@ def exif_exposure(path: PathLike) -> float | None:
     return float(np.log2(t) + (np.log2(iso) if iso else 0.0) - (2 * np.log2(n) if n else 0.0))
 
 
+def exif_camera(path: PathLike) -> str | None:
+    """The camera a photo's EXIF names (its Make and Model tags; the Model alone when it already
+    begins with the Make, as "Canon EOS R5" under the Make "Canon"), or None when it names none.
+    Raw files: None (their response is known without one)."""
+    p = _check_input_file(path, LDR_INPUT_EXTENSIONS, "LDR")
+    if is_raw(p):
+        return None
+    with _open_ldr(p) as im:
+        try:
+            tags = im.getexif()
+        except Exception:  # a corrupt EXIF block names no camera
+            return None
+    make, model = (" ".join(str(tags.get(k, "")).replace("\x00", " ").split())
+                   for k in (_EXIF_MAKE, _EXIF_MODEL))
+    if model.lower().startswith(make.lower()):
+        make = ""
+    return " ".join(filter(None, (make, model))) or None
+
+
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     """EXIF orientation -> upright, matching PIL.ImageOps.exif_transpose."""
     if orientation == 2:
@@ -864,12 +885,50 @@ def _check_stream(p: Path, info: LdrInfo) -> None:
         raise _error(p, f"cannot decode {info.format} data (corrupt or truncated?)", log=damage)
 
 
+def _tiff_upright(data: bytes) -> bytes:
+    """A TIFF file's bytes with the orientation tag (274) of its first image set to 1 (upright),
+    in classic TIFF and BigTIFF; unchanged where there is no such tag or the header does not
+    parse (the decoder then says what is wrong)."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        return data
+    version = struct.unpack_from(order + "H", data, 2)[0]
+    big = version == 43
+    if version not in (42, 43):
+        return data
+    count_fmt, entry_size = ("Q", 20) if big else ("H", 12)
+    ifd = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
+    try:
+        n = struct.unpack_from(order + count_fmt, data, ifd)[0]
+        first = ifd + struct.calcsize(count_fmt)
+        for i in range(min(n, 4096)):
+            at = first + i * entry_size
+            tag, kind = struct.unpack_from(order + "HH", data, at)
+            if tag == 274 and kind == 3:  # SHORT, stored in the entry itself
+                out = bytearray(data)
+                struct.pack_into(order + "H", out, at + (12 if big else 8), 1)
+                return bytes(out)
+    except struct.error:
+        pass
+    return data
+
+
 def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
     """16-bit colour PNG/TIFF, which Pillow truncates to 8 bits. Returns RGB float in [0, 1].
 
     Pillow has decoded (and so checked) the whole stream before this runs."""
     with _library_messages() as log:
-        raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
+        if info.format == "TIFF" and info.orientation not in (0, 1):
+            # OpenCV's TIFF decoder turns the image by its orientation tag itself (and fails on
+            # the transposing ones), whatever the flags; it reads a copy whose tag says upright,
+            # and the orientation is applied below, once, as for every other format.
+            try:
+                data = _tiff_upright(p.read_bytes())
+            except OSError as e:
+                raise _error(p, "cannot read the file", e) from e
+            raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        else:
+            raw = cv2.imread(os.fspath(p), cv2.IMREAD_UNCHANGED)
     damage = _damage(log)
     if raw is None or damage:
         raise _error(
@@ -892,7 +951,7 @@ def _decode_cv2_unchanged(p: Path, info: LdrInfo) -> np.ndarray:
         rgb = raw[..., 2::-1]
     else:
         raise _error(p, f"unsupported channel count {raw.shape[2]}")
-    # IMREAD_UNCHANGED ignores EXIF orientation, so apply it like the Pillow path does.
+    # The orientation tag, applied as the Pillow path does.
     rgb = _apply_orientation(rgb, info.orientation)
     if rgb.shape[:2] != (info.height, info.width):
         raise _error(p, f"OpenCV decoded {rgb.shape[1]}x{rgb.shape[0]}, the header says "

@@ -333,7 +333,8 @@ def generate_stack(
         down = np.asarray(pipe.down.apply(pipe.down.variables, x))[0, :, m : m + h, m : m + w]
         return np.concatenate([down[::-1], patch[None], up], axis=0)
 
-    return tiled_apply(both, image, tile=tiles, overlap=overlap, lead_shape=(2 * n + 1,))
+    stack = tiled_apply(both, image, tile=tiles, overlap=overlap, lead_shape=(2 * n + 1,))
+    return grey(stack) if achromatic(image) else stack
 
 
 #: Longest side the highlight head sees when its config has no ``working_size`` (the side of
@@ -601,7 +602,20 @@ def fuse_pair(
         return np.asarray(net.apply(net.variables, o, u))[0]
 
     tiles = tuple(tile_length(n, tile, overlap) for n in pair.shape[:2])
-    return tiled_apply(run, pair, tile=tiles, overlap=overlap, out_scale=net.module.scale)
+    fused = tiled_apply(run, pair, tile=tiles, overlap=overlap, out_scale=net.module.scale)
+    return grey(fused) if achromatic(under) and achromatic(over) else fused
+
+
+def achromatic(image: np.ndarray) -> bool:
+    """Whether every pixel of ``image`` (..., 3) has three equal channels (a black-and-white
+    photo)."""
+    return bool(np.all(image[..., :1] == image[..., 1:]))
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """``image`` (..., 3) with every channel set to its Rec. 709 luma: the networks are not
+    symmetric in the channels, so a black-and-white photo's output gets a faint tint otherwise."""
+    return np.repeat(crf_lib.luminance(image)[..., None], 3, axis=-1)
 
 
 def pick_pair(stack: np.ndarray, kept: tuple[int, int]) -> tuple[int, int]:
@@ -694,6 +708,8 @@ def reconstruct(
     if scale:
         t0 = time.perf_counter()
         fused = fuse_pair(pipe.cfnet(scale), stack[pair[0]], stack[pair[1]], tile=stage2_tile)
+        if achromatic(image):
+            fused = grey(fused)
         t["stage2_s"] = time.perf_counter() - t0
     preview = tonemap_preview(hdr)
     return Result(stack, kept, hdr, pair, fused, preview, t)

@@ -153,8 +153,11 @@ def test_photos_without_information():
         crf.calibrate_response([np.zeros((40, 40, 3)), np.zeros((40, 41, 3))], [0.0, 2.0])
 
 
-def _save_jpeg(path, image, t=None, n=None, iso=None):
+def _save_jpeg(path, image, t=None, n=None, iso=None, make=None, model=None):
     exif = Image.Exif()
+    for tag, value in ((0x010F, make), (0x0110, model)):
+        if value is not None:
+            exif[tag] = value
     ifd = exif.get_ifd(0x8769)
     if t is not None:
         ifd[0x829A] = IFDRational(*t)
@@ -173,6 +176,20 @@ def test_exif_exposure(tmp_path):
     assert hio.exif_exposure(tmp_path / "b.jpg") == pytest.approx(np.log2(1 / 60))
     _save_jpeg(tmp_path / "c.jpg", image)
     assert hio.exif_exposure(tmp_path / "c.jpg") is None
+
+
+def test_exif_camera(tmp_path):
+    image = np.full((16, 16, 3), 0.5)
+    for make, model, name in (("Canon", "Canon EOS R5", "Canon EOS R5"),
+                              ("NIKON CORPORATION", "NIKON D850", "NIKON CORPORATION NIKON D850"),
+                              ("Apple\0", "  iPhone 13  Pro\0\0", "Apple iPhone 13 Pro"),
+                              ("FUJIFILM", None, "FUJIFILM"), (None, None, None)):
+        _save_jpeg(tmp_path / "a.jpg", image, make=make, model=model)
+        assert hio.exif_camera(tmp_path / "a.jpg") == name
+    hio.write_ldr(tmp_path / "a.png", image)
+    assert hio.exif_camera(tmp_path / "a.png") is None
+    with pytest.raises(hio.ImageIOError, match="no such file"):
+        hio.exif_camera(tmp_path / "missing.jpg")
 
 
 def _cli(*args, cwd):
@@ -208,7 +225,8 @@ def test_cli_writes_the_response_file(tmp_path):
     assert (tmp_path / names[0]).read_bytes() == original
     # Wrong exposures: one line each, nothing written.
     for ev, message in ((["-2", "0"], "2 exposures for 3 photos"), (["-2", "x", "2"], "--ev"),
-                        (["0", "0.2", "0.4"], "span"), (["-2", "0", "1e6"], "stops apart"),
+                        (["0", "0.2", "0.4"], "span"), (["-2", "0", "100"], "stops apart"),
+                        (["-2", "0", "1e308"], "an exposure of 1e+308 stops is not a photo's"),
                         (["2", "0", "-2"], "do not match the photos"),
                         (["-2", "0", "10"], "do not match the photos")):
         r = _cli(*names, "-o", "bad.txt", "--ev", *ev, cwd=tmp_path)
@@ -309,6 +327,43 @@ def test_cli_reads_the_exposures_from_exif(tmp_path):
     np.testing.assert_allclose(got, crf.calibrate_response(
         [hio.read_ldr(tmp_path / n) for n in names], ev, lossy=True), atol=2e-6)
     assert all(hio.is_lossy(tmp_path / n) for n in names)
+
+
+def test_cli_files_the_curve_under_the_camera(tmp_path):
+    """``-o FOLDER``: the curve is written there under the camera the photos' EXIF names, the
+    file ``--response FOLDER`` reads for that camera's photos."""
+    from hdr_jax import cli
+
+    truth = crf.s_curve_crf(6.0, gamma=2.2)
+    times = [(1, 1000), (1, 250), (1, 60)]
+    (tmp_path / "curves").mkdir()
+    for camera in ("cam", "mixed", "anon"):
+        (tmp_path / camera).mkdir()
+    for i, (t, photo) in enumerate(zip(times, _bracket(truth))):
+        _save_jpeg(tmp_path / "cam" / f"{i}.jpg", photo, t=t, make="Canon", model="Canon EOS R5")
+        _save_jpeg(tmp_path / "mixed" / f"{i}.jpg", photo, t=t, make="Canon",
+                   model="Canon EOS R5" if i else "Canon EOS R6")
+        _save_jpeg(tmp_path / "anon" / f"{i}.jpg", photo, t=t)
+    r = _cli("cam", "-o", "curves", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    filed = tmp_path / "curves" / cli.camera_file_name("Canon EOS R5")
+    assert filed.name == "Canon EOS R5.txt" and f"--response {filed.relative_to(tmp_path)}" in (
+        r.stdout)
+    got = crf.parse_response(str(filed))
+    ev = [hio.exif_exposure(tmp_path / "cam" / f"{i}.jpg") for i in range(3)]
+    np.testing.assert_allclose(got, crf.calibrate_response(
+        [hio.read_ldr(tmp_path / "cam" / f"{i}.jpg") for i in range(3)], ev, lossy=True),
+        atol=2e-6)
+    r = _cli("cam", "-o", "curves", cwd=tmp_path)  # filed already: kept without --overwrite
+    assert r.returncode == 1 and "exists" in r.stderr and r.stderr.count("\n") == 1
+    for folder, message in (("mixed", "name different cameras (Canon EOS R5, Canon EOS R6)"),
+                            ("anon", "0.jpg names no camera in its EXIF")):
+        r = _cli(folder, "-o", "curves", cwd=tmp_path)
+        assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert [p.name for p in (tmp_path / "curves").iterdir()] == ["Canon EOS R5.txt"]
+    # Names a file system would read otherwise are made safe, and stay one file a camera.
+    assert cli.camera_file_name("Maker ../x/y: Z") == "Maker .._x_y_ Z.txt"
+    assert cli.camera_file_name("...") == "_.txt"
 
 
 def test_cli_lossy_flag_for_a_png_saved_from_a_jpeg(tmp_path):

@@ -190,6 +190,10 @@ BAD_INPUT_CASES = {
     ),
     "output_is_a_file": (
         lambda i, w, b, o: ["reconstruct", i["photo"], "-o", i["photo"], "--weights", w],
+        "photo.png: is not a folder",
+    ),
+    "output_under_a_file": (
+        lambda i, w, b, o: ["reconstruct", i["photo"], "-o", i["photo"] / "sub", "--weights", w],
         "cannot create the output folder",
     ),
     "weights_without_manifest": (
@@ -504,6 +508,23 @@ def test_reconstruct_grey_and_16bit_then_overwrite(inputs, tiny_weights, cli_env
     assert "grey.exr" in res.stdout and "_fused" not in res.stdout
 
 
+def test_a_black_and_white_photo_stays_black_and_white(inputs, tiny_weights, monkeypatch):
+    """Every output of a photo whose three channels are equal has equal channels too (the
+    networks alone tint it: they are not symmetric in the channels)."""
+    pipe = pipeline.Pipeline.load(tiny_weights)
+    photo = hio.read_ldr(inputs["grey"])
+    assert pipeline.achromatic(photo) and not pipeline.achromatic(hio.read_ldr(inputs["photo"]))
+    res = pipeline.reconstruct(pipe, photo, scale=2)
+    for out in (res.stack, res.hdr, res.fused, res.preview):
+        assert pipeline.achromatic(out)
+    np.testing.assert_allclose(res.stack[len(res.stack) // 2], photo, atol=1e-6)
+    under, over = res.stack[res.pair[0]], res.stack[res.pair[1]]
+    assert pipeline.achromatic(pipeline.fuse_pair(pipe.cfnet(2), under, over))
+    monkeypatch.setattr(pipeline, "grey", lambda x: x)
+    tinted = pipeline.reconstruct(pipe, photo, scale=2)
+    assert not pipeline.achromatic(tinted.stack) and not pipeline.achromatic(tinted.fused)
+
+
 def test_reconstruct_with_a_known_response(inputs, tiny_weights, tmp_path, capfd):
     def run(out, *extra):
         args = ["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights, "--scale"]
@@ -523,6 +544,48 @@ def test_reconstruct_with_a_known_response(inputs, tiny_weights, tmp_path, capfd
     srgb = hio.read_hdr(tmp_path / "srgb" / "photo.exr")
     np.testing.assert_allclose(srgb[ok], crf_lib.apply_inverse_crf(crf_lib.srgb_crf(), photo)[ok],
                                rtol=1e-3)
+
+
+def test_reconstruct_with_a_folder_of_curves_by_camera(inputs, tiny_weights, tmp_path, capfd):
+    """--response FOLDER: each photo is read with the curve filed there for the camera its EXIF
+    names; a photo of another camera, or of none, is estimated as without --response."""
+    pixels = np.asarray(Image.open(inputs["photo"]).convert("RGB"))
+    (tmp_path / "in").mkdir()
+    for stem, make, model in (("canon", "Canon", "Canon EOS R5"), ("sony", "SONY", "ILCE-7M4"),
+                              ("plain", None, None)):
+        exif = Image.Exif()
+        if make:
+            exif[0x010F], exif[0x0110] = make, model
+        Image.fromarray(pixels).save(tmp_path / "in" / f"{stem}.jpg", quality=95, exif=exif)
+    curves = tmp_path / "curves"
+    curves.mkdir()
+    curve = crf_lib.gamma_crf(2.6)
+    (curves / cli.camera_file_name("Canon EOS R5")).write_text(
+        "".join(f"{v:.6f}\n" for v in curve))
+    out = tmp_path / "out"
+    rc, err = _main(["reconstruct", tmp_path / "in", "-o", out, "--weights", tiny_weights,
+                     "--scale", "0", "--response", curves], capfd)
+    assert rc == 0, err
+    assert f"note: canon.jpg is read with the response of its camera, Canon EOS R5 ({curves}" in err
+    assert f"note: sony.jpg: {curves} holds no curve for its camera, SONY ILCE-7M4" in err
+    assert "note: plain.jpg names no camera in its EXIF" in err
+    for stem, linearise in (("canon", curve), ("sony", crf_lib.srgb_crf())):
+        photo = hio.read_ldr(tmp_path / "in" / f"{stem}.jpg")
+        ok = photo.max(-1) < 250 / 255  # the anchored merge keeps unclipped input pixels
+        np.testing.assert_allclose(hio.read_hdr(out / f"{stem}.exr")[ok],
+                                   crf_lib.apply_inverse_crf(linearise, photo)[ok], rtol=1e-3)
+    # The plain photo's HDR is the one made without --response.
+    rc, err = _main(["reconstruct", tmp_path / "in" / "plain.jpg", "-o", tmp_path / "blind",
+                     "--weights", tiny_weights, "--scale", "0"], capfd)
+    assert rc == 0, err
+    np.testing.assert_array_equal(hio.read_hdr(out / "plain.exr"),
+                                  hio.read_hdr(tmp_path / "blind" / "plain.exr"))
+    # A camera's curve that does not read: one line, that photo fails, nothing written for it.
+    (curves / cli.camera_file_name("Canon EOS R5")).write_text("0.5\n0.2\n")
+    rc, err = _main(["reconstruct", tmp_path / "in" / "canon.jpg", "-o", tmp_path / "bad",
+                     "--weights", tiny_weights, "--scale", "0", "--response", curves], capfd)
+    assert rc == 1 and "--response: " in err and "Canon EOS R5.txt" in err, err
+    assert not list((tmp_path / "bad").glob("canon*"))
 
 
 def test_reconstruct_a_camera_raw_file(inputs, tiny_weights, tmp_path, capfd):

@@ -520,6 +520,19 @@ def test_exif_orientation_all_paths(tmp_path, orientation):
         assert info.bit_depth == bits and info.orientation == orientation
         assert (info.height, info.width) == ref.shape
         np.testing.assert_array_equal(y, np.repeat(ref[..., None], 3, -1))
+    # 16-bit colour TIFFs (classic and BigTIFF), whose decoder would turn them itself.
+    tifffile = pytest.importorskip("tifffile")
+    rgb8 = rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    op = _PIL_TRANSPOSE[orientation]
+    im = Image.fromarray(rgb8)
+    ref = np.asarray(im if op is None else im.transpose(op)).astype(np.float32) / 255
+    for big in (False, True):
+        p = tmp_path / f"o16{'big' if big else ''}.tif"
+        tifffile.imwrite(p, rgb8.astype(np.uint16) * 257, photometric="rgb", bigtiff=big,
+                         extratags=[(0x0112, "H", 1, orientation, True)])
+        y, info = hio.read_ldr(p, return_info=True)
+        assert (info.format, info.bit_depth, info.orientation) == ("TIFF", 16, orientation)
+        np.testing.assert_allclose(y, ref, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------

@@ -594,6 +594,18 @@ elif mode == "reserve":
             ready()
             time.sleep(3)
     hio._TEMPORARIES = Slow()
+elif mode == "swallow":  # SIGTERM lands in a finaliser (JAX's gc callback, say): swallowed there
+    import signal
+    encode = hio._encode_hdr
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # bytecodes: the handler runs here, inside the finaliser
+                pass
+    def swallowing(path, tmp, *a):
+        Finaliser()
+        encode(path, tmp, *a)
+    hio._encode_hdr = swallowing
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -639,6 +651,7 @@ def _driven(mode: str, args, env, signals=()):
         ("encode", (signal.SIGTERM,), 143),
         ("encode", (signal.SIGINT, signal.SIGINT), 130),  # a second Ctrl-C: still one line
         ("reserve", (signal.SIGINT,), 130),  # signal between naming and creating the temp file
+        ("swallow", (), 143),  # raised in a finaliser, which drops it: still stops the run
     ],
 )
 def test_interrupt_removes_everything_it_made(
@@ -697,6 +710,42 @@ def test_interrupt_inside_deferred_is_raised_at_its_end():
             reached = True
         assert reached and info.value.exit_status == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_signal_a_finaliser_swallows_is_raised_at_the_next_safe_point(capfd):
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs in here, and its exception is dropped
+                pass
+
+    hook = sys.unraisablehook  # the test runner's
+    with interrupts.handled():
+        Finaliser()
+        reached = True  # the finaliser did not stop the program
+        with pytest.raises(interrupts.Interrupted) as info, interrupts.deferred():
+            pytest.fail("a block entered after the signal")
+        assert reached and info.value.exit_status == 143
+        interrupts.raise_swallowed()  # raised once only
+        with interrupts.deferred():
+            pass
+    assert "Exception ignored" not in capfd.readouterr().err  # kept, not reported
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert sys.unraisablehook is hook
+
+
+def test_the_command_leaves_at_once_when_interrupted(monkeypatch):
+    """Interrupted, `hdr-jax` exits through os._exit, not the interpreter's shutdown (which can
+    crash on a compilation XLA still runs); other statuses exit normally."""
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", lambda status: exits.append(status))
+    for status in (143, 130, 1, 0):
+        monkeypatch.setattr(cli, "main", lambda status=status: status)
+        with pytest.raises(SystemExit) as info:
+            cli.run()
+            raise SystemExit("left through os._exit")
+        assert exits.pop() == status if status in (130, 143) else info.value.code == status
+    assert exits == []
 
 
 # -- C libraries stay quiet -------------------------------------------------------------------

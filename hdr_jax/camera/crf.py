@@ -267,6 +267,11 @@ def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
     ev = np.asarray(log2_exposures, np.float64)
     if not np.all(np.isfinite(ev)):
         raise ValueError("the exposures must be finite numbers")
+    # Far beyond any camera (a 1 s and a 1/8000 s shot are 13 stops apart); bounding them keeps
+    # the arithmetic below finite.
+    if np.abs(ev).max() > 1e4:
+        raise ValueError(f"an exposure of {ev[np.abs(ev).argmax()]:.3g} stops is not a photo's "
+                         "(give exposures in stops, e.g. -2 0 2)")
     if len(np.unique(np.round(ev, 6))) != len(ev):
         raise ValueError("two photos have the same exposure")
     if ev.max() - ev.min() < CALIBRATION_MIN_SPAN:
