@@ -326,7 +326,7 @@ EARLY_CASES = {
     "output_is_a_file": (
         lambda f, w, o: ["reconstruct", f["good"], "-o", f["good"]],
         1,
-        "cannot create",
+        "is not a folder",
     ),
 }
 
