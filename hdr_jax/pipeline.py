@@ -614,8 +614,11 @@ def achromatic(image: np.ndarray) -> bool:
 
 def grey(image: np.ndarray) -> np.ndarray:
     """``image`` (..., 3) with every channel set to its Rec. 709 luma: the networks are not
-    symmetric in the channels, so a black-and-white photo's output gets a faint tint otherwise."""
-    return np.repeat(crf_lib.luminance(image)[..., None], 3, axis=-1)
+    symmetric in the channels, so a black-and-white photo's output gets a faint tint otherwise.
+    The luma is kept within each pixel's channels, which float rounding would leave by an ulp:
+    a pixel that is grey already (the photo itself, a clipped white) stays exactly as it is."""
+    luma = np.clip(crf_lib.luminance(image), image.min(axis=-1), image.max(axis=-1))
+    return np.repeat(luma[..., None], 3, axis=-1)
 
 
 def pick_pair(stack: np.ndarray, kept: tuple[int, int]) -> tuple[int, int]:
