@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fractions
 import io
 import logging
 import os
@@ -610,14 +611,23 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     print(hdr_io.printable(f"{out}: {fused.shape[1]}x{fused.shape[0]} (x{args.scale})"))
 
 
+def _stops(text: str) -> float:
+    """One exposure in stops: a number (-2, +0.7, -1e0) or a fraction as a camera's bracketing
+    shows it (-2/3, +1/3)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float(fractions.Fraction(text))
+
+
 def _exposures(args: argparse.Namespace, photos: list[Path]) -> list[float]:
     """log2 exposure of each photo: --ev, or else each photo's EXIF."""
     if args.ev is not None:
         try:
-            ev = [float(v) for v in " ".join(args.ev).replace(",", " ").split()]
-        except ValueError:
+            ev = [_stops(v) for v in " ".join(args.ev).replace(",", " ").split()]
+        except (ValueError, ZeroDivisionError):
             raise CLIError(f"--ev {' '.join(args.ev)!r}: give one number per photo, e.g. "
-                           "--ev -2 0 2") from None
+                           "--ev -2 0 2 or --ev -2/3 0 +2/3") from None
         if len(ev) != len(photos):
             raise CLIError(f"--ev gives {len(ev)} exposures for {len(photos)} photos")
         return ev
@@ -849,8 +859,19 @@ RESPONSE_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reads every token of a minus and a digit as a value: before
+    Python 3.13 argparse takes '-1e0' or '-2/3' (an exposure for --ev) for an unknown option.
+    No option of hdr-jax starts with a digit, so nothing is lost."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse has no public setting for this; the attribute is what 3.13 changed.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hdr-jax", description="Single-image HDR reconstruction (DrTMO + CF-Net) in JAX."
     )
     sub = p.add_subparsers(dest="command", required=True)

@@ -219,6 +219,10 @@ def test_cli_writes_the_response_file(tmp_path):
     assert (tmp_path / "curve.txt").read_bytes() == before
     r = _cli(*names, "-o", "curve.txt", "--ev=-2,0,2", "--overwrite", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # Exposures as fractions and in e-notation, negative ones too, are the same numbers.
+    r = _cli(*names, "-o", "curve.txt", "--ev", "-4/2", "0", "+2e0", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "curve.txt").read_bytes() == before
     # An input is never the output, whatever the flags.
     original = (tmp_path / names[0]).read_bytes()
     r = _cli(*names, "-o", names[0], "--ev", "-2", "0", "2", "--overwrite", cwd=tmp_path)
@@ -226,6 +230,7 @@ def test_cli_writes_the_response_file(tmp_path):
     assert (tmp_path / names[0]).read_bytes() == original
     # Wrong exposures: one line each, nothing written.
     for ev, message in ((["-2", "0"], "2 exposures for 3 photos"), (["-2", "x", "2"], "--ev"),
+                        (["-2", "0", "2/0"], "--ev"), (["-2e0", "0", "-1/x"], "--ev"),
                         (["0", "0.2", "0.4"], "span"), (["-2", "0", "100"], "stops apart"),
                         (["-2", "0", "1e308"], "an exposure of 1e+308 stops is not a photo's"),
                         (["2", "0", "-2"], "do not match the photos"),
