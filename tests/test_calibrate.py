@@ -87,6 +87,29 @@ def test_agrees_with_opencv_on_a_png_bracket():
     assert np.std(diff) < 0.03 and abs(np.mean(diff)) < 0.1
 
 
+def test_the_reduced_solve_is_the_dense_least_squares():
+    """The solve eliminates ln E and solves for g alone: the same g as NumPy's least squares of
+    the whole system, and the same minimum-norm g where no pixel fixes the curve's slope."""
+    rng = np.random.default_rng(3)
+    log_t = np.log(2.0) * np.array([-2.0, 0.0, 2.0])
+    scene = np.exp(rng.normal(-1.0, 1.5, 300))
+    z = np.clip(np.round(255 * np.clip(scene[:, None] * np.exp(log_t), 0, 1) ** (1 / 2.2)
+                         + rng.normal(0, 1, (300, 3))), 0, 255).astype(int)
+    w = np.minimum(z, 255 - z).astype(np.float64)
+    w[:40] = 0.0  # pixels no photo weighs
+    only_one = w * (np.arange(3) == np.arange(300)[:, None] % 3)  # each pixel in one photo
+    for weights, tol in ((w, 1e-6), (only_one, 0.0)):
+        a, b = crf._debevec_system(z, weights, log_t, crf.CALIBRATION_SMOOTHNESS)
+        dense = np.linalg.lstsq(a, b, rcond=None)[0][:256]
+        got = crf._debevec_solve(z, weights, log_t, crf.CALIBRATION_SMOOTHNESS)
+        np.testing.assert_allclose(got, dense, rtol=0, atol=tol)
+    # The system itself, row by row: w (g(z) - ln E) = w ln t, smoothness, g(128) = 0.
+    a, b = crf._debevec_system(z[:2, :2], w[50:52, :2], log_t[:2], 1.0)
+    assert a.shape == (2 * 2 + 255, 256 + 2)
+    assert a[1, z[0, 1]] == w[50, 1] > 0 and a[1, 256] == -w[50, 1] and b[1] == w[50, 1] * log_t[1]
+    assert a[4 + 9, 9] == a[4 + 9, 11] == -a[4 + 9, 10] / 2 == 10 and a[-1, 128] == 1
+
+
 @pytest.mark.parametrize("name", sorted(CURVES))
 def test_a_jpeg_bracket_with_clipped_regions(name):
     truth = CURVES[name]

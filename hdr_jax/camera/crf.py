@@ -225,11 +225,11 @@ def response_from_inverse(irradiance: np.ndarray, codes: np.ndarray) -> np.ndarr
     return _finish(np.interp(_GRID64, e / e[-1], np.asarray(codes, np.float64), left=0.0))
 
 
-def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
-                   ) -> np.ndarray:
-    """g (256,) of Debevec and Malik (SIGGRAPH 1997, eq. 3) for one channel: least squares of
-    w_ij (g(z_ij) - ln E_i - ln t_j) over the (N, P) codes ``z`` with weights ``w``, plus
-    ``smoothness`` w(z) g''(z), with g(128) = 0."""
+def _debevec_system(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) of Debevec and Malik's least squares (SIGGRAPH 1997, eq. 3) for one channel, over
+    the unknowns [g (256), ln E_i (N)]: rows w_ij (g(z_ij) - ln E_i) = w_ij ln t_j for the (N, P)
+    codes ``z`` with weights ``w``, ``smoothness`` w(z) g''(z) = 0, and g(128) = 0."""
     n, p = z.shape
     hat = np.minimum(np.arange(256), 255 - np.arange(256)).astype(np.float64)
     rows = n * p + 254 + 1
@@ -245,7 +245,47 @@ def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: 
     a[r, c - 1], a[r, c], a[r, c + 1] = (smoothness * hat[c], -2 * smoothness * hat[c],
                                          smoothness * hat[c])
     a[-1, 128] = 1.0
-    return np.linalg.lstsq(a, b, rcond=None)[0][:256]
+    return a, b
+
+
+def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: float
+                   ) -> np.ndarray:
+    """g (256,): the least squares of :func:`_debevec_system`.
+
+    Each ln E_i enters only its own pixel's P rows, so it is eliminated in closed form (at the
+    optimum it is the w^2-weighted mean of g(z_ij) - ln t_j) and the normal equations shrink to
+    a 256 x 256 system in g (the Schur complement) instead of the dense (N P + 255) x (256 + N)
+    one, whose factorisation was the whole cost of a calibration. Both give the one solution
+    the least squares has when some pixel is weighed at two different codes (which fixes the
+    slope of g that the smoothness term leaves free); when none is, g is not determined and the
+    dense solve's minimum-norm solution is returned (the checks of :func:`calibrate_response`
+    then judge it)."""
+    n, p = z.shape
+    weighed = np.where(w > 0, z, -1)
+    lo = np.where(w > 0, z, 256).min(1)
+    if not np.any((weighed.max(1) > lo) & (lo < 256)):
+        a, b = _debevec_system(z, w, log_t, smoothness)
+        return np.linalg.lstsq(a, b, rcond=None)[0][:256]
+    a, _ = _debevec_system(np.zeros((0, p), int), np.zeros((0, p)), log_t, smoothness)
+    rows = a[:, :256]  # the smoothness terms and the row g(128) = 0, which do not touch E
+    w2 = np.square(w)
+    gram = rows.T @ rows
+    np.add.at(gram, (z.ravel(), z.ravel()), w2.ravel())
+    rhs = np.zeros(256)
+    np.add.at(rhs, z.ravel(), (w2 * log_t[None, :]).ravel())
+    # The coupling of g and ln E: per pixel, the w^2 its codes put on each g value.
+    coupling = np.zeros((n, 256))
+    np.add.at(coupling, (np.repeat(np.arange(n), p), z.ravel()), w2.ravel())
+    d = w2.sum(1)
+    keep = d > 0  # a pixel with no weight in any photo drops out of both solves
+    coupling, d = coupling[keep], d[keep]
+    gram -= (coupling.T / d) @ coupling
+    rhs -= coupling.T @ ((w2[keep] @ log_t) / d)
+    try:
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:  # singular in floating point after all: as above
+        a, b = _debevec_system(z, w, log_t, smoothness)
+        return np.linalg.lstsq(a, b, rcond=None)[0][:256]
 
 
 def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
