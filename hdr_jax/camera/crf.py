@@ -261,31 +261,29 @@ def _debevec_solve(z: np.ndarray, w: np.ndarray, log_t: np.ndarray, smoothness: 
     dense solve's minimum-norm solution is returned (the checks of :func:`calibrate_response`
     then judge it)."""
     n, p = z.shape
-    weighed = np.where(w > 0, z, -1)
-    lo = np.where(w > 0, z, 256).min(1)
-    if not np.any((weighed.max(1) > lo) & (lo < 256)):
-        a, b = _debevec_system(z, w, log_t, smoothness)
-        return np.linalg.lstsq(a, b, rcond=None)[0][:256]
-    a, _ = _debevec_system(np.zeros((0, p), int), np.zeros((0, p)), log_t, smoothness)
-    rows = a[:, :256]  # the smoothness terms and the row g(128) = 0, which do not touch E
-    w2 = np.square(w)
-    gram = rows.T @ rows
-    np.add.at(gram, (z.ravel(), z.ravel()), w2.ravel())
-    rhs = np.zeros(256)
-    np.add.at(rhs, z.ravel(), (w2 * log_t[None, :]).ravel())
-    # The coupling of g and ln E: per pixel, the w^2 its codes put on each g value.
-    coupling = np.zeros((n, 256))
-    np.add.at(coupling, (np.repeat(np.arange(n), p), z.ravel()), w2.ravel())
-    d = w2.sum(1)
-    keep = d > 0  # a pixel with no weight in any photo drops out of both solves
-    coupling, d = coupling[keep], d[keep]
-    gram -= (coupling.T / d) @ coupling
-    rhs -= coupling.T @ ((w2[keep] @ log_t) / d)
-    try:
-        return np.linalg.solve(gram, rhs)
-    except np.linalg.LinAlgError:  # singular in floating point after all: as above
-        a, b = _debevec_system(z, w, log_t, smoothness)
-        return np.linalg.lstsq(a, b, rcond=None)[0][:256]
+    # Some pixel weighed at two different codes: its highest weighed code above its lowest.
+    if np.any(np.where(w > 0, z, -1).max(1) > np.where(w > 0, z, 256).min(1)):
+        rows, _ = _debevec_system(np.zeros((0, p), int), np.zeros((0, p)), log_t, smoothness)
+        rows = rows[:, :256]  # the smoothness terms and the row g(128) = 0, which do not touch E
+        w2 = np.square(w)
+        gram = rows.T @ rows
+        np.add.at(gram, (z.ravel(), z.ravel()), w2.ravel())
+        rhs = np.zeros(256)
+        np.add.at(rhs, z.ravel(), (w2 * log_t[None, :]).ravel())
+        # The coupling of g and ln E: per pixel, the w^2 its codes put on each g value.
+        coupling = np.zeros((n, 256))
+        np.add.at(coupling, (np.repeat(np.arange(n), p), z.ravel()), w2.ravel())
+        d = w2.sum(1)
+        keep = d > 0  # a pixel with no weight in any photo drops out of both solves
+        coupling, d = coupling[keep], d[keep]
+        gram -= (coupling.T / d) @ coupling
+        rhs -= coupling.T @ ((w2[keep] @ log_t) / d)
+        try:
+            return np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:  # singular in floating point after all: the dense solve
+            pass
+    a, b = _debevec_system(z, w, log_t, smoothness)
+    return np.linalg.lstsq(a, b, rcond=None)[0][:256]
 
 
 def calibrate_response(images: list[np.ndarray], log2_exposures: list[float], *,
