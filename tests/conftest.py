@@ -44,6 +44,30 @@ from hdr_jax.models import factory, registry
 PHOTO_HW = (48, 64)  # every network test uses this size, so compiled executables are shared
 
 
+# -- order ---------------------------------------------------------------------------------------
+
+# The files that take longest on 2 CPU cores, longest first. The README's command hands whole
+# files to two workers in collection order, so a long file collected last would run alone at the
+# end; started first, the short files fill in around them.
+LONGEST_FILES = (
+    "test_training.py",
+    "test_ablations.py",
+    "test_calibrate.py",
+    "test_parallel.py",
+    "test_profile.py",
+    "test_cliplevel.py",
+    "test_reliability.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
 # -- compilation cache --------------------------------------------------------------------------
 
 
