@@ -46,17 +46,17 @@ PHOTO_HW = (48, 64)  # every network test uses this size, so compiled executable
 
 # -- order ---------------------------------------------------------------------------------------
 
-# The files that take longest on 2 CPU cores, longest first. The README's command hands whole
-# files to two workers in collection order, so a long file collected last would run alone at the
-# end; started first, the short files fill in around them.
+# The files that take longest on 2 CPU cores (their tests' summed durations), longest first. The
+# README's command hands whole files to two workers in collection order, so a long file collected
+# last would run alone at the end; started first, the short files fill in around them.
 LONGEST_FILES = (
     "test_training.py",
+    "test_reliability.py",
     "test_ablations.py",
     "test_calibrate.py",
     "test_parallel.py",
-    "test_profile.py",
     "test_cliplevel.py",
-    "test_reliability.py",
+    "test_profile.py",
 )
 
 
