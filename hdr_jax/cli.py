@@ -274,8 +274,10 @@ class _Plan:
     overwrite: bool
     claimed: dict[Path, Path] = dataclasses.field(default_factory=dict)  # output -> its photo
 
-    def claim(self, photo: Path, paths: list[Path]) -> None:
-        """Checks `photo`'s outputs (CLIError naming the first problem) and reserves them."""
+    def claim(self, photo: Path, paths: list[Path], *, name_photo: bool = False) -> None:
+        """Checks `photo`'s outputs (CLIError naming the first problem) and reserves them;
+        ``name_photo``: an output that is an input also names the photo that would write it
+        (where one run has several photos, each with its own outputs)."""
         for p in paths:
             if len(os.fsencode(p.name)) > _name_max(p.parent):
                 raise CLIError(
@@ -284,7 +286,8 @@ class _Plan:
                 )
             key = p.parent.resolve() / p.name
             if key in self.inputs or (p.exists() and p.resolve() in self.inputs):
-                raise CLIError(f"{p}: is an input; choose another output folder or name")
+                by = f" ({photo.name} would write over it)" if name_photo else ""
+                raise CLIError(f"{p}: is an input{by}; choose another output folder or name")
             if key in self.claimed:
                 raise CLIError(
                     f"{p}: also an output of {self.claimed[key]} (two photos with the same "
@@ -403,7 +406,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
                 raise CLIError(
                     f"{path}: is named like an output of {source}; use another output folder"
                 )
-            plan.claim(path, list(outs.values()))
+            plan.claim(path, list(outs.values()), name_photo=True)
             jobs.append((path, outs))
         except CLIError as e:
             failures.append(e)
@@ -594,7 +597,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     ldr_tags, _ = _tags(under_path, spaces[0])
     if under.shape != over.shape:
         raise CLIError(
-            f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} vs {over.shape[1]}x{over.shape[0]})"
+            f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} "
+            f"vs {over.shape[1]}x{over.shape[0]})"
         )
     if float(under.mean()) > float(over.mean()):
         # The network was trained on (under, over) in that order; swapped, it fuses wrongly

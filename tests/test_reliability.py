@@ -454,7 +454,8 @@ def test_input_folder_as_output_folder_keeps_the_inputs(files, tiny_weights, cli
     lines = stderr_lines(res.stderr)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[-1] == "hdr-jax: error: 2 of 2 photos failed"
-    assert any("x_preview.png: is an input" in ln for ln in lines), lines
+    assert any("x_preview.png: is an input (x.png would write over it)" in ln
+               for ln in lines), lines
     assert any("x_preview.png: is named like an output of" in ln for ln in lines), lines
     assert {p: p.read_bytes() for p in all_files(d)} == before
 
