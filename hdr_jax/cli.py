@@ -616,24 +616,43 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 
 def _stops(text: str) -> float:
-    """One exposure in stops: a number (-2, +0.7, -1e0) or a fraction as a camera's bracketing
-    shows it (-2/3, +1/3)."""
+    """One exposure in stops: a number (-2, +0.7, -1e0), a fraction as a camera's bracketing
+    shows it (-2/3, +1/3) or a mixed fraction as some cameras print it ("-1 1/3": -(1 + 1/3));
+    ValueError or ZeroDivisionError otherwise."""
+    text = text.strip()
     try:
         return float(text)
     except ValueError:
+        pass
+    whole, _, part = text.rpartition(" ")
+    if not whole:
         return float(fractions.Fraction(text))
+    whole = whole.strip()
+    frac = fractions.Fraction(part)
+    if "/" not in part or not 0 <= frac < 1 or not re.fullmatch(r"[+-]?\d+", whole):
+        raise ValueError(text)
+    return (-1.0 if whole.startswith("-") else 1.0) * float(abs(int(whole)) + frac)
 
 
 def _exposures(args: argparse.Namespace, photos: list[Path]) -> list[float]:
     """log2 exposure of each photo: --ev, or else each photo's EXIF."""
     if args.ev is not None:
+        text = " ".join(args.ev)
+        # With commas between the photos' exposures, a space may sit inside one (a mixed
+        # fraction); without them, spaces separate the photos.
+        items = [v for v in (text.split(",") if "," in text else text.split()) if v.strip()]
         try:
-            ev = [_stops(v) for v in " ".join(args.ev).replace(",", " ").split()]
+            ev = [_stops(v) for v in items]
         except (ValueError, ZeroDivisionError):
-            raise CLIError(f"--ev {' '.join(args.ev)!r}: give one number per photo, e.g. "
-                           "--ev -2 0 2 or --ev -2/3 0 +2/3") from None
+            raise CLIError(f"--ev {text!r}: give one number per photo, e.g. --ev -2 0 2, "
+                           "--ev -2/3 0 +2/3 or --ev '-1 1/3, 0, +1 1/3'") from None
         if len(ev) != len(photos):
-            raise CLIError(f"--ev gives {len(ev)} exposures for {len(photos)} photos")
+            hint = ""
+            if "," not in text and any("/" in v and re.fullmatch(r"[+-]?\d+", w)
+                                       for w, v in zip(items, items[1:])):
+                hint = ("; a mixed fraction such as -1 1/3 needs commas between the photos: "
+                        "--ev '-1 1/3, 0, +1 1/3'")
+            raise CLIError(f"--ev gives {len(ev)} exposures for {len(photos)} photos{hint}")
         return ev
     ev = []
     for p in photos:
@@ -958,8 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "existing folder: the file there named after the camera the photos' EXIF "
                    "names, which --response FOLDER reads for that camera's photos")
     c.add_argument("--ev", nargs="+", default=None, metavar="EV",
-                   help="each photo's exposure in stops, in order, e.g. --ev -2 0 2 (default: "
-                   "from the EXIF exposure time, ISO and f-number)")
+                   help="each photo's exposure in stops, in order, e.g. --ev -2 0 2, --ev "
+                   "-2/3 0 +2/3, or with commas --ev '-1 1/3, 0, +1 1/3' (default: from the "
+                   "EXIF exposure time, ISO and f-number)")
     c.add_argument("--lossy", action="store_true", help="treat the photos as JPEG-compressed "
                    "even when the files are lossless (a PNG or TIFF saved from a JPEG): pixels "
                    "next to clipped ones are left out (default: only for JPEG files)")

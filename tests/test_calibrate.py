@@ -246,6 +246,19 @@ def test_cli_writes_the_response_file(tmp_path):
     r = _cli(*names, "-o", "curve.txt", "--ev", "-4/2", "0", "+2e0", "--overwrite", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "curve.txt").read_bytes() == before
+    # Mixed fractions as cameras print them, with commas between the photos.
+    r = _cli(*names, "-o", "curve.txt", "--ev", "-1 3/3, 0,", "+1 1/1", "--overwrite",
+             cwd=tmp_path)
+    assert r.returncode == 1 and "--ev" in r.stderr and r.stderr.count("\n") == 1
+    r = _cli(*names, "-o", "curve.txt", "--ev=-2 0/3, 0, +1 5/5", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 1 and "--ev" in r.stderr
+    r = _cli(*names, "-o", "curve.txt", "--ev", "-2 0/3,0,  +2 0/9", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "curve.txt").read_bytes() == before
+    # Without commas, spaces separate the photos: the count is wrong, and the line says why.
+    r = _cli(*names, "-o", "bad.txt", "--ev", "-1", "1/3", "0", "+1", "1/3", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "5 exposures for 3 photos; a mixed fraction such as -1 1/3 needs commas" in r.stderr
     # An input is never the output, whatever the flags.
     original = (tmp_path / names[0]).read_bytes()
     r = _cli(*names, "-o", names[0], "--ev", "-2", "0", "2", "--overwrite", cwd=tmp_path)
@@ -273,6 +286,26 @@ def test_cli_writes_the_response_file(tmp_path):
     r = _cli(*names, "-o", "bad.png", "--ev", "-2", "0", "2", cwd=tmp_path)
     assert r.returncode == 1 and "not as an image" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("text, stops", [
+    ("-2", -2.0), ("+0.7", 0.7), ("-1e0", -1.0), ("-2/3", -2 / 3), ("+1/3", 1 / 3),
+    ("-1 1/3", -4 / 3), ("+1 2/3", 5 / 3), ("2 1/2", 2.5), ("-0 1/3", -1 / 3),
+    (" -1  1/3 ", -4 / 3),
+])
+def test_stops_reads_numbers_and_a_cameras_fractions(text, stops):
+    from hdr_jax.cli import _stops
+
+    assert _stops(text) == pytest.approx(stops, abs=1e-12)
+
+
+@pytest.mark.parametrize("text", ["1 4/3", "1 -1/3", "1.5 1/3", "1 2", "+-1 1/3", "1 2 1/3",
+                                  "x", "1 1/0", "1/0"])
+def test_stops_refuses_what_is_not_one_exposure(text):
+    from hdr_jax.cli import _stops
+
+    with pytest.raises((ValueError, ZeroDivisionError)):
+        _stops(text)
 
 
 def test_cli_takes_a_folder_or_a_pattern_in_name_order(tmp_path):
