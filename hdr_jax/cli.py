@@ -289,9 +289,11 @@ class _Plan:
                 by = f" ({photo.name} would write over it)" if name_photo else ""
                 raise CLIError(f"{p}: is an input{by}; choose another output folder or name")
             if key in self.claimed:
+                of = (f"an output of both {self.claimed[key]} and {photo}" if name_photo
+                      else f"also an output of {self.claimed[key]}")
                 raise CLIError(
-                    f"{p}: also an output of {self.claimed[key]} (two photos with the same "
-                    "name; rename one or run them separately)"
+                    f"{p}: {of} (two photos with the same name; rename one or run them "
+                    "separately)"
                 )
             if p.is_dir():
                 raise CLIError(f"{p}: is a directory")
@@ -569,6 +571,7 @@ def cmd_brackets(args: argparse.Namespace) -> None:
 
 def cmd_fuse(args: argparse.Namespace) -> None:
     from hdr_jax import pipeline
+    from hdr_jax.camera import crf
 
     out = _output_path(args.output)
     under_path, over_path = Path(args.under), Path(args.over)
@@ -600,6 +603,9 @@ def cmd_fuse(args: argparse.Namespace) -> None:
             f"{args.under} and {args.over} differ in size ({under.shape[1]}x{under.shape[0]} "
             f"vs {over.shape[1]}x{over.shape[0]})"
         )
+    if crf.almost_identical(under, over):  # a copy of one photo, under another name
+        raise CLIError(f"{args.under} and {args.over} are almost the same picture; fuse needs a "
+                       "darker and a brighter exposure of one scene")
     if float(under.mean()) > float(over.mean()):
         # The network was trained on (under, over) in that order; swapped, it fuses wrongly
         # without any sign of it.

@@ -18,6 +18,7 @@ import io as stdio
 import math
 import os
 import secrets
+import shutil
 import socket
 import stat
 import struct
@@ -1261,6 +1262,24 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     _remove_temp(tmp)
 
 
+def _keep_aside(dst: Path) -> Path | None:
+    """A hidden second name for an existing ``dst`` (a hard link; a copy where the filesystem has
+    none), to put back if its output set fails after replacing it; None when nothing is there."""
+    if not os.path.lexists(dst):
+        return None
+    old = _reserve_temp(dst)
+    try:
+        os.unlink(old)
+        try:
+            os.link(dst, old, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(dst, old, follow_symlinks=False)
+    except OSError as e:
+        _remove_temp(old)
+        raise _error(dst, "cannot keep the file it replaces until the set is written", e) from e
+    return old
+
+
 def _check_destination(dst: Path, overwrite: bool) -> None:
     if dst.is_dir():
         raise _error(dst, "is a directory")
@@ -1340,22 +1359,35 @@ class OutputSet:
         if exc_type is not None:
             self.discard()
             return
-        done: list[Path] = []
-        try:
-            with interrupts.deferred():
+        # Renamed into place with signals held: an interrupt that arrives meanwhile is raised
+        # once the whole set is in place, and does not undo it. A rename that fails undoes the
+        # ones before it, putting back the files they replaced (kept aside as hard links).
+        done: list[tuple[Path, Path | None]] = []  # (destination, the file it replaced)
+        with interrupts.deferred():
+            try:
                 for tmp, dst in self._pending:
+                    old = _keep_aside(dst) if self.overwrite else None
                     try:
                         _commit(tmp, dst, self.overwrite)
                     except OSError as e:
+                        if old is not None:
+                            _remove_temp(old)
                         raise _error(dst, "cannot move the finished file into place", e) from e
-                    done.append(dst)
-        except BaseException:
-            for dst in done:  # the files this set made; nothing else is touched
-                with contextlib.suppress(OSError):
-                    dst.unlink()
-            self.discard()
-            raise
-        self._pending = []
+                    done.append((dst, old))
+            except BaseException:
+                for dst, old in reversed(done):
+                    with contextlib.suppress(OSError):
+                        if old is None:
+                            dst.unlink()  # a file this set made; nothing else is touched
+                        else:
+                            os.replace(old, dst)
+                            _TEMPORARIES.discard(old)
+                self.discard()
+                raise
+            for _, old in done:
+                if old is not None:
+                    _remove_temp(old)
+            self._pending = []
 
     def discard(self) -> None:
         """Removes the temporary files (nothing was renamed into place yet)."""

@@ -40,7 +40,8 @@ def test_parse_bytes(text, expected):
     assert memory.parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "GiB", "4 parsecs", "-1GiB", "0", "4GiBs", "nan"])
+@pytest.mark.parametrize("text", ["", "GiB", "4 parsecs", "-1GiB", "0", "4GiBs", "nan",
+                                  "1e400", "1e300GiB", "1e308T", 1e308 * 10])
 def test_parse_bytes_rejects(text):
     with pytest.raises(ValueError, match="memory size"):
         memory.parse_bytes(text)

@@ -117,6 +117,7 @@ def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
 
     f["good"] = put("good.png", png_bytes(photo))
     f["dark"] = put("dark.png", png_bytes(photo * 0.25))  # fuse's under-exposure of "good"
+    f["good_copy"] = put("copy of good.png", png_bytes(photo))
     f["corrupt_png"] = put("corrupt.png", corrupt_idat(png_bytes(photo)))
     f["zero_bytes"] = put("zero.png", b"")
     f["noise_jpg"] = put("noise.jpg", np.random.default_rng(1).bytes(3000))
@@ -231,6 +232,11 @@ EARLY_CASES = {
         lambda f, w, o: ["fuse", f["good"], f["good"], "-o", o / "x.png"],
         1,
         "given as both exposures",
+    ),
+    "fuse_a_copy_of_one_photo": (
+        lambda f, w, o: ["fuse", f["good"], f["good_copy"], "-o", o / "x.png"],
+        1,
+        "are almost the same picture",
     ),
     "fuse_swapped_exposures": (
         lambda f, w, o: ["fuse", f["good"], f["dark"], "-o", o / "x.png"],
@@ -500,7 +506,7 @@ def test_folder_run_with_mixed_problems(files, tiny_weights, cli_env, tmp_path):
     notes = [ln for ln in lines if ln.startswith("note: ")]
     assert len(errors) + len(warnings) + len(notes) + 1 == len(lines), lines
     assert lines[-1] == "hdr-jax: error: 3 of 9 photos failed", lines
-    assert any("a.png_preview" in ln or "also an output of" in ln for ln in errors), errors
+    assert any("a.png_preview" in ln or "an output of both" in ln for ln in errors), errors
     assert any("name too long" in ln for ln in errors), errors
     assert any("corrupt.png: cannot decode" in ln for ln in errors), errors
     assert sorted(ln.split()[1] for ln in warnings) == ["black.png", "white.png"], warnings
@@ -701,6 +707,50 @@ def test_output_set_in_process(tmp_path):
         out.write_hdr(tmp_path / "d.exr", img)
         out.write_ldr(tmp_path / "d.png", img)
     np.testing.assert_allclose(hio.read_ldr(tmp_path / "d.png"), img, atol=1 / 255)
+
+
+def test_output_set_overwrite_keeps_the_old_set_until_the_new_one_is_whole(tmp_path, monkeypatch):
+    img = np.full((4, 5, 3), 0.5, np.float32)
+    names = [tmp_path / "e.exr", tmp_path / "e.png", tmp_path / "e_ev-1.png"]
+    for n in names:
+        n.write_bytes(b"old " + n.name.encode())
+    commit, calls = hio._commit, []
+
+    def failing_third(tmp, dst, overwrite):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        commit(tmp, dst, overwrite)
+
+    # The third rename fails after two old files were replaced: the two are put back.
+    monkeypatch.setattr(hio, "_commit", failing_third)
+    with pytest.raises(hio.ImageIOError, match="cannot move the finished file"):
+        with hio.OutputSet(overwrite=True) as out:
+            out.write_hdr(names[0], img)
+            out.write_ldr(names[1], img)
+            out.write_ldr(names[2], img)
+    assert calls == names
+    assert sorted(all_files(tmp_path)) == sorted(names)  # and no hidden file left
+    assert [n.read_bytes() for n in names] == [b"old " + n.name.encode() for n in names]
+
+    # An interrupt while the set is renamed into place is raised once the whole set is there.
+    def interrupted_first(tmp, dst, overwrite):
+        if dst == names[0]:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        commit(tmp, dst, overwrite)
+
+    monkeypatch.setattr(hio, "_commit", interrupted_first)
+    with interrupts.handled():
+        with pytest.raises(interrupts.Interrupted) as info:
+            with hio.OutputSet(overwrite=True) as out:
+                out.write_hdr(names[0], img)
+                out.write_ldr(names[1], img)
+                out.write_ldr(names[2], img)
+    assert info.value.exit_status == 130
+    assert sorted(all_files(tmp_path)) == sorted(names)
+    np.testing.assert_allclose(hio.read_ldr(names[2]), img, atol=1 / 255)
+    np.testing.assert_allclose(hio.read_hdr(names[0]), img, atol=1e-3)
 
 
 def test_interrupt_inside_deferred_is_raised_at_its_end():

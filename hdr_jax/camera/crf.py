@@ -537,17 +537,24 @@ def bracket_overlap(images: list[np.ndarray], *, lossy: bool = True) -> float:
     return float(np.mean(well.sum(0) >= 2, axis=(0, 1)).min())
 
 
+def almost_identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two photos of one size (uint8 codes, or floats in [0, 1]) differ in fewer than
+    1 % of their 8-bit codes: one photo twice (a copy, or re-encoded), not two exposures."""
+    a, b = _bracket_codes([a, b], lossy=False)[0]
+    return bool(np.mean(a != b) < 0.01)
+
+
 def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
     """ValueError unless each photo of (P, H, W, 3) ``codes`` is brighter than the one below it
     in exposure ``ev`` on most of the pixels where the two differ (a set given in the wrong
     order, or with an exposure swapped, fails; sensor and JPEG noise do not)."""
     order = np.argsort(ev)
     for lo, hi in zip(order[:-1], order[1:]):
-        a, b = codes[lo].astype(np.int16), codes[hi].astype(np.int16)
-        differ = a != b
-        if differ.mean() < 0.01:
+        if almost_identical(codes[lo], codes[hi]):
             raise ValueError(f"photos {lo + 1} and {hi + 1} are almost identical, though their "
                              f"exposures differ by {ev[hi] - ev[lo]:.3g} stops")
+        a, b = codes[lo].astype(np.int16), codes[hi].astype(np.int16)
+        differ = a != b
         if np.mean(b[differ] > a[differ]) < 0.5:
             raise ValueError(f"photo {hi + 1} (EV {ev[hi]:+.3g}) is darker than photo {lo + 1} "
                              f"(EV {ev[lo]:+.3g}): the exposures do not match the photos")

@@ -59,9 +59,10 @@ def parse_bytes(text: str | float) -> int:
         if m is None or m.group(2).lower() not in _UNITS:
             raise ValueError(f"cannot parse a memory size from {text!r} (e.g. '4GiB', '512MB')")
         value, unit = float(m.group(1)), m.group(2).lower()
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"memory size must be positive, got {text!r}")
-    return round(value * _UNITS[unit])
+    n = value * _UNITS[unit]
+    if not math.isfinite(n) or n <= 0:
+        raise ValueError(f"memory size must be a positive, finite number of bytes, got {text!r}")
+    return round(n)
 
 
 def format_bytes(n: float) -> str:
