@@ -709,8 +709,17 @@ def test_output_set_in_process(tmp_path):
     np.testing.assert_allclose(hio.read_ldr(tmp_path / "d.png"), img, atol=1 / 255)
 
 
-def test_output_set_overwrite_keeps_the_old_set_until_the_new_one_is_whole(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_output_set_overwrite_keeps_the_old_set_until_the_new_one_is_whole(
+    hard_links, tmp_path, monkeypatch
+):
     img = np.full((4, 5, 3), 0.5, np.float32)
+    if not hard_links:  # a filesystem without them (FAT, exFAT): the replaced files are copied
+
+        def no_link(*args, **kwargs):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(hio.os, "link", no_link)
     names = [tmp_path / "e.exr", tmp_path / "e.png", tmp_path / "e_ev-1.png"]
     for n in names:
         n.write_bytes(b"old " + n.name.encode())
