@@ -6,7 +6,9 @@
 Rerunning the same command resumes from the latest checkpoint in DIR. SIGTERM or SIGINT ends
 the run after the step in flight with a checkpoint of it (exit 143 / 130, one line); a checkpoint
 that cannot be written ends it with one line and exit 1, the earlier checkpoints intact, and so
-does a workdir (or checkpoint) that holds a different model than the config describes.
+does a workdir (or checkpoint) that holds a different model than the config describes. A config
+no run can have, a config file or override that does not load (exit 2), a data folder without
+examples and an unreadable workdir are one line each, before training.
 
 The same command trains on every local device (the global batch, config.batch_size, split over
 them). Several processes (hosts): start it once per process with
@@ -52,7 +54,19 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         # Orbax and tfds log every file operation at INFO; keep the console to progress + eval.
         logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
+    try:
+        config = _CONFIG.value
+        if config is not None:
+            config.keys()  # a file that failed to load raises its error on first use
+    except Exception as e:  # noqa: BLE001  (any error of a user's config file)
+        print(f"experiments.train: error: {_config_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if config is None:
+        raise app.UsageError("--config is required")
+    try:
+        loop.validate_config(config)
+    except loop.ConfigError as e:
+        raise SystemExit(f"experiments.train: error: {e}") from None
     try:  # before anything touches a device
         parallel.initialize_from_flags()
         parallel.per_process_batch(config.batch_size, parallel.make_mesh())
@@ -80,7 +94,7 @@ def main(argv):
                 file=sys.stderr,
             )
             raise SystemExit(e.exit_status) from None
-        except checkpoint.CheckpointMismatchError as e:
+        except (checkpoint.CheckpointMismatchError, tasks.DataError) as e:
             raise SystemExit(f"experiments.train: error: {e}") from None
         except OSError as e:  # CheckpointWriteError, or a workdir that cannot be created
             text = str(e) if isinstance(e, checkpoint.CheckpointWriteError) else (
@@ -89,5 +103,27 @@ def main(argv):
             raise SystemExit(f"experiments.train: error: {text}") from None
 
 
+def _config_error(e: BaseException) -> str:
+    """One line for an error of a config file or of a --config override (ml_collections raises
+    them as they are: a KeyError of the missing key, absl a message with a traceback in it)."""
+    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
+        e = e.args[0]  # a misspelt key, with ml_collections' "Did you mean" hint
+    if isinstance(e, KeyError) and e.args:
+        key = "; ".join(ln for ln in str(e.args[0]).splitlines() if ln)
+        return f"--config: the config has no key {key}"
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"--config: {lines[-1] if lines else type(e).__name__}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an error of the config file or of an override as one line and
+    exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001  (any error of a user's config file or override)
+        print(f"experiments.train: error: {_config_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,82 @@ def test_cli_refuses_a_workdir_of_another_model_in_one_line(data, cli_env, drtmo
     assert len(lines) == 1 and lines[0].startswith("experiments.train: error: "), res.stderr
     assert "different model config" in lines[0]
     assert _latest_step(drtmo_uninterrupted) == 6  # nothing was trained or written
+
+
+def _one_line_error(res, status: int, text: str) -> None:
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == status, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("experiments.train: error: "), res.stderr
+    assert text in lines[0], lines[0]
+
+
+def test_cli_bad_configs_workdirs_and_data_in_one_line(data, cli_env, drtmo_uninterrupted,
+                                                        tmp_path):
+    def run(*extra, workdir=None, args=None):
+        args = args if args is not None else [
+            a for a in _drtmo_args(data, workdir or tmp_path / "w") if "num_train" not in a]
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.train", *args, *extra],
+            env=cli_env, cwd=REPO_ROOT, capture_output=True, text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
+
+    # Settings no run can have, and config files or overrides that do not load: before any
+    # data is built or any file written.
+    for extra, status, text in [
+        (["--config.num_train_steps=0"], 1, "config.num_train_steps must be a whole number >= 1"),
+        (["--config.batch_size=-2"], 1, "config.batch_size must be"),
+        (["--config.optimizer.learning_rate=nan"], 1, "must be a finite number"),
+        (["--config.train.steps=5"], 2, "the config has no key 'train'"),
+        (["--config.num_train_step=5"], 2, 'Did you mean "num_train_steps"'),
+    ]:
+        _one_line_error(run(*extra), status, text)
+    res = run(args=["--config=experiments/configs/nope.py:tiny", f"--workdir={tmp_path / 'w'}"])
+    _one_line_error(res, 2, "No such file or directory")
+    assert not (tmp_path / "w").exists()
+    # A data folder that is not there.
+    res = run(args=["--config=experiments/configs/drtmo.py:up,tiny",
+                    f"--config.data.manual_dir={tmp_path / 'nowhere'}",
+                    f"--config.data.data_dir={tmp_path / 'tfds'}", "--noprogress",
+                    f"--workdir={tmp_path / 'w'}"])
+    _one_line_error(res, 1, "cannot prepare the dataset hdr_brackets")
+    # A workdir whose checkpoints is a file, whose config.json is not JSON, or whose latest
+    # checkpoint is damaged.
+    (tmp_path / "wf").mkdir()
+    (tmp_path / "wf" / "checkpoints").write_text("x")
+    _one_line_error(run("--config.num_train_steps=8", workdir=tmp_path / "wf"), 1,
+                    "its checkpoints is a file, not a folder")
+    shutil.copytree(drtmo_uninterrupted, tmp_path / "wj")
+    (tmp_path / "wj" / "config.json").write_text("not json")
+    _one_line_error(run("--config.num_train_steps=8", workdir=tmp_path / "wj"), 1,
+                    "cannot be read as the run's config")
+    shutil.copytree(drtmo_uninterrupted, tmp_path / "wd")
+    biggest = max((tmp_path / "wd" / "checkpoints" / "6").rglob("*"), key=lambda f: (
+        f.is_file() and "ocdbt" in str(f), f.stat().st_size))
+    with open(biggest, "r+b") as f:
+        f.truncate(1000)
+    _one_line_error(run("--config.num_train_steps=8", workdir=tmp_path / "wd"), 1,
+                    "cannot be read (damaged?)")
+
+
+def test_a_lost_evaluation_is_made_up_on_resume(data, cli_env, drtmo_uninterrupted, tmp_path):
+    # A run killed after its last checkpoint and before that step's evaluation: the rerun has
+    # no step to train, evaluates the step, and says so; a second rerun adds nothing.
+    workdir = tmp_path / "w"
+    shutil.copytree(drtmo_uninterrupted, workdir)  # trained to step 6 without evaluations
+    args = [a.replace("--config.eval_every=0", "--config.eval_every=3")
+            for a in _drtmo_args(data, workdir)]
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "experiments.train", *args], env=cli_env,
+                             cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=SUBPROCESS_TIMEOUT)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "already at step 6 (config.num_train_steps 6): nothing to train" in res.stderr
+        evals = [r for r in _jsonl(workdir / "metrics.jsonl") if r["split"] == "eval"]
+        assert [r["step"] for r in evals] == [6] and np.isfinite(evals[0]["psnr"])
+    assert _latest_step(workdir) == 6
+    assert_states_equal(_restore(workdir), _restore(drtmo_uninterrupted))
 
 
 # -- CF-Net: train_and_evaluate in this process, 3 steps then 6 --------------------------------

@@ -122,11 +122,22 @@ def restore(
         restored = manager.restore(step, args=ocp.args.Composite(**items))
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointMismatchError(
-            f"checkpoint {manager.directory}/{step} does not match the configured model: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            f"checkpoint {manager.directory}/{step} does not match the configured model or "
+            f"cannot be read: {_first_line(e)}"
+        ) from e
+    except Exception as e:  # tensorstore's read errors of a damaged file (not a config mismatch)
+        raise CheckpointMismatchError(
+            f"checkpoint {manager.directory}/{step} cannot be read (damaged?): {_first_line(e)}; "
+            "remove that step's folder to resume from the one before"
         ) from e
     _check_shapes(template, restored["state"], f"{manager.directory}/{step}")
     return restored["state"]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    # tensorstore appends a bound method's repr ("See full TensorStore details: <bound ...>")
+    return text.splitlines()[0].split(". See full")[0] if text else type(e).__name__
 
 
 def _check_shapes(template: Any, restored: Any, where: str) -> None:
@@ -152,8 +163,16 @@ def write_config(workdir: str, config: ml_collections.ConfigDict, *, write: bool
     path = os.path.join(workdir, "config.json")
     current = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise CheckpointMismatchError(
+                f"{path}: cannot be read as the run's config ({_first_line(e)}); use a new "
+                "--workdir"
+            ) from None
         if previous.get("model") != current.get("model"):
             raise CheckpointMismatchError(
                 f"{workdir} holds a run with a different model config; use a new --workdir"

@@ -20,8 +20,11 @@ batch and takes part in each checkpoint; only process 0 writes metrics and previ
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -36,6 +39,28 @@ from hdr_jax import interrupts
 from hdr_jax import io as hdr_io
 from hdr_jax.eval import stats
 from hdr_jax.training import checkpoint, parallel
+
+
+class ConfigError(ValueError):
+    """A training config that cannot describe a run (one line)."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """:class:`ConfigError` for a schedule or optimiser setting no run can have (a step count,
+    batch size or cadence below 1, a learning rate that is not a finite number), before any
+    data is built or any file written."""
+    def whole(name: str, value: Any, least: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ConfigError(f"config.{name} must be a whole number >= {least}, got {value!r}")
+
+    for name, least in (("num_train_steps", 1), ("batch_size", 1), ("log_every", 1),
+                        ("checkpoint_every", 1), ("eval_every", 0)):
+        whole(name, config.get(name), least)
+    if config.get("microbatches") is not None:
+        whole("microbatches", config.microbatches, 1)
+    lr = config.get("optimizer", {}).get("learning_rate")
+    if lr is not None and not (isinstance(lr, (int, float)) and np.isfinite(lr)):
+        raise ConfigError(f"config.optimizer.learning_rate must be a finite number, got {lr!r}")
 
 
 class Task(Protocol):
@@ -138,14 +163,21 @@ def train_and_evaluate(
     compiled for them. ``on_eval(step, metrics)`` receives each evaluation's per-example
     metrics (e.g. to keep the final one without evaluating and compiling the step again).
     """
+    validate_config(config)
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.per_process_batch(config.batch_size, mesh)  # fails before anything is written
     primary = parallel.is_primary()
     os.makedirs(workdir, exist_ok=True)
     checkpoint.write_config(workdir, config, write=primary)
-    manager = checkpoint.make_manager(
-        os.path.join(workdir, "checkpoints"), max_to_keep=config.get("max_checkpoints", 3)
-    )
+    checkpoints = os.path.join(workdir, "checkpoints")
+    # A checkpoint folder that is a file or cannot be written fails here, not at the first save
+    # after minutes of training (where the checkpointer waits on it).
+    if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
+        raise NotADirectoryError(errno.ENOTDIR, "its checkpoints is a file, not a folder")
+    os.makedirs(checkpoints, exist_ok=True)
+    with tempfile.TemporaryFile(dir=checkpoints):
+        pass
+    manager = checkpoint.make_manager(checkpoints, max_to_keep=config.get("max_checkpoints", 3))
     state, (train_step, eval_step), batch_sharding = jit_steps(task, config, mesh)
     train_iter = task.train_iterator()
     if manager.latest_step() is not None:
@@ -153,15 +185,40 @@ def train_and_evaluate(
         logging.info("Resumed from step %d", int(state.step))
     start = int(jax.device_get(state.step))
 
-    writer = MetricWriter(workdir, active=primary)
     total = config.num_train_steps
+    if start >= total and primary:
+        print(f"{workdir}: already at step {start} (config.num_train_steps {total}): nothing "
+              "to train", file=sys.stderr, flush=True)
+    # A run killed after a checkpoint but before that step's evaluation resumes after it: the
+    # evaluation is made up first, so the records are those of an uninterrupted run.
+    missed = bool(start and config.eval_every and (start % config.eval_every == 0
+                                                   or start == total))
+    if missed:
+        missed = not any(r.get("split") == "eval" and r.get("step") == start
+                         for r in read_metrics(workdir))
+    writer = MetricWriter(workdir, active=primary)
     progress = progress and primary
     bar = tqdm.tqdm(total=total, initial=start, disable=not progress, desc="train", unit="step")
     acc: dict[str, list] = {}
     t0 = time.perf_counter()
     saved = start
     previous = None
+
+    def evaluate_and_record(step: int) -> None:
+        collected = evaluate_per_example(task, state, eval_step)
+        if on_eval is not None:
+            on_eval(step, collected)
+        results = collected.means()
+        writer.scalars(step, "eval", results)
+        text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
+        if primary:
+            _say(progress, bar, f"step {step} eval: {text}")
+        if previews and hasattr(task, "previews"):
+            _write_previews(workdir, step, task, state, writer)
+
     try:
+        if missed:
+            evaluate_and_record(start)
         # SIGINT/SIGTERM, where the caller routes them (interrupts.handled), end the loop after
         # the step in flight, and that step is checkpointed.
         for step in _steps(start, total):
@@ -195,16 +252,7 @@ def train_and_evaluate(
                 checkpoint.save(manager, state, train_iter)
                 saved = step
             if config.eval_every and (step % config.eval_every == 0 or step == total):
-                collected = evaluate_per_example(task, state, eval_step)
-                if on_eval is not None:
-                    on_eval(step, collected)
-                results = collected.means()
-                writer.scalars(step, "eval", results)
-                text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(results.items()))
-                if primary:
-                    _say(progress, bar, f"step {step} eval: {text}")
-                if previews and hasattr(task, "previews"):
-                    _write_previews(workdir, step, task, state, writer)
+                evaluate_and_record(step)
                 t0 = time.perf_counter()  # evaluation time is not training throughput
         if interrupts.pending() and saved != int(jax.device_get(state.step)):
             checkpoint.save(manager, state, train_iter)

@@ -32,8 +32,13 @@ from hdr_jax.models import highlight, registry, response
 from hdr_jax.training.state import TrainState, make_optimizer
 
 
+class DataError(ValueError):
+    """The dataset a config names cannot be prepared (one line)."""
+
+
 def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, **kwargs) -> Any:
-    """Builds (once) the tfds array_record dataset and returns the builder."""
+    """Builds (once) the tfds array_record dataset and returns the builder; :class:`DataError`
+    when it cannot (a missing or empty ``manual_dir``, files none of which yields an example)."""
     builder = builder_cls(
         data_dir=os.path.abspath(data_config.data_dir),
         config=data_config.builder_config,
@@ -41,9 +46,15 @@ def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, *
         **kwargs,
     )
     manual_dir = os.path.abspath(data_config.manual_dir) if data_config.manual_dir else None
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    except (AssertionError, ValueError, OSError) as e:  # tfds states its checks as assertions
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = text.split(". ")[0]  # tfds goes on with instructions for its own datasets
+        raise DataError(f"cannot prepare the dataset {builder.name} from "
+                        f"{manual_dir or 'its source'}: {text}") from e
     return builder
 
 
