@@ -20,6 +20,8 @@ import flax.serialization
 import jax
 import numpy as np
 
+from hdr_jax import interrupts
+
 DEFAULT_DIR = Path(__file__).parent / "weights"
 NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "level",
             "level_known", "cfnet_x2", "cfnet_x4")
@@ -27,10 +29,6 @@ NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "lev
 
 class WeightsError(ValueError):
     """Missing, corrupt, or mismatching weights (one-line message)."""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_network(
@@ -43,31 +41,38 @@ def save_network(
     info: dict | None = None,
     compress: bool = False,
 ) -> Path:
-    """Writes `name.msgpack` (`name.msgpack.zlib` with `compress`) atomically and records it in
-    the manifest."""
+    """Writes `name.msgpack` (`name.msgpack.zlib` with `compress`) and records it in the
+    manifest, as one change: both are written under temporary names first and renamed into place
+    together with SIGINT/SIGTERM held, so an interrupted export leaves the directory as it was
+    (no file that disagrees with its manifest entry, no temporary file)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cast = jax.tree.map(lambda x: np.asarray(x, dtype), jax.device_get(variables))
     data = flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(cast))
+    data = zlib.compress(data, 9) if compress else data
     path = directory / (f"{name}.msgpack.zlib" if compress else f"{name}.msgpack")
-    tmp = directory / f"{path.name}.tmp"
-    tmp.write_bytes(zlib.compress(data, 9) if compress else data)
-    os.replace(tmp, path)
-    # A network saved in the other format before would be left behind, unreferenced.
-    stale = directory / (f"{name}.msgpack" if compress else f"{name}.msgpack.zlib")
-    if stale.exists():
-        stale.unlink()
     manifest = read_manifest(directory, missing_ok=True)
     manifest[name] = {
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "dtype": dtype,
         "config": model_config,
         **(info or {}),
     }
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / "manifest.json")
+    tmp, manifest_tmp = directory / f"{path.name}.tmp", directory / "manifest.json.tmp"
+    try:
+        tmp.write_bytes(data)
+        manifest_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with interrupts.deferred():
+            os.replace(tmp, path)
+            os.replace(manifest_tmp, directory / "manifest.json")
+    except BaseException:
+        for t in (tmp, manifest_tmp):
+            t.unlink(missing_ok=True)
+        raise
+    # A network saved in the other format before is left behind, unreferenced.
+    stale = directory / (f"{name}.msgpack" if compress else f"{name}.msgpack.zlib")
+    stale.unlink(missing_ok=True)
     return path
 
 

@@ -181,3 +181,44 @@ def test_manifest_errors(tmp_path, saved):
     with pytest.raises(bundle.WeightsError, match="lacks 'file'") as e:
         bundle.load_network(directory, "net")
     _one_line_error(e)
+
+
+def test_an_interrupted_export_leaves_the_directory_as_it_was(tmp_path, monkeypatch):
+    """A SIGINT between the two renames (weights, manifest) is held until both are done; one
+    while the files are written leaves the previous export whole and no temporary file."""
+    import os
+    import signal
+
+    from hdr_jax import interrupts
+
+    bundle.save_network(tmp_path, "net", _variables(1), CONFIG)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    replace = os.replace
+
+    def interrupted_replace(src, dst):
+        replace(src, dst)
+        if Path(dst).name == "net.msgpack":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(bundle.os, "replace", interrupted_replace)
+    with interrupts.handled(), pytest.raises(interrupts.Interrupted):
+        bundle.save_network(tmp_path, "net", _variables(2), CONFIG)
+    monkeypatch.setattr(bundle.os, "replace", replace)
+    loaded, _ = bundle.load_network(tmp_path, "net")  # the manifest agrees with the new file
+    np.testing.assert_array_equal(
+        loaded["params"]["conv"]["kernel"],
+        np.asarray(_variables(2)["params"]["conv"]["kernel"], np.float16).astype(np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+    def failing_write(self, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        bundle.save_network(tmp_path, "net", _variables(3), CONFIG)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    loaded, _ = bundle.load_network(tmp_path, "net")
+    np.testing.assert_array_equal(
+        loaded["params"]["conv"]["kernel"],
+        np.asarray(_variables(2)["params"]["conv"]["kernel"], np.float16).astype(np.float32))
