@@ -25,6 +25,7 @@ training").
                            compiling the real step (hdr_jax/memory.py).
 """
 
+import os
 import signal
 import sys
 
@@ -126,4 +127,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        # An error line: leave without the interpreter's teardown, where the threads of a
+        # checkpointer that failed to restore print "Event loop is closed" tracebacks.
+        print(e.code, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)

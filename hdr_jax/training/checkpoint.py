@@ -136,8 +136,11 @@ def restore(
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    # tensorstore appends a bound method's repr ("See full TensorStore details: <bound ...>")
-    return text.splitlines()[0].split(". See full")[0] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    # tensorstore appends its whole spec ("[tensorstore_spec=...]") or a bound method's repr
+    # ("See full TensorStore details: <bound ...>") to the reason.
+    return text.splitlines()[0].split(" [tensorstore_spec")[0].split(". See full")[0]
 
 
 def _check_shapes(template: Any, restored: Any, where: str) -> None:

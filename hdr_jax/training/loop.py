@@ -181,7 +181,11 @@ def train_and_evaluate(
     state, (train_step, eval_step), batch_sharding = jit_steps(task, config, mesh)
     train_iter = task.train_iterator()
     if manager.latest_step() is not None:
-        state = checkpoint.restore(manager, state, train_iter)
+        try:
+            state = checkpoint.restore(manager, state, train_iter)
+        except BaseException:
+            manager.close()  # its threads, left running, print noise at exit
+            raise
         logging.info("Resumed from step %d", int(state.step))
     start = int(jax.device_get(state.step))
 
