@@ -123,18 +123,19 @@ def restore(
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointMismatchError(
             f"checkpoint {manager.directory}/{step} does not match the configured model or "
-            f"cannot be read: {_first_line(e)}"
+            f"cannot be read: {first_line(e)}"
         ) from e
     except Exception as e:  # tensorstore's read errors of a damaged file (not a config mismatch)
         raise CheckpointMismatchError(
-            f"checkpoint {manager.directory}/{step} cannot be read (damaged?): {_first_line(e)}; "
+            f"checkpoint {manager.directory}/{step} cannot be read (damaged?): {first_line(e)}; "
             "remove that step's folder to resume from the one before"
         ) from e
     _check_shapes(template, restored["state"], f"{manager.directory}/{step}")
     return restored["state"]
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The reason of an error of a library, in one line (its first, tensorstore's spec cut)."""
     text = str(e).strip()
     if not text:
         return type(e).__name__
@@ -173,7 +174,7 @@ def write_config(workdir: str, config: ml_collections.ConfigDict, *, write: bool
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             raise CheckpointMismatchError(
-                f"{path}: cannot be read as the run's config ({_first_line(e)}); use a new "
+                f"{path}: cannot be read as the run's config ({first_line(e)}); use a new "
                 "--workdir"
             ) from None
         if previous.get("model") != current.get("model"):

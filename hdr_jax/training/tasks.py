@@ -29,6 +29,7 @@ from hdr_jax.data import (
 )
 from hdr_jax.eval import protocol, stage1, stage2
 from hdr_jax.models import highlight, registry, response
+from hdr_jax.training import checkpoint
 from hdr_jax.training.state import TrainState, make_optimizer
 
 
@@ -51,8 +52,7 @@ def prepare_builder(data_config: ml_collections.ConfigDict, builder_cls: type, *
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
     except (AssertionError, ValueError, OSError) as e:  # tfds states its checks as assertions
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        text = text.split(". ")[0]  # tfds goes on with instructions for its own datasets
+        text = checkpoint.first_line(e).split(". ")[0]  # tfds goes on with instructions
         raise DataError(f"cannot prepare the dataset {builder.name} from "
                         f"{manual_dir or 'its source'}: {text}") from e
     return builder
