@@ -50,6 +50,7 @@ parallel.define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
+    checkpoint.drop_abandoned_read_errors()
     if not _PREPARE_ONLY.value and not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     if not flags.FLAGS["verbosity"].present:
@@ -132,8 +133,8 @@ if __name__ == "__main__":
     except SystemExit as e:
         if not isinstance(e.code, str):
             raise
-        # An error line: leave without the interpreter's teardown, where the threads of a
-        # checkpointer that failed to restore print "Event loop is closed" tracebacks.
+        # An error line: leave without the interpreter's teardown, where the reads a failed
+        # restore abandoned are collected and warn "coroutine ... was never awaited".
         print(e.code, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)

@@ -253,6 +253,36 @@ def test_cli_bad_configs_workdirs_and_data_in_one_line(data, cli_env, drtmo_unin
                     "cannot be read (damaged?)")
 
 
+def test_abandoned_read_errors_are_dropped_only_after_a_failed_restore(monkeypatch):
+    import logging
+    import types
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+    monkeypatch.setattr(checkpoint, "_restore_failed", False)
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", [])
+    checkpoint.drop_abandoned_read_errors()
+    checkpoint.drop_abandoned_read_errors()  # a second install does not stack
+    assert len(asyncio_log.filters) == 1
+
+    def unraisable(e):
+        return types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=None,
+                                     err_msg=None, object=None)
+
+    def logged():
+        return asyncio_log.filter(logging.LogRecord("asyncio", logging.ERROR, "", 0,
+                                                    "Task exception was never retrieved",
+                                                    None, None))
+
+    sys.unraisablehook(unraisable(RuntimeError("Event loop is closed")))  # always dropped
+    sys.unraisablehook(unraisable(ValueError("a bug of ours")))
+    assert seen == ["a bug of ours"] and logged()
+    monkeypatch.setattr(checkpoint, "_restore_failed", True)
+    sys.unraisablehook(unraisable(ValueError("the read error again")))
+    assert seen == ["a bug of ours"] and not logged()
+
+
 def test_a_lost_evaluation_is_made_up_on_resume(data, cli_env, drtmo_uninterrupted, tmp_path):
     # A run killed after its last checkpoint and before that step's evaluation: the rerun has
     # no step to train, evaluates the step, and says so; a second rerun adds nothing.

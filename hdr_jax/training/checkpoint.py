@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 import grain
@@ -18,6 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hdr_jax.training import parallel
+
+_restore_failed = False  # see drop_abandoned_read_errors
 
 
 class CheckpointMismatchError(ValueError):
@@ -118,20 +121,55 @@ def restore(
     items = {"state": ocp.args.StandardRestore(template)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    global _restore_failed
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**items))
     except (ValueError, KeyError, TypeError) as e:
+        _restore_failed = True
         raise CheckpointMismatchError(
             f"checkpoint {manager.directory}/{step} does not match the configured model or "
             f"cannot be read: {first_line(e)}"
         ) from e
     except Exception as e:  # tensorstore's read errors of a damaged file (not a config mismatch)
+        _restore_failed = True
         raise CheckpointMismatchError(
             f"checkpoint {manager.directory}/{step} cannot be read (damaged?): {first_line(e)}; "
             "remove that step's folder to resume from the one before"
         ) from e
     _check_shapes(template, restored["state"], f"{manager.directory}/{step}")
     return restored["state"]
+
+
+def drop_abandoned_read_errors() -> None:
+    """Keeps the errors of a failed restore's abandoned reads off stderr, for the rest of the
+    process.
+
+    When one array of a step fails to read, orbax gives up on the others while tensorstore still
+    reads them: their callbacks then fail on the closed event loop, and the coroutines, tasks and
+    gathering futures left behind report the read error again when they are collected. Python
+    prints each as an unraisable error or an asyncio log record, at any moment, in or between
+    the lines of the real reason. With this hook, once a restore has failed, those two channels
+    are dropped (and "Event loop is closed" always): what they carry is that failure again,
+    which `restore` raises. Before a failure they pass to the hook and the log that were there.
+
+    A program that reports a failed restore itself installs this once, at its start (a hook set
+    later would be undone by an enclosing block that restores the hook it found).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_read_errors", False):
+        return
+
+    def hook(unraisable):
+        # The callbacks fail on the closed loop while orbax is still unwinding, before
+        # `restore` sees the failure; no other error of a training program looks like that.
+        closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                       and str(unraisable.exc_value) == "Event loop is closed")
+        if not (_restore_failed or closed_loop):
+            previous(unraisable)
+
+    hook.drops_abandoned_read_errors = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(lambda record: not _restore_failed)
 
 
 def first_line(e: BaseException) -> str:
