@@ -160,6 +160,9 @@ def _declarations(path: Path, args: argparse.Namespace, *, curve_given: bool = F
     if not args.profile:
         return None, None
     info = hdr_io.colour_metadata(path)
+    unread = profile.unread_profile(info)
+    if unread:
+        _warn(f"note: {path.name}: its ICC profile {unread}; read as sRGB")
     declared = None if curve_given else profile.declared_response(info)
     return declared, profile.declared_colour_space(info)
 
@@ -412,6 +415,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             jobs.append((path, outs))
         except CLIError as e:
             failures.append(e)
+            continue
+        if args.overwrite:
+            _warn_left_over(path, outdir, args, n_side)
     if len(photos) == 1 and failures:
         raise failures[0]  # one photo: its own error is the one line, not a summary
     for e in failures:
@@ -451,6 +457,24 @@ def _prefer_raw(photos: list[Path]) -> list[Path]:
               "reads this camera's JPEG response off that shot, for its photos without a raw "
               "file (--response CURVE.txt)")
     return kept
+
+
+def _warn_left_over(path: Path, outdir: Path, args: argparse.Namespace, n_side: int) -> None:
+    """With --overwrite: names this command gives `path`'s outputs under other options, found
+    in the folder and not rewritten by this run. They stay (the flag replaces what this run
+    writes, nothing else), but they no longer belong with the new HDR, so say so."""
+    unwritten = []
+    if not args.scale:
+        unwritten.append((f"{path.stem}_fused.png", "no fused image: --scale 0"))
+    if not args.stack:
+        unwritten += [(f"{path.stem}_{nm}.png", "no stack: no --stack")
+                      for nm in _stack_names(n_side)]
+    for why in dict.fromkeys(w for _, w in unwritten):
+        found = [outdir / n for n, w in unwritten if w == why and os.path.lexists(outdir / n)]
+        if found:
+            which = (f"{found[0]} and {len(found) - 1} more are from an earlier run and do"
+                     if len(found) > 1 else f"{found[0]} is from an earlier run and does")
+            _warn(f"warning: {which} not match the new HDR (this run writes {why})")
 
 
 def _warn_degenerate(path: Path, image: np.ndarray,

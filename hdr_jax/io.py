@@ -969,6 +969,8 @@ def _decode_pillow(im: Image.Image, p: Path, info: LdrInfo) -> np.ndarray:
         return _apply_orientation(np.repeat(grey[..., None], 3, axis=-1), info.orientation)
     if im.mode in ("I", "F"):
         raise _error(p, f"unsupported pixel mode {im.mode!r} (32-bit integer/float is not an LDR image)")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # Pillow warns when it drops a palette's alpha in one step
     if im.mode != "RGB":
         im = im.convert("RGB")  # grey -> replicated, RGBA/LA -> alpha dropped, palette -> colours
     rgb = np.asarray(im, dtype=np.float32) / np.float32(255.0)

@@ -405,6 +405,13 @@ def blind_linearisation(
     return cliplevel.warped_response(image, k)
 
 
+def blind_estimate(pipe: Pipeline, image: np.ndarray) -> tuple[float | None, np.ndarray, float]:
+    """(clip level, curve, gain) of a photo of an unknown camera: :func:`blind_clip_level` and
+    :func:`blind_linearisation` with it."""
+    k = blind_clip_level(pipe, image)
+    return (k, *blind_linearisation(pipe, image, k))
+
+
 def lift_network(pipe: Pipeline, known_response: bool = False) -> Network | None:
     """The highlight lift for a photo linearised with its camera's own response
     (``level_known``) or with the blind linearisation (``level``); None if the weights lack it."""
@@ -454,6 +461,7 @@ def _photo_hdr(
     method: str,
     response_curve: np.ndarray | None,
     highlights: bool,
+    blind: tuple[float | None, np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, tuple[int, int], tuple[np.ndarray, float]]:
     """(HDR, kept range, (curve, gain) the photo was linearised with). The HDR of one photo
     from its stack: :func:`merge_photo_stack`, or, with ``highlights``
@@ -468,15 +476,16 @@ def _photo_hdr(
     response, and, with ``highlights``, the anchored merge and weights with the matching lift
     (``level`` for the blind linearisation, ``level_known`` for a given response), its clipped
     pixels are lifted (:func:`level.lift` by :func:`estimate_lift`; a lift below 0 lowers no
-    clipped pixel below the clip code's linear value)."""
+    clipped pixel below the clip code's linear value). ``blind``: (clip level, curve, gain) of
+    the blind linearisation when the caller has it (:func:`blind_estimate`, of the
+    full-resolution photo when ``image`` is a shrunk copy of it)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
         known = response_curve is not None
         if known:
             k, curve, gain = None, response_curve, 1.0
         else:
-            k = blind_clip_level(pipe, image)
-            curve, gain = blind_linearisation(pipe, image, k)
+            k, curve, gain = blind_estimate(pipe, image) if blind is None else blind
         hdr, kept = merge_photo_stack(stack, image, method, curve)
         hdr = hdr * np.float32(gain)
         if (highlights and method == "anchored" and lift_network(pipe, known) is not None
@@ -496,7 +505,7 @@ def _photo_hdr(
         curve = estimate
     elif pipe.highlight.entry["config"].get("linearisation", "srgb") == "bent":
         # A head trained on the bent linearisation fills on top of that linearisation.
-        curve, gain = blind_linearisation(pipe, image)
+        _, curve, gain = blind_estimate(pipe, image) if blind is None else blind
     else:
         curve = crf_lib.srgb_crf()
     hdr, kept = merge_photo_stack(stack, image, method, curve)
@@ -571,7 +580,11 @@ def working_scale_hdr(
                        interpolation=cv2.INTER_AREA)
     stack = generate_stack(pipe, small, tile=tile, up_method=up_method,
                            response_curve=response_curve)
-    hdr, kept, (curve, gain) = _photo_hdr(pipe, stack, small, method, response_curve, highlights)
+    # The camera is estimated from the whole photo, as without a working scale: the measured
+    # pixels then keep the values they have at full resolution, whatever the side.
+    blind = None if response_curve is not None else blind_estimate(pipe, image)
+    hdr, kept, (curve, gain) = _photo_hdr(pipe, stack, small, method, response_curve, highlights,
+                                          blind)
     lin_small = np.asarray(crf_lib.apply_inverse_crf(curve, small), np.float32) * np.float32(gain)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = np.where((lin_small > 0) & (hdr > 0), np.log(hdr / lin_small), 0.0)

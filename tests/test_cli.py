@@ -389,6 +389,31 @@ def test_existing_output_is_kept_without_overwrite(inputs, tiny_weights, tmp_pat
     assert (tmp_path / "f.png").read_bytes() == b"precious"
 
 
+def test_overwrite_names_outputs_of_an_earlier_run_it_does_not_rewrite(
+    inputs, tiny_weights, tmp_path, capfd
+):
+    # --overwrite replaces what this run writes; a fused image and a stack an earlier run wrote
+    # under other options stay as they were, and each kind is named once.
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("photo_fused.png", "photo_ev-0.5.png", "photo_ev+0.5.png", "other_fused.png"):
+        (out / name).write_bytes(b"earlier")
+    args = ["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights, "--scale", "0"]
+    rc, err = _main([*args, "--overwrite"], capfd)
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 2, err
+    assert f"{out / 'photo_fused.png'} is from an earlier run" in lines[0]
+    assert "--scale 0" in lines[0]
+    assert "and 1 more are from an earlier run" in lines[1] and "--stack" in lines[1]
+    assert all((out / n).read_bytes() == b"earlier" for n in
+               ("photo_fused.png", "photo_ev-0.5.png", "photo_ev+0.5.png", "other_fused.png"))
+    assert (out / "photo.exr").exists()
+    # Without leftovers, or writing them, nothing to say.
+    rc, err = _main([*args[:-2], "--scale", "2", "--stack", "--overwrite"], capfd)
+    assert rc == 0 and "warning:" not in err, err
+
+
 def test_batch_reports_each_failure_and_a_summary(inputs, tiny_weights, tmp_path, capfd):
     # Several photos: a failing one is reported (one line each) and the rest would go on; the
     # last line is the summary and the status is 1. Both photos here fail before any compute.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -297,6 +298,14 @@ def test_ldr_palette(tmp_path):
     im.save(p)
     assert Image.open(p).mode == "P"
     np.testing.assert_array_equal(hio.read_ldr(p), palette[idx] / np.float32(255))
+    # Half-transparent palette entries (a tRNS chunk of bytes): the colours, alpha dropped,
+    # without Pillow's warning about converting such a palette straight to RGB.
+    im.save(p, transparency=bytes([255, 128, 0]))
+    assert isinstance(Image.open(p).info["transparency"], bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = hio.read_ldr(p)
+    np.testing.assert_array_equal(y, palette[idx] / np.float32(255))
 
 
 def test_ldr_one_bit(tmp_path):

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -70,6 +71,20 @@ def test_lift_weight_rises_with_the_code_and_the_distance_from_the_border():
     big = cv2.resize(img, (192, 128), interpolation=cv2.INTER_NEAREST)
     assert level.lift_weight(big)[64, 96, 0] == pytest.approx(centre, abs=1e-4)
     assert not level.lift_weight(np.full((8, 8, 3), 0.5, np.float32)).any()
+
+
+def test_lift_weight_of_a_photo_clipped_everywhere_is_finite_and_silent():
+    # Every pixel clipped in red: no unclipped pixel to measure a distance from (OpenCV reports
+    # FLT_MAX, which the pixel scale overflowed), so the spatial factor is 1 everywhere.
+    img = np.zeros((40, 48, 3), np.float32)
+    img[..., 0] = 1.0
+    img[:, 24:, 1] = 0.95
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = level.lift_weight(img)
+    gate = level.border_gate(img)
+    np.testing.assert_allclose(w[..., 0], gate, rtol=1e-6)
+    np.testing.assert_allclose(w[:, 24:, 1], 0.5 * gate[:, 24:], rtol=1e-5)
 
 
 def test_border_gate_is_the_darkness_of_each_regions_surround():
@@ -208,6 +223,22 @@ def test_pipeline_lift_below_zero_leaves_clipped_pixels_above_every_measured_one
     for c in range(3):
         if at[..., c].any():
             assert out.hdr[..., c][at[..., c]].min() >= out.hdr[..., c][~at[..., c]].max() - 1e-5
+
+
+def test_a_working_scale_keeps_the_measured_pixels_of_the_full_resolution_hdr(level_weights):
+    # The camera (clip level, median code) is estimated from the whole photo, not from the
+    # shrunk copy the fill is made at: every pixel the photo measured has one value.
+    photo = make_photo(seed=5, hw=(96, 128))
+    pipe = pipeline.Pipeline.load(level_weights)
+    small = cv2.resize(photo, (43, 32), interpolation=cv2.INTER_AREA)
+    assert pipeline.blind_clip_level(pipe, small) != pipeline.blind_clip_level(pipe, photo)
+    full = pipeline.reconstruct(pipe, photo, scale=None).hdr
+    clipped = protocol.clipped_mask(photo)
+    assert 0 < clipped.mean() < 0.5
+    for side in (32, 64):
+        at_side = pipeline.reconstruct(pipe, photo, scale=None, hdr_side=side).hdr
+        np.testing.assert_array_equal(at_side[~clipped], full[~clipped])
+        assert np.all(at_side[clipped] > 0)
 
 
 def test_a_given_response_takes_its_own_lift(level_weights, tmp_path):

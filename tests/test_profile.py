@@ -211,6 +211,38 @@ def test_cli_uses_a_scene_linear_profile_and_reports_others(tiny_weights, tmp_pa
     assert not np.allclose(fused["linear"], fused["plain"], atol=0.02)
 
 
+def test_a_profile_that_goes_unread_is_named(tiny_weights, cli_env, tmp_path):
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    grey = bytearray(icc(curv_gamma(2.2)))
+    grey[16:20] = b"GRAY"
+    lut = bytearray(icc(curv_gamma(2.2)))
+    for sig in (b"rTRC", b"rXYZ"):  # an RGB profile without its matrix and red curve
+        i = bytes(lut).index(sig)
+        lut[i:i + 4] = b"A2B0" if sig == b"rTRC" else b"B2A0"
+    assert lab[16:20] == b"Lab "
+    assert profile.unread_profile({"icc_profile": lab}) == "describes Lab data, not RGB"
+    assert "LUT" in profile.unread_profile({"icc_profile": bytes(lut)})
+    assert profile.unread_profile({"icc_profile": b"x" * 20}) == "is too short to be one"
+    for info in ({}, {"icc_profile": bytes(grey)}, {"icc_profile": icc(SRGB_PARA)},
+                 {"icc_profile": icc(curv_gamma(1.8))}, {"srgb": 0}):
+        assert profile.unread_profile(info) is None, info
+    # The CLI says so once and reads the photo as sRGB, as without the profile.
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "lab.jpg", icc_profile=lab, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=95)
+    hdrs = {}
+    for name in ("lab", "plain"):
+        r = run_cli(["reconstruct", tmp_path / f"{name}.jpg", "-o", tmp_path / name, "--weights",
+                     tiny_weights, "--scale", "0"], cli_env)
+        assert r.returncode == 0, r.stderr
+        notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+        assert notes == (["note: lab.jpg: its ICC profile describes Lab data, not RGB; read as "
+                          "sRGB"] if name == "lab" else []), r.stderr
+        hdrs[name] = hio.read_hdr(tmp_path / name / f"{name}.exr")
+    np.testing.assert_array_equal(hdrs["lab"], hdrs["plain"])
+
+
 @pytest.mark.slow
 def test_declared_encoding_study_runs_and_reports(fake_hdr_dir, tiny_weights, tmp_path):
     import json

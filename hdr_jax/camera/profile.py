@@ -193,6 +193,31 @@ def declared_response(info: Mapping[str, Any]) -> Declared | None:
     return Declared(described, curve, gamma)
 
 
+def unread_profile(info: Mapping[str, Any]) -> str | None:
+    """Why the photo's ICC profile goes unused, when it has one that neither
+    :func:`declared_response` nor :func:`declared_colour_space` can read: its data is neither
+    RGB nor grey (a Lab or CMYK profile on a photo decoded as RGB), or it is an RGB profile
+    without the matrix and tone curves this reader applies (a LUT-based one). None when there
+    is no profile, when it is read (sRGB-like or not), or for a grey profile (a black-and-white
+    photo's tone curve, read as sRGB like an untagged one). ``info`` as for
+    :func:`declared_response`."""
+    profile = info.get("icc_profile")
+    if not profile:
+        return None
+    profile = bytes(profile)
+    if len(profile) < 132:
+        return "is too short to be one"
+    space = profile[16:20]
+    if space == b"GRAY":
+        return None
+    if space != b"RGB ":
+        name = space.decode("ascii", "replace").strip() or "unnamed"
+        return f"describes {name} data, not RGB"
+    if icc_decoding(profile) is not None or icc_chromaticities(profile) is not None:
+        return None
+    return "has no matrix and tone curves this reader applies (a LUT-based profile?)"
+
+
 def to_srgb(image: np.ndarray, curve: np.ndarray) -> np.ndarray:
     """``image`` (HWC, [0, 1]) encoded with the response ``curve``, re-encoded with the sRGB
     transfer function: same linear values, so the clip stays at 1 (float32, not quantised)."""

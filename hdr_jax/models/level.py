@@ -107,8 +107,11 @@ def lift_weight(image: np.ndarray) -> np.ndarray:
     ramp = np.clip((image - RAMP_CODE) / (1.0 - RAMP_CODE), 0.0, 1.0)
     if not clipped.any():
         return np.zeros_like(ramp)
-    d = cv2.distanceTransform(clipped.astype(np.uint8), cv2.DIST_L2, 3)
-    d *= LIFT_SIDE / min(image.shape[:2])
+    if clipped.all():  # no unclipped pixel to measure from: every distance is infinite
+        d = np.full(clipped.shape, np.inf, np.float32)
+    else:
+        d = cv2.distanceTransform(clipped.astype(np.uint8), cv2.DIST_L2, 3)
+        d *= LIFT_SIDE / min(image.shape[:2])
     return (ramp * ((1.0 - np.exp(-d / RAMP_DISTANCE)) * border_gate(image))[..., None]).astype(
         np.float32)
 
