@@ -231,6 +231,9 @@ _CREATED_DIRS: list[Path] = []
 def _make_outdir(path: Path) -> Path:
     _refuse_a_file(path)  # -o photo.jpg: say so, rather than mkdir's "File exists"
     missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+    for p in missing:  # mkdir would say "File exists" of a link to nowhere
+        if p.is_symlink():
+            raise CLIError(f"{p}: is a link to {os.readlink(p)}, which does not exist")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. the path is an existing file, or not writable

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import glob
 import hashlib
 import io as stdio
@@ -140,15 +141,25 @@ def _error(
     message: str,
     cause: BaseException | None = None,
     log: list[str] | None = None,
+    temporary: Path | None = None,
 ) -> ImageIOError:
+    """The one-line error of ``path``; ``temporary``: the hidden name the file was being written
+    under, which a library's message names in place of ``path``."""
     if cause is not None:
         # LibRaw's errors (through rawpy) carry their text as bytes.
         text = cause.args[0] if len(cause.args) == 1 and isinstance(cause.args[0], bytes) else None
         text = text.decode("utf-8", "replace") if text is not None else str(cause)
+        if (temporary is not None and isinstance(cause, OSError) and cause.strerror
+                and cause.filename is not None
+                and os.fspath(cause.filename) == os.fspath(temporary)):
+            text = f"[Errno {cause.errno}] {cause.strerror}"  # not "tmp -> path"
         detail = _one_line(text) or type(cause).__name__
         message = f"{message} ({type(cause).__name__}: {detail})"
     elif log:  # what the C library said, when it raised nothing itself
         message = f"{message} ({_one_line(log[0], limit=200)})"
+    if temporary is not None:
+        message = message.replace(os.fspath(temporary), os.fspath(path)).replace(
+            temporary.name, Path(path).name)
     # The path is escaped, not flattened: "a\nb.png" must not read as "a b.png".
     return ImageIOError(_one_line(f"{printable(os.fspath(path))}: {message}", limit=500), path)
 
@@ -1245,6 +1256,13 @@ def _exists(dst: Path) -> bool:
     return os.path.lexists(dst)
 
 
+#: Errors of link() that mean the filesystem has no hard links (vfat says EPERM).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+#: The destination was checked before the output was written and is there now.
+_APPEARED = ("already exists: it appeared while this output was written (another run writing "
+             "it?); not replaced")
+
+
 def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, dst)
@@ -1254,10 +1272,14 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
         # link() fails if dst appeared since we checked, so there is no window to clobber it.
         os.link(tmp, dst)
     except FileExistsError as e:
-        raise _error(dst, "already exists (pass overwrite=True to replace it)") from e
-    except OSError:  # filesystem without hard links
+        raise _error(dst, _APPEARED) from e
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:  # a real failure (I/O error, disk full, read-only)
+            raise
+        # A filesystem without hard links (FAT, some network mounts): rename, which would
+        # replace a file that appears between this check and the rename.
         if _exists(dst):
-            raise _error(dst, "already exists (pass overwrite=True to replace it)") from None
+            raise _error(dst, _APPEARED) from None
         os.replace(tmp, dst)
         _TEMPORARIES.discard(tmp)
         return
@@ -1278,7 +1300,8 @@ def _keep_aside(dst: Path) -> Path | None:
             shutil.copy2(dst, old, follow_symlinks=False)
     except OSError as e:
         _remove_temp(old)
-        raise _error(dst, "cannot keep the file it replaces until the set is written", e) from e
+        raise _error(dst, "cannot keep the file it replaces until the set is written", e,
+                     temporary=old) from e
     return old
 
 
@@ -1314,7 +1337,7 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException as e:
         _remove_temp(tmp)
         if isinstance(e, OSError):
-            raise _error(dst, "cannot move the finished file into place", e) from e
+            raise _error(dst, "cannot move the finished file into place", e, temporary=tmp) from e
         raise
 
 
@@ -1374,7 +1397,8 @@ class OutputSet:
                     except OSError as e:
                         if old is not None:
                             _remove_temp(old)
-                        raise _error(dst, "cannot move the finished file into place", e) from e
+                        raise _error(dst, "cannot move the finished file into place", e,
+                                     temporary=tmp) from e
                     done.append((dst, old))
             except BaseException:
                 for dst, old in reversed(done):
@@ -1466,9 +1490,9 @@ def _encode_ldr(path: PathLike, tmp: Path, q: np.ndarray, fmt: str, kwargs: dict
         except Exception as e:
             failure = e
     if failure is not None:
-        raise _error(path, "cannot encode image", failure) from failure
+        raise _error(path, "cannot encode image", failure, temporary=tmp) from failure
     if not ok:
-        raise _error(path, "OpenCV failed to encode the image", log=log)
+        raise _error(path, "OpenCV failed to encode the image", log=log, temporary=tmp)
 
 
 def write_ldr(
@@ -1540,9 +1564,9 @@ def _encode_hdr(path: PathLike, tmp: Path, rgb: np.ndarray, ext: str, half: bool
         except Exception as e:
             failure = e
     if failure is not None:
-        raise _error(path, "cannot encode image", failure) from failure
+        raise _error(path, "cannot encode image", failure, temporary=tmp) from failure
     if not ok:
-        raise _error(path, "OpenCV failed to encode the Radiance image", log=log)
+        raise _error(path, "OpenCV failed to encode the Radiance image", log=log, temporary=tmp)
 
 
 def write_hdr(path: PathLike, image, *, overwrite: bool = False, half: bool = False,

@@ -414,6 +414,16 @@ def test_overwrite_names_outputs_of_an_earlier_run_it_does_not_rewrite(
     assert rc == 0 and "warning:" not in err, err
 
 
+def test_an_output_folder_that_links_nowhere_is_named(inputs, tiny_weights, tmp_path, capfd):
+    (tmp_path / "dang").symlink_to(tmp_path / "nowhere")
+    for out in (tmp_path / "dang", tmp_path / "dang" / "sub"):
+        rc, err = _main(["reconstruct", inputs["photo"], "-o", out, "--weights", tiny_weights],
+                        capfd)
+        assert_one_line_error(rc, err, contains=f"dang: is a link to {tmp_path / 'nowhere'}, "
+                                                "which does not exist")
+    assert not (tmp_path / "nowhere").exists() and (tmp_path / "dang").is_symlink()
+
+
 def test_batch_reports_each_failure_and_a_summary(inputs, tiny_weights, tmp_path, capfd):
     # Several photos: a failing one is reported (one line each) and the rest would go on; the
     # last line is the summary and the status is 1. Both photos here fail before any compute.

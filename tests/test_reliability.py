@@ -709,6 +709,62 @@ def test_output_set_in_process(tmp_path):
     np.testing.assert_allclose(hio.read_ldr(tmp_path / "d.png"), img, atol=1 / 255)
 
 
+def test_an_encoding_error_names_the_output_not_its_temporary_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    def full_disk(self, fp, *args, **kwargs):
+        raise OSError(28, "No space left on device", os.fspath(fp))
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    dst = tmp_path / "a.png"
+    with pytest.raises(hio.ImageIOError) as info:
+        hio.write_ldr(dst, np.full((4, 5, 3), 0.5, np.float32))
+    assert str(info.value) == (f"{dst}: cannot encode image (OSError: [Errno 28] No space left "
+                               "on device)")
+    assert all_files(tmp_path) == []
+    # A library that names the temporary file in its own words (OpenEXR does).
+    tmp = tmp_path / ".a.1234.tmp.exr"
+    err = hio._error(tmp_path / "a.exr", "cannot encode image",
+                     RuntimeError(f'Failed to write pixel data to image file "{tmp}". No space'),
+                     temporary=tmp)
+    assert ".tmp" not in str(err) and f'image file "{tmp_path / "a.exr"}"' in str(err)
+
+
+@pytest.mark.parametrize("errno_name", ["EIO", "EPERM"])
+def test_only_a_filesystem_without_hard_links_gets_the_rename_fallback(errno_name, tmp_path,
+                                                                      monkeypatch):
+    # Without --overwrite an output is linked into place (link() refuses to replace a file that
+    # appeared meanwhile). A failing link() falls back to a rename only where the filesystem
+    # has no hard links (EPERM on FAT); an I/O error is an error, and nothing is left.
+    import errno
+
+    code = getattr(errno, errno_name)
+    img = np.full((4, 5, 3), 0.5, np.float32)
+    # A file that appears while the output is written is never replaced.
+    raced = tmp_path / "raced" / "b.png"
+    raced.parent.mkdir()
+    with pytest.raises(hio.ImageIOError, match="appeared while this output was written"):
+        with hio.OutputSet() as out:
+            out.write_ldr(raced, img)
+            raced.write_bytes(b"raced")
+    assert all_files(raced.parent) == [raced] and raced.read_bytes() == b"raced"
+
+    def failing_link(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(hio.os, "link", failing_link)
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
+    dst = tmp_path / "a.png"
+    if errno_name == "EPERM":
+        hio.write_ldr(dst, img)
+        np.testing.assert_allclose(hio.read_ldr(dst), img, atol=1 / 255)
+    else:
+        with pytest.raises(hio.ImageIOError, match="cannot move the finished file into place"):
+            hio.write_ldr(dst, img)
+        assert all_files(tmp_path) == []
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_output_set_overwrite_keeps_the_old_set_until_the_new_one_is_whole(
     hard_links, tmp_path, monkeypatch
