@@ -396,12 +396,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     plan = _new_plan(photos, args.overwrite)
     outputs = {}
     for path in photos:
-        outs = {"hdr": outdir / f"{path.stem}.exr", "preview": outdir / f"{path.stem}_preview.png"}
-        if args.scale:
-            outs["fused"] = outdir / f"{path.stem}_fused.png"
-        if args.stack:
-            outs.update({nm: outdir / f"{path.stem}_{nm}.png" for nm in _stack_names(n_side)})
-        outputs[path] = outs
+        outputs[path] = _reconstruct_outputs(path, outdir, n_side, fused=bool(args.scale),
+                                             stack=args.stack)
     # An input named like another input's output is most likely that output from an earlier
     # run into the same folder: never process it as a photo.
     made_by = {p.parent.resolve() / p.name: src for src, o in outputs.items() for p in o.values()}
@@ -420,7 +416,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             failures.append(e)
             continue
         if args.overwrite:
-            _warn_left_over(path, outdir, args, n_side)
+            _warn_left_over(path, outs, n_side)
     if len(photos) == 1 and failures:
         raise failures[0]  # one photo: its own error is the one line, not a summary
     for e in failures:
@@ -462,18 +458,27 @@ def _prefer_raw(photos: list[Path]) -> list[Path]:
     return kept
 
 
-def _warn_left_over(path: Path, outdir: Path, args: argparse.Namespace, n_side: int) -> None:
-    """With --overwrite: names this command gives `path`'s outputs under other options, found
-    in the folder and not rewritten by this run. They stay (the flag replaces what this run
-    writes, nothing else), but they no longer belong with the new HDR, so say so."""
-    unwritten = []
-    if not args.scale:
-        unwritten.append((f"{path.stem}_fused.png", "no fused image: --scale 0"))
-    if not args.stack:
-        unwritten += [(f"{path.stem}_{nm}.png", "no stack: no --stack")
-                      for nm in _stack_names(n_side)]
-    for why in dict.fromkeys(w for _, w in unwritten):
-        found = [outdir / n for n, w in unwritten if w == why and os.path.lexists(outdir / n)]
+def _reconstruct_outputs(path: Path, outdir: Path, n_side: int, *, fused: bool,
+                         stack: bool) -> dict[str, Path]:
+    """The outputs `reconstruct` writes for one photo, by kind: 'hdr', 'preview', with `fused`
+    'fused', with `stack` one per exposure step (:func:`_stack_names`)."""
+    outs = {"hdr": outdir / f"{path.stem}.exr", "preview": outdir / f"{path.stem}_preview.png"}
+    if fused:
+        outs["fused"] = outdir / f"{path.stem}_fused.png"
+    if stack:
+        outs.update({nm: outdir / f"{path.stem}_{nm}.png" for nm in _stack_names(n_side)})
+    return outs
+
+
+def _warn_left_over(path: Path, outs: dict[str, Path], n_side: int) -> None:
+    """With --overwrite: outputs `reconstruct` gives `path` under other options (a fused image,
+    a stack), found in the folder and not among this run's `outs`. They stay (the flag replaces
+    what this run writes, nothing else), but they no longer belong with the new HDR, so say so."""
+    every = _reconstruct_outputs(path, outs["hdr"].parent, n_side, fused=True, stack=True)
+    left = {kind: p for kind, p in every.items() if kind not in outs and os.path.lexists(p)}
+    fused = [p for kind, p in left.items() if kind == "fused"]
+    stack = [p for kind, p in left.items() if kind != "fused"]
+    for found, why in ((fused, "no fused image: --scale 0"), (stack, "no stack: no --stack")):
         if found:
             which = (f"{found[0]} and {len(found) - 1} more are from an earlier run and do"
                      if len(found) > 1 else f"{found[0]} is from an earlier run and does")
