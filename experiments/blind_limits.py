@@ -2,12 +2,13 @@
 
     python -m experiments.blind_limits [--split dev|heldout] [--hdr_dir DIR] [--emor_dir DIR] \
         [--weights DIR] [--size 256] [--limit N] [--views_per_scene 12] \
-        [--parts accuracy,spread] [--out docs/results/blind_limits/SPLIT] [--overwrite]
+        [--parts accuracy] [--parts spread] [--parts curves] \
+        [--out docs/results/blind_limits/SPLIT] [--overwrite]
 
 A photo of an unknown camera is linearised with inverse sRGB bent at the clip by a scalar k
 (:func:`protocol.linearise_warped`), read from the photo by a small network, and its clipped
 pixels are then raised by the weights' highlight lift (:func:`level.lift`, whose features include
-k). Two questions about k:
+k). Two questions about k, and one about whole curves:
 
 * ``accuracy``: how much of the clipped-pixel gain depends on how well k is estimated. Each
   input's clipped-pixel PU21-PSNR gain over the inverse-sRGB input is tabulated on the grid of k
@@ -23,6 +24,14 @@ k). Two questions about k:
   EMoR curves); every family, the protocol's encodings and clip fractions. Nothing is fitted or
   chosen on either. The lift was fitted with the weights' estimate as its feature, so the rows
   of other estimates are what those estimates get with today's lift, not with one refitted.
+* ``curves``: the same question for an estimate of the whole curve instead of k. The k above
+  bends inverse sRGB at the clip, a one-parameter family of curves that even the true k fits
+  only roughly to a shouldered camera. Here each input is linearised with its true inverse
+  response (the oracle) and with the inverse of each of its exponent twins (below), alone and
+  lifted by the weights' lift for a known response (``level_known``): an estimator that knows the
+  curve's shape and guesses its exponent at the middle of the twins, or at one of them, which on
+  average is the mean over them. Same inputs as ``accuracy``; nothing is fitted. Not run
+  unless named (``--parts curves``).
 * ``spread``: a photo f(E a) of a scene E is the same photo as f(x^(1/p)) of the scene E^p at
   exposure a^p, for any response f and exponent p > 0; so a camera is known from one photo only
   up to the exponent of its input, unless the prior over scenes says E is likelier than E^p.
@@ -66,8 +75,9 @@ _SPLIT = flags.DEFINE_enum("split", "dev", ["dev", "heldout"], "Inputs of the ac
 _LIMIT = flags.DEFINE_integer("limit", 0, "dev: views per scene (0: all DEV_VIEWS); heldout: "
                               "views spread over the scenes (0: all).")
 _SPREAD_VIEWS = flags.DEFINE_integer("views_per_scene", 12, "Random views per panorama (spread).")
-_PARTS = flags.DEFINE_multi_enum("parts", ["accuracy", "spread"], ["accuracy", "spread"],
-                                 "Parts to run.")
+_PARTS = flags.DEFINE_multi_enum("parts", ["accuracy", "spread"],
+                                 ["accuracy", "curves", "spread"],
+                                 "Parts to run (repeat the flag for several).")
 _OUT = flags.DEFINE_string("out", "", "Output folder (default docs/results/blind_limits/SPLIT).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
 
@@ -215,6 +225,43 @@ def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
             "inputs": records}
 
 
+#: Rows of the ``curves`` part, each a linearisation by a whole curve; gains over the
+#: inverse-sRGB input on the clipped pixels.
+CURVE_ROWS = ("the true curve (oracle)",
+              "its shape known, its exponent the middle of its twins",
+              "its shape known, its exponent one of its twins (mean over them)")
+
+
+def whole_curves(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
+    """Clipped-pixel gains of whole-curve linearisations (module docstring, ``curves``)."""
+    records = []
+    for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
+                                                                                   families):
+        if clipped.all() or not clipped.any():
+            continue
+        base = protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance,
+                                      clipped)["pu21_clipped"]
+        lift = pipeline.estimate_lift(pipe, ldr, None, known_response=True)
+
+        def gains(c: np.ndarray) -> list[float]:
+            linear = protocol.linearise_srgb(ldr, c)
+            clip = float(crf_lib.apply_inverse_crf(c, np.float32(protocol.CLIP_LEVEL)))
+            preds = (level.lift(linear, ldr, lift, clip), linear)
+            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
+                    for p in preds]
+
+        twins = exponent_twins(item["family"], curve, families)
+        records.append({**item, "scene": scene, "true": gains(curve),
+                        "twins": [gains(c) for c in twins], "middle": len(twins) // 2})
+    rows = {}
+    for j, scoring in enumerate(SCORINGS):
+        values = (np.array([r["true"][j] for r in records]),
+                  np.array([r["twins"][r["middle"]][j] for r in records]),
+                  np.array([np.mean([t[j] for t in r["twins"]]) for r in records]))
+        rows[scoring] = {name: family_means(records, v) for name, v in zip(CURVE_ROWS, values)}
+    return {"rows": rows, "inputs": records}
+
+
 def spread(hdr_dir: str, views_per_scene: int, size: int) -> dict:
     files = {f.stem: f for f in hdr_io.list_images(Path(hdr_dir), kinds=("hdr",))}
     train, heldout = hdr_brackets.split_scenes(list(files))[:2]
@@ -275,6 +322,19 @@ def markdown(res: dict) -> str:
               "The weights' estimate against the true k, correlation per family: "
               + ", ".join(f"{f} {report.fmt(v)}" for f, v in acc["weights_correlation"].items())
               + f"; true k mean {acc['k_true']['mean']:+.2f}, sd {acc['k_true']['sd']:.2f}.", ""]
+    cur = res.get("curves")
+    if cur is not None:
+        lines += [f"## Whole curves with the exponent unknown ({len(cur['inputs'])} {where} "
+                  "inputs)", "",
+                  "PU21-PSNR on the clipped pixels over the inverse-sRGB input (dB), mean per "
+                  "family, the photo linearised with each curve; lifted: the weights' lift for a "
+                  "known response.", ""]
+        for scoring, table in cur["rows"].items():
+            fams = [f for f in next(iter(table.values())) if f != "mean"]
+            rows = [[name] + [f"{v[f]:+.2f}" for f in fams + ["mean"]]
+                    for name, v in table.items()]
+            lines += [f"### {scoring.capitalize()}", "",
+                      report.markdown_table(["curve"] + fams + ["mean"], rows), ""]
     sp = res.get("spread")
     if sp:
         qs = list(next(iter(sp.values()))["quantiles"])
@@ -309,7 +369,7 @@ def main(argv):
     t0 = time.perf_counter()
     dev = _SPLIT.value == "dev"
     res = {"grid": GRID.tolist(), "split": _SPLIT.value, "closer": list(CLOSER)}
-    if "accuracy" in _PARTS.value:
+    if {"accuracy", "curves"} & set(_PARTS.value):
         if dev:
             views = [(scene, radiance) for scene, _, radiance in
                      responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
@@ -320,7 +380,10 @@ def main(argv):
             sys.exit(f"{_HDR_DIR.value}: no {'development' if dev else 'held-out'} scene")
         pipe = pipeline.Pipeline.load(_WEIGHTS.value)
         families = responses.response_families(_EMOR_DIR.value or None, training_seed=dev)
-        res["accuracy"] = accuracy(pipe, views, families)
+        if "accuracy" in _PARTS.value:
+            res["accuracy"] = accuracy(pipe, views, families)
+        if "curves" in _PARTS.value:
+            res["curves"] = whole_curves(pipe, views, families)
     if "spread" in _PARTS.value:
         res["spread"] = spread(_HDR_DIR.value, _SPREAD_VIEWS.value, _SIZE.value)
     res["total_s"] = time.perf_counter() - t0

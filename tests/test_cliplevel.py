@@ -345,6 +345,28 @@ def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_pat
         assert all(0 < c["best_corr"] <= 1 and c["sd_ln"] >= 0 for c in split["cues"].values())
     assert "q90 / q10" in (out / "results.md").read_text()
     assert "median log step, 4 px" in (out / "results.md").read_text()
+    assert "curves" not in res  # run only when named
+
+    out = tmp_path / "curves"
+    run_python_checked(["-m", "experiments.blind_limits", "--hdr_dir", fake_hdr_dir, "--size",
+                        "64", "--limit", "1", "--parts", "curves", "--out", out], cli_env,
+                       timeout=600)
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"grid", "split", "closer", "curves", "total_s"}
+    inputs = res["curves"]["inputs"]
+    assert len(inputs) == 3 * 3
+    for x in inputs:
+        # an sRGB photo's only twin is its own curve; a gamma family's are its three gammas,
+        # the middle one gamma 2.2 (so a gamma 2.2 photo's middle twin is its true curve)
+        assert len(x["twins"]) == (1 if x["family"] == "sRGB" else 3)
+        if x["family"] == "sRGB" or x["curve"].startswith("gamma 2.2"):
+            assert x["twins"][x["middle"]] == x["true"]
+        else:
+            assert x["twins"][x["middle"]] != x["true"]
+    alone = res["curves"]["rows"]["linearised alone"]
+    # the sRGB photos' true curve is inverse sRGB, the baseline itself
+    assert all(row["sRGB"] == 0.0 for row in alone.values())
+    assert "Whole curves with the exponent unknown" in (out / "results.md").read_text()
 
 
 _SCALING_CHECK = """
