@@ -25,10 +25,12 @@ import contextlib
 import dataclasses
 import fractions
 import io
+import json
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -329,7 +331,10 @@ def _count(text: str) -> int:
 
 
 def _side(text: str) -> int:
-    n = _count(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if n < MIN_SIDE:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least {MIN_SIDE} (pixels)")
     return n
@@ -643,6 +648,11 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         # without any sign of it.
         raise CLIError(f"{args.under} is brighter than {args.over}: give the darker (under-"
                        "exposed) photo first")
+    agree = crf.rank_agreement(under, over)
+    if agree < crf.MIN_RANK_AGREEMENT:
+        raise CLIError(f"{args.under} and {args.over} do not show one still scene: where both "
+                       f"are well exposed they order the pixels alike at only {agree:.2f} (rank "
+                       "correlation; two exposures of one scene are near 1)")
     pipe = pipeline.Pipeline.load(args.weights)
     net = pipe.cfnet(args.scale)
     _check_writable(out.parent)  # still before the network runs
@@ -744,6 +754,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         if im.shape != images[0].shape:
             raise CLIError(f"{photos[0]} and {p} differ in size ({images[0].shape[1]}x"
                            f"{images[0].shape[0]} vs {im.shape[1]}x{im.shape[0]})")
+    _refuse_grey_with_colour(photos, images)
     # A JPEG's ringing around clipped regions is left out; a lossless photo's codes just below
     # the clip are kept (they measure a shoulder).
     lossy = args.lossy or any(hdr_io.is_lossy(p) for p in photos)
@@ -761,6 +772,17 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
               "exposures, or a darker one with less clipped)")
     _write_curve(args, out, curve, f"response of {len(photos)} photos (EV {min(ev):+.2f} .. "
                                    f"{max(ev):+.2f})")
+
+
+def _refuse_grey_with_colour(photos: list[Path], images: list[np.ndarray]) -> None:
+    """A black-and-white conversion has its own curve (and one channel): solved together with
+    the camera's colour photos it biases the camera's curve, so a mix is refused."""
+    from hdr_jax import pipeline
+
+    grey = [pipeline.achromatic(im) for im in images]
+    if any(grey) and not all(grey):
+        raise CLIError(f"calibrate: {photos[grey.index(True)]} is black-and-white and "
+                       f"{photos[grey.index(False)]} is in colour; calibrate photos of one kind")
 
 
 def _calibrated_camera(photos: list[Path]) -> str:
@@ -786,8 +808,10 @@ def _calibrate_pair(args: argparse.Namespace, photos: list[Path], out: Path) -> 
     # The raw file is read for its linear data here: the note on its known response is not
     # about this command.
     linear = np.asarray(crf.srgb_decode(_read_photo(raw, raw_note=False)), np.float32)
+    image = _read_photo(photo)
+    _refuse_grey_with_colour([raw, photo], [linear, image])
     try:
-        curve = crf.response_from_raw_pair(linear, _read_photo(photo))
+        curve = crf.response_from_raw_pair(linear, image)
     except ValueError as e:
         raise CLIError(f"calibrate: {raw.name} and {photo.name}: {e}") from None
     _write_curve(args, out, curve, f"response of {photo.name}, read against its raw file "
@@ -821,15 +845,67 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out_dir = Path(args.out)
     _refuse_a_file(out_dir)
     report.refuse_existing(out_dir, overwrite=args.overwrite)
-    # What this run makes: the output folder, or in an existing one the prepared-dataset folder.
-    candidates = (out_dir,) if args.tfds_dir is not None else (out_dir, out_dir / "tfds")
-    made = [p for p in candidates if not p.exists()]
+    tfds_dir = Path(args.tfds_dir) if args.tfds_dir is not None else out_dir / "tfds"
+    # The output folder first, so that one that cannot be made or written is named as such
+    # before the dataset is prepared into it.
+    _make_outdir(out_dir)
+    # What the preparation makes: removed again when the run fails, prepared or half-prepared.
+    config = tfds_dir / "sice" / f"x{args.scale}"
+    made = [p for p in (tfds_dir, tfds_dir / "downloads", tfds_dir / "sice", config)
+            if not p.exists()]
     try:
-        _evaluate_sice(args, out_dir)
+        _evaluate_sice(args, out_dir, tfds_dir)
     except BaseException:
-        if made:  # a failed run leaves none of it, prepared or half-prepared
-            shutil.rmtree(made[0], ignore_errors=True)
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True)
         raise
+
+
+#: Beside a prepared SICE dataset: the folder it was prepared from and a digest of its files.
+SICE_SOURCE = "source.json"
+
+
+def _sice_source(data_dir: Path) -> dict:
+    """What a prepared dataset was made from: the folder and a digest of its files' relative
+    paths, sizes and modification times (so a changed or other folder is not read from the
+    dataset prepared earlier)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(data_dir):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(root, name))
+            rel = os.path.relpath(os.path.join(root, name), data_dir)
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return {"data_dir": str(data_dir.resolve()), "files": digest.hexdigest()}
+
+
+def _prepared_from(config: Path) -> dict | None:
+    try:
+        return json.loads((config / SICE_SOURCE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_prepared(args: argparse.Namespace, config: Path, source: dict, default: bool) -> None:
+    """A dataset prepared in ``config`` from another folder (or changed files) is not reused:
+    the default one inside OUT is prepared again under ``--overwrite``; one in a ``--tfds-dir``
+    the user named is refused rather than deleted."""
+    if not config.exists() or _prepared_from(config) == source:
+        return
+    if default and args.overwrite:
+        try:
+            shutil.rmtree(config)
+        except OSError as e:  # e.g. a link, or a folder that cannot be written
+            raise CLIError(f"{config}: cannot remove the dataset prepared earlier "
+                           f"({e.strerror or e})") from None
+        return
+    old = (_prepared_from(config) or {}).get("data_dir") or "another folder"
+    remedy = "pass --overwrite to prepare it again" if default else (
+        "remove it or name another --tfds-dir")
+    raise CLIError(f"{config}: holds a SICE dataset prepared from {old}, not from "
+                   f"{args.data_dir} as it is now; {remedy}")
 
 
 class _NoteHandler(logging.Handler):
@@ -839,7 +915,7 @@ class _NoteHandler(logging.Handler):
         _warn(f"note: {record.getMessage()}")
 
 
-def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
+def _evaluate_sice(args: argparse.Namespace, out_dir: Path, tfds_dir: Path) -> None:
     import tensorflow_datasets as tfds
 
     from hdr_jax.data import sice
@@ -847,9 +923,12 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
 
     if not sys.stderr.isatty():
         tfds.disable_progress_bar()
+    config = tfds_dir / "sice" / f"x{args.scale}"
+    source = _sice_source(Path(args.data_dir))
+    _check_prepared(args, config, source, default=args.tfds_dir is None)
     builder = sice.Sice(
         config=f"x{args.scale}",
-        data_dir=str(args.tfds_dir or out_dir / "tfds"),
+        data_dir=str(tfds_dir),
         file_format="array_record",
     )
     # The builder's notes (sequences it skips) as one 'note:' line each; tfds' own "Downloading
@@ -872,6 +951,8 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path) -> None:
     finally:
         notes.removeHandler(handler)
         notes.propagate = True
+    if _prepared_from(config) != source:
+        report.write_json(config / SICE_SOURCE, source)
     if "test" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{args.data_dir}: no sequence falls in the held-out test split")
     results = stage2.evaluate_split(
@@ -1081,6 +1162,10 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    # The run is over: a Ctrl-C in the interpreter's shutdown would only print a traceback from
+    # a library's exit handler (and its outputs are complete or already removed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(status)
 
 

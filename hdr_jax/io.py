@@ -1380,6 +1380,10 @@ class OutputSet:
         args = _hdr_args(path, image, **kwargs)
         self._add(path, lambda tmp: _encode_hdr(path, tmp, *args))
 
+    def write_bytes(self, path: PathLike, data: bytes) -> None:
+        """A file of ``data`` (a table, a JSON record), as part of the set."""
+        self._add(path, lambda tmp: Path(tmp).write_bytes(data))
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.discard()

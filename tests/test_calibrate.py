@@ -8,6 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import scipy.stats
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
@@ -151,6 +152,18 @@ def test_exposures_that_do_not_match_the_photos(monkeypatch):
         crf.calibrate_response([photos[0], photos[2], photos[1]], EV)
     with pytest.raises(ValueError, match="almost identical"):
         crf.calibrate_response([photos[1], photos[1]], [0.0, 2.0])
+    # Exposures of two scenes: their codes do not order the pixels alike (Spearman's rank
+    # correlation against SciPy's), where one scene's exposures do.
+    other = _bracket(crf.srgb_crf(), seed=1)
+    with pytest.raises(ValueError, match="do not show one still scene"):
+        crf.calibrate_response([photos[0], other[1], photos[2]], EV)
+    a, b = (np.round(np.asarray(p) * 255).astype(np.uint8) for p in (photos[0], other[1]))
+    both = (a > 10) & (a < 245) & (b > 10) & (b < 245)
+    assert crf.rank_agreement(a, b) == pytest.approx(
+        scipy.stats.spearmanr(a[both], b[both]).statistic, abs=1e-9)
+    assert crf.rank_agreement(a, b) < crf.MIN_RANK_AGREEMENT
+    c = np.round(np.asarray(photos[1]) * 255).astype(np.uint8)
+    assert crf.rank_agreement(a, c) > 0.9
     # One exposure far off (the last photo given 10 stops above the middle one instead of 2, or
     # the first 5 below): the solve bends without failing, and the steps between neighbouring
     # photos through the bent curve no longer agree with the exposures.
@@ -281,6 +294,14 @@ def test_cli_writes_the_response_file(tmp_path):
     assert r.returncode == 1 and "at least 2 photos" in r.stderr
     r = _cli(names[0], names[1], names[0], "-o", "bad.txt", "--ev", "-2", "0", "2", cwd=tmp_path)
     assert r.returncode == 1 and "given twice" in r.stderr
+    # A black-and-white conversion among colour photos (its own curve, one channel): refused.
+    hio.write_ldr(tmp_path / "grey.png", np.repeat(
+        hio.read_ldr(tmp_path / names[2]).mean(-1, keepdims=True), 3, axis=-1))
+    r = _cli(names[0], names[1], "grey.png", "-o", "bad.txt", "--ev", "-2", "0", "2",
+             cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "grey.png is black-and-white and ev-2.png is in colour" in r.stderr
+    assert not (tmp_path / "bad.txt").exists()
     r = _cli(*names, "-o", "bad.npy", "--ev", "-2", "0", "2", cwd=tmp_path)
     assert r.returncode == 1 and "as text" in r.stderr and not (tmp_path / "bad.npy").exists()
     r = _cli(*names, "-o", "bad.png", "--ev", "-2", "0", "2", cwd=tmp_path)

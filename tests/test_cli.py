@@ -489,6 +489,12 @@ def test_usage_errors_exit_2(args, cli_env, capfd):
     assert rc == 2 and "usage: hdr-jax" in err and "Traceback" not in err
 
 
+def test_hdr_side_below_the_least_names_the_least(capfd):
+    for side in ("-1", "0", "31"):
+        rc, err = _main(["reconstruct", "x.png", "-o", "o", "--hdr-side", side], capfd)
+        assert rc == 2 and "must be at least 32 (pixels)" in err, err
+
+
 def test_usage_error_subprocess(cli_env):
     res = run_cli([], cli_env)
     assert res.returncode == 2 and "usage: hdr-jax" in res.stderr
@@ -761,6 +767,35 @@ def test_evaluate_sice_writes_the_stage2_table(tiny_weights, tmp_path, capfd):
     rc, err = _main(args, capfd)
     assert_one_line_error(rc, err, contains="exists")
     assert (out / "results.json").read_bytes() == before
+    # A dataset prepared from one folder is not read for another: in a --tfds-dir the user
+    # named it is refused (not deleted), and the results stay.
+    (tmp_path / "other").mkdir()
+    other = [str(a) for a in args]
+    other[3] = str(tmp_path / "other")
+    rc, err = _main(other + ["--overwrite"], capfd)
+    assert_one_line_error(rc, err, contains="holds a SICE dataset prepared from")
+    assert "remove it or name another --tfds-dir" in err
+    assert (out / "results.json").read_bytes() == before
+    assert (tmp_path / "tfds" / "sice" / "x2" / "source.json").is_file()
+    # The default dataset inside OUT: prepared again from the folder given under --overwrite
+    # (an empty one: the run fails as for any empty folder, rather than scoring the old data).
+    out3 = tmp_path / "out3"
+    base = [str(a) for a in ("evaluate", "sice", "--data-dir", tmp_path / "sice", "--out",
+                             out3, "--weights", tiny_weights)]
+    rc, err = _main(base, capfd)
+    assert rc == 0, err
+    before = (out3 / "results.json").read_bytes()
+    stale = base[:3] + [str(tmp_path / "other")] + base[4:]
+    rc, err = _main(stale + ["--overwrite"], capfd)
+    assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert (out3 / "results.json").read_bytes() == before
+    rc, err = _main(base + ["--overwrite"], capfd)  # prepared again from the SICE folder
+    assert rc == 0, err
+    assert (out3 / "results.json").read_bytes() == before
+    for name in ("results.json", "results.md"):
+        (out3 / name).unlink()
+    rc, err = _main(base[:3] + [str(tmp_path / "other")] + base[4:], capfd)
+    assert_one_line_error(rc, err, contains="pass --overwrite to prepare it again")
 
 
 def test_evaluate_failures_leave_nothing(tmp_path, capfd):
@@ -787,6 +822,17 @@ def test_evaluate_failures_leave_nothing(tmp_path, capfd):
     assert_one_line_error(rc, err, contains="no usable SICE data")
     assert "extract Dataset_Part1 and Dataset_Part2 into it" in err  # not tfds's cut sentence
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # A result name that is a folder: refused before anything is prepared, even to overwrite.
+    (out / "results.md").mkdir()
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out", out,
+                     "--overwrite"], capfd)
+    assert_one_line_error(rc, err, contains="results.md: is a directory")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "results.md"]
+    # A --tfds-dir the run made is removed again when it fails.
+    rc, err = _main(["evaluate", "sice", "--data-dir", tmp_path / "empty", "--out",
+                     tmp_path / "out2", "--tfds-dir", tmp_path / "new_tfds"], capfd)
+    assert_one_line_error(rc, err, contains="no usable SICE data")
+    assert not (tmp_path / "new_tfds").exists() and not (tmp_path / "out2").exists()
 
 
 def test_notes_for_a_multi_image_file_and_a_flat_fuse_input(inputs, tiny_weights, tmp_path,

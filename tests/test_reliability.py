@@ -118,6 +118,7 @@ def files(tmp_path_factory, tiny_weights) -> dict[str, Path]:
     f["good"] = put("good.png", png_bytes(photo))
     f["dark"] = put("dark.png", png_bytes(photo * 0.25))  # fuse's under-exposure of "good"
     f["good_copy"] = put("copy of good.png", png_bytes(photo))
+    f["dark_other"] = put("dark other.png", png_bytes(make_photo(3) * 0.25))  # another scene
     f["corrupt_png"] = put("corrupt.png", corrupt_idat(png_bytes(photo)))
     f["zero_bytes"] = put("zero.png", b"")
     f["noise_jpg"] = put("noise.jpg", np.random.default_rng(1).bytes(3000))
@@ -237,6 +238,11 @@ EARLY_CASES = {
         lambda f, w, o: ["fuse", f["good"], f["good_copy"], "-o", o / "x.png"],
         1,
         "are almost the same picture",
+    ),
+    "fuse_two_scenes": (
+        lambda f, w, o: ["fuse", f["dark_other"], f["good"], "-o", o / "x.png"],
+        1,
+        "do not show one still scene",
     ),
     "fuse_swapped_exposures": (
         lambda f, w, o: ["fuse", f["good"], f["dark"], "-o", o / "x.png"],

@@ -24,6 +24,7 @@ import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from scipy.interpolate import PchipInterpolator
 
 N_SAMPLES = 1024
@@ -214,6 +215,12 @@ CALIBRATION_STEP_SLACK = 0.5
 #: solve still converges and passes the checks, but, with a heavily clipped bracket, can be a stop
 #: or more off (``hdr-jax calibrate`` warns). Chosen on brackets of training-scene views.
 CALIBRATION_MIN_OVERLAP = 0.01
+#: Least :func:`rank_agreement` of two exposures of one scene (neighbouring photos of a
+#: calibration set, the pair ``fuse`` takes): below it they are not one still scene (another
+#: scene, or a camera or scene that moved far), and a curve solved from them, or their fusion,
+#: fits nothing. Chosen on exposures of panorama views, between those of one view (also JPEG,
+#: noisy, or shifted a few pixels) and pairs of views of two scenes.
+MIN_RANK_AGREEMENT = 0.3
 
 
 def response_from_inverse(irradiance: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -544,6 +551,19 @@ def almost_identical(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.mean(a != b) < 0.01)
 
 
+def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two photos of one size (uint8 codes, or floats in [0, 1])
+    over the channels well exposed in both (codes 11-244): a response and an exposure change
+    keep the order of a still scene's pixels, so two exposures of it agree near 1 and photos of
+    two scenes do not. 1.0 where fewer than 100 codes are shared (nothing to compare)."""
+    a, b = _bracket_codes([a, b], lossy=False)[0]
+    both = (a > 10) & (a < 245) & (b > 10) & (b < 245)
+    if both.sum() < 100:
+        return 1.0
+    ra, rb = (scipy.stats.rankdata(x[both]) for x in (a, b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
     """ValueError unless each photo of (P, H, W, 3) ``codes`` is brighter than the one below it
     in exposure ``ev`` on most of the pixels where the two differ (a set given in the wrong
@@ -558,6 +578,12 @@ def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
         if np.mean(b[differ] > a[differ]) < 0.5:
             raise ValueError(f"photo {hi + 1} (EV {ev[hi]:+.3g}) is darker than photo {lo + 1} "
                              f"(EV {ev[lo]:+.3g}): the exposures do not match the photos")
+        agree = rank_agreement(codes[lo], codes[hi])
+        if agree < MIN_RANK_AGREEMENT:
+            raise ValueError(f"photos {lo + 1} and {hi + 1} do not show one still scene: where "
+                             f"both are well exposed their codes order the pixels alike at only "
+                             f"{agree:.2f} (rank correlation; a bracket of a still scene from a "
+                             f"still camera is near 1)")
 
 
 def _check_exposure_steps(curve: np.ndarray, codes: np.ndarray, near_clip: np.ndarray,

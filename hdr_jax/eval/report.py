@@ -68,11 +68,15 @@ def _write_text(path: Path, text: str, overwrite: bool) -> None:
         Path(tmp).write_text(text)
 
 
+def _json_text(obj: Any, *, indent: int) -> str:
+    return json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any, *, overwrite: bool = True, indent: int = 1) -> Path:
     """Writes ``jsonable(obj)`` atomically (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n", overwrite)
+    _write_text(path, _json_text(obj, indent=indent), overwrite)
     return path
 
 
@@ -84,6 +88,9 @@ def existing_results(out_dir: str | Path) -> list[Path]:
 def refuse_existing(out_dir: str | Path, *, overwrite: bool) -> None:
     """Raises ImageIOError naming the first result file in ``out_dir`` unless ``overwrite``
     (checked before a long evaluation starts, and again before writing)."""
+    for p in (Path(out_dir) / n for n in RESULT_FILES):
+        if p.is_dir():  # not replaced even with overwrite
+            raise hdr_io.ImageIOError(f"{p}: is a directory")
     if not overwrite:
         for p in existing_results(out_dir):
             raise hdr_io.ImageIOError(f"{p}: exists (use --overwrite to replace it)")
@@ -94,15 +101,16 @@ def write_results(
 ) -> tuple[Path, Path]:
     """Writes results.json (strict JSON, NaN as null) and results.md into ``out_dir``.
 
-    Both files are checked before either is written, so an existing file without ``overwrite``
-    leaves the folder as it was.
+    Both are written as one set (:class:`hdr_io.OutputSet`): either both are in place or the
+    folder is left as it was.
     """
     out_dir = Path(out_dir)
     paths = tuple(out_dir / n for n in RESULT_FILES)
     refuse_existing(out_dir, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(paths[0], res, overwrite=overwrite, indent=2)
-    _write_text(paths[1], markdown, overwrite)
+    with hdr_io.OutputSet(overwrite=overwrite) as out:
+        out.write_bytes(paths[0], _json_text(res, indent=2).encode())
+        out.write_bytes(paths[1], markdown.encode())
     return paths
 
 
