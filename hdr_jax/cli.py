@@ -849,12 +849,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # The output folder first, so that one that cannot be made or written is named as such
     # before the dataset is prepared into it.
     _make_outdir(out_dir)
-    # What the preparation makes: removed again when the run fails, prepared or half-prepared.
     config = tfds_dir / "sice" / f"x{args.scale}"
+    source = _sice_source(Path(args.data_dir))
+    _check_prepared(args, config, source, default=args.tfds_dir is None)
+    # What the preparation makes (a dataset removed above to be prepared again included):
+    # removed again when the run fails, prepared or half-prepared.
     made = [p for p in (tfds_dir, tfds_dir / "downloads", tfds_dir / "sice", config)
             if not p.exists()]
     try:
-        _evaluate_sice(args, out_dir, tfds_dir)
+        _evaluate_sice(args, out_dir, config, source)
     except BaseException:
         for p in made:
             shutil.rmtree(p, ignore_errors=True)
@@ -875,7 +878,10 @@ def _sice_source(data_dir: Path) -> dict:
     for root, dirs, files in os.walk(data_dir):
         dirs.sort()
         for name in sorted(files):
-            st = os.stat(os.path.join(root, name))
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:  # a link to nowhere: the preparation says what it cannot read
+                continue
             rel = os.path.relpath(os.path.join(root, name), data_dir)
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return {"data_dir": str(data_dir.resolve()), "files": digest.hexdigest()}
@@ -891,8 +897,14 @@ def _prepared_from(config: Path) -> dict | None:
 def _check_prepared(args: argparse.Namespace, config: Path, source: dict, default: bool) -> None:
     """A dataset prepared in ``config`` from another folder (or changed files) is not reused:
     the default one inside OUT is prepared again under ``--overwrite``; one in a ``--tfds-dir``
-    the user named is refused rather than deleted."""
-    if not config.exists() or _prepared_from(config) == source:
+    the user named is refused rather than deleted. One with no record of its folder (prepared
+    by the training scripts, or by an earlier version) is read as it is, with a note."""
+    recorded = _prepared_from(config)
+    if not config.exists() or recorded == source:
+        return
+    if recorded is None:
+        _warn(f"note: {config}: no record of the folder this dataset was prepared from; it is "
+              f"read as it is (remove it to prepare it from {args.data_dir})")
         return
     if default and args.overwrite:
         try:
@@ -901,7 +913,7 @@ def _check_prepared(args: argparse.Namespace, config: Path, source: dict, defaul
             raise CLIError(f"{config}: cannot remove the dataset prepared earlier "
                            f"({e.strerror or e})") from None
         return
-    old = (_prepared_from(config) or {}).get("data_dir") or "another folder"
+    old = recorded.get("data_dir") or "another folder"
     remedy = "pass --overwrite to prepare it again" if default else (
         "remove it or name another --tfds-dir")
     raise CLIError(f"{config}: holds a SICE dataset prepared from {old}, not from "
@@ -915,7 +927,7 @@ class _NoteHandler(logging.Handler):
         _warn(f"note: {record.getMessage()}")
 
 
-def _evaluate_sice(args: argparse.Namespace, out_dir: Path, tfds_dir: Path) -> None:
+def _evaluate_sice(args: argparse.Namespace, out_dir: Path, config: Path, source: dict) -> None:
     import tensorflow_datasets as tfds
 
     from hdr_jax.data import sice
@@ -923,12 +935,10 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path, tfds_dir: Path) -> N
 
     if not sys.stderr.isatty():
         tfds.disable_progress_bar()
-    config = tfds_dir / "sice" / f"x{args.scale}"
-    source = _sice_source(Path(args.data_dir))
-    _check_prepared(args, config, source, default=args.tfds_dir is None)
+    fresh = not config.exists()  # prepared by this run: recorded with its folder below
     builder = sice.Sice(
         config=f"x{args.scale}",
-        data_dir=str(tfds_dir),
+        data_dir=str(config.parent.parent),
         file_format="array_record",
     )
     # The builder's notes (sequences it skips) as one 'note:' line each; tfds' own "Downloading
@@ -951,7 +961,7 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path, tfds_dir: Path) -> N
     finally:
         notes.removeHandler(handler)
         notes.propagate = True
-    if _prepared_from(config) != source:
+    if fresh:
         report.write_json(config / SICE_SOURCE, source)
     if "test" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{args.data_dir}: no sequence falls in the held-out test split")

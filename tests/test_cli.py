@@ -777,6 +777,11 @@ def test_evaluate_sice_writes_the_stage2_table(tiny_weights, tmp_path, capfd):
     assert "remove it or name another --tfds-dir" in err
     assert (out / "results.json").read_bytes() == before
     assert (tmp_path / "tfds" / "sice" / "x2" / "source.json").is_file()
+    # One with no record of its folder (prepared by the training scripts) is read, with a note.
+    (tmp_path / "tfds" / "sice" / "x2" / "source.json").unlink()
+    rc, err = _main(other + ["--overwrite"], capfd)
+    assert rc == 0 and "no record of the folder this dataset was prepared from" in err, err
+    assert not (tmp_path / "tfds" / "sice" / "x2" / "source.json").exists()  # not claimed
     # The default dataset inside OUT: prepared again from the folder given under --overwrite
     # (an empty one: the run fails as for any empty folder, rather than scoring the old data).
     out3 = tmp_path / "out3"
