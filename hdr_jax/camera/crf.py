@@ -567,7 +567,8 @@ def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
 def _check_exposure_order(codes: np.ndarray, ev: np.ndarray) -> None:
     """ValueError unless each photo of (P, H, W, 3) ``codes`` is brighter than the one below it
     in exposure ``ev`` on most of the pixels where the two differ (a set given in the wrong
-    order, or with an exposure swapped, fails; sensor and JPEG noise do not)."""
+    order, or with an exposure swapped, fails; sensor and JPEG noise do not), and shows the same
+    still scene (:func:`rank_agreement` at least :data:`MIN_RANK_AGREEMENT`)."""
     order = np.argsort(ev)
     for lo, hi in zip(order[:-1], order[1:]):
         if almost_identical(codes[lo], codes[hi]):
