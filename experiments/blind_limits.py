@@ -165,18 +165,28 @@ def family_means(records: list[dict], values: np.ndarray) -> dict[str, float]:
 SCORINGS = ("lifted", "linearised alone")
 
 
-def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
-    records = []
+def scored_inputs(views: list, families: dict):
+    """The protocol's inputs that have clipped and unclipped pixels (:func:`responses.
+    rendered_inputs`), each with the clipped-pixel PU21-PSNR of its inverse-sRGB linearisation,
+    which every gain here is measured against: (plan item, scene, radiance, curve, photo,
+    clipped mask, that score)."""
     for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
                                                                                    families):
         if clipped.all() or not clipped.any():
             continue
-        base = protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance, clipped)
+        base = protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance,
+                                      clipped)["pu21_clipped"]
+        yield item, scene, radiance, curve, ldr, clipped, base
+
+
+def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
+    records = []
+    for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
 
         def gains(k: float) -> list[float]:
             preds = (lifted(pipe, ldr, k), protocol.linearise_warped(ldr, k))
-            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"]
-                    - base["pu21_clipped"] for p in preds]
+            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
+                    for p in preds]
 
         k_weights = pipeline.blind_clip_level(pipe, ldr)
         k_weights = 0.0 if k_weights is None else k_weights
@@ -235,12 +245,7 @@ CURVE_ROWS = ("the true curve (oracle)",
 def whole_curves(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
     """Clipped-pixel gains of whole-curve linearisations (module docstring, ``curves``)."""
     records = []
-    for item, scene, radiance, curve, ldr, clipped, _ in responses.rendered_inputs(views,
-                                                                                   families):
-        if clipped.all() or not clipped.any():
-            continue
-        base = protocol.pu21_protocol(protocol.linearise_srgb(ldr), radiance,
-                                      clipped)["pu21_clipped"]
+    for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
         lift = pipeline.estimate_lift(pipe, ldr, None, known_response=True)
 
         def gains(c: np.ndarray) -> list[float]:

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import fractions
 import io
-import json
 import logging
 import os
 import re
@@ -849,8 +848,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # The output folder first, so that one that cannot be made or written is named as such
     # before the dataset is prepared into it.
     _make_outdir(out_dir)
+    from hdr_jax.data import sice
+
     config = tfds_dir / "sice" / f"x{args.scale}"
-    source = _sice_source(Path(args.data_dir))
+    source = sice.source_record(args.data_dir)
     _check_prepared(args, config, source, default=args.tfds_dir is None)
     # What the preparation makes (a dataset removed above to be prepared again included):
     # removed again when the run fails, prepared or half-prepared.
@@ -864,42 +865,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise
 
 
-#: Beside a prepared SICE dataset: the folder it was prepared from and a digest of its files.
-SICE_SOURCE = "source.json"
-
-
-def _sice_source(data_dir: Path) -> dict:
-    """What a prepared dataset was made from: the folder and a digest of its files' relative
-    paths, sizes and modification times (so a changed or other folder is not read from the
-    dataset prepared earlier)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(data_dir):
-        dirs.sort()
-        for name in sorted(files):
-            try:
-                st = os.stat(os.path.join(root, name))
-            except OSError:  # a link to nowhere: the preparation says what it cannot read
-                continue
-            rel = os.path.relpath(os.path.join(root, name), data_dir)
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {"data_dir": str(data_dir.resolve()), "files": digest.hexdigest()}
-
-
-def _prepared_from(config: Path) -> dict | None:
-    try:
-        return json.loads((config / SICE_SOURCE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _check_prepared(args: argparse.Namespace, config: Path, source: dict, default: bool) -> None:
     """A dataset prepared in ``config`` from another folder (or changed files) is not reused:
     the default one inside OUT is prepared again under ``--overwrite``; one in a ``--tfds-dir``
     the user named is refused rather than deleted. One with no record of its folder (prepared
     by the training scripts, or by an earlier version) is read as it is, with a note."""
-    recorded = _prepared_from(config)
+    from hdr_jax.data import sice
+
+    recorded = sice.recorded_source(config)
     if not config.exists() or recorded == source:
         return
     if recorded is None:
@@ -962,7 +935,7 @@ def _evaluate_sice(args: argparse.Namespace, out_dir: Path, config: Path, source
         notes.removeHandler(handler)
         notes.propagate = True
     if fresh:
-        report.write_json(config / SICE_SOURCE, source)
+        report.write_json(config / sice.SOURCE_FILE, source)
     if "test" not in builder.info.splits:
         raise hdr_io.ImageIOError(f"{args.data_dir}: no sequence falls in the held-out test split")
     results = stage2.evaluate_split(

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -62,9 +64,12 @@ __all__ = [
     "modcrop",
     "pair_features",
     "read_sice_pair",
+    "recorded_source",
     "resize_max_side",
     "scan_sice",
+    "source_record",
     "stable_hash",
+    "SOURCE_FILE",
 ]
 
 log = logging.getLogger(__name__)
@@ -335,6 +340,38 @@ def read_sice_pair(
     ex["sequence"] = seq.id
     ex["num_exposures"] = np.int32(len(seq.exposures))
     return ex
+
+
+#: Written beside a prepared config (``DATA_DIR/sice/xN``) by the tools that prepare one: the
+#: folder it was prepared from and a digest of that folder's files (:func:`source_record`).
+SOURCE_FILE = "source.json"
+
+
+def source_record(data_dir: str | os.PathLike) -> dict:
+    """What a dataset prepared from ``data_dir`` is made of: the resolved folder and a SHA-256 of
+    its files' relative paths, sizes and modification times, so that a changed or another folder
+    is not read from a dataset prepared earlier."""
+    data_dir = Path(data_dir)
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(data_dir):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:  # a link to nowhere: the preparation says what it cannot read
+                continue
+            rel = os.path.relpath(os.path.join(root, name), data_dir)
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return {"data_dir": str(data_dir.resolve()), "files": digest.hexdigest()}
+
+
+def recorded_source(config_dir: str | os.PathLike) -> dict | None:
+    """The :func:`source_record` written beside a prepared config, or None (none written, or
+    unreadable)."""
+    try:
+        return json.loads((Path(config_dir) / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------
