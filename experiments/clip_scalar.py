@@ -45,6 +45,7 @@ exported network; in the metric objective the ceiling bounds what the loss sees.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import multiprocessing as mp
@@ -218,9 +219,13 @@ def _render_part(args: tuple[int, int]) -> dict[str, np.ndarray]:
 def render_views(num: int, procs: int, argv: list[str]) -> dict[str, np.ndarray]:
     """``num`` training views from ``procs`` worker processes (a fixed share each)."""
     per = -(-num // procs)
-    # spawn: each worker starts its own JAX (the parent's is not forked)
-    with mp.get_context("spawn").Pool(procs, _init_worker, (argv,)) as pool:
-        parts = pool.map(_render_part, [(p, per) for p in range(procs)])
+    # spawn: each worker starts its own JAX (the parent's is not forked). An executor rather
+    # than a Pool: its workers leave on a message, not on SIGTERM (which a parent started with
+    # it ignored passes on to them, so that a Pool's terminate() waits forever), and a worker
+    # that dies (the kernel's OOM killer) is an error here instead of a map that never returns.
+    with concurrent.futures.ProcessPoolExecutor(
+            procs, mp.get_context("spawn"), initializer=_init_worker, initargs=(argv,)) as pool:
+        parts = list(pool.map(_render_part, [(p, per) for p in range(procs)]))
     return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}
 
 

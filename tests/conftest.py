@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -66,6 +67,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
 
     items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
+# -- process state -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def signal_dispositions_kept() -> Iterator[None]:
+    """Fails a test that leaves SIGINT or SIGTERM handled otherwise than it found them, and
+    restores them: every process the worker starts afterwards would inherit an ignored signal
+    (a multiprocessing pool's terminate() then waits forever on its workers)."""
+    names = (signal.SIGINT, signal.SIGTERM)
+    before = [signal.getsignal(s) for s in names]
+    yield
+    after = [signal.getsignal(s) for s in names]
+    for s, handler in zip(names, before):
+        signal.signal(s, handler)
+    assert after == before, f"the test left the handlers of SIGINT, SIGTERM as {after}"
 
 
 # -- compilation cache --------------------------------------------------------------------------
