@@ -2,7 +2,7 @@
 
     python -m experiments.blind_limits [--split dev|heldout] [--hdr_dir DIR] [--emor_dir DIR] \
         [--weights DIR] [--size 256] [--limit N] [--views_per_scene 12] \
-        [--parts accuracy] [--parts spread] [--parts curves] \
+        [--parts accuracy] [--parts spread] [--parts curves] [--parts prototypes] \
         [--out docs/results/blind_limits/SPLIT] [--overwrite]
 
 A photo of an unknown camera is linearised with inverse sRGB bent at the clip by a scalar k
@@ -32,6 +32,17 @@ k). Two questions about k, and one about whole curves:
   curve's shape and guesses its exponent at the middle of the twins, or at one of them, which on
   average is the mean over them. Same inputs as ``accuracy``; nothing is fitted. Not run
   unless named (``--parts curves``).
+* ``prototypes``: how coarsely the shape must be known. Every curve's exponent twins share one
+  twin that codes mid-grey as sRGB does (:func:`canonical`); training responses brought to it
+  are clustered into K shapes (k-means of ln f^-1 at :data:`SHAPE_CODES`, K in
+  :data:`PROTOTYPES`; each prototype the member nearest its cluster's centre), and each input
+  is linearised with the prototype nearest its own canonical twin: what an estimator that
+  classifies the shape into K classes without error would reach, at the canonical exponent and
+  at the median of the exponents that brought the prototype's cluster to it (where training
+  cameras of that shape sit). Also scored: the input's own canonical twin, today's estimate
+  (the weights' k and its lift), and gated rows that keep today's estimate on the power-like
+  families (sRGB, gamma) and use the prototype on the others (a perfect gate as well). Not run
+  unless named.
 * ``spread``: a photo f(E a) of a scene E is the same photo as f(x^(1/p)) of the scene E^p at
   exposure a^p, for any response f and exponent p > 0; so a camera is known from one photo only
   up to the exponent of its input, unless the prior over scenes says E is likelier than E^p.
@@ -58,12 +69,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.cluster.vq
 from absl import app, flags
 
 from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
-from hdr_jax.data import hdr_brackets
+from hdr_jax.data import hdr_brackets, highlight_views
 from hdr_jax.eval import protocol, report, responses, system
 from hdr_jax.models import level
 
@@ -76,7 +88,7 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "dev: views per scene (0: all DEV_VIEW
                               "views spread over the scenes (0: all).")
 _SPREAD_VIEWS = flags.DEFINE_integer("views_per_scene", 12, "Random views per panorama (spread).")
 _PARTS = flags.DEFINE_multi_enum("parts", ["accuracy", "spread"],
-                                 ["accuracy", "curves", "spread"],
+                                 ["accuracy", "curves", "prototypes", "spread"],
                                  "Parts to run (repeat the flag for several).")
 _OUT = flags.DEFINE_string("out", "", "Output folder (default docs/results/blind_limits/SPLIT).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing result files.")
@@ -133,6 +145,11 @@ def lifted(pipe: pipeline.Pipeline, ldr: np.ndarray, k: float) -> np.ndarray:
     return level.lift(linear, ldr, pipeline.estimate_lift(pipe, ldr, k), clip_value)
 
 
+def with_exponent(curve: np.ndarray, p: float) -> np.ndarray:
+    """f(x^p) for ``curve`` f."""
+    return crf_lib.apply_crf(curve, crf_lib.GRID.astype(np.float64) ** p).astype(np.float32)
+
+
 def exponent_twins(family: str, curve: np.ndarray, families: dict) -> list[np.ndarray]:
     """The cameras a photo through ``curve`` cannot be told from without a scene prior (module
     docstring): the family's curves for the gamma families, which differ by their exponent only;
@@ -142,8 +159,7 @@ def exponent_twins(family: str, curve: np.ndarray, families: dict) -> list[np.nd
         return list(families[family].values())
     if family == "sRGB":
         return [curve]
-    x = np.linspace(0.0, 1.0, len(curve))
-    return [np.interp(x ** (GAMMAS[1] / g), x, curve) for g in GAMMAS]
+    return [with_exponent(curve, GAMMAS[1] / g) for g in GAMMAS]
 
 
 def twin_scalar(ldr: np.ndarray, clipped: np.ndarray, curves: list[np.ndarray]) -> float:
@@ -242,19 +258,28 @@ CURVE_ROWS = ("the true curve (oracle)",
               "its shape known, its exponent one of its twins (mean over them)")
 
 
+def curve_gains(pipe: pipeline.Pipeline, ldr: np.ndarray, radiance: np.ndarray,
+                clipped: np.ndarray, base: float):
+    """A function of a curve: the clipped-pixel gains over ``base`` of the photo linearised
+    with that curve, lifted by the weights' lift for a known response and alone (:data:`SCORINGS`
+    order)."""
+    lift = pipeline.estimate_lift(pipe, ldr, None, known_response=True)
+
+    def gains(c: np.ndarray) -> list[float]:
+        linear = protocol.linearise_srgb(ldr, c)
+        clip = float(crf_lib.apply_inverse_crf(c, np.float32(protocol.CLIP_LEVEL)))
+        preds = (level.lift(linear, ldr, lift, clip), linear)
+        return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
+                for p in preds]
+
+    return gains
+
+
 def whole_curves(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
     """Clipped-pixel gains of whole-curve linearisations (module docstring, ``curves``)."""
     records = []
     for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
-        lift = pipeline.estimate_lift(pipe, ldr, None, known_response=True)
-
-        def gains(c: np.ndarray) -> list[float]:
-            linear = protocol.linearise_srgb(ldr, c)
-            clip = float(crf_lib.apply_inverse_crf(c, np.float32(protocol.CLIP_LEVEL)))
-            preds = (level.lift(linear, ldr, lift, clip), linear)
-            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
-                    for p in preds]
-
+        gains = curve_gains(pipe, ldr, radiance, clipped, base)
         twins = exponent_twins(item["family"], curve, families)
         records.append({**item, "scene": scene, "true": gains(curve),
                         "twins": [gains(c) for c in twins], "middle": len(twins) // 2})
@@ -265,6 +290,116 @@ def whole_curves(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
                   np.array([np.mean([t[j] for t in r["twins"]]) for r in records]))
         rows[scoring] = {name: family_means(records, v) for name, v in zip(CURVE_ROWS, values)}
     return {"rows": rows, "inputs": records}
+
+
+#: Numbers of shape prototypes the ``prototypes`` part scores.
+PROTOTYPES = (1, 2, 4, 8, 16)
+#: Training responses the prototypes are clustered from, and the seed of their draw and of
+#: the clustering.
+POOL_SIZE, POOL_SEED = 4000, 11
+#: Codes at which two curves' shapes are compared (ln f^-1 there: the highlights weigh as much
+#: as the midtones), and the radiance whose code fixes a curve's exponent.
+SHAPE_CODES = np.linspace(0.05, 1.0, 64)
+MID_GREY = 0.18
+#: Radiances at which the results file records each prototype's code.
+PROTOTYPE_SAMPLES = 33
+
+
+def canonical(curve: np.ndarray) -> tuple[np.ndarray, float]:
+    """The exponent twin f(x^p) of ``curve`` f that codes mid-grey as sRGB does, and p: the one
+    representative of all the curves a photo through f cannot be told from (each of them has
+    this twin)."""
+    grey = crf_lib.apply_crf(crf_lib.srgb_crf(), np.float64(MID_GREY))
+    p = math.log(float(crf_lib.apply_inverse_crf(curve, grey))) / math.log(MID_GREY)
+    return with_exponent(curve, p), p
+
+
+def shape_features(curve: np.ndarray) -> np.ndarray:
+    """ln f^-1 at :data:`SHAPE_CODES`: where two curves' linearisations differ."""
+    return np.log(np.maximum(crf_lib.apply_inverse_crf(curve, SHAPE_CODES), 1e-6))
+
+
+def prototype_pool(emor_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:data:`POOL_SIZE` responses of those training draws from (:class:`highlight_views.
+    CurveSampler`, the training EMoR curves with ``emor_dir``) brought to their canonical twins
+    (:func:`canonical`), and the exponents that did so."""
+    sampler = highlight_views.CurveSampler(highlight_views.emor_training_curves(emor_dir))
+    rng = np.random.default_rng(POOL_SEED)
+    curves, powers = zip(*(canonical(sampler(rng)[1]) for _ in range(POOL_SIZE)))
+    return np.stack(curves), np.array(powers)
+
+
+def shape_prototypes(pool: np.ndarray, powers: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` prototypes of the pool's shapes: the member of each k-means cluster (of
+    :func:`shape_features`) nearest its centre, so that each is a real curve, at the canonical
+    exponent and at the cluster's typical one (the median of its members' exponents: where
+    training cameras of that shape sit), and their features."""
+    feats = np.stack([shape_features(c) for c in pool])
+    centres, labels = scipy.cluster.vq.kmeans2(feats, k, minit="++", seed=POOL_SEED)
+    medoids, typical = [], []
+    for j in range(k):
+        members = np.flatnonzero(labels == j)
+        if members.size:
+            medoids.append(members[np.argmin(((feats[members] - centres[j]) ** 2).sum(1))])
+            typical.append(with_exponent(pool[medoids[-1]], 1.0 / np.median(powers[members])))
+    return pool[medoids], np.stack(typical), feats[medoids]
+
+
+#: Families whose curves are powers (or sRGB, nearly one): the ``prototypes`` part's gated rows
+#: leave them to today's estimate.
+POWER_FAMILIES = ("sRGB", "gamma")
+
+
+def prototypes(pipe: pipeline.Pipeline, views: list, families: dict,
+               emor_dir: str | None) -> dict:
+    """Clipped-pixel gains of linearising with a shape prototype (module docstring,
+    ``prototypes``)."""
+    pool, powers = prototype_pool(emor_dir)
+    protos = {k: shape_prototypes(pool, powers, k) for k in PROTOTYPES}
+    records = []
+    for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
+        gains = curve_gains(pipe, ldr, radiance, clipped, base)
+        own, _ = canonical(curve)
+        feats = shape_features(own)
+        nearest = {k: int(np.argmin(((f - feats) ** 2).sum(1))) for k, (*_, f) in protos.items()}
+        k_weights = pipeline.blind_clip_level(pipe, ldr)
+        k_weights = 0.0 if k_weights is None else k_weights
+        today = [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
+                 for p in (lifted(pipe, ldr, k_weights), protocol.linearise_warped(ldr, k_weights))]
+        records.append({**item, "scene": scene, "true": gains(curve), "canonical": gains(own),
+                        "today": today, "nearest": {str(k): i for k, i in nearest.items()},
+                        "prototype": {str(k): gains(protos[k][0][i]) for k, i in nearest.items()},
+                        "typical": {str(k): gains(protos[k][1][i]) for k, i in nearest.items()}})
+    fam = np.array([r["family"] for r in records])
+    power = np.isin(fam, POWER_FAMILIES)
+    rows = {}
+    for j, scoring in enumerate(SCORINGS):
+        table = rows[scoring] = {}
+
+        def row(name: str, values: np.ndarray, table=table):
+            table[name] = family_means(records, values)
+
+        row("the true curve (oracle)", np.array([r["true"][j] for r in records]))
+        row("its shape known, its exponent the canonical one",
+            np.array([r["canonical"][j] for r in records]))
+        today = np.array([r["today"][j] for r in records])
+        row("today's estimate (the weights' k)", today)
+        for k in PROTOTYPES:
+            row(f"the nearest of {k} shape prototypes, canonical exponent",
+                np.array([r["prototype"][str(k)][j] for r in records]))
+        for k in PROTOTYPES:
+            v = np.array([r["typical"][str(k)][j] for r in records])
+            row(f"the nearest of {k} shape prototypes, typical exponent", v)
+            row(f"sRGB and gamma as today, the others the nearest of {k} (typical exponent)",
+                np.where(power, today, v))
+    # The prototypes for the record, at a few radiances (the draw and seeds rebuild them whole).
+    x = np.linspace(0.0, 1.0, PROTOTYPE_SAMPLES)
+    return {"rows": rows, "inputs": records,
+            "prototypes": {"radiance": x.tolist()} | {
+                str(k): {name: [np.round(crf_lib.apply_crf(c, x), 5).tolist() for c in curves]
+                         for name, curves in (("canonical", p), ("typical", t))}
+                for k, (p, t, _) in protos.items()}}
 
 
 def spread(hdr_dir: str, views_per_scene: int, size: int) -> dict:
@@ -327,13 +462,23 @@ def markdown(res: dict) -> str:
               "The weights' estimate against the true k, correlation per family: "
               + ", ".join(f"{f} {report.fmt(v)}" for f, v in acc["weights_correlation"].items())
               + f"; true k mean {acc['k_true']['mean']:+.2f}, sd {acc['k_true']['sd']:.2f}.", ""]
-    cur = res.get("curves")
-    if cur is not None:
-        lines += [f"## Whole curves with the exponent unknown ({len(cur['inputs'])} {where} "
-                  "inputs)", "",
+    for part, title in (("curves", "Whole curves with the exponent unknown"),
+                        ("prototypes", "Shape prototypes, the exponent canonical")):
+        cur = res.get(part)
+        if cur is None:
+            continue
+        lines += [f"## {title} ({len(cur['inputs'])} {where} inputs)", "",
                   "PU21-PSNR on the clipped pixels over the inverse-sRGB input (dB), mean per "
                   "family, the photo linearised with each curve; lifted: the weights' lift for a "
                   "known response.", ""]
+        if part == "prototypes":
+            lines += [f"Prototypes: medoids of k-means clusters of {POOL_SIZE} training "
+                      "responses brought to the canonical exponent (mid-grey coded as sRGB "
+                      "codes it), chosen for each input as the one nearest its own curve's "
+                      "canonical twin (a perfect classifier of shape), scored at the canonical "
+                      "exponent and at the median exponent of the prototype's cluster (typical); "
+                      "today's estimate: inverse sRGB bent by the weights' k, lifted by its "
+                      "lift.", ""]
         for scoring, table in cur["rows"].items():
             fams = [f for f in next(iter(table.values())) if f != "mean"]
             rows = [[name] + [f"{v[f]:+.2f}" for f in fams + ["mean"]]
@@ -374,7 +519,7 @@ def main(argv):
     t0 = time.perf_counter()
     dev = _SPLIT.value == "dev"
     res = {"grid": GRID.tolist(), "split": _SPLIT.value, "closer": list(CLOSER)}
-    if {"accuracy", "curves"} & set(_PARTS.value):
+    if {"accuracy", "curves", "prototypes"} & set(_PARTS.value):
         if dev:
             views = [(scene, radiance) for scene, _, radiance in
                      responses.development_views(_HDR_DIR.value, _SIZE.value, _LIMIT.value)]
@@ -389,6 +534,8 @@ def main(argv):
             res["accuracy"] = accuracy(pipe, views, families)
         if "curves" in _PARTS.value:
             res["curves"] = whole_curves(pipe, views, families)
+        if "prototypes" in _PARTS.value:
+            res["prototypes"] = prototypes(pipe, views, families, _EMOR_DIR.value or None)
     if "spread" in _PARTS.value:
         res["spread"] = spread(_HDR_DIR.value, _SPREAD_VIEWS.value, _SIZE.value)
     res["total_s"] = time.perf_counter() - t0

@@ -349,10 +349,10 @@ def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_pat
 
     out = tmp_path / "curves"
     run_python_checked(["-m", "experiments.blind_limits", "--hdr_dir", fake_hdr_dir, "--size",
-                        "64", "--limit", "1", "--parts", "curves", "--out", out], cli_env,
-                       timeout=600)
+                        "64", "--limit", "1", "--parts", "curves", "--parts", "prototypes",
+                        "--out", out], cli_env, timeout=600)
     res = json.loads((out / "results.json").read_text())
-    assert set(res) == {"grid", "split", "closer", "curves", "total_s"}
+    assert set(res) == {"grid", "split", "closer", "curves", "prototypes", "total_s"}
     inputs = res["curves"]["inputs"]
     assert len(inputs) == 3 * 3
     for x in inputs:
@@ -367,6 +367,30 @@ def test_blind_limits_experiment_runs_and_reports(fake_hdr_dir, cli_env, tmp_pat
     # the sRGB photos' true curve is inverse sRGB, the baseline itself
     assert all(row["sRGB"] == 0.0 for row in alone.values())
     assert "Whole curves with the exponent unknown" in (out / "results.md").read_text()
+    # Prototypes: k real, increasing curves for each k; one prototype is every input's nearest.
+    proto = res["prototypes"]
+    radiance = proto["prototypes"].pop("radiance")
+    for k, both in proto["prototypes"].items():
+        for curves in both.values():
+            assert len(curves) == int(k) and all(np.all(np.diff(c) >= 0) for c in curves)
+            assert all(len(c) == len(radiance) and c[0] == 0 and c[-1] == 1 for c in curves)
+    assert {x["nearest"]["1"] for x in proto["inputs"]} == {0}
+    for scoring, table in proto["rows"].items():
+        fams = [x["family"] for x in proto["inputs"]]
+        srgb = [i for i, f in enumerate(fams) if f == "sRGB"]
+        # sRGB's canonical twin is sRGB itself; the gated rows keep today's sRGB and gamma
+        assert table["its shape known, its exponent the canonical one"]["sRGB"] == pytest.approx(
+            table["the true curve (oracle)"]["sRGB"], abs=1e-3), scoring
+        for k in (1, 16):
+            gated = table[f"sRGB and gamma as today, the others the nearest of {k} (typical "
+                          "exponent)"]
+            assert [gated[f] for f in ("sRGB", "gamma")] == [
+                table["today's estimate (the weights' k)"][f] for f in ("sRGB", "gamma")]
+            assert gated["gamma+S"] == table[f"the nearest of {k} shape prototypes, typical "
+                                             "exponent"]["gamma+S"]
+        assert srgb and all(proto["inputs"][i]["canonical"] == pytest.approx(
+            proto["inputs"][i]["true"], abs=1e-3) for i in srgb)
+    assert "Shape prototypes, the exponent canonical" in (out / "results.md").read_text()
 
 
 _SCALING_CHECK = """
