@@ -195,17 +195,31 @@ def scored_inputs(views: list, families: dict):
         yield item, scene, radiance, curve, ldr, clipped, base
 
 
+def k_gains(pipe: pipeline.Pipeline, ldr: np.ndarray, radiance: np.ndarray,
+            clipped: np.ndarray, base: float):
+    """A function of k: the clipped-pixel gains over ``base`` of the photo linearised with
+    inverse sRGB bent by k, lifted by the weights' lift for that k and alone (:data:`SCORINGS`
+    order)."""
+
+    def gains(k: float) -> list[float]:
+        preds = (lifted(pipe, ldr, k), protocol.linearise_warped(ldr, k))
+        return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
+                for p in preds]
+
+    return gains
+
+
+def weights_k(pipe: pipeline.Pipeline, ldr: np.ndarray) -> float:
+    """The weights' blind estimate of k for the photo (0, inverse sRGB, without one)."""
+    k = pipeline.blind_clip_level(pipe, ldr)
+    return 0.0 if k is None else k
+
+
 def accuracy(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
     records = []
     for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
-
-        def gains(k: float) -> list[float]:
-            preds = (lifted(pipe, ldr, k), protocol.linearise_warped(ldr, k))
-            return [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
-                    for p in preds]
-
-        k_weights = pipeline.blind_clip_level(pipe, ldr)
-        k_weights = 0.0 if k_weights is None else k_weights
+        gains = k_gains(pipe, ldr, radiance, clipped, base)
+        k_weights = weights_k(pipe, ldr)
         records.append({**item, "scene": scene,
                         "k_true": protocol.clip_level_scalar(ldr, radiance, curve, clipped),
                         "k_weights": k_weights, "gain_weights": gains(k_weights),
@@ -329,13 +343,12 @@ def prototype_pool(emor_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(curves), np.array(powers)
 
 
-def shape_prototypes(pool: np.ndarray, powers: np.ndarray,
+def shape_prototypes(pool: np.ndarray, powers: np.ndarray, feats: np.ndarray,
                      k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``k`` prototypes of the pool's shapes: the member of each k-means cluster (of
-    :func:`shape_features`) nearest its centre, so that each is a real curve, at the canonical
-    exponent and at the cluster's typical one (the median of its members' exponents: where
-    training cameras of that shape sit), and their features."""
-    feats = np.stack([shape_features(c) for c in pool])
+    """``k`` prototypes of the pool's shapes (``feats``: their :func:`shape_features`): the
+    member of each k-means cluster nearest its centre, so that each is a real curve, at the
+    canonical exponent and at the cluster's typical one (the median of its members' exponents:
+    where training cameras of that shape sit), and their features."""
     centres, labels = scipy.cluster.vq.kmeans2(feats, k, minit="++", seed=POOL_SEED)
     medoids, typical = [], []
     for j in range(k):
@@ -356,17 +369,15 @@ def prototypes(pipe: pipeline.Pipeline, views: list, families: dict,
     """Clipped-pixel gains of linearising with a shape prototype (module docstring,
     ``prototypes``)."""
     pool, powers = prototype_pool(emor_dir)
-    protos = {k: shape_prototypes(pool, powers, k) for k in PROTOTYPES}
+    feats = np.stack([shape_features(c) for c in pool])
+    protos = {k: shape_prototypes(pool, powers, feats, k) for k in PROTOTYPES}
     records = []
     for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
         gains = curve_gains(pipe, ldr, radiance, clipped, base)
         own, _ = canonical(curve)
-        feats = shape_features(own)
-        nearest = {k: int(np.argmin(((f - feats) ** 2).sum(1))) for k, (*_, f) in protos.items()}
-        k_weights = pipeline.blind_clip_level(pipe, ldr)
-        k_weights = 0.0 if k_weights is None else k_weights
-        today = [protocol.pu21_protocol(p, radiance, clipped)["pu21_clipped"] - base
-                 for p in (lifted(pipe, ldr, k_weights), protocol.linearise_warped(ldr, k_weights))]
+        shape = shape_features(own)
+        nearest = {k: int(np.argmin(((f - shape) ** 2).sum(1))) for k, (*_, f) in protos.items()}
+        today = k_gains(pipe, ldr, radiance, clipped, base)(weights_k(pipe, ldr))
         records.append({**item, "scene": scene, "true": gains(curve), "canonical": gains(own),
                         "today": today, "nearest": {str(k): i for k, i in nearest.items()},
                         "prototype": {str(k): gains(protos[k][0][i]) for k, i in nearest.items()},
