@@ -33,8 +33,8 @@ k). Two questions about k, and one about whole curves:
   average is the mean over them. Same inputs as ``accuracy``; nothing is fitted. Not run
   unless named (``--parts curves``).
 * ``prototypes``: how coarsely the shape must be known. Every curve's exponent twins share one
-  twin that codes mid-grey as sRGB does (:func:`canonical`); training responses brought to it
-  are clustered into K shapes (k-means of ln f^-1 at :data:`SHAPE_CODES`, K in
+  twin that codes mid-grey as sRGB does (:func:`shapes.canonical`); training responses brought to
+  them are clustered into K shapes (k-means of ln f^-1 at :data:`shapes.SHAPE_CODES`, K in
   :data:`PROTOTYPES`; each prototype the member nearest its cluster's centre), and each input
   is linearised with the prototype nearest its own canonical twin: what an estimator that
   classifies the shape into K classes without error would reach, at the canonical exponent and
@@ -69,12 +69,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.cluster.vq
 from absl import app, flags
 
 from hdr_jax import io as hdr_io
 from hdr_jax import pipeline
 from hdr_jax.camera import crf as crf_lib
+from hdr_jax.camera import shapes
 from hdr_jax.data import hdr_brackets, highlight_views
 from hdr_jax.eval import protocol, report, responses, system
 from hdr_jax.models import level
@@ -145,11 +145,6 @@ def lifted(pipe: pipeline.Pipeline, ldr: np.ndarray, k: float) -> np.ndarray:
     return level.lift(linear, ldr, pipeline.estimate_lift(pipe, ldr, k), clip_value)
 
 
-def with_exponent(curve: np.ndarray, p: float) -> np.ndarray:
-    """f(x^p) for ``curve`` f."""
-    return crf_lib.apply_crf(curve, crf_lib.GRID.astype(np.float64) ** p).astype(np.float32)
-
-
 def exponent_twins(family: str, curve: np.ndarray, families: dict) -> list[np.ndarray]:
     """The cameras a photo through ``curve`` cannot be told from without a scene prior (module
     docstring): the family's curves for the gamma families, which differ by their exponent only;
@@ -159,7 +154,7 @@ def exponent_twins(family: str, curve: np.ndarray, families: dict) -> list[np.nd
         return list(families[family].values())
     if family == "sRGB":
         return [curve]
-    return [with_exponent(curve, GAMMAS[1] / g) for g in GAMMAS]
+    return [shapes.with_exponent(curve, GAMMAS[1] / g) for g in GAMMAS]
 
 
 def twin_scalar(ldr: np.ndarray, clipped: np.ndarray, curves: list[np.ndarray]) -> float:
@@ -308,55 +303,16 @@ def whole_curves(pipe: pipeline.Pipeline, views: list, families: dict) -> dict:
 
 #: Numbers of shape prototypes the ``prototypes`` part scores.
 PROTOTYPES = (1, 2, 4, 8, 16)
-#: Training responses the prototypes are clustered from, and the seed of their draw and of
-#: the clustering.
-POOL_SIZE, POOL_SEED = 4000, 11
-#: Codes at which two curves' shapes are compared (ln f^-1 there: the highlights weigh as much
-#: as the midtones), and the radiance whose code fixes a curve's exponent.
-SHAPE_CODES = np.linspace(0.05, 1.0, 64)
-MID_GREY = 0.18
 #: Radiances at which the results file records each prototype's code.
 PROTOTYPE_SAMPLES = 33
 
 
-def canonical(curve: np.ndarray) -> tuple[np.ndarray, float]:
-    """The exponent twin f(x^p) of ``curve`` f that codes mid-grey as sRGB does, and p: the one
-    representative of all the curves a photo through f cannot be told from (each of them has
-    this twin)."""
-    grey = crf_lib.apply_crf(crf_lib.srgb_crf(), np.float64(MID_GREY))
-    p = math.log(float(crf_lib.apply_inverse_crf(curve, grey))) / math.log(MID_GREY)
-    return with_exponent(curve, p), p
-
-
-def shape_features(curve: np.ndarray) -> np.ndarray:
-    """ln f^-1 at :data:`SHAPE_CODES`: where two curves' linearisations differ."""
-    return np.log(np.maximum(crf_lib.apply_inverse_crf(curve, SHAPE_CODES), 1e-6))
-
-
 def prototype_pool(emor_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """:data:`POOL_SIZE` responses of those training draws from (:class:`highlight_views.
-    CurveSampler`, the training EMoR curves with ``emor_dir``) brought to their canonical twins
-    (:func:`canonical`), and the exponents that did so."""
-    sampler = highlight_views.CurveSampler(highlight_views.emor_training_curves(emor_dir))
-    rng = np.random.default_rng(POOL_SEED)
-    curves, powers = zip(*(canonical(sampler(rng)[1]) for _ in range(POOL_SIZE)))
-    return np.stack(curves), np.array(powers)
-
-
-def shape_prototypes(pool: np.ndarray, powers: np.ndarray, feats: np.ndarray,
-                     k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``k`` prototypes of the pool's shapes (``feats``: their :func:`shape_features`): the
-    member of each k-means cluster nearest its centre, so that each is a real curve, at the
-    canonical exponent and at the cluster's typical one (the median of its members' exponents:
-    where training cameras of that shape sit), and their features."""
-    centres, labels = scipy.cluster.vq.kmeans2(feats, k, minit="++", seed=POOL_SEED)
-    medoids, typical = [], []
-    for j in range(k):
-        members = np.flatnonzero(labels == j)
-        if members.size:
-            medoids.append(members[np.argmin(((feats[members] - centres[j]) ** 2).sum(1))])
-            typical.append(with_exponent(pool[medoids[-1]], 1.0 / np.median(powers[members])))
-    return pool[medoids], np.stack(typical), feats[medoids]
+    """The training sampler's responses (:class:`highlight_views.CurveSampler`, the training
+    EMoR curves with ``emor_dir``) brought to their canonical twins (:func:`shapes.
+    prototype_pool`)."""
+    return shapes.prototype_pool(
+        highlight_views.CurveSampler(highlight_views.emor_training_curves(emor_dir)))
 
 
 #: Families whose curves are powers (or sRGB, nearly one): the ``prototypes`` part's gated rows
@@ -369,13 +325,13 @@ def prototypes(pipe: pipeline.Pipeline, views: list, families: dict,
     """Clipped-pixel gains of linearising with a shape prototype (module docstring,
     ``prototypes``)."""
     pool, powers = prototype_pool(emor_dir)
-    feats = np.stack([shape_features(c) for c in pool])
-    protos = {k: shape_prototypes(pool, powers, feats, k) for k in PROTOTYPES}
+    feats = np.stack([shapes.shape_features(c) for c in pool])
+    protos = {k: shapes.shape_prototypes(pool, powers, feats, k) for k in PROTOTYPES}
     records = []
     for item, scene, radiance, curve, ldr, clipped, base in scored_inputs(views, families):
         gains = curve_gains(pipe, ldr, radiance, clipped, base)
-        own, _ = canonical(curve)
-        shape = shape_features(own)
+        own, _ = shapes.canonical(curve)
+        shape = shapes.shape_features(own)
         nearest = {k: int(np.argmin(((f - shape) ** 2).sum(1))) for k, (*_, f) in protos.items()}
         today = k_gains(pipe, ldr, radiance, clipped, base)(weights_k(pipe, ldr))
         records.append({**item, "scene": scene, "true": gains(curve), "canonical": gains(own),
@@ -483,7 +439,7 @@ def markdown(res: dict) -> str:
                   "family, the photo linearised with each curve; lifted: the weights' lift for a "
                   "known response.", ""]
         if part == "prototypes":
-            lines += [f"Prototypes: medoids of k-means clusters of {POOL_SIZE} training "
+            lines += [f"Prototypes: medoids of k-means clusters of {shapes.POOL_SIZE} training "
                       "responses brought to the canonical exponent (mid-grey coded as sRGB "
                       "codes it), chosen for each input as the one nearest its own curve's "
                       "canonical twin (a perfect classifier of shape), scored at the canonical "

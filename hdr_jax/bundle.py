@@ -24,7 +24,7 @@ from hdr_jax import interrupts
 
 DEFAULT_DIR = Path(__file__).parent / "weights"
 NETWORKS = ("drtmo_up", "drtmo_down", "response", "highlight", "cliplevel", "level",
-            "level_known", "cfnet_x2", "cfnet_x4")
+            "level_known", "curvechoice", "cfnet_x2", "cfnet_x4")
 
 
 class WeightsError(ValueError):

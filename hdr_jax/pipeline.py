@@ -25,7 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import jax
@@ -36,7 +36,7 @@ from hdr_jax import bundle, merge
 from hdr_jax.camera import crf as crf_lib
 from hdr_jax.camera.exposure import TAU, naive_bracket_baseline
 from hdr_jax.eval import protocol
-from hdr_jax.models import cliplevel, highlight, level, registry, response
+from hdr_jax.models import cliplevel, curvechoice, highlight, level, registry, response
 
 # Stage-2 pair, in half-stop steps relative to the input: CF-Net's synthetic training pairs are
 # exposed about -3 EV / +2 EV from a mid-grey key, so take the stack images nearest to that.
@@ -66,6 +66,9 @@ def _load(directory: Path, name: str) -> Network:
         if kind == "response":
             shape = (int(cfg["num_responses"]), crf_lib.N_SAMPLES)
             template["responses"] = {"curves": jax.ShapeDtypeStruct(shape, jnp.float32)}
+        if kind == "curvechoice":
+            shape = (int(cfg["num_options"]) - len(curvechoice.BENT), crf_lib.N_SAMPLES)
+            template["options"] = {"curves": jax.ShapeDtypeStruct(shape, jnp.float32)}
     except (KeyError, TypeError, ValueError) as e:  # a hand-edited or foreign manifest
         detail = (str(e).strip().splitlines() or [""])[0][:200]
         raise bundle.WeightsError(
@@ -73,9 +76,8 @@ def _load(directory: Path, name: str) -> Network:
             f"({type(e).__name__}: {detail})"
         ) from e
     variables, entry = bundle.load_network(directory, name, template)
-    if kind == "response" and not all(
-        crf_lib.is_valid_crf(c) for c in variables["responses"]["curves"]
-    ):
+    curves = {"response": "responses", "curvechoice": "options"}.get(kind)
+    if curves and not all(crf_lib.is_valid_crf(c) for c in variables[curves]["curves"]):
         raise bundle.WeightsError(f"{directory}: {name!r} holds a non-monotone response curve")
     apply = jax.jit(registry.inference(kind, module))
     return Network(module, variables, entry, apply)
@@ -95,7 +97,7 @@ class Pipeline:
         """Loads the stage-1 networks eagerly (so bad weights fail before any output)."""
         pipe = cls(directory)
         pipe.up, pipe.down, pipe.response, pipe.highlight, pipe.cliplevel  # noqa: B018
-        pipe.level, pipe.level_known  # noqa: B018
+        pipe.level, pipe.level_known, pipe.curvechoice  # noqa: B018
         return pipe
 
     def network(self, name: str) -> Network:
@@ -146,6 +148,13 @@ class Pipeline:
         if "level_known" not in self._names:
             return None
         return self.network("level_known")
+
+    @property
+    def curvechoice(self) -> Network | None:
+        """The blind curve choice, or None for a weights directory without one."""
+        if "curvechoice" not in self._names:
+            return None
+        return self.network("curvechoice")
 
     def cfnet(self, scale: int) -> Network:
         return self.network(f"cfnet_x{scale}")
@@ -395,21 +404,74 @@ def blind_clip_level(pipe: Pipeline, image: np.ndarray) -> float | None:
 def blind_linearisation(
     pipe: Pipeline, image: np.ndarray, clip_level: float | None = None
 ) -> tuple[np.ndarray, float]:
-    """(curve, gain) the merge linearises a photo of an unknown camera with: inverse sRGB bent
-    at the clip by the estimated clip level (:func:`cliplevel.warped_response`; ``clip_level``
-    when the caller has :func:`blind_clip_level` already) when the weights have the estimate
-    and the photo is not :func:`degenerate`, else inverse sRGB (gain 1)."""
+    """(curve, gain) of the bent linearisation of a photo of an unknown camera: inverse sRGB
+    bent at the clip by the estimated clip level (:func:`cliplevel.warped_response`;
+    ``clip_level`` when the caller has :func:`blind_clip_level` already) when the weights have
+    the estimate and the photo is not :func:`degenerate`, else inverse sRGB (gain 1). The
+    pipeline merges with :func:`blind_estimate`'s choice, of which this is one option."""
     k = blind_clip_level(pipe, image) if clip_level is None else clip_level
     if k is None:
         return crf_lib.srgb_crf(), 1.0
     return cliplevel.warped_response(image, k)
 
 
-def blind_estimate(pipe: Pipeline, image: np.ndarray) -> tuple[float | None, np.ndarray, float]:
-    """(clip level, curve, gain) of a photo of an unknown camera: :func:`blind_clip_level` and
-    :func:`blind_linearisation` with it."""
+class BlindEstimate(NamedTuple):
+    """How a photo of an unknown camera is linearised and lifted: the clip level the blind lift
+    reads (None: 0), the curve and gain of the linearisation, and whether the curve is a whole
+    camera response (lifted by the lift for a known response instead of the blind one)."""
+
+    clip_level: float | None
+    curve: np.ndarray
+    gain: float
+    whole_curve: bool = False
+
+
+def blind_choice(pipe: Pipeline, image: np.ndarray, clip_level: float) -> int | None:
+    """The option (:func:`blind_option`) the weights' curve choice picks for one HWC photo with
+    clip level ``clip_level``, or None when the weights have no choice or the photo is
+    :func:`degenerate`."""
+    net = pipe.curvechoice
+    if net is None or degenerate(image):
+        return None
+    cues = curvechoice.photo_cues(image, clip_level)
+    return int(np.argmax(np.asarray(net.apply(net.variables, jnp.asarray(cues[None])))[0]))
+
+
+def blind_option(pipe: Pipeline, image: np.ndarray, clip_level: float | None,
+                 option: int) -> BlindEstimate:
+    """Option ``option`` of :mod:`hdr_jax.models.curvechoice` for a photo with clip level
+    ``clip_level``: 0 inverse sRGB, 1 the bent linearisation (:func:`blind_linearisation`),
+    2 + j the weights' prototype j (a whole curve, gain 1)."""
+    if option == 0 or clip_level is None:
+        return BlindEstimate(None, crf_lib.srgb_crf(), 1.0)
+    if option == 1:
+        return BlindEstimate(clip_level, *blind_linearisation(pipe, image, clip_level))
+    curves = pipe.curvechoice.variables["options"]["curves"]
+    return BlindEstimate(None, np.asarray(curves[option - len(curvechoice.BENT)]), 1.0, True)
+
+
+def blind_estimate(pipe: Pipeline, image: np.ndarray) -> BlindEstimate:
+    """How a photo of an unknown camera is linearised: with the weights' curve choice the
+    option it picks (:func:`blind_choice`), without one the bent linearisation
+    (:func:`blind_clip_level`, :func:`blind_linearisation`)."""
     k = blind_clip_level(pipe, image)
-    return (k, *blind_linearisation(pipe, image, k))
+    option = None if k is None else blind_choice(pipe, image, k)
+    return blind_option(pipe, image, k, 1 if option is None else option)
+
+
+def lift_clipped(pipe: Pipeline, hdr: np.ndarray, image: np.ndarray,
+                 estimate: BlindEstimate) -> np.ndarray:
+    """``hdr`` (the photo linearised or merged with ``estimate``'s curve, times its gain) with
+    the clipped pixels lifted (:func:`level.lift` by :func:`estimate_lift`: the lift for a known
+    response for a whole curve, else the blind lift at the estimate's clip level); a lift below
+    0 lowers no clipped pixel below the clip code's linear value. Unchanged when the weights
+    lack that lift or the photo is :func:`degenerate`."""
+    if lift_network(pipe, estimate.whole_curve) is None or degenerate(image):
+        return hdr
+    clip = estimate.gain * float(crf_lib.apply_inverse_crf(estimate.curve,
+                                                           np.float32(protocol.CLIP_LEVEL)))
+    lift = estimate_lift(pipe, image, estimate.clip_level, known_response=estimate.whole_curve)
+    return level.lift(hdr, image, lift, clip)
 
 
 def lift_network(pipe: Pipeline, known_response: bool = False) -> Network | None:
@@ -436,7 +498,8 @@ def blind_linear(
     pipe: Pipeline, image: np.ndarray, clip_level: float | None = None
 ) -> np.ndarray:
     """A photo of an unknown camera linearised with :func:`blind_linearisation` (times its gain,
-    so the midtones keep their inverse-sRGB values)."""
+    so the midtones keep their inverse-sRGB values): the bent linearisation, which a highlight
+    head trained on it fills on top of."""
     curve, gain = blind_linearisation(pipe, image, clip_level)
     return np.asarray(crf_lib.apply_inverse_crf(curve, image), np.float32) * np.float32(gain)
 
@@ -461,7 +524,7 @@ def _photo_hdr(
     method: str,
     response_curve: np.ndarray | None,
     highlights: bool,
-    blind: tuple[float | None, np.ndarray, float] | None = None,
+    blind: BlindEstimate | None = None,
 ) -> tuple[np.ndarray, tuple[int, int], tuple[np.ndarray, float]]:
     """(HDR, kept range, (curve, gain) the photo was linearised with). The HDR of one photo
     from its stack: :func:`merge_photo_stack`, or, with ``highlights``
@@ -471,30 +534,22 @@ def _photo_hdr(
     trained on it (``linearisation`` 'bent' in its config) :func:`blind_linearisation`),
     combined with the head's radiance wherever the photo is near or at the clip level
     (:func:`highlight.expand`, :func:`highlight.combine`). Without a head, a photo of an
-    unknown camera is merged with :func:`blind_linearisation` (scaled back by its gain, so the
-    input's midtones keep their inverse-sRGB values), one with a given response with that
-    response, and, with ``highlights``, the anchored merge and weights with the matching lift
-    (``level`` for the blind linearisation, ``level_known`` for a given response), its clipped
-    pixels are lifted (:func:`level.lift` by :func:`estimate_lift`; a lift below 0 lowers no
-    clipped pixel below the clip code's linear value). ``blind``: (clip level, curve, gain) of
-    the blind linearisation when the caller has it (:func:`blind_estimate`, of the
-    full-resolution photo when ``image`` is a shrunk copy of it)."""
+    unknown camera is merged with :func:`blind_estimate`'s curve (times its gain, so with the
+    bent linearisation the input's midtones keep their inverse-sRGB values), one with a given
+    response with that response, and, with ``highlights`` and the anchored merge, its clipped
+    pixels are lifted (:func:`lift_clipped`). ``blind``: the :func:`blind_estimate` when the
+    caller has it (of the full-resolution photo when ``image`` is a shrunk copy of it)."""
     if not (highlights and method == "anchored" and pipe.highlight is not None
             and not degenerate(image)):
-        known = response_curve is not None
-        if known:
-            k, curve, gain = None, response_curve, 1.0
+        if response_curve is not None:
+            est = BlindEstimate(None, np.asarray(response_curve), 1.0, True)
         else:
-            k, curve, gain = blind_estimate(pipe, image) if blind is None else blind
-        hdr, kept = merge_photo_stack(stack, image, method, curve)
-        hdr = hdr * np.float32(gain)
-        if (highlights and method == "anchored" and lift_network(pipe, known) is not None
-                and not degenerate(image)):
-            # The clip code's linear value: a lift below 0 leaves clipped pixels at least there.
-            clip = gain * float(crf_lib.apply_inverse_crf(curve, np.float32(protocol.CLIP_LEVEL)))
-            hdr = level.lift(hdr, image, estimate_lift(pipe, image, k, known_response=known),
-                             clip)
-        return hdr, kept, (np.asarray(curve), gain)
+            est = blind_estimate(pipe, image) if blind is None else blind
+        hdr, kept = merge_photo_stack(stack, image, method, est.curve)
+        hdr = hdr * np.float32(est.gain)
+        if highlights and method == "anchored":
+            hdr = lift_clipped(pipe, hdr, image, est)
+        return hdr, kept, (np.asarray(est.curve), est.gain)
     image = np.asarray(image, np.float32)
     known = response_curve is not None
     log_ratio, estimate = run_highlight_head(pipe, image, known_response=known)
@@ -504,8 +559,10 @@ def _photo_hdr(
     elif estimate is not None:
         curve = estimate
     elif pipe.highlight.entry["config"].get("linearisation", "srgb") == "bent":
-        # A head trained on the bent linearisation fills on top of that linearisation.
-        _, curve, gain = blind_estimate(pipe, image) if blind is None else blind
+        # A head trained on the bent linearisation fills on top of that linearisation (of the
+        # full-resolution photo's clip level when the caller has it).
+        k = blind.clip_level if blind is not None and blind.clip_level is not None else None
+        curve, gain = blind_linearisation(pipe, image, k)
     else:
         curve = crf_lib.srgb_crf()
     hdr, kept = merge_photo_stack(stack, image, method, curve)

@@ -12,7 +12,7 @@ from experiments.configs import drtmo as drtmo_config
 from experiments.configs import highlight as highlight_config
 from experiments.configs import response as response_config
 from hdr_jax import bundle
-from hdr_jax.models import registry
+from hdr_jax.models import curvechoice, registry
 
 MODELS = {
     "drtmo": drtmo_config.get_config("up,tiny").model.to_dict(),
@@ -21,13 +21,15 @@ MODELS = {
     "highlight": highlight_config.get_config("tiny,curve").model.to_dict(),
     "cliplevel": {"features": [4, 8, 8], "members": 2},
     "level": {"mean": [0.0] * 5, "scale": [1.0] * 5},
+    "curvechoice": {"mean": [0.0] * len(curvechoice.FEATURES),
+                    "scale": [1.0] * len(curvechoice.FEATURES), "num_options": 4},
 }
 
 
 def test_kind_of_bundled_names():
     assert [registry.kind_of(n) for n in bundle.NETWORKS] == [
-        "drtmo", "drtmo", "response", "highlight", "cliplevel", "level", "level", "cfnet",
-        "cfnet"]
+        "drtmo", "drtmo", "response", "highlight", "cliplevel", "level", "level", "curvechoice",
+        "cfnet", "cfnet"]
     with pytest.raises(ValueError, match="unknown network"):
         registry.kind_of("unet_x2")
     with pytest.raises(ValueError, match="unknown network kind"):
@@ -47,7 +49,8 @@ def test_abstract_variables_match_init_and_inference_shapes(kind):
         assert out["curve"].shape == (2, 65)
         out = out["log_ratio"]
     want = {"drtmo": (2, 8, 32, 32, 3), "cfnet": (2, 64, 64, 3), "response": (2, 3),
-            "highlight": (2, 32, 32, 3), "cliplevel": (2,), "level": (2,)}[kind]
+            "highlight": (2, 32, 32, 3), "cliplevel": (2,), "level": (2,),
+            "curvechoice": (2, 4)}[kind]
     assert out.shape == want
     if kind == "response":
         np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)

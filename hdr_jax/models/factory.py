@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hdr_jax.models import cfnet, cliplevel, drtmo, highlight, level, response
+from hdr_jax.models import cfnet, cliplevel, curvechoice, drtmo, highlight, level, response
 
 
 def _get(m: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -71,10 +71,19 @@ def make_cliplevel(m: Mapping[str, Any]) -> cliplevel.ClipLevelNet:
                                   offset=float(_get(m, "offset", 0.0)))
 
 
-def make_level(m: Mapping[str, Any]) -> level.LevelNet:
-    n = len(level.FEATURES)
-    mean, scale = [float(v) for v in m["mean"]], [float(v) for v in m["scale"]]
+def _standardisation(m: Mapping[str, Any], n: int, kind: str) -> tuple[tuple, tuple]:
+    """(mean, scale) of a linear model's ``n`` standardised features."""
+    mean, scale = tuple(float(v) for v in m["mean"]), tuple(float(v) for v in m["scale"])
     if len(mean) != n or len(scale) != n or min(scale) <= 0:
-        raise ValueError(f"level: need {n} feature means and positive scales")
-    return level.LevelNet(mean=tuple(mean), scale=tuple(scale),
-                          bias_init=float(_get(m, "bias_init", 0.0)))
+        raise ValueError(f"{kind}: need {n} feature means and positive scales")
+    return mean, scale
+
+
+def make_level(m: Mapping[str, Any]) -> level.LevelNet:
+    mean, scale = _standardisation(m, len(level.FEATURES), "level")
+    return level.LevelNet(mean=mean, scale=scale, bias_init=float(_get(m, "bias_init", 0.0)))
+
+
+def make_curvechoice(m: Mapping[str, Any]) -> curvechoice.CurveChoiceNet:
+    mean, scale = _standardisation(m, len(curvechoice.FEATURES), "curvechoice")
+    return curvechoice.CurveChoiceNet(mean=mean, scale=scale, num_options=int(m["num_options"]))

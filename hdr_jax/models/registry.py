@@ -4,9 +4,10 @@ inputs look like, how to initialise it and how inference calls it.
 Training tasks, the pipeline, the memory analysis and the benchmarks all go through these
 functions, so a network's call signature is written once. Kinds: ``'drtmo'`` (the up/down
 exposure networks), ``'cfnet'`` (fusion + super-resolution), ``'response'`` (the camera
-response classifier), ``'highlight'`` (the clipped-highlight head) and ``'cliplevel'`` (the
-per-photo clip-level estimate that bends the merge's linearisation) and ``'level'`` (the
-per-photo lift of the clipped highlights). A bundled network's
+response classifier), ``'highlight'`` (the clipped-highlight head), ``'cliplevel'`` (the
+per-photo clip-level estimate that bends the merge's linearisation), ``'level'`` (the
+per-photo lift of the clipped highlights) and ``'curvechoice'`` (the blind choice of the curve
+that linearises a photo of an unknown camera). A bundled network's
 name maps to its kind with :func:`kind_of`.
 """
 
@@ -18,16 +19,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hdr_jax.models import factory, highlight, level
+from hdr_jax.models import curvechoice, factory, highlight, level
 
-KINDS = ("drtmo", "cfnet", "response", "highlight", "cliplevel", "level")
+KINDS = ("drtmo", "cfnet", "response", "highlight", "cliplevel", "level", "curvechoice")
 
 Array = Any
 
 
 def kind_of(name: str) -> str:
     """'drtmo_up' / 'drtmo_down' -> 'drtmo', 'cfnet_x2' / 'cfnet_x4' -> 'cfnet', 'response',
-    'highlight', 'cliplevel', 'level'."""
+    'highlight', 'cliplevel', 'level' (and 'level_known'), 'curvechoice'."""
     kind = name.split("_", 1)[0]
     if kind not in KINDS:
         raise ValueError(f"unknown network {name!r}; kinds are {KINDS}")
@@ -60,6 +61,8 @@ def build(kind: str, model: Mapping[str, Any], *, inference: bool = False) -> An
         return factory.make_cliplevel(m)
     if kind == "level":
         return factory.make_level(m)
+    if kind == "curvechoice":
+        return factory.make_curvechoice(m)
     return factory.make_response(m)
 
 
@@ -69,10 +72,12 @@ def example_inputs(kind: str, module: Any, batch: int = 1,
     CF-Net the (over, under) LR pair (default 16), the classifier a batch of views (32), the
     highlight head its per-pixel features (:func:`highlight.input_features`, default its
     smallest input), the clip-level estimate a photo (default 32), the lift a batch of photo
-    features (``size`` unused)."""
+    features, the curve choice a batch of photo cues (``size`` unused)."""
     _check(kind)
     if kind == "level":
         return (jax.ShapeDtypeStruct((int(batch), len(level.FEATURES)), jnp.float32),)
+    if kind == "curvechoice":
+        return (jax.ShapeDtypeStruct((int(batch), len(curvechoice.FEATURES)), jnp.float32),)
     default = {"drtmo": lambda: 2**module.depth, "cfnet": lambda: 16, "response": lambda: 32,
                "highlight": lambda: module.multiple, "cliplevel": lambda: 32}
     s = int(size if size is not None else default[kind]())
@@ -88,7 +93,7 @@ def init(kind: str, module: Any, rng: jax.Array, *inputs: Array) -> dict:
     zeros = [jnp.zeros(x.shape, x.dtype) for x in inputs]
     if kind == "drtmo":
         return dict(module.init({"params": rng, "dropout": rng}, *zeros, train=False))
-    if kind in ("cfnet", "highlight", "cliplevel", "level"):
+    if kind in ("cfnet", "highlight", "cliplevel", "level", "curvechoice"):
         return dict(module.init(rng, *zeros))
     return dict(module.init(rng, *zeros, train=False))
 
@@ -103,12 +108,14 @@ def inference(kind: str, module: Any) -> Callable[..., Array]:
     """``f(variables, *inputs)`` as the pipeline calls it: DrTMO the (N, 8, H, W, 3) bracket,
     CF-Net the fused image, the classifier response probabilities, the highlight head its
     outputs (log ratios, curve estimate), the clip-level estimate k per photo, the lift per
-    photo."""
+    photo, the curve choice its logits per photo."""
     _check(kind)
     if kind == "drtmo":
         return lambda v, x: module.apply(v, x, train=False)
     if kind in ("highlight", "cliplevel", "level"):
         return lambda v, x: module.apply(v, x)
+    if kind == "curvechoice":  # the option curves ride beside the parameters
+        return lambda v, x: module.apply({"params": v["params"]}, x)
     if kind == "cfnet":
         return lambda v, over, under: module.apply(v, over, under)["fused"]
     return lambda v, x: jax.nn.softmax(
