@@ -15,7 +15,9 @@
 # inverse sRGB down only. The highlight lift (experiments/fit_level.py: six parameters fitted by
 # Powell on tabulated scores of the exported pipeline, ~15 min on one core) comes after it, then
 # the lift for photos whose response the user gives (the same fit on the photos linearised with
-# their true response, --response true, ~4 min).
+# their true response, --response true, ~4 min). Last the blind curve choice
+# (experiments/fit_choice.py: 6000 views scored under every option with those lifts, a linear
+# model fitted in seconds; ~35 min on 2 cores).
 #
 #   bash experiments/train_default.sh [HDR_DIR] [WORKDIR]
 #
@@ -72,3 +74,5 @@ python -m experiments.fit_level --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../
   --weights hdr_jax/weights --workdir "$WORK/level" --out hdr_jax/weights
 python -m experiments.fit_level --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../shared/data/crf}" \
   --response true --workdir "$WORK/level" --out hdr_jax/weights
+python -m experiments.fit_choice --hdr_dir "$HDR_DIR" --emor_dir "${EMOR_DIR:-../shared/data/crf}" \
+  --weights hdr_jax/weights --workdir "$WORK/choice" --parts 2 --out hdr_jax/weights

@@ -283,3 +283,19 @@ def test_experiment_tabulates_fits_and_writes_the_choice(fake_hdr_dir, choice_we
     assert (work / "part0.npz").stat().st_mtime_ns == stamp
     again = json.loads((work / "report.json").read_text())
     assert again["fits"] == rep["fits"]
+
+
+def test_the_bundled_weights_have_a_curve_choice_among_inverse_srgb_bent_and_prototypes():
+    pipe = pipeline.Pipeline()  # the bundled weights; only what the blind estimate needs loads
+    net = pipe.curvechoice
+    assert net.entry["recipe"] == "experiments/fit_choice.py"
+    curves = np.asarray(net.variables["options"]["curves"])
+    assert net.module.num_options == len(curvechoice.BENT) + len(curves) == 18
+    assert all(crf_lib.is_valid_crf(c) for c in curves)
+    # Sixteen distinct shapes (one of them sRGB's own: the sampler's sRGB draws are a cluster).
+    gaps = np.abs(curves[:, None] - curves[None]).max(-1) + np.eye(len(curves))
+    assert gaps.min() > 1e-3
+    photo = make_photo(seed=2, hw=(64, 96))
+    est = pipeline.blind_estimate(pipe, photo)
+    option = pipeline.blind_choice(pipe, photo, pipeline.blind_clip_level(pipe, photo))
+    assert 0 <= option < 18 and est.whole_curve == (option >= len(curvechoice.BENT))
