@@ -18,8 +18,8 @@ the same without its highlight head or lift (``--no-highlights``: the merge's ow
 clipped pixels), with the camera's response given (``--response``: a user who knows the
 camera; with the lift fitted for that linearisation when the weights have one, and without
 it), and with the merge linearised with inverse sRGB (the system without its clip-level
-estimate and curve choice); the input linearised with the inverse sRGB curve (what a tool that does not know the
-camera does), with the curve the clip-level estimate bends
+estimate and curve choice); the input linearised with the inverse sRGB curve (what a tool
+that does not know the camera does), with the curve the clip-level estimate bends
 (:func:`pipeline.blind_linearisation`; inverse sRGB for weights without the estimate) and with
 the true inverse response (an oracle: what is lost to not knowing the camera). Scores: the PU21
 protocol of :func:`protocol.pu21_protocol` overall and on the clipped pixels, and the highlight
